@@ -1,0 +1,5 @@
+"""`python -m diffworld` runs the command line."""
+
+from diffworld.cli import main
+
+main()

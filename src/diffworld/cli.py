@@ -1,0 +1,207 @@
+"""The `diffworld` command line: a thin typer front over `diffworld.recipes`."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Diffusion-transformer world models.")
+
+#: Errors that come from bad input: reported in one line, exit code 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a user error into `error: <message>` on stderr and exit code 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            typer.echo(f"error: {msg}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _sampler(model_sampler: Any, steps: Optional[int], method: Optional[str], sigma_ctx: Optional[float], guidance: Optional[float]) -> Any:
+    overrides = {k: v for k, v in dict(steps=steps, method=method, sigma_ctx=sigma_ctx, guidance=guidance).items() if v is not None}
+    return replace(model_sampler, **overrides)
+
+
+def _json_overrides(text: Optional[str], what: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} must be a JSON object, e.g. '{{\"patch\": 8}}': {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+@app.command()
+@friendly
+def worlds() -> None:
+    """List the built-in worlds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from diffworld.worlds import list_worlds, make_world
+
+    table = Table("name", "layout", "frame", "values", "actions")
+    for name in list_worlds():
+        spec = make_world(name).spec
+        acts = spec.action.kind if spec.action.kind == "none" else f"{spec.action.kind} {spec.action.n} {list(spec.action.names)}"
+        table.add_row(name, spec.layout, "×".join(map(str, spec.frame_shape)), spec.value_kind, acts)
+    Console().print(table)
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    out: Path = typer.Option(..., help="Run directory: checkpoint/ and train_log.jsonl are written here."),
+    world: str = typer.Option("pong", help="Built-in world to learn."),
+    episodes: int = typer.Option(200, help="Training episodes to collect (seeds 0..N-1)."),
+    preset: str = typer.Option("small", help="Model size: tiny, small or base."),
+    dit: Optional[str] = typer.Option(None, help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'.'),
+    steps: int = typer.Option(2000, help="Optimizer steps."),
+    batch_size: int = typer.Option(16),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
+    loss: Optional[str] = typer.Option(None, help='JSON overrides of the world\'s recommended loss config, e.g. \'{"event_weight": 0}\'.'),
+    resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
+) -> None:
+    """Collect episodes of a world and train a world model on them."""
+    from diffworld.model.world_model import ModelConfig
+    from diffworld.recipes import recommended_loss, train_world
+    from diffworld.train import TrainConfig
+
+    model_cfg = ModelConfig.preset(preset, **_json_overrides(dit, "--dit"))
+    train_cfg = TrainConfig(
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
+        loss=recommended_loss(world, **_json_overrides(loss, "--loss")),
+    )  # fmt: skip
+    train_world(world, out, model_cfg, train_cfg, episodes, resume=resume)
+    typer.echo(f"checkpoint: {out / 'checkpoint'}")
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory, or the name of a shipped model (e.g. pong)."),
+    out: Path = typer.Option(Path("eval"), help="Directory for metrics.json and horizon.png."),
+    cases: int = typer.Option(64, help="Held-out forecast start points."),
+    members: int = typer.Option(16, help="Ensemble members."),
+    horizon: int = typer.Option(16),
+    seed: int = typer.Option(0),
+    seed_offset: int = typer.Option(0, help="Offset of the held-out episode seeds (500000: the validation set)."),
+    steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
+    method: Optional[str] = typer.Option(None, help="euler or heun (default: the model's)."),
+    sigma_ctx: Optional[float] = typer.Option(None, help="Context noise level (default: the model's)."),
+    guidance: Optional[float] = typer.Option(None, help="Action guidance weight (default: the model's)."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Evaluate a model on held-out episodes against persistence, climatology and the oracle."""
+    from rich.console import Console
+
+    from diffworld.evaluate.run import EvalConfig
+    from diffworld.model.world_model import WorldModel
+    from diffworld.recipes import evaluate_checkpoint
+
+    sampler = _sampler(WorldModel.from_pretrained(checkpoint).sampler, steps, method, sigma_ctx, guidance)
+    cfg = EvalConfig(cases=cases, members=members, horizon=horizon, seed=seed, seed_offset=seed_offset)
+    metrics = evaluate_checkpoint(checkpoint, out, cfg, sampler, device=device, log=typer.echo)
+    print_summary(metrics, Console())
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'horizon.png'}")
+
+
+@app.command()
+@friendly
+def rollout(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory, or the name of a shipped model (e.g. pong)."),
+    out: Path = typer.Option(Path("rollout.gif"), help="GIF to write."),
+    frames: int = typer.Option(96, help="Frames of the free dream."),
+    members: int = typer.Option(3, help="Dreams shown beside the truth."),
+    seed: int = typer.Option(0),
+    steps: Optional[int] = typer.Option(None),
+    method: Optional[str] = typer.Option(None),
+    sigma_ctx: Optional[float] = typer.Option(None),
+    guidance: Optional[float] = typer.Option(None),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Dream held-out futures and write them beside the truth as a GIF."""
+    from diffworld.model.world_model import WorldModel
+    from diffworld.recipes import dream_gif
+
+    model = WorldModel.from_pretrained(checkpoint, device=device)
+    sampler = _sampler(model.sampler, steps, method, sigma_ctx, guidance)
+    dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("demo"), help="Output directory."),
+    world: str = typer.Option("pong"),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the demo's, sized for ~10 minutes on 2 cores)."),
+    preset: Optional[str] = typer.Option(None),
+    episodes: Optional[int] = typer.Option(None),
+    cases: Optional[int] = typer.Option(None, help="Held-out evaluation cases."),
+    members: Optional[int] = typer.Option(None, help="Ensemble members in the evaluation."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Collect, train, evaluate and animate a world model: everything in one command."""
+    from rich.console import Console
+
+    from diffworld.recipes import DemoConfig, run_demo
+
+    cfg = DemoConfig(world=world)
+    cfg = replace(
+        cfg,
+        preset=preset or cfg.preset,
+        episodes=episodes or cfg.episodes,
+        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        eval=replace(cfg.eval, cases=cases or cfg.eval.cases, members=members or cfg.eval.members),
+    )
+    if (out / "checkpoint" / "train_state.json").exists():
+        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
+    metrics = run_demo(out, cfg, log=typer.echo)
+    print_summary(metrics, Console())
+    typer.echo(f"wrote {out}/metrics.json, horizon.png, rollout.gif and checkpoint/ in {metrics['total_seconds']:.0f}s")
+
+
+def print_summary(metrics: dict[str, Any], console: Any) -> None:
+    """A table of the headline numbers of an evaluation."""
+    from rich.table import Table
+
+    table = Table("forecaster", "state CRPS (mean over h)", "pixel CRPS", title=f"{metrics['world']}: held-out")
+    for name, s in metrics["summary"].items():
+        table.add_row(name, f"{s.get('state_crps', float('nan')):.3f}", f"{s.get('pixel_crps', float('nan')):.4f}")
+    console.print(table)
+    if "state_skill_vs_oracle" in metrics:
+        skill = metrics["state_skill_vs_oracle"]
+        console.print(f"state skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
+    for key in ("valid_frac", "action_fidelity", "rollout_fps"):
+        if key in metrics:
+            console.print(f"{key}: {metrics[key]:.3f}")
+
+
+def main() -> None:
+    """Entry point of the `diffworld` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

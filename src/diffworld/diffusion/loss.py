@@ -1,0 +1,217 @@
+"""Training noise levels and the EDM loss for windows of frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from diffworld.model.denoiser import Denoiser
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """How a training window is noised."""
+
+    #: "teacher": every frame is a target and sees clean (σ_ctx-level) copies of its past —
+    #: the situation it meets in rollout — at twice the tokens. "forcing": diffusion forcing,
+    #: one sequence, each frame its own σ (a share of them at context levels), causal.
+    context: Literal["teacher", "forcing"] = "teacher"
+    #: Target noise levels: ln σ ~ N(p_mean, p_std²) (EDM: −1.2, 1.2; DIAMOND: −0.4, 1.2).
+    p_mean: float = -0.4
+    p_std: float = 1.2
+    #: Context frames get σ ~ U(sigma_min, ctx_sigma_max).
+    ctx_sigma_max: float = 0.1
+    sigma_min: float = 0.002
+    #: In "forcing" mode, the probability that a frame is at a context level.
+    ctx_prob: float = 0.5
+    #: Probability that a target frame's action is replaced by "no action" (for guidance).
+    action_dropout: float = 0.1
+    #: Extra loss weight on pixels near what moved between the two previous frames (grid
+    #: worlds). The weight is a function of the past only, so the optimum is still the
+    #: conditional mean; it focuses learning on the few pixels that change (a pong ball is 4
+    #: of 1,024). 0 turns it off.
+    motion_weight: float = 20.0
+    #: Dilation radius (pixels) of the motion mask.
+    motion_radius: int = 2
+    #: Extra loss weight on the pixels where the training data shows changes the motion mask
+    #: does not foresee (objects that appear: a served ball, a paddle starting to move). The
+    #: mask is a fixed map computed once from the training episodes — independent of any
+    #: target frame, so it keeps the optimum unbiased. Without it the motion weight makes
+    #: rare appearances relatively 20× less important, and the model learns to never draw them.
+    surprise_weight: float = 20.0
+    #: A pixel is "surprising" when such unforeseen changes occur in more than this share of frames.
+    surprise_threshold: float = 1e-4
+    #: Extra weight on whole target frames with a *rare* unforeseen change: one at a pixel where
+    #: unforeseen changes happen in at most `event_max_frequency` of the transitions (a serve, the
+    #: opponent starting to move — not the player's paddle, which the action explains). Rare events
+    #: otherwise drown in common ones: without it a pong model never learns to serve. Unlike the
+    #: two weights above this one looks at the target, so it tilts the model toward such events
+    #: wherever their *occurrence* is random given the past; it is exact where occurrence is
+    #: determined by the past and the action and only *where/how* is random (pong: a miss is
+    #: decided by ball and paddle, only the serve's row is random). Off by default; a world
+    #: recommends it (`diffworld.worlds.training_defaults`).
+    event_weight: float = 0.0
+    event_max_frequency: float = 5e-3
+    #: Only frames with at least this many earlier frames in the window are targets. Rollouts
+    #: always start from a few context frames, so the first frames of a window (no past, or no
+    #: velocity) would cost tokens for a situation that never arises.
+    min_context: int = 2
+
+
+def sample_target_sigmas(shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu") -> torch.Tensor:
+    """ln σ ~ N(p_mean, p_std²)."""
+    z = torch.randn(shape, generator=generator, device=device)
+    return (cfg.p_mean + cfg.p_std * z).exp()
+
+
+def sample_context_sigmas(shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu") -> torch.Tensor:
+    """σ ~ U(sigma_min, ctx_sigma_max): the low levels finished frames are fed back at."""
+    u = torch.rand(shape, generator=generator, device=device)
+    return cfg.sigma_min + (cfg.ctx_sigma_max - cfg.sigma_min) * u
+
+
+def teacher_mask(t: int, first_target: int = 0, device="cpu") -> torch.Tensor:
+    """[T + T', T + T'] temporal mask for [T context frames, targets first_target..T−1].
+
+    Context frame i sees context frames j ≤ i; target frame i sees context frames j < i and
+    itself — never its own clean copy.
+    """
+    i = torch.arange(t, device=device)
+    k = torch.arange(first_target, t, device=device)
+    causal = i[None, :] <= i[:, None]  # [T, T]
+    top = torch.cat([causal, torch.zeros(t, len(k), dtype=torch.bool, device=device)], dim=1)
+    strictly_past = i[None, :] < k[:, None]  # [T', T]
+    eye = torch.eye(len(k), dtype=torch.bool, device=device)
+    return torch.cat([top, torch.cat([strictly_past, eye], dim=1)], dim=0)
+
+
+def drop_actions(actions: torch.Tensor | None, p: float, generator: torch.Generator) -> torch.Tensor | None:
+    """Replace each frame's action by "no action" with probability p (−1, or NaN for continuous)."""
+    if actions is None or p <= 0:
+        return actions
+    drop = torch.rand(actions.shape[:2], generator=generator, device=actions.device) < p  # [B, T]
+    if actions.is_floating_point():
+        return torch.where(drop[..., None], torch.full_like(actions, float("nan")), actions)
+    return torch.where(drop, torch.full_like(actions, -1), actions)
+
+
+def motion_weights(frames: torch.Tensor, weight: float, radius: int) -> torch.Tensor:
+    """[B, T, C, H, W] clean frames -> [B, T, 1, H, W] loss weights 1 + weight·mask.
+
+    mask_t marks pixels within `radius` of any change between frames t−2 and t−1 (any channel);
+    the first two frames of a window have no such past and get weight 1.
+    """
+    if frames.ndim != 5:
+        raise ValueError(f"motion weights need grid frames [B, T, C, H, W], got {list(frames.shape)}")
+    b, t = frames.shape[:2]
+    w = torch.ones((b, t, 1) + frames.shape[-2:], device=frames.device)
+    if t < 3 or weight == 0:
+        return w
+    change = (frames[:, 1:-1] - frames[:, :-2]).abs().amax(dim=2, keepdim=True)  # [B, T-2, 1, H, W]
+    k = 2 * radius + 1
+    near = torch.nn.functional.max_pool2d(change.flatten(0, 1), k, stride=1, padding=radius)
+    mask = (near > 1e-3 * change.flatten(0, 1).amax().clamp_min(1e-12)).float().view_as(change)
+    w[:, 2:] = 1 + weight * mask
+    return w
+
+
+def unforeseen_frequency(trajectories: Iterable[torch.Tensor], radius: int) -> torch.Tensor:
+    """Trajectories [N, C, H, W] of consecutive frames -> [H, W] share of transitions t−1 → t in
+    which a pixel changes outside the motion mask of (t−2, t−1)."""
+    counts, transitions, shape = 0.0, 0, None
+    for frames in trajectories:
+        shape = frames.shape[-2:]
+        if frames.shape[0] < 3:
+            continue
+        counts = counts + unforeseen_pixels(frames.float()[None], radius)[0].sum(0)
+        transitions += frames.shape[0] - 2
+    if shape is None:
+        raise ValueError("unforeseen_frequency needs at least one trajectory")
+    return torch.zeros(shape) if transitions == 0 else counts.float() / transitions
+
+
+def unforeseen_pixels(frames: torch.Tensor, radius: int) -> torch.Tensor:
+    """[B, T, C, H, W] -> [B, T−2, H, W] bool: pixels of frames 2.. that change outside the motion mask."""
+    foreseen = motion_weights(frames, 1.0, radius)[:, 2:, 0] > 1
+    delta = (frames[:, 2:] - frames[:, 1:-1]).abs().amax(dim=2)
+    return (delta > 1e-3 * delta.amax().clamp_min(1e-12)) & ~foreseen
+
+
+def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """λ(σ) = (σ² + σ_d²) / (σ·σ_d)² (EDM eq. 8): unit effective weight on the network output."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def loss_weights(frames: torch.Tensor, cfg: LossConfig, surprise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel weights [B, T, 1, H, W] (1 + the larger of the motion and surprise weights) and
+    frame weights [B, T] (1 + event_weight on frames with a rare unforeseen change)."""
+    moved = motion_weights(frames, 1.0, cfg.motion_radius) > 1  # [B, T, 1, H, W], one mask for both
+    pixel = 1 + cfg.motion_weight * moved.float()
+    if surprise is not None and cfg.surprise_weight:
+        pixel = torch.maximum(pixel, 1 + cfg.surprise_weight * (surprise > cfg.surprise_threshold).float())
+    frame = torch.ones(frames.shape[:2], device=frames.device)
+    if surprise is not None and cfg.event_weight and frames.shape[1] > 2:
+        rare = (surprise > 0) & (surprise <= cfg.event_max_frequency)
+        delta = (frames[:, 2:] - frames[:, 1:-1]).abs().amax(dim=2)  # [B, T-2, H, W]
+        unforeseen = (delta > 1e-3 * delta.amax().clamp_min(1e-12)) & ~moved[:, 2:, 0] & rare
+        frame[:, 2:] += cfg.event_weight * unforeseen.flatten(2).any(-1).float()
+    return pixel, frame
+
+
+def window_loss(
+    denoiser: Denoiser,
+    frames: torch.Tensor,
+    actions: torch.Tensor | None,
+    cfg: LossConfig,
+    generator: torch.Generator,
+    surprise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean weighted denoising error over every target frame of a window of clean frames [B, T, *frame].
+
+    `surprise` is the [H, W] map of `unforeseen_frequency` over the training data, for grid
+    worlds (None: no surprise or event weight).
+    """
+    b, t = frames.shape[:2]
+    k = min(cfg.min_context, t - 1)  # index of the first target frame
+    dev = frames.device
+    expand = (...,) + (None,) * (frames.ndim - 2)
+    grid = frames.ndim == 5
+    if cfg.context == "teacher":
+        n = t - k  # targets
+        sig_c = sample_context_sigmas((b, t), cfg, generator, dev)  # [B, T]
+        sig_t = sample_target_sigmas((b, n), cfg, generator, dev)  # [B, T']
+        noise = torch.randn((b, t + n) + frames.shape[2:], generator=generator, device=dev)
+        clean = torch.cat([frames, frames[:, k:]], dim=1)  # [B, T + T', *frame]
+        sigma = torch.cat([sig_c, sig_t], dim=1)  # [B, T + T']
+        acts = None
+        if actions is not None:
+            acts = torch.cat([actions, drop_actions(actions[:, k:], cfg.action_dropout, generator)], dim=1)
+        times = torch.cat([torch.arange(t, device=dev), torch.arange(k, t, device=dev)])
+        mask = teacher_mask(t, k, dev)
+        denoised = denoiser(clean + sigma[expand] * noise, sigma, acts, times, mask)
+        err = (denoised[:, t:] - frames[:, k:]).square()  # targets only
+        weight = edm_weight(sig_t, denoiser.sigma_data)
+        if grid:
+            pixel, frame = loss_weights(frames, cfg, surprise)
+            err, weight = err * pixel[:, k:], weight * frame[:, k:]
+    elif cfg.context == "forcing":
+        is_ctx = torch.rand((b, t), generator=generator, device=dev) < cfg.ctx_prob
+        sigma = torch.where(
+            is_ctx, sample_context_sigmas((b, t), cfg, generator, dev), sample_target_sigmas((b, t), cfg, generator, dev)
+        )
+        noise = torch.randn(frames.shape, generator=generator, device=dev)
+        acts = drop_actions(actions, cfg.action_dropout, generator)
+        times = torch.arange(t, device=dev)
+        denoised = denoiser(frames + sigma[expand] * noise, sigma, acts, times)
+        err = (denoised - frames).square()[:, k:]
+        weight = edm_weight(sigma[:, k:], denoiser.sigma_data)
+        if grid:
+            pixel, frame = loss_weights(frames, cfg, surprise)
+            err, weight = err * pixel[:, k:], weight * frame[:, k:]
+    else:
+        raise ValueError(f"loss context must be 'teacher' or 'forcing', got {cfg.context!r}")
+    per_frame = err.flatten(2).mean(-1)  # [B, T]
+    return (weight * per_frame).mean()

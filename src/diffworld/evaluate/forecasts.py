@@ -1,0 +1,125 @@
+"""Held-out forecast cases and the ensembles of every forecaster scored on them.
+
+A case is a moment of a held-out episode: the context up to it, the actions that followed, and
+what truly happened. Forecasters: the model, persistence (the last context frame), climatology
+(frames drawn from training episodes) and the oracle (the true world branched from the same
+state with fresh noise — the limit of any forecast of that world).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffworld.data.episodes import Episode
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.model.world_model import WorldModel
+from diffworld.worlds.base import BranchableWorld, Policy, World, collect_episodes
+
+
+@dataclass
+class Cases:
+    """S forecast cases from held-out episodes."""
+
+    context: np.ndarray  # [S, L, *frame]
+    context_actions: np.ndarray  # [S, L]
+    actions: np.ndarray  # [S, H] actions leading into each future frame
+    truth: np.ndarray  # [S, H, *frame]
+    states: list  # [S] simulator state at the last context frame
+    seeds: list[int]  # [S] episode seed of each case
+
+
+def make_cases(
+    make_world: Callable[[], World],
+    seeds: list[int],
+    policy: Policy,
+    n_cases: int,
+    context: int,
+    horizon: int,
+    rng: np.random.Generator,
+) -> Cases:
+    """`n_cases` start points spread over one episode per seed (all seeds held out from training)."""
+    episodes = collect_episodes(make_world, seeds, policy, keep_states=True)
+    usable = [e for e in episodes if len(e) >= context + horizon]
+    if not usable:
+        raise ValueError(f"no held-out episode is long enough for context {context} + horizon {horizon}")
+    picks = []
+    for i in range(n_cases):
+        ep = usable[i % len(usable)]
+        t0 = int(rng.integers(context - 1, len(ep) - horizon))  # index of the last context frame
+        picks.append((ep, t0))
+    return Cases(
+        context=np.stack([ep.frames[t0 - context + 1 : t0 + 1] for ep, t0 in picks]),
+        context_actions=np.stack([ep.actions[t0 - context + 1 : t0 + 1] for ep, t0 in picks]),
+        actions=np.stack([ep.actions[t0 + 1 : t0 + 1 + horizon] for ep, t0 in picks]),
+        truth=np.stack([ep.frames[t0 + 1 : t0 + 1 + horizon] for ep, t0 in picks]),
+        states=[ep.states[t0] for ep, t0 in picks],  # type: ignore[index]
+        seeds=[int(ep.seed) for ep, _ in picks],  # type: ignore[arg-type]
+    )
+
+
+def model_forecast(
+    model: WorldModel,
+    context: np.ndarray,
+    actions: np.ndarray,
+    members: int,
+    context_actions: np.ndarray | None = None,
+    sampler: SamplerConfig | None = None,
+    seed: int = 0,
+    batch: int = 512,
+) -> np.ndarray:
+    """[S, M, H, *frame] dreamed by `model`, in chunks of at most `batch` rollouts."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    per_chunk = max(1, batch // members)
+    out = []
+    for i in range(0, len(context), per_chunk):
+        sl = slice(i, i + per_chunk)
+        ctx_a = None if context_actions is None else torch.as_tensor(context_actions[sl])
+        dream = model.rollout(
+            torch.as_tensor(context[sl]),
+            torch.as_tensor(actions[sl]),
+            n_samples=members,
+            context_actions=ctx_a,
+            sampler=sampler,
+            generator=gen,
+        )
+        out.append(dream.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def persistence_forecast(cases: Cases) -> np.ndarray:
+    """[S, 1, H, *frame]: the last context frame, held."""
+    h = cases.truth.shape[1]
+    return np.repeat(cases.context[:, -1:][:, None], h, axis=2).astype(np.float32)
+
+
+def climatology_forecast(train_frames: np.ndarray, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """[S, M, H, *frame]: independent random frames from the training episodes."""
+    s, m, h = shape
+    idx = rng.integers(len(train_frames), size=(s, m, h))
+    return train_frames[idx].astype(np.float32)
+
+
+def oracle_forecast(make_world: Callable[[], World], cases: Cases, members: int, seed: int = 0) -> np.ndarray:
+    """[S, M, H, *frame]: the true world from each case's state, `members` times with fresh noise."""
+    world = make_world()
+    if not isinstance(world, BranchableWorld):
+        raise ValueError(f"world {world.spec.name!r} cannot be branched, so it has no oracle")
+    s, h = cases.actions.shape[:2]
+    out = np.zeros((s, members, h) + tuple(world.spec.frame_shape), dtype=np.float32)
+    for i in range(s):
+        for j in range(members):
+            world.set_state(cases.states[i])
+            world.reseed(int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0]))
+            for k in range(h):
+                out[i, j, k] = world.step(cases.actions[i, k])[0]
+    return out
+
+
+def training_frames(make_world: Callable[[], World], seeds: list[int], policy: Policy) -> np.ndarray:
+    """Frames of training-seed episodes, the pool climatology draws from."""
+    episodes: list[Episode] = collect_episodes(make_world, seeds, policy)
+    return np.concatenate([e.frames for e in episodes])

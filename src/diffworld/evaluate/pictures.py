@@ -1,0 +1,73 @@
+"""Pictures of an evaluation: CRPS against horizon (PNG) and true-vs-dreamed animations (GIF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COLORS = {"model": "#d62728", "persistence": "#7f7f7f", "climatology": "#2ca02c", "oracle": "#1f77b4"}
+
+
+def plot_horizons(metrics: dict[str, Any], path: str | Path) -> Path:
+    """CRPS of the decoded state (and of pixels) against horizon for the model and every baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = metrics["horizons"]
+    panels = [("state_crps", "state CRPS (pixels of position error)"), ("pixel_crps", "pixel CRPS")]
+    panels = [p for p in panels if p[0] in metrics["metrics"]["model"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for name, entry in metrics["metrics"].items():
+            ax.plot(h, entry[key], marker="o", ms=3, label=name, color=COLORS.get(name))
+        ax.set_xlabel("horizon (frames)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle(f"{metrics['world']}: held-out forecasts ({metrics['held_out']['cases']} cases)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def to_image(frame: np.ndarray, scale: int) -> np.ndarray:
+    """A grid frame (C, H, W) with values in [0, 1] -> uint8 RGB (H·scale, W·scale, 3)."""
+    f = np.clip(np.asarray(frame, dtype=np.float32), 0.0, 1.0)
+    rgb = np.repeat(f[:1], 3, axis=0) if f.shape[0] != 3 else f
+    img = (rgb.transpose(1, 2, 0) * 255).astype(np.uint8)
+    return img.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def write_gif(
+    panels: list[tuple[str, np.ndarray]],
+    path: str | Path,
+    scale: int = 4,
+    fps: int = 8,
+    captions: list[str] | None = None,
+) -> Path:
+    """Side-by-side animation: each panel is (title, frames [T, C, H, W]); all panels share T."""
+    t = panels[0][1].shape[0]
+    if any(p[1].shape[0] != t for p in panels):
+        raise ValueError("every panel of a GIF needs the same number of frames")
+    h, w = (np.asarray(panels[0][1].shape[-2:]) * scale).tolist()
+    gap, top, bottom = 4, 14, 14 if captions else 0
+    width = len(panels) * w + (len(panels) + 1) * gap
+    images = []
+    for i in range(t):
+        canvas = Image.new("RGB", (width, h + top + bottom + gap), (40, 40, 40))
+        draw = ImageDraw.Draw(canvas)
+        for j, (title, frames) in enumerate(panels):
+            x = gap + j * (w + gap)
+            canvas.paste(Image.fromarray(to_image(frames[i], scale)), (x, top))
+            draw.text((x, 1), title, fill=(230, 230, 230))
+        if captions:
+            draw.text((gap, top + h + 2), captions[i], fill=(255, 200, 80))
+        images.append(canvas)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return Path(path)

@@ -1,0 +1,165 @@
+"""Evaluate a world model on held-out episodes against persistence, climatology and the oracle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.evaluate.forecasts import (
+    Cases,
+    climatology_forecast,
+    make_cases,
+    model_forecast,
+    oracle_forecast,
+    persistence_forecast,
+    training_frames,
+)
+from diffworld.evaluate.metrics import fill_missing, score_forecast, skill_vs_reference
+from diffworld.model.world_model import WorldModel
+from diffworld.worlds import default_policy, make_world
+from diffworld.worlds.base import BranchableWorld, DecodableWorld, World
+
+#: Held-out episodes use seeds from here on; training seeds must stay below it.
+HELD_OUT_SEED_BASE = 1_000_000
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How much held-out data an evaluation uses."""
+
+    #: Forecast start points, spread over the held-out episodes.
+    cases: int = 64
+    #: Held-out episodes the cases are drawn from (seeds HELD_OUT_SEED_BASE + offset + i).
+    episodes: int = 32
+    #: Ensemble members of the model, the oracle and climatology.
+    members: int = 16
+    horizon: int = 16
+    #: Rollouts with random commanded actions for action fidelity.
+    fidelity_rollouts: int = 256
+    #: Training-seed episodes the climatology draws frames from.
+    climatology_episodes: int = 16
+    #: Offset of the held-out seeds (to draw a different held-out set).
+    seed_offset: int = 0
+    #: Seed of the evaluation's own draws (start points, sampling, oracle noise).
+    seed: int = 0
+    #: Rollouts per batch on the device.
+    batch: int = 512
+
+
+def evaluate(
+    model: WorldModel,
+    world: str,
+    cfg: EvalConfig = EvalConfig(),
+    sampler: SamplerConfig | None = None,
+    train_seeds: list[int] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Score `model` per horizon on held-out episodes of `world`; a JSON-ready dict."""
+    if model.spec.name != world:
+        raise ValueError(f"model was trained on world {model.spec.name!r}, not {world!r}")
+    make: Callable[[], World] = lambda: make_world(world)  # noqa: E731
+    probe = make()
+    policy = default_policy(world)
+    sampler = sampler or model.sampler
+    rng = np.random.default_rng(cfg.seed)
+    context = model.frames - 1
+    held_out = [HELD_OUT_SEED_BASE + cfg.seed_offset + i for i in range(cfg.episodes)]
+    train_seeds = list(train_seeds if train_seeds is not None else range(cfg.climatology_episodes))
+    if set(held_out) & set(train_seeds):
+        raise ValueError("held-out seeds overlap the training seeds")
+
+    log(f"held-out cases: {cfg.cases} starts from {cfg.episodes} episodes (seeds {held_out[0]}..{held_out[-1]})")
+    cases = make_cases(make, held_out, policy, cfg.cases, context, cfg.horizon, rng)
+    s, m, h = cfg.cases, cfg.members, cfg.horizon
+
+    log(f"model: {s} × {m} rollouts of {h} frames")
+    t0 = time.perf_counter()
+    dream = model_forecast(model, cases.context, cases.actions, m, cases.context_actions, sampler, cfg.seed, cfg.batch)
+    ensemble_fps = s * m * h / (time.perf_counter() - t0)
+    forecasts = {"model": dream, "persistence": persistence_forecast(cases)}
+    clim_pool = training_frames(make, train_seeds[: cfg.climatology_episodes], policy)
+    forecasts["climatology"] = climatology_forecast(clim_pool, (s, m, h), rng)
+    if isinstance(probe, BranchableWorld):
+        log("oracle: the true world branched from each case")
+        forecasts["oracle"] = oracle_forecast(make, cases, m, cfg.seed)
+
+    metrics: dict[str, dict[str, Any]] = {}
+    decodable = isinstance(probe, DecodableWorld)
+    truth_state = probe.decode(cases.truth)[0] if decodable else None  # type: ignore[union-attr]
+    for name, fct in forecasts.items():
+        px = score_forecast(fct, cases.truth)
+        entry: dict[str, Any] = {"pixel_crps": px["crps"], "pixel_rmse": px["rmse"], "pixel_spread_skill": px["spread_skill"]}
+        if decodable:
+            state, valid = probe.decode(fct)  # type: ignore[union-attr]
+            state = fill_missing(state, truth_state, probe.state_bounds)  # type: ignore[union-attr]
+            st = score_forecast(state, truth_state)
+            entry |= {"state_crps": st["crps"], "state_rmse": st["rmse"], "state_spread_skill": st["spread_skill"]}
+            entry["state_crps_by_variable"] = {
+                v: score_forecast(state[..., k], truth_state[..., k])["crps"]  # type: ignore[index]
+                for k, v in enumerate(probe.state_names)  # type: ignore[union-attr]
+            }
+            entry["valid_frac"] = valid.reshape(valid.shape[0], valid.shape[1], h).mean(axis=(0, 1)).tolist()
+        metrics[name] = entry
+
+    result: dict[str, Any] = {
+        "world": world,
+        "horizons": list(range(1, h + 1)),
+        "held_out": {"seeds": [held_out[0], held_out[-1]], "episodes": cfg.episodes, "cases": s, "members": m},
+        "eval_config": asdict(cfg),
+        "sampler": asdict(sampler),
+        "metrics": metrics,
+    }
+    if decodable:
+        result["valid_frac"] = float(np.mean(metrics["model"]["valid_frac"]))
+        if "oracle" in metrics:
+            result["state_skill_vs_oracle"] = skill_vs_reference(
+                np.array(metrics["model"]["state_crps"]),
+                np.array(metrics["persistence"]["state_crps"]),
+                np.array(metrics["oracle"]["state_crps"]),
+            ).tolist()
+        if hasattr(probe, "controlled_next") and model.spec.action.kind == "discrete":
+            log(f"action fidelity: {cfg.fidelity_rollouts} rollouts under random commands")
+            result["action_fidelity"] = action_fidelity(model, probe, cases, cfg, sampler)
+    result["summary"] = {
+        name: {k: float(np.mean(v)) for k, v in entry.items() if k in ("state_crps", "pixel_crps", "state_rmse")}
+        for name, entry in metrics.items()
+    }
+    result["rollout_fps"] = rollout_fps(model, cases, sampler)
+    result["rollout_fps_ensemble"] = ensemble_fps
+    return result
+
+
+def action_fidelity(model: WorldModel, world: Any, cases: Cases, cfg: EvalConfig, sampler: SamplerConfig) -> float:
+    """Share of dreamed steps where the controlled object moves exactly as the true world would.
+
+    Each rollout starts from a held-out context and follows uniformly random commands; at every
+    step the expected position is the world's rule applied to the dreamed previous frame (the
+    true last context frame at the first step), walls included.
+    """
+    rng = np.random.default_rng([cfg.seed, 1])
+    n, h = cfg.fidelity_rollouts, cfg.horizon
+    idx = np.arange(n) % len(cases.context)
+    commands = rng.integers(model.spec.action.n, size=(n, h))
+    dream = model_forecast(model, cases.context[idx], commands, 1, cases.context_actions[idx], sampler, cfg.seed + 1, cfg.batch)
+    state = world.decode(dream[:, 0])[0]  # [n, H, K]
+    last_ctx = world.decode(cases.context[idx, -1])[0]  # [n, K]
+    prev = np.concatenate([last_ctx[:, None], state[:, :-1]], axis=1)  # [n, H, K]
+    expected = world.controlled_next(prev, commands)
+    got = state[..., world.controlled_index]
+    return float(np.mean(np.abs(got - expected) < 1e-6))
+
+
+def rollout_fps(model: WorldModel, cases: Cases, sampler: SamplerConfig, frames: int = 32) -> float:
+    """Frames per second of one dream (batch 1, one member) with `sampler`, after a warm-up."""
+    ctx = torch.as_tensor(cases.context[:1])
+    acts = torch.zeros(1, frames, dtype=torch.long) if model.spec.action.kind == "discrete" else None
+    model.rollout(ctx, acts if acts is None else acts[:, :4], horizon=4, sampler=sampler)  # warm-up
+    t0 = time.perf_counter()
+    model.rollout(ctx, acts, horizon=frames, sampler=sampler)
+    return frames / (time.perf_counter() - t0)

@@ -1,0 +1,66 @@
+"""Grid layout: a (C, H, W) frame becomes (H/p)·(W/p) tokens of C·p·p values."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class GridLayout:
+    """Patchify frames into tokens and back; fixed 2-D sin-cos positions for the tokens."""
+
+    def __init__(self, frame_shape: tuple[int, int, int], patch: int) -> None:
+        c, h, w = frame_shape
+        if patch < 1 or h % patch or w % patch:
+            raise ValueError(f"patch size {patch} must divide the frame's height {h} and width {w}")
+        self.frame_shape = (c, h, w)
+        self.patch = patch
+        self.grid = (h // patch, w // patch)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per frame."""
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def token_dim(self) -> int:
+        """Values per token."""
+        return self.frame_shape[0] * self.patch * self.patch
+
+    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., C, H, W] -> [..., S, C·p·p]."""
+        c, h, w = self.frame_shape
+        p, (gh, gw) = self.patch, self.grid
+        lead = x.shape[:-3]
+        x = x.reshape(-1, c, gh, p, gw, p)
+        x = x.permute(0, 2, 4, 3, 5, 1)  # [N, gh, gw, p, p, C]
+        return x.reshape(*lead, gh * gw, p * p * c)
+
+    def from_tokens(self, t: torch.Tensor) -> torch.Tensor:
+        """[..., S, C·p·p] -> [..., C, H, W]; the inverse of `to_tokens`."""
+        c, h, w = self.frame_shape
+        p, (gh, gw) = self.patch, self.grid
+        lead = t.shape[:-2]
+        x = t.reshape(-1, gh, gw, p, p, c)
+        x = x.permute(0, 5, 1, 3, 2, 4)  # [N, C, gh, p, gw, p]
+        return x.reshape(*lead, c, h, w)
+
+    def positions(self, dim: int) -> torch.Tensor:
+        """[S, dim] fixed 2-D sin-cos embedding: half the channels encode the row, half the column."""
+        if dim % 4:
+            raise ValueError(f"the model width must be divisible by 4 for 2-D positions, got {dim}")
+        gh, gw = self.grid
+        rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+        return torch.cat([_sincos(rows.flatten(), dim // 2), _sincos(cols.flatten(), dim // 2)], dim=-1)
+
+    def attention_bias(self) -> torch.Tensor | None:
+        """Additive bias for spatial attention logits; none on a grid."""
+        return None
+
+
+def _sincos(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """[S] integer positions -> [S, dim] sin-cos features (Transformer positional encoding)."""
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+    angles = pos.to(torch.float64)[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).float()

@@ -1,0 +1,208 @@
+"""WorldModel: the denoiser plus everything needed to use it — spec, normalisation, sampler defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.layouts import make_layout
+from diffworld.model.denoiser import Denoiser
+from diffworld.model.dit import PRESETS, DiT, DiTConfig
+from diffworld.spec import WorldSpec
+
+FORMAT = "diffworld.world_model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network."""
+
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    #: Standard deviation of the normalised data (EDM's σ_data).
+    sigma_data: float = 0.5
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named size preset (see `diffworld.model.dit.PRESETS`), with DiT fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; expected one of: {', '.join(PRESETS)}")
+        unknown = set(overrides) - set(DiTConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model setting(s) {sorted(unknown)}; expected some of {sorted(DiTConfig.__dataclass_fields__)}")
+        return cls(dit=replace(PRESETS[name], **overrides))
+
+
+class WorldModel(nn.Module):
+    """A trained world: D(x; σ) on normalised frames, with the world's spec and sampler defaults."""
+
+    def __init__(
+        self,
+        spec: WorldSpec,
+        config: ModelConfig,
+        mean: np.ndarray | torch.Tensor,
+        std: np.ndarray | torch.Tensor,
+        sampler: SamplerConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec, self.config = spec, config
+        self.sampler = sampler or SamplerConfig()
+        self.layout = make_layout(spec, config.dit.patch)
+        self.denoiser = Denoiser(DiT(config.dit, self.layout, spec.action.kind, spec.action.n), config.sigma_data)
+        # Per-channel statistics, shaped to broadcast over frames [..., *frame_shape].
+        stat_shape = (-1,) + (1,) * (len(spec.frame_shape) - 1) if spec.layout == "grid" else (-1,)
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(stat_shape))
+        self.register_buffer("std", torch.as_tensor(np.asarray(std), dtype=torch.float32).reshape(stat_shape))
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    @property
+    def frames(self) -> int:
+        """Frames in the trained window; rollouts keep at most frames − 1 of context."""
+        return self.config.dit.frames
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """World units -> model units (zero mean, std σ_data per channel)."""
+        return (frames - self.mean) / self.std * self.config.sigma_data
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model units -> world units."""
+        return x / self.config.sigma_data * self.std + self.mean
+
+    def project(self, frames: torch.Tensor) -> torch.Tensor:
+        """Onto the world's values: round binary worlds, clamp bounded ones, leave real ones."""
+        if self.spec.value_kind == "real" or self.spec.value_range is None:
+            return frames
+        lo, hi = self.spec.value_range
+        frames = frames.clamp(lo, hi)
+        if self.spec.value_kind == "binary":
+            frames = torch.where(frames - lo > (hi - lo) / 2, hi, lo).to(frames.dtype)
+        return frames
+
+    def rollout(self, context: torch.Tensor, actions: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        """Dream the future; see `diffworld.rollout.rollout` for the arguments."""
+        from diffworld.rollout import rollout  # the rollout engine sits above the model
+
+        return rollout(self, context, actions, **kwargs)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ save / load
+
+    def config_dict(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The JSON config written beside the weights."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec.to_dict(),
+            "model": {"dit": asdict(self.config.dit), "sigma_data": self.config.sigma_data},
+            "sampler": asdict(self.sampler),
+            **(extra or {}),
+        }
+
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write `model.safetensors` and `config.json` into `directory`, each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(directory / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
+        text = json.dumps(self.config_dict(extra), indent=2)
+        _atomic_write(directory / CONFIG, lambda p: p.write_text(text))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> WorldModel:
+        """Load a model saved by `save_pretrained`, or a reference model shipped with diffworld by name."""
+        directory = resolve_pretrained(name_or_path)
+        config = read_config(directory)
+        try:
+            spec = WorldSpec.from_dict(config["spec"])
+            model_cfg = ModelConfig(dit=DiTConfig(**config["model"]["dit"]), sigma_data=config["model"]["sigma_data"])
+            sampler = SamplerConfig(**_known(SamplerConfig, config.get("sampler", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint config {directory / CONFIG} is invalid: {e}") from None
+        stat_len = spec.frame_shape[0] if spec.layout == "grid" else spec.frame_shape[-1]
+        model = cls(spec, model_cfg, np.zeros(stat_len), np.ones(stat_len), sampler)
+        try:
+            state = load_file(str(directory / WEIGHTS))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"checkpoint weights {directory / WEIGHTS} are corrupt or unreadable: {e}") from None
+        missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint weights {directory / WEIGHTS} do not match the config: "
+                f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+            )
+        for k, v in model.state_dict().items():
+            if state[k].shape != v.shape:
+                raise ValueError(f"checkpoint tensor {k}: expected shape {list(v.shape)}, found {list(state[k].shape)}")
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        return model.to(device).eval()
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """A checkpoint directory: a path if it exists, else the name of a shipped reference model."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    shipped = PRETRAINED_DIR / str(name_or_path)
+    if "/" not in str(name_or_path) and shipped.is_dir():
+        return shipped
+    names = sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG).exists()) if PRETRAINED_DIR.is_dir() else []
+    raise FileNotFoundError(
+        f"no checkpoint at {str(name_or_path)!r}: expected a directory with {CONFIG} and {WEIGHTS}, "
+        f"or a shipped model name ({', '.join(names) or 'none shipped'})"
+    )
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    """Parse and check a checkpoint's config.json."""
+    for name in (CONFIG, WEIGHTS):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"checkpoint {directory} is incomplete: {name} is missing")
+    try:
+        config = json.loads((directory / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"checkpoint config {directory / CONFIG} is not valid JSON: {e}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{directory / CONFIG} is not a diffworld world-model config (format {FORMAT!r} expected)")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{directory / CONFIG} has format version {config['format_version']}; this diffworld reads up to {FORMAT_VERSION}"
+        )
+    return config
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via a temporary file in the same directory, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,181 @@
+"""End-to-end recipes: collect and train, evaluate a checkpoint, dream a GIF, the demo.
+
+Each is one library call; the CLI only parses options into configs and calls these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from diffworld.diffusion.loss import LossConfig
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.evaluate.pictures import plot_horizons, write_gif
+from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
+from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
+from diffworld.train import TrainConfig, TrainResult, build_model, train
+from diffworld.worlds import collect_episodes, default_policy, make_world, training_defaults
+from diffworld.worlds.base import run_episode
+
+
+def training_seeds(n_episodes: int, offset: int = 0) -> list[int]:
+    """Seeds of the training episodes: offset .. offset + n − 1, all below the held-out range."""
+    if n_episodes < 1:
+        raise ValueError(f"need at least one training episode, got {n_episodes}")
+    if offset < 0 or offset + n_episodes > HELD_OUT_SEED_BASE:
+        raise ValueError(f"training seeds must lie in [0, {HELD_OUT_SEED_BASE}), got {offset}..{offset + n_episodes - 1}")
+    return list(range(offset, offset + n_episodes))
+
+
+def train_world(
+    world: str,
+    out: str | Path,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    episodes: int = 200,
+    sampler: SamplerConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Collect `episodes` episodes of a built-in world with its default policy and train on them."""
+    seeds = training_seeds(episodes)
+    make_world(world)  # fail early on an unknown name
+    t0 = time.perf_counter()
+    data = collect_episodes(lambda: make_world(world), seeds, default_policy(world))
+    frames = sum(len(e) for e in data)
+    log(f"collected {len(data)} episodes of {world} ({frames} frames) in {time.perf_counter() - t0:.1f}s")
+    model = build_model(make_world(world).spec, data, model_config, sampler, seed=train_config.seed)
+    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.dit}")
+    extra = {"data": {"world": world, "train_seeds": [seeds[0], seeds[-1]], "episodes": len(data), "frames": frames}}
+    result = train(model, data, train_config, out, resume=resume, progress=progress, extra_config=extra)
+    log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
+    return result
+
+
+def recommended_loss(world: str, **overrides: Any) -> LossConfig:
+    """The world's recommended loss settings, with `overrides` on top."""
+    settings = {**training_defaults(world), **overrides}
+    unknown = set(settings) - set(LossConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown loss setting(s) {sorted(unknown)}; expected some of {sorted(LossConfig.__dataclass_fields__)}")
+    return LossConfig(**settings)
+
+
+def checkpoint_train_seeds(path: str | Path) -> list[int] | None:
+    """The training seeds recorded in a checkpoint's config, if any."""
+    config = read_config(resolve_pretrained(path))
+    seeds = config.get("data", {}).get("train_seeds")
+    return list(range(seeds[0], seeds[1] + 1)) if seeds else None
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    eval_config: EvalConfig = EvalConfig(),
+    sampler: SamplerConfig | None = None,
+    device: str = "cpu",
+    extra: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on held-out episodes; write `metrics.json` and `horizon.png` into `out`."""
+    model = WorldModel.from_pretrained(path, device=device)
+    config = read_config(resolve_pretrained(path))
+    metrics = evaluate(model, model.spec.name, eval_config, sampler, checkpoint_train_seeds(path), log)
+    metrics["checkpoint"] = str(path)
+    metrics["train_seconds"] = config.get("train_seconds")
+    metrics |= extra or {}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_horizons(metrics, out / "horizon.png")
+    return metrics
+
+
+def dream_gif(
+    model: WorldModel,
+    path: str | Path,
+    free_frames: int = 96,
+    members: int = 3,
+    cases: int = 2,
+    horizon: int = 16,
+    seed: int = 0,
+    sampler: SamplerConfig | None = None,
+) -> Path:
+    """GIF of held-out episodes: the truth beside dreams under the same actions, then a long free dream."""
+    world_name = model.spec.name
+    world = make_world(world_name)
+    policy = default_policy(world_name)
+    ctx_len = model.frames - 1
+    panels_truth, panels_dreams, captions = [], [[] for _ in range(members)], []
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    for c in range(cases):  # short forecasts from held-out episodes
+        ep = run_episode(world, HELD_OUT_SEED_BASE + 900_000 + seed * 100 + c, policy)
+        t0 = min(len(ep) - horizon - 1, ctx_len - 1 + 40 * (c + 1))
+        ctx = ep.frames[t0 - ctx_len + 1 : t0 + 1]
+        dream = model.rollout(
+            torch.as_tensor(ctx[None]),
+            torch.as_tensor(ep.actions[None, t0 + 1 : t0 + 1 + horizon]),
+            n_samples=members,
+            context_actions=torch.as_tensor(ep.actions[None, t0 - ctx_len + 1 : t0 + 1]),
+            sampler=sampler,
+            generator=gen,
+        )[0].cpu().numpy()  # [M, H, *frame]
+        panels_truth += [ctx, ep.frames[t0 + 1 : t0 + 1 + horizon]]
+        for j in range(members):
+            panels_dreams[j] += [ctx, dream[j]]
+        captions += [f"case {c + 1}: context"] * ctx_len + [f"case {c + 1}: h={h + 1}, true actions" for h in range(horizon)]
+    # A free dream far beyond the trained window, under the actions of a held-out episode.
+    ep = run_episode(world, HELD_OUT_SEED_BASE + 900_000 + seed * 100 + cases, policy, max_steps=ctx_len + free_frames + 1)
+    n_free = min(free_frames, len(ep) - ctx_len)
+    dream = model.rollout(
+        torch.as_tensor(ep.frames[None, :ctx_len]),
+        torch.as_tensor(ep.actions[None, ctx_len : ctx_len + n_free]),
+        n_samples=members,
+        context_actions=torch.as_tensor(ep.actions[None, :ctx_len]),
+        sampler=sampler,
+        generator=gen,
+    )[0].cpu().numpy()
+    panels_truth.append(ep.frames[ctx_len : ctx_len + n_free])
+    for j in range(members):
+        panels_dreams[j].append(dream[j])
+    captions += [f"free dream: frame {i + 1}/{n_free}, true game's actions" for i in range(n_free)]
+    panels = [("true game", np.concatenate(panels_truth))]
+    panels += [(f"dream {j + 1}", np.concatenate(panels_dreams[j])) for j in range(members)]
+    return write_gif(panels, path, scale=4, fps=8, captions=captions)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The demo: collect, train and evaluate a world model in about ten minutes on two CPU cores."""
+
+    world: str = "pong"
+    preset: str = "small"
+    episodes: int = 200
+    #: 1,600 steps of `small` take about 6.5 minutes on two cores.
+    train: TrainConfig = TrainConfig(steps=1600)
+    eval: EvalConfig = EvalConfig()
+
+
+def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Collect, train, evaluate; write checkpoint/, metrics.json, horizon.png and rollout.gif into `out`."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    train_cfg = replace(cfg.train, loss=recommended_loss(cfg.world))
+    result = train_world(cfg.world, out, ModelConfig.preset(cfg.preset), train_cfg, cfg.episodes, progress=progress, log=log)
+    log("evaluating on held-out episodes")
+    metrics = evaluate_checkpoint(out / "checkpoint", out, cfg.eval, log=log, extra={"train_seconds": result.seconds})
+    log("writing rollout.gif")
+    dream_gif(result.model, out / "rollout.gif")
+    metrics["total_seconds"] = time.perf_counter() - t0
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+__all__ = ["DemoConfig", "dream_gif", "evaluate_checkpoint", "recommended_loss", "run_demo", "train_world", "training_seeds"]

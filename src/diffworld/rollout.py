@@ -1,0 +1,160 @@
+"""Autoregressive rollout: dream H frames, one at a time, for an ensemble of futures.
+
+Each new frame is sampled by the few-step ODE sampler while attending to the finished frames.
+A finished frame is fed back at the small context noise level σ_ctx; with the KV cache its
+temporal keys and values are computed once, so a new frame costs the same however long the
+history is. Without the cache (`use_cache=False`) every denoising step recomputes the whole
+history — the reference the cache is tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
+from diffworld.model.world_model import WorldModel
+
+
+def null_actions(model: WorldModel, batch: int, n: int, device: torch.device) -> torch.Tensor | None:
+    """"No action" for `n` frames: −1 for discrete worlds, NaN for continuous, None without actions."""
+    space = model.spec.action
+    if space.kind == "discrete":
+        return torch.full((batch, n), -1, dtype=torch.long, device=device)
+    if space.kind == "continuous":
+        return torch.full((batch, n, space.n), float("nan"), device=device)
+    return None
+
+
+def check_actions(model: WorldModel, actions: torch.Tensor | None, batch: int, n: int, what: str) -> torch.Tensor | None:
+    """Validate actions [B, n] (discrete) or [B, n, d] (continuous) for `model`; None means "no action"."""
+    space = model.spec.action
+    if actions is None or space.kind == "none":
+        if actions is not None:
+            raise ValueError(f"{what}: world {model.spec.name!r} takes no actions, got a tensor of shape {list(actions.shape)}")
+        return null_actions(model, batch, n, model.device)
+    actions = torch.as_tensor(actions, device=model.device)
+    expected = (batch, n) if space.kind == "discrete" else (batch, n, space.n)
+    if tuple(actions.shape) != expected:
+        raise ValueError(f"{what}: expected shape {list(expected)}, got {list(actions.shape)}")
+    if space.kind == "discrete":
+        actions = actions.long()
+        bad = (actions < -1) | (actions >= space.n)
+        if bad.any():
+            raise ValueError(f"{what}: expected actions in [0, {space.n}) or -1, found {int(actions[bad][0])}")
+    else:
+        actions = actions.float()
+    return actions
+
+
+@torch.no_grad()
+def rollout(
+    model: WorldModel,
+    context: torch.Tensor,
+    actions: torch.Tensor | None = None,
+    horizon: int | None = None,
+    n_samples: int = 1,
+    context_actions: torch.Tensor | None = None,
+    sampler: SamplerConfig | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Dream `horizon` frames after `context`, `n_samples` futures per context.
+
+    Args:
+        model: a trained WorldModel (put in eval mode here).
+        context: [B, L, *frame] past frames in world units; only the newest frames − 1 are used.
+        actions: [B, H] (discrete) or [B, H, d] actions leading into each future frame; None for
+            worlds without actions (or to dream without telling the model the actions).
+        horizon: frames to generate; defaults to the number of actions.
+        n_samples: ensemble members per context, generated together as one batch.
+        context_actions: [B, L] actions that led into the context frames (default: unknown).
+        sampler: sampler settings (default: the model's own).
+        generator: torch.Generator for every random draw, for reproducible dreams.
+        use_cache: keep finished frames' keys/values (fast) or recompute the history (reference).
+
+    Returns:
+        [B, n_samples, H, *frame] dreamed frames in world units.
+    """
+    model.eval()
+    s = sampler or model.sampler
+    dev = model.device
+    frame_shape = tuple(model.spec.frame_shape)
+    context = torch.as_tensor(context, dtype=torch.float32, device=dev)
+    if context.ndim != len(frame_shape) + 2 or tuple(context.shape[2:]) != frame_shape:
+        raise ValueError(
+            f"context: expected shape [B, L, {', '.join(map(str, frame_shape))}] for world "
+            f"{model.spec.name!r}, got {list(context.shape)}"
+        )
+    if not torch.isfinite(context).all():
+        raise ValueError("context: found NaN or inf in the frames")
+    b, length = context.shape[:2]
+    if horizon is None:
+        if actions is None:
+            raise ValueError("rollout needs a horizon or a sequence of actions")
+        horizon = int(actions.shape[1])
+    if length < 1 or horizon < 1 or n_samples < 1:
+        raise ValueError(f"need context length, horizon and n_samples >= 1, got {length}, {horizon}, {n_samples}")
+    actions = check_actions(model, actions, b, horizon, "actions")
+    context_actions = check_actions(model, context_actions, b, length, "context_actions")
+    keep = model.frames - 1  # the newest frames − 1 finished frames stay in view
+    if length > keep:
+        context, length = context[:, -keep:], keep
+        context_actions = None if context_actions is None else context_actions[:, -keep:]
+
+    denoiser = model.denoiser
+    m = b * n_samples
+    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
+
+    def rep(t: torch.Tensor | None) -> torch.Tensor | None:  # [B, ...] -> [B·M, ...], members adjacent
+        return None if t is None else t.repeat_interleave(n_samples, dim=0)
+
+    def randn(shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, device=dev)
+
+    # Context frames enter at σ_ctx, like every frame fed back later.
+    x_ctx = model.normalize(context) + s.sigma_ctx * randn(context.shape)  # [B, L, *frame]
+    ctx_sigma = torch.full((b, length), s.sigma_ctx, device=dev)
+    times = torch.arange(length, device=dev)
+    if use_cache:
+        cache = denoiser.net.new_cache()
+        denoiser(x_ctx, ctx_sigma, context_actions, times, cache=cache, write_cache=True)
+        cache = cache.repeat_interleave(n_samples, b)
+    else:  # the full history, recomputed at every step
+        hist_x, hist_sigma, hist_a, hist_t = rep(x_ctx), rep(ctx_sigma), rep(context_actions), times
+
+    null = null_actions(model, m, 1, dev)
+    out = []
+    for h in range(horizon):
+        t = torch.tensor([length + h], device=dev)
+        a = rep(actions[:, h : h + 1]) if actions is not None else None  # [B·M, 1]
+
+        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
+            sig = torch.full((m, 1), sigma, device=dev)
+            if use_cache:
+                return denoiser(x, sig, act, t, cache=cache)
+            lo = -keep
+            seq = torch.cat([hist_x[:, lo:], x], dim=1)
+            seq_sigma = torch.cat([hist_sigma[:, lo:], sig], dim=1)
+            seq_a = None if act is None else torch.cat([hist_a[:, lo:], act], dim=1)
+            return denoiser(seq, seq_sigma, seq_a, torch.cat([hist_t[lo:], t]))[:, -1:]
+
+        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            d = run(x, sigma, a)
+            if s.guidance != 1.0 and a is not None:  # classifier-free guidance on the action
+                d_uncond = run(x, sigma, null)
+                d = d_uncond + s.guidance * (d - d_uncond)
+            return d
+
+        x0 = sample(denoise, (m, 1) + frame_shape, sigmas, generator, s.method, dev)  # [B·M, 1, *frame]
+        frame = model.project(model.denormalize(x0))
+        out.append(frame)
+        x_fed = model.normalize(frame) + s.sigma_ctx * randn(x0.shape)  # fed back at σ_ctx
+        sig_fed = torch.full((m, 1), s.sigma_ctx, device=dev)
+        if use_cache:
+            denoiser(x_fed, sig_fed, a, t, cache=cache, write_cache=True)
+        else:
+            hist_x = torch.cat([hist_x, x_fed], dim=1)
+            hist_sigma = torch.cat([hist_sigma, sig_fed], dim=1)
+            hist_a = None if a is None else torch.cat([hist_a, a], dim=1)
+            hist_t = torch.cat([hist_t, t])
+    return torch.cat(out, dim=1).reshape((b, n_samples, horizon) + frame_shape)

@@ -1,0 +1,120 @@
+"""What a world looks like from outside: frame shape, value kind and action space.
+
+A `WorldSpec` is plain data. Worlds produce it, stores keep it, and a trained model carries a
+copy, so the model never has to import the world it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+LayoutName = Literal["grid", "graph", "series"]
+ValueKind = Literal["binary", "bounded", "real"]
+ActionKind = Literal["none", "discrete", "continuous"]
+
+#: Sentinel stored in a discrete action array where no action led into the frame (the first
+#: frame of an episode). The model maps it to its learned "no action" embedding.
+NO_ACTION = -1
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    """The actions a world accepts."""
+
+    kind: ActionKind = "none"
+    #: Number of actions (discrete) or the action dimension (continuous); 0 for none.
+    n: int = 0
+    #: Optional human-readable names of the discrete actions.
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "discrete", "continuous"):
+            raise ValueError(f"action kind must be none, discrete or continuous, got {self.kind!r}")
+        if self.kind == "none" and self.n != 0:
+            raise ValueError(f"an action space of kind 'none' has n=0, got n={self.n}")
+        if self.kind != "none" and self.n < 1:
+            raise ValueError(f"a {self.kind} action space needs n >= 1, got n={self.n}")
+        if self.names and len(self.names) != self.n:
+            raise ValueError(f"expected {self.n} action names, got {len(self.names)}")
+
+    def validate(self, actions: np.ndarray, where: str = "actions") -> None:
+        """Raise ValueError unless `actions` ([T] or [T, n]) fits this space."""
+        a = np.asarray(actions)
+        if self.kind == "discrete":
+            if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"{where}: expected a 1-D integer array, got shape {a.shape} dtype {a.dtype}")
+            bad = (a < NO_ACTION) | (a >= self.n)
+            if bad.any():
+                raise ValueError(
+                    f"{where}: expected actions in [0, {self.n}) (or {NO_ACTION} for none), "
+                    f"found {a[bad][0]} at index {int(np.flatnonzero(bad)[0])}"
+                )
+        elif self.kind == "continuous":
+            if a.ndim != 2 or a.shape[1] != self.n:
+                raise ValueError(f"{where}: expected shape [T, {self.n}], got {a.shape}")
+            if np.isinf(a).any():
+                raise ValueError(f"{where}: found inf in continuous actions")
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything a model, a store or an evaluation needs to know about a world's frames."""
+
+    #: Registry name of the world (for example "pong").
+    name: str
+    #: How one moment becomes tokens: "grid" (C, H, W), "graph" (N, F) or "series" (V, F).
+    layout: LayoutName
+    #: Shape of one frame, without the time axis.
+    frame_shape: tuple[int, ...]
+    #: "binary" (values 0/1), "bounded" (within value_range) or "real".
+    value_kind: ValueKind = "real"
+    #: The actions that drive the world.
+    action: ActionSpace = field(default_factory=ActionSpace)
+    #: Duration of one step, in the world's own units (seconds, days, model time).
+    step_duration: float = 1.0
+    #: Names of the channels (grid) or variables (series).
+    variables: tuple[str, ...] = ()
+    #: (low, high) of frame values, for bounded and binary worlds.
+    value_range: tuple[float, float] | None = None
+    #: Undirected edge list of the graph, for the graph layout.
+    edges: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("grid", "graph", "series"):
+            raise ValueError(f"layout must be grid, graph or series, got {self.layout!r}")
+        if self.value_kind not in ("binary", "bounded", "real"):
+            raise ValueError(f"value_kind must be binary, bounded or real, got {self.value_kind!r}")
+        if self.layout == "grid" and len(self.frame_shape) != 3:
+            raise ValueError(f"a grid world has frames (C, H, W), got frame_shape={self.frame_shape}")
+        if self.layout in ("graph", "series") and len(self.frame_shape) != 2:
+            raise ValueError(f"a {self.layout} world has frames (N, F), got frame_shape={self.frame_shape}")
+
+    def check_frames(self, frames: np.ndarray, where: str = "frames") -> None:
+        """Raise ValueError unless `frames` is [T, *frame_shape] and finite."""
+        a = np.asarray(frames)
+        if a.ndim != len(self.frame_shape) + 1 or tuple(a.shape[1:]) != tuple(self.frame_shape):
+            raise ValueError(
+                f"{where}: expected shape [T, {', '.join(map(str, self.frame_shape))}] for world "
+                f"{self.name!r}, got {list(a.shape)}"
+            )
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise ValueError(f"{where}: found NaN or inf in frames")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WorldSpec:
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        d["action"] = ActionSpace(**{**d.get("action", {}), "names": tuple(d.get("action", {}).get("names", ()))})
+        d["frame_shape"] = tuple(d["frame_shape"])
+        d["variables"] = tuple(d.get("variables", ()))
+        if d.get("value_range") is not None:
+            d["value_range"] = tuple(d["value_range"])
+        d["edges"] = tuple(tuple(e) for e in d.get("edges", ()))
+        return cls(**d)

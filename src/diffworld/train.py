@@ -1,0 +1,260 @@
+"""Training: AdamW with warmup and cosine decay, gradient clipping, EMA weights, checkpoints, resume.
+
+A run directory holds
+    checkpoint/model.safetensors, config.json   the EMA model (what you sample with)
+    checkpoint/train_state.safetensors, .json   raw weights, optimizer, random state, step
+    train_log.jsonl                             one JSON line per logging interval
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from diffworld.data.episodes import Episode, frame_stats
+from diffworld.data.windows import WindowSampler
+from diffworld.diffusion.loss import LossConfig, unforeseen_frequency, window_loss
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.spec import WorldSpec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one run."""
+
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-3
+    #: Linear warmup steps, then cosine decay to min_lr_ratio·lr at the last step.
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    #: EMA decay of the sampling weights (ramped up from 0 over the first steps).
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    device: str = "cpu"
+    #: "bf16" runs the forward and backward passes under bfloat16 autocast.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed and finished) run produced."""
+
+    model: WorldModel  # EMA weights
+    steps: int
+    seconds: float  # wall time of the optimisation, summed over resumed segments
+    final_loss: float
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_lr_ratio·lr."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model, parameter by parameter."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1.0 - decay)
+
+
+def build_model(
+    spec: WorldSpec, episodes: list[Episode], config: ModelConfig, sampler: SamplerConfig | None = None, seed: int = 0
+) -> WorldModel:
+    """A freshly initialised model with normalisation statistics from `episodes`."""
+    mean, std = frame_stats(episodes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return WorldModel(spec, config, mean, std, sampler)
+
+
+def make_optimizer(model: WorldModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not biases, norms or embeddings' null vectors)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=False)
+
+
+def train(
+    model: WorldModel,
+    episodes: list[Episode],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    extra_config: dict[str, Any] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train `model` on windows of `episodes`, writing checkpoints and a log to `out_dir`."""
+    out = Path(out_dir)
+    ckpt = out / "checkpoint"
+    if not resume and (ckpt / "train_state.json").exists():
+        raise FileExistsError(f"{ckpt} already holds a training run; resume it or choose another output directory")
+    for e_i, e in enumerate(episodes):
+        e.validate(model.spec, f"episode {e_i}")
+    dev = torch.device(cfg.device)
+    model.to(dev).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)  # windows, noise levels, noise, action dropout
+    step, prior_seconds = 0, 0.0
+    if resume and (ckpt / "train_state.json").exists():
+        step = load_train_state(ckpt, model, ema, opt, gen)
+        prior_seconds = float(json.loads((ckpt / "train_state.json").read_text()).get("train_seconds", 0.0))
+    sampler = WindowSampler(episodes, model.frames, model.spec.action.kind)
+    surprise = None
+    if model.spec.layout == "grid" and (cfg.loss.surprise_weight or cfg.loss.event_weight):
+        trajectories = (torch.from_numpy(e.frames) for e in episodes)
+        surprise = unforeseen_frequency(trajectories, cfg.loss.motion_radius).to(dev)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"train": asdict(cfg), **(extra_config or {})}
+    log = (out / "train_log.jsonl").open("a")
+
+    window_loss_sum, window_count, t0, last_log_t = 0.0, 0, time.perf_counter(), time.perf_counter()
+    final_loss = float("nan")
+    bar = _progress(progress)
+    task = bar.add_task("train", total=cfg.steps, completed=step, loss="?", speed="?")
+    with bar:
+        while step < cfg.steps:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            batch = sampler.sample(cfg.batch_size, gen)
+            frames = model.normalize(batch.frames.to(dev))
+            actions = None if batch.actions is None else batch.actions.to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss = window_loss(model.denoiser, frames, actions, cfg.loss, gen_for(gen, dev), surprise)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+            loss_value = loss.item()
+            window_loss_sum += loss_value
+            window_count += 1
+            if on_step is not None:
+                on_step(step, loss_value)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                final_loss = window_loss_sum / window_count
+                record = {
+                    "step": step,
+                    "loss": final_loss,
+                    "lr": lr_at(step - 1, cfg),
+                    "grad_norm": float(grad_norm),
+                    "steps_per_s": window_count / (now - last_log_t),
+                    "elapsed_s": now - t0,
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.update(task, loss=f"{final_loss:.4f}", speed=f"{record['steps_per_s']:.1f} it/s")
+                window_loss_sum, window_count, last_log_t = 0.0, 0, now
+            bar.update(task, completed=step)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                meta["train_seconds"] = prior_seconds + time.perf_counter() - t0
+                save_checkpoint(ckpt, model, ema, opt, gen, step, meta)
+    log.close()
+    return TrainResult(model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss)
+
+
+def gen_for(gen: torch.Generator, device: torch.device) -> torch.Generator:
+    """The CPU generator, or on an accelerator one seeded from it (noise is then drawn on the device)."""
+    if device.type == "cpu":
+        return gen
+    seed = int(torch.randint(2**62, (1,), generator=gen))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    ckpt: Path,
+    model: WorldModel,
+    ema: WorldModel,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    step: int,
+    meta: dict[str, Any],
+) -> None:
+    """Write the EMA model and the full training state to `ckpt`, replacing it only once complete."""
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ema.save_pretrained(tmp, extra={**meta, "step": step})
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for idx, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.train"] = gen.get_state()
+    save_file(tensors, str(tmp / "train_state.safetensors"))
+    (tmp / "train_state.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+    old = ckpt.with_name(ckpt.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_train_state(ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> int:
+    """Restore a run saved by `save_checkpoint`; returns the step it had reached."""
+    info = json.loads((ckpt / "train_state.json").read_text())
+    tensors = load_file(str(ckpt / "train_state.safetensors"))
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict(WorldModel.from_pretrained(ckpt).state_dict())
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, idx, key = k.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    gen.set_state(tensors["rng.train"])
+    return int(info["step"])
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+__all__ = ["TrainConfig", "TrainResult", "build_model", "load_train_state", "lr_at", "save_checkpoint", "train", "update_ema"]

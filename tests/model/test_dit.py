@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+from diffworld.diffusion.loss import teacher_mask
+from diffworld.model.dit import DiT, DiTConfig
+from diffworld.layouts import GridLayout
+from tests.conftest import perturb
+
+
+def make_dit(frames=6, action_kind="discrete", action_n=3, shape=(3, 12, 20), patch=4):
+    torch.manual_seed(0)
+    net = DiT(DiTConfig(width=32, depth=2, heads=2, patch=patch, frames=frames), GridLayout(shape, patch), action_kind, action_n)
+    return perturb(net).eval()
+
+
+def inputs(b=2, n=5, shape=(3, 12, 20), seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, n, *shape, generator=g),
+        torch.randn(b, n, generator=g),
+        torch.randint(0, 3, (b, n), generator=g),
+        torch.arange(n),
+    )
+
+
+@pytest.mark.parametrize("shape,patch", [((3, 12, 20), 4), ((1, 6, 10), 2), ((2, 8, 8), 8)])
+def test_output_has_input_shape(shape, patch):
+    net = make_dit(shape=shape, patch=patch)
+    x, c, a, t = inputs(shape=shape)
+    assert net(x, c, a, t).shape == x.shape
+
+
+def test_adaln_zero_starts_at_zero():
+    net = DiT(DiTConfig(width=32, depth=2, heads=2, patch=4), GridLayout((3, 12, 20), 4), "discrete", 3)
+    x, c, a, t = inputs()
+    assert net(x, c, a, t).abs().max() == 0
+
+
+def test_causality_later_frames_never_change_earlier_outputs():
+    net = make_dit()
+    x, c, a, t = inputs()
+    base = net(x, c, a, t)
+    for k in range(1, 5):
+        x2, c2, a2 = x.clone(), c.clone(), a.clone()
+        x2[:, k] += 1.0
+        c2[:, k] += 0.5
+        a2[:, k] = (a2[:, k] + 1) % 3
+        out = net(x2, c2, a2, t)
+        assert torch.allclose(out[:, :k], base[:, :k], atol=1e-6)
+        assert not torch.allclose(out[:, k], base[:, k], atol=1e-3)  # the change itself is seen
+
+
+def test_actions_and_noise_level_condition_their_own_frame():
+    net = make_dit()
+    x, c, a, t = inputs()
+    base = net(x, c, a, t)
+    a2 = a.clone()
+    a2[:, 2] = (a2[:, 2] + 1) % 3
+    assert not torch.allclose(net(x, c, a2, t)[:, 2], base[:, 2], atol=1e-4)
+    no_action = torch.full_like(a, -1)
+    assert not torch.allclose(net(x, c, no_action, t), base, atol=1e-4)
+
+
+def test_cache_prefill_then_step_equals_full_forward():
+    net = make_dit()
+    x, c, a, t = inputs(n=5)
+    full = net(x, c, a, t)
+    cache = net.new_cache()
+    net(x[:, :3], c[:, :3], a[:, :3], t[:3], cache=cache, write_cache=True)
+    assert len(cache) == 3
+    step = net(x[:, 3:4], c[:, 3:4], a[:, 3:4], t[3:4], cache=cache)
+    assert torch.allclose(step, full[:, 3:4], atol=1e-5)
+    assert len(cache) == 3  # reading does not write
+
+
+def test_cache_keeps_a_sliding_window():
+    net = make_dit(frames=4)
+    x, c, a, t = inputs(n=8)
+    cache = net.new_cache()
+    for i in range(8):
+        net(x[:, i : i + 1], c[:, i : i + 1], a[:, i : i + 1], t[i : i + 1], cache=cache, write_cache=True)
+        assert len(cache) == min(i + 1, 3)
+
+
+def test_teacher_mask_with_late_targets():
+    m = teacher_mask(5, 2)
+    assert m.shape == (8, 8)
+    assert torch.equal(m[5:, :5], torch.ones(5, 5, dtype=torch.bool).tril(-1)[2:])
+    assert torch.equal(m[5:, 5:], torch.eye(3, dtype=torch.bool))
+
+
+def test_teacher_mask_targets_see_clean_past_only():
+    m = teacher_mask(4)
+    ctx, tgt = slice(0, 4), slice(4, 8)
+    assert torch.equal(m[ctx, ctx], torch.ones(4, 4, dtype=torch.bool).tril())
+    assert not m[ctx, tgt].any()  # clean frames never see noisy ones
+    assert torch.equal(m[tgt, ctx], torch.ones(4, 4, dtype=torch.bool).tril(-1))  # strictly earlier clean frames
+    assert torch.equal(m[tgt, tgt], torch.eye(4, dtype=torch.bool))  # and themselves
+
+
+@pytest.mark.parametrize("first", [0, 2])
+def test_teacher_forward_equals_separate_rollout_steps(first):
+    """A target frame in the doubled sequence gets exactly what a cached rollout step computes."""
+    net = make_dit()
+    x, c, a, t = inputs(n=4)
+    noisy = torch.randn_like(x)
+    noisy[:, :first] = float("nan")  # frames before `first` are no targets: never read
+    seq = torch.cat([x, noisy[:, first:]], 1)
+    out = net(seq, torch.cat([c, c[:, first:] + 1], 1), torch.cat([a, a[:, first:]], 1), torch.cat([t, t[first:]]), teacher_mask(4, first))
+    assert torch.isfinite(out).all()
+    out = torch.cat([out[:, :4], torch.zeros_like(out[:, :first]), out[:, 4:]], 1)
+    for i in range(first, 4):
+        cache = net.new_cache()
+        if i:
+            net(x[:, :i], c[:, :i], a[:, :i], t[:i], cache=cache, write_cache=True)
+        step = net(noisy[:, i : i + 1], c[:, i : i + 1] + 1, a[:, i : i + 1], t[i : i + 1], cache=cache)
+        assert torch.allclose(step, out[:, 4 + i : 5 + i], atol=1e-5)
+
+
+def test_continuous_and_no_actions():
+    for kind, n, acts in [("continuous", 2, torch.randn(2, 5, 2)), ("none", 0, None)]:
+        net = make_dit(action_kind=kind, action_n=n)
+        x, c, _, t = inputs()
+        assert net(x, c, acts, t).shape == x.shape
+    net = make_dit(action_kind="continuous", action_n=2)
+    acts = torch.randn(2, 5, 2)
+    missing = acts.clone()
+    missing[:, 1] = float("nan")
+    out = net(x, c, missing, t)
+    assert torch.isfinite(out).all()
+
+
+def test_width_must_split_into_heads():
+    with pytest.raises(ValueError, match="heads"):
+        DiT(DiTConfig(width=30, heads=4), GridLayout((1, 8, 8), 4))

@@ -1,0 +1,60 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.spec import ActionSpace, WorldSpec
+from tests.conftest import tiny_model
+
+
+def test_checkpoint_round_trip(odd_model, tmp_path):
+    odd_model.sampler = SamplerConfig(steps=2, sigma_ctx=0.03)
+    odd_model.save_pretrained(tmp_path, extra={"note": "hello"})
+    loaded = WorldModel.from_pretrained(tmp_path)
+    assert loaded.spec == odd_model.spec and loaded.config == odd_model.config and loaded.sampler == odd_model.sampler
+    for k, v in odd_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    ctx, acts = torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 3))
+    a = odd_model.rollout(ctx, acts, generator=torch.Generator().manual_seed(0))
+    b = loaded.rollout(ctx, acts, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert json.loads((tmp_path / "config.json").read_text())["note"] == "hello"
+
+
+def test_normalisation_round_trip():
+    spec = WorldSpec("toy", "grid", (2, 8, 8), "real", ActionSpace())
+    model = WorldModel(spec, ModelConfig.preset("tiny", patch=4), np.array([1.0, -2.0]), np.array([0.5, 3.0]))
+    x = torch.randn(3, 4, 2, 8, 8)
+    assert torch.allclose(model.denormalize(model.normalize(x)), x, atol=1e-5)
+    z = model.normalize(torch.tensor([1.0, -2.0]).reshape(1, 2, 1, 1).expand(1, 2, 8, 8))
+    assert torch.allclose(z, torch.zeros_like(z))
+
+
+def test_missing_and_mismatched_checkpoints(odd_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        WorldModel.from_pretrained(tmp_path / "absent")
+    odd_model.save_pretrained(tmp_path / "ok")
+    (tmp_path / "ok/model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        WorldModel.from_pretrained(tmp_path / "ok")
+    # Weights of a wider model under this model's config.
+    odd_model.save_pretrained(tmp_path / "mix")
+    wide = tiny_model(odd_model.spec, width=64, heads=2)
+    wide.save_pretrained(tmp_path / "wide")
+    (tmp_path / "mix/model.safetensors").write_bytes((tmp_path / "wide/model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="expected shape"):
+        WorldModel.from_pretrained(tmp_path / "mix")
+    config = json.loads((tmp_path / "wide/config.json").read_text())
+    config["format_version"] = 99
+    (tmp_path / "wide/config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format version 99"):
+        WorldModel.from_pretrained(tmp_path / "wide")
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown model preset 'huge'"):
+        ModelConfig.preset("huge")

@@ -1,0 +1,94 @@
+"""The command line end to end, at tiny size, through a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_DEMO = ["--preset", "tiny", "--steps", "20", "--episodes", "3", "--cases", "4", "--members", "2"]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "120"}
+    proc = subprocess.run([sys.executable, "-m", "diffworld", *map(str, args)], capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "demo"
+    cli("demo", "--out", out, *TINY_DEMO)
+    return out
+
+
+def test_worlds_lists_pong():
+    assert "pong" in cli("worlds").stdout
+
+
+def test_demo_writes_everything(demo_dir):
+    for name in ("metrics.json", "horizon.png", "rollout.gif", "checkpoint/model.safetensors", "checkpoint/config.json"):
+        assert (demo_dir / name).is_file(), name
+    m = json.loads((demo_dir / "metrics.json").read_text())
+    assert m["world"] == "pong" and m["horizons"] == list(range(1, 17))
+    assert set(m["metrics"]) == {"model", "persistence", "climatology", "oracle"}
+    for key in ("state_skill_vs_oracle", "valid_frac", "action_fidelity", "train_seconds", "rollout_fps"):
+        assert key in m, key
+    assert len(m["state_skill_vs_oracle"]) == 16
+
+
+def test_eval_and_rollout_on_the_demo_checkpoint(demo_dir, tmp_path):
+    proc = cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "ev", "--cases", "4", "--members", "2", "--steps", "2")
+    assert "state skill vs oracle" in proc.stdout
+    m = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert m["sampler"]["steps"] == 2
+    cli("rollout", demo_dir / "checkpoint", "--out", tmp_path / "d.gif", "--frames", "6", "--members", "1")
+    assert (tmp_path / "d.gif").stat().st_size > 1000
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+def test_unknown_world(tmp_path):
+    one_line_error(cli("train", "--out", tmp_path / "x", "--world", "nope", check=False), "unknown world 'nope'", "pong")
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_checkpoint(tmp_path):
+    one_line_error(cli("eval", tmp_path / "nothing", check=False), "no checkpoint", "config.json")
+
+
+def test_corrupt_checkpoints(demo_dir, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(demo_dir / "checkpoint", bad)
+    weights = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    one_line_error(cli("rollout", bad, "--out", tmp_path / "x.gif", check=False), "corrupt or unreadable")
+    (bad / "model.safetensors").write_bytes(weights)
+    (bad / "config.json").write_text("{not json")
+    one_line_error(cli("eval", bad, "--out", tmp_path / "e", check=False), "not valid JSON")
+    (bad / "config.json").unlink()
+    one_line_error(cli("eval", bad, "--out", tmp_path / "e", check=False), "config.json is missing")
+
+
+def test_refuses_to_overwrite_a_run(demo_dir):
+    before = (demo_dir / "checkpoint/model.safetensors").read_bytes()
+    one_line_error(cli("demo", "--out", demo_dir, *TINY_DEMO, check=False), "already holds")
+    one_line_error(cli("train", "--out", demo_dir, "--preset", "tiny", "--steps", "2", "--episodes", "2", check=False), "already holds")
+    assert (demo_dir / "checkpoint/model.safetensors").read_bytes() == before
+
+
+def test_bad_options(tmp_path):
+    one_line_error(cli("train", "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown model preset 'huge'")
+    one_line_error(cli("train", "--out", tmp_path / "x", "--dit", "{patch: 8}", check=False), "--dit must be a JSON object")

@@ -1,0 +1,110 @@
+import json
+import math
+
+import pytest
+import torch
+
+from diffworld.data.windows import WindowSampler
+from diffworld.diffusion.loss import LossConfig, window_loss
+from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.train import TrainConfig, build_model, lr_at, train
+from diffworld.worlds import collect_episodes, default_policy, make_world
+
+
+@pytest.fixture(scope="module")
+def pong_episodes():
+    return collect_episodes(lambda: make_world("pong"), range(3), default_policy("pong"), max_steps=120)
+
+
+def tiny_cfg(**kw):
+    base = dict(steps=12, batch_size=4, lr=2e-3, warmup=2, log_every=4, checkpoint_every=6, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def new_model(episodes, seed=0):
+    return build_model(make_world("pong").spec, episodes, ModelConfig.preset("tiny"), seed=seed)
+
+
+def params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert all(lr_at(i, cfg) >= lr_at(i + 1, cfg) for i in range(10, 99))
+
+
+def held_loss(model, episodes, draws=8):
+    """The denoising loss on fixed windows with fixed noise: the same number for the same weights."""
+    batch = WindowSampler(episodes, model.frames).sample(32, torch.Generator().manual_seed(123))
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        frames = model.normalize(batch.frames)
+        return sum(float(window_loss(model.denoiser, frames, batch.actions, LossConfig(), gen)) for _ in range(draws)) / draws
+
+
+def test_tiny_overfit_loss_falls(tmp_path, pong_episodes):
+    """One short episode, many steps: the loss on fixed windows of it must fall well below its start."""
+    data = pong_episodes[:1]
+    model = new_model(data)
+    before = held_loss(model, data)
+    cfg = tiny_cfg(steps=500, lr=3e-3, warmup=20, checkpoint_every=1000)
+    after = held_loss(train(model, data, cfg, tmp_path, progress=False).model, data)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_training_is_seeded(tmp_path, pong_episodes):
+    a = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path / "a", progress=False)
+    b = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path / "b", progress=False)
+    c = train(new_model(pong_episodes), pong_episodes, tiny_cfg(seed=1), tmp_path / "c", progress=False)
+    assert torch.equal(params(a.model), params(b.model))
+    assert not torch.equal(params(a.model), params(c.model))
+
+
+class Killed(Exception):
+    """Stands in for a process killed between two checkpoints."""
+
+
+def kill_at(step):
+    def hook(s, loss):
+        if s == step:
+            raise Killed
+
+    return hook
+
+
+def test_resume_equals_uninterrupted(tmp_path, pong_episodes):
+    full = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path / "full", progress=False)
+    # Killed at step 8: the checkpoint of step 6 survives, steps 7 and 8 are lost.
+    with pytest.raises(Killed):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path / "cut", progress=False, on_step=kill_at(8))
+    assert json.loads((tmp_path / "cut/checkpoint/train_state.json").read_text())["step"] == 6
+    # Resuming ignores the fresh model's own initial weights (another seed here).
+    resumed = train(new_model(pong_episodes, seed=5), pong_episodes, tiny_cfg(), tmp_path / "cut", resume=True, progress=False)
+    assert resumed.steps == 12
+    assert torch.equal(params(resumed.model), params(full.model))
+    assert torch.equal(params(WorldModel.from_pretrained(tmp_path / "cut/checkpoint")), params(full.model))
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, pong_episodes):
+    train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
+    with pytest.raises(FileExistsError, match="already holds a training run"):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
+
+
+def test_log_and_checkpoint_files(tmp_path, pong_episodes):
+    r = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, progress=False)
+    lines = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [4, 8, 12]
+    assert all(math.isfinite(l["loss"]) and l["steps_per_s"] > 0 for l in lines)
+    files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
+    assert files == ["config.json", "model.safetensors", "train_state.json", "train_state.safetensors"]
+    assert r.steps == 12
+
+
+def test_forcing_mode_and_bf16_train(tmp_path, pong_episodes):
+    cfg = tiny_cfg(steps=3, precision="bf16", loss=LossConfig(context="forcing", motion_weight=5.0))
+    r = train(new_model(pong_episodes), pong_episodes, cfg, tmp_path, progress=False)
+    assert math.isfinite(r.final_loss)
