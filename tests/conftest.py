@@ -34,6 +34,6 @@ def odd_spec() -> WorldSpec:
     return WorldSpec("odd", "grid", (3, 12, 20), "real", ActionSpace("discrete", 3))
 
 
-@pytest.fixture
-def odd_model(odd_spec: WorldSpec) -> WorldModel:
-    return tiny_model(odd_spec)
+@pytest.fixture(params=[0, 3], ids=["linear-head", "refiner"])
+def odd_model(odd_spec: WorldSpec, request: pytest.FixtureRequest) -> WorldModel:
+    return tiny_model(odd_spec, refine=request.param)

@@ -7,9 +7,10 @@ from diffworld.layouts import GridLayout
 from tests.conftest import perturb
 
 
-def make_dit(frames=6, action_kind="discrete", action_n=3, shape=(3, 12, 20), patch=4):
+def make_dit(frames=6, action_kind="discrete", action_n=3, shape=(3, 12, 20), patch=4, refine=0):
     torch.manual_seed(0)
-    net = DiT(DiTConfig(width=32, depth=2, heads=2, patch=patch, frames=frames), GridLayout(shape, patch), action_kind, action_n)
+    cfg = DiTConfig(width=32, depth=2, heads=2, patch=patch, frames=frames, refine=refine)
+    net = DiT(cfg, GridLayout(shape, patch), action_kind, action_n)
     return perturb(net).eval()
 
 
@@ -23,21 +24,24 @@ def inputs(b=2, n=5, shape=(3, 12, 20), seed=1):
     )
 
 
+@pytest.mark.parametrize("refine", [0, 3])
 @pytest.mark.parametrize("shape,patch", [((3, 12, 20), 4), ((1, 6, 10), 2), ((2, 8, 8), 8)])
-def test_output_has_input_shape(shape, patch):
-    net = make_dit(shape=shape, patch=patch)
+def test_output_has_input_shape(shape, patch, refine):
+    net = make_dit(shape=shape, patch=patch, refine=refine)
     x, c, a, t = inputs(shape=shape)
     assert net(x, c, a, t).shape == x.shape
 
 
-def test_adaln_zero_starts_at_zero():
-    net = DiT(DiTConfig(width=32, depth=2, heads=2, patch=4), GridLayout((3, 12, 20), 4), "discrete", 3)
+@pytest.mark.parametrize("refine", [0, 3])
+def test_adaln_zero_starts_at_zero(refine):
+    net = DiT(DiTConfig(width=32, depth=2, heads=2, patch=4, refine=refine), GridLayout((3, 12, 20), 4), "discrete", 3)
     x, c, a, t = inputs()
     assert net(x, c, a, t).abs().max() == 0
 
 
-def test_causality_later_frames_never_change_earlier_outputs():
-    net = make_dit()
+@pytest.mark.parametrize("refine", [0, 3])
+def test_causality_later_frames_never_change_earlier_outputs(refine):
+    net = make_dit(refine=refine)
     x, c, a, t = inputs()
     base = net(x, c, a, t)
     for k in range(1, 5):
@@ -61,8 +65,9 @@ def test_actions_and_noise_level_condition_their_own_frame():
     assert not torch.allclose(net(x, c, no_action, t), base, atol=1e-4)
 
 
-def test_cache_prefill_then_step_equals_full_forward():
-    net = make_dit()
+@pytest.mark.parametrize("refine", [0, 3])
+def test_cache_prefill_then_step_equals_full_forward(refine):
+    net = make_dit(refine=refine)
     x, c, a, t = inputs(n=5)
     full = net(x, c, a, t)
     cache = net.new_cache()
@@ -133,3 +138,16 @@ def test_continuous_and_no_actions():
 def test_width_must_split_into_heads():
     with pytest.raises(ValueError, match="heads"):
         DiT(DiTConfig(width=30, heads=4), GridLayout((1, 8, 8), 4))
+
+
+def test_refiner_reaches_across_patch_borders():
+    """With the refiner a pixel's value depends on the next patch's token; without it, it cannot."""
+    shape = (1, 8, 8)
+    for refine, crosses in [(0, False), (3, True)]:
+        net = make_dit(shape=shape, patch=4, refine=refine, frames=2)
+        net.blocks = torch.nn.ModuleList()  # tokens stay apart: only the head could mix them
+        x, c, a, t = inputs(n=1, shape=shape)
+        x2 = x.clone()
+        x2[..., :, 4:] += 1.0  # change only the right-hand patches
+        left = (net(x, c, a, t) - net(x2, c, a, t))[..., :, 3].abs().max()  # last column of the left patches
+        assert (left > 1e-4) == crosses, (refine, float(left))

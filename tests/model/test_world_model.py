@@ -34,7 +34,8 @@ def test_normalisation_round_trip():
     assert torch.allclose(z, torch.zeros_like(z))
 
 
-def test_missing_and_mismatched_checkpoints(odd_model, tmp_path):
+def test_missing_and_mismatched_checkpoints(odd_spec, tmp_path):
+    odd_model = tiny_model(odd_spec)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         WorldModel.from_pretrained(tmp_path / "absent")
     odd_model.save_pretrained(tmp_path / "ok")
@@ -47,6 +48,11 @@ def test_missing_and_mismatched_checkpoints(odd_model, tmp_path):
     wide.save_pretrained(tmp_path / "wide")
     (tmp_path / "mix/model.safetensors").write_bytes((tmp_path / "wide/model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="expected shape"):
+        WorldModel.from_pretrained(tmp_path / "mix")
+    # Weights of a model with a refiner head under a config without one.
+    tiny_model(odd_spec, refine=2).save_pretrained(tmp_path / "refined")
+    (tmp_path / "mix/model.safetensors").write_bytes((tmp_path / "refined/model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="do not match the config: missing .*unexpected .*refiner"):
         WorldModel.from_pretrained(tmp_path / "mix")
     config = json.loads((tmp_path / "wide/config.json").read_text())
     config["format_version"] = 99

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 class GridLayout:
@@ -57,6 +59,39 @@ class GridLayout:
     def attention_bias(self) -> torch.Tensor | None:
         """Additive bias for spatial attention logits; none on a grid."""
         return None
+
+    def refiner(self, channels: int) -> GridRefiner:
+        """A head that turns tokens of `channels` features per value into frames (see GridRefiner)."""
+        return GridRefiner(self.frame_shape, self.patch, channels)
+
+
+class GridRefiner(nn.Module):
+    """Tokens [..., S, C·k·p·p] -> frames [..., C, H, W] through two 3×3 convolutions on the pixels.
+
+    With a linear unpatchify each token draws its p×p pixels alone, so an object on a patch
+    border must be drawn by two tokens that agree, and a token can echo its neighbour's object
+    at the same offset inside its own patch. Here each token emits k features per pixel and the
+    convolutions let neighbouring pixels, across patch borders, settle what is drawn. Per frame
+    only, so causality and the KV cache are untouched.
+    """
+
+    def __init__(self, frame_shape: tuple[int, int, int], patch: int, channels: int) -> None:
+        super().__init__()
+        c, h, w = frame_shape
+        self.frame_shape = frame_shape
+        self.features = GridLayout((c * channels, h, w), patch)
+        self.skip = nn.Conv2d(c * channels, c, 1)
+        self.conv1 = nn.Conv2d(c * channels, c * channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(c * channels, c, 3, padding=1)
+        nn.init.zeros_(self.skip.bias)  # zero tokens give a zero frame, as adaLN-Zero expects
+        nn.init.zeros_(self.conv2.weight)  # starts as the linear path alone
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        lead = tokens.shape[:-2]
+        x = self.features.from_tokens(tokens).flatten(0, -4)  # [M, C·k, H, W]
+        y = self.skip(x) + self.conv2(F.silu(self.conv1(x)))
+        return y.reshape(*lead, *self.frame_shape)
 
 
 def _sincos(pos: torch.Tensor, dim: int) -> torch.Tensor:

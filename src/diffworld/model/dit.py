@@ -44,6 +44,9 @@ class DiTConfig:
     patch: int = 4
     #: Frames in a training window; a rollout keeps at most frames - 1 past frames in context.
     frames: int = 8
+    #: Features per value for the layout's refiner head (grid: 3×3 convolutions across patch
+    #: borders); 0 maps tokens back to values with a linear unpatchify.
+    refine: int = 0
 
 
 #: Size presets. `tiny` is for tests; the CLI offers these names.
@@ -278,7 +281,8 @@ class DiT(nn.Module):
         self.noise_embed = NoiseEmbedder(cfg.width)
         self.action_embed = ActionEmbedder(action_kind, action_n, cfg.width)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
-        self.final = FinalLayer(cfg.width, layout.token_dim)
+        self.final = FinalLayer(cfg.width, layout.token_dim * max(cfg.refine, 1))
+        self.refiner = layout.refiner(cfg.refine) if cfg.refine else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -328,4 +332,5 @@ class DiT(nn.Module):
         c = self.noise_embed(c_noise) + self.action_embed(actions, (b, n))  # [B, N, D]
         for i, block in enumerate(self.blocks):
             h = block(h, c, times, mask, self.spatial_bias, cache, i, write_cache)
-        return self.layout.from_tokens(self.final(h, c))  # [B, N, *frame]
+        out = self.final(h, c)  # [B, N, S, token values (× refine)]
+        return self.layout.from_tokens(out) if self.refiner is None else self.refiner(out)  # [B, N, *frame]
