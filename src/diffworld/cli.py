@@ -65,16 +65,48 @@ def worlds() -> None:
     Console().print(table)
 
 
+@app.command()
+@friendly
+def collect(
+    source: str = typer.Argument(..., help="A built-in world (pong), gym:<env id>, minatar:<game> or ale:<Game>."),
+    out: Path = typer.Option(..., help="Episode store (Zarr) to create, or to resume if it holds this collection."),
+    episodes: int = typer.Option(100, help="Episodes in all (seeds seed_offset .. seed_offset + N − 1)."),
+    policy: str = typer.Option("random", help="random, default (the world's own) or package.module:function."),
+    epsilon: float = typer.Option(0.0, help="Probability of a random action instead of the policy's."),
+    max_steps: int = typer.Option(1000, help="Steps after which an episode is cut."),
+    size: Optional[int] = typer.Option(None, help="Frame side in pixels for gym: and ale: sources (default 64)."),
+    options: Optional[str] = typer.Option(None, help='JSON options of the source, e.g. \'{"grayscale": true}\'.'),
+    workers: int = typer.Option(1, help="Processes that play episodes in parallel."),
+    seed_offset: int = typer.Option(0, help="First episode seed."),
+) -> None:
+    """Play episodes of a world and append them to an episode store; re-running resumes."""
+    from rich.progress import Progress
+
+    from diffworld.data.collect import CollectConfig
+    from diffworld.data.collect import collect as run_collect
+
+    world_options = _json_overrides(options, "--options") | ({"size": size} if size is not None else {})
+    cfg = CollectConfig(
+        source=source, episodes=episodes, policy=policy, epsilon=epsilon, max_steps=max_steps,
+        seed_offset=seed_offset, world_options=world_options,
+    )  # fmt: skip
+    with Progress() as bar:
+        task = bar.add_task(f"collect {source}", total=episodes)
+        store = run_collect(cfg, out, workers, on_episode=lambda e: bar.advance(task), on_resume=lambda n: bar.advance(task, n))
+    typer.echo(f"{out}: {len(store)} episodes, {store.num_frames} frames of {store.spec.name} {list(store.spec.frame_shape)}")
+
+
 @app.command("train")
 @friendly
 def train_cmd(
     out: Path = typer.Option(..., help="Run directory: checkpoint/ and train_log.jsonl are written here."),
-    world: str = typer.Option("pong", help="Built-in world to learn."),
-    episodes: int = typer.Option(200, help="Training episodes to collect (seeds 0..N-1)."),
+    data: Optional[Path] = typer.Option(None, help="Episode store to train on (see `diffworld collect`); else --world is collected."),
+    world: str = typer.Option("pong", help="Built-in world to collect and learn when no --data is given."),
+    episodes: int = typer.Option(200, help="Training episodes to collect (seeds 0..N-1), without --data."),
     preset: str = typer.Option("small", help="Model size: tiny, small or base."),
     dit: Optional[str] = typer.Option(None, help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'.'),
     steps: int = typer.Option(2000, help="Optimizer steps."),
-    batch_size: int = typer.Option(16),
+    batch_size: int = typer.Option(16, help="Windows per step, over all processes."),
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -82,18 +114,35 @@ def train_cmd(
     loss: Optional[str] = typer.Option(None, help='JSON overrides of the world\'s recommended loss config, e.g. \'{"event_weight": 0}\'.'),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
 ) -> None:
-    """Collect episodes of a world and train a world model on them."""
+    """Train a world model on an episode store, or on freshly collected episodes of a built-in world.
+
+    Runs on several processes unchanged under torchrun, e.g.
+    `torchrun --nproc_per_node=2 -m diffworld train --data STORE --out RUN`.
+    """
     from diffworld.model.world_model import ModelConfig
-    from diffworld.recipes import recommended_loss, train_world
+    from diffworld.recipes import recommended_loss, train_store, train_world
     from diffworld.train import TrainConfig
 
-    model_cfg = ModelConfig.preset(preset, **_json_overrides(dit, "--dit"))
+    dit_overrides = _json_overrides(dit, "--dit")
+    model_cfg = ModelConfig.preset(preset, **dit_overrides)
+    if data is not None and not data.exists():
+        raise FileNotFoundError(f"no episode store at {data}")
+    source = world if data is None else _store_world(data)
     train_cfg = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
-        loss=recommended_loss(world, **_json_overrides(loss, "--loss")),
+        loss=recommended_loss(source, **_json_overrides(loss, "--loss")),
     )  # fmt: skip
-    train_world(world, out, model_cfg, train_cfg, episodes, resume=resume)
+    if data is None:
+        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume)
+    else:
+        train_store(data, out, model_cfg, train_cfg, resume=resume, fit="patch" not in dit_overrides)
     typer.echo(f"checkpoint: {out / 'checkpoint'}")
+
+
+def _store_world(path: Path) -> str:
+    from diffworld.data.store import EpisodeStore
+
+    return EpisodeStore.open(path, validate=False).spec.name
 
 
 @app.command("eval")
@@ -144,9 +193,13 @@ def rollout(
     from diffworld.model.world_model import WorldModel
     from diffworld.recipes import dream_gif
 
+    from diffworld.model.world_model import read_config, resolve_pretrained
+    from diffworld.recipes import data_source
+
     model = WorldModel.from_pretrained(checkpoint, device=device)
     sampler = _sampler(model.sampler, steps, method, sigma_ctx, guidance)
-    dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler)
+    source = data_source(read_config(resolve_pretrained(checkpoint)))
+    dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler, **source)
     typer.echo(f"wrote {out}")
 
 
@@ -186,13 +239,23 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
     """A table of the headline numbers of an evaluation."""
     from rich.table import Table
 
-    table = Table("forecaster", "state CRPS (mean over h)", "pixel CRPS", title=f"{metrics['world']}: held-out")
-    for name, s in metrics["summary"].items():
-        table.add_row(name, f"{s.get('state_crps', float('nan')):.3f}", f"{s.get('pixel_crps', float('nan')):.4f}")
+    columns = [  # (summary key, heading, format): only those the evaluation produced
+        ("state_crps", "state CRPS (mean over h)", ".3f"),
+        ("cell_f1", "cell F1 (mean over h)", ".3f"),
+        ("pixel_crps", "pixel CRPS", ".4f"),
+    ]
+    summary = metrics["summary"]
+    columns = [c for c in columns if any(c[0] in s for s in summary.values())]
+    table = Table("forecaster", *(c[1] for c in columns), title=f"{metrics['world']}: held-out")
+    for name, s in summary.items():
+        table.add_row(name, *(format(s.get(key, float("nan")), fmt) for key, _, fmt in columns))
     console.print(table)
     if "state_skill_vs_oracle" in metrics:
         skill = metrics["state_skill_vs_oracle"]
         console.print(f"state skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
+    if "cell_f1_skill_vs_oracle" in metrics:
+        skill = metrics["cell_f1_skill_vs_oracle"]
+        console.print(f"cell-F1 skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
     for key in ("valid_frac", "action_fidelity", "rollout_fps"):
         if key in metrics:
             console.print(f"{key}: {metrics[key]:.3f}")

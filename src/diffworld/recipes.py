@@ -6,21 +6,25 @@ Each is one library call; the CLI only parses options into configs and calls the
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from diffworld.data.collect import CollectConfig, resolve_policy
+from diffworld.data.store import EpisodeStore
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.pictures import plot_horizons, write_gif
 from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
-from diffworld.train import TrainConfig, TrainResult, build_model, train
-from diffworld.worlds import collect_episodes, default_policy, make_world, training_defaults
+from diffworld.spec import WorldSpec
+from diffworld.train import TrainConfig, TrainResult, build_model, check_data, train
+from diffworld.worlds import Policy, collect_episodes, default_policy, make_world, training_defaults
 from diffworld.worlds.base import run_episode
 
 
@@ -44,19 +48,98 @@ def train_world(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Collect `episodes` episodes of a built-in world with its default policy and train on them."""
-    seeds = training_seeds(episodes)
+    """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them."""
+    collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default")
     make_world(world)  # fail early on an unknown name
     t0 = time.perf_counter()
-    data = collect_episodes(lambda: make_world(world), seeds, default_policy(world))
+    data = collect_episodes(lambda: make_world(world), collect_cfg.seeds, default_policy(world), collect_cfg.max_steps)
     frames = sum(len(e) for e in data)
     log(f"collected {len(data)} episodes of {world} ({frames} frames) in {time.perf_counter() - t0:.1f}s")
     model = build_model(make_world(world).spec, data, model_config, sampler, seed=train_config.seed)
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.dit}")
-    extra = {"data": {"world": world, "train_seeds": [seeds[0], seeds[-1]], "episodes": len(data), "frames": frames}}
+    seeds = collect_cfg.seeds
+    extra = {
+        "data": {
+            "world": world,
+            "collect": collect_cfg.identity(),
+            "train_seeds": [seeds[0], seeds[-1]],
+            "episodes": len(data),
+            "frames": frames,
+        }
+    }
     result = train(model, data, train_config, out, resume=resume, progress=progress, extra_config=extra)
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
+
+
+def train_store(
+    data: str | Path,
+    out: str | Path,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    sampler: SamplerConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    fit: bool = True,
+) -> TrainResult:
+    """Train on an episode store (see `diffworld collect`); the store is validated before anything is written.
+
+    `fit` adapts the preset's patch size to the store's frames (`fit_patch`); with False a patch
+    that does not tile the frames is an error.
+    """
+    store = EpisodeStore.open(data)
+    if fit:
+        model_config = fit_patch(store.spec, model_config, log)
+    model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
+    check_data(model, store)
+    log(f"store {data}: {len(store)} episodes of {store.spec.name} ({store.num_frames} frames)")
+    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.dit}")
+    known = store.seeds[store.seeds >= 0]
+    extra = {
+        "data": {
+            "store": str(data),
+            "world": store.spec.name,
+            "collect": store.meta.get("collect"),
+            "train_seeds": [int(known.min()), int(known.max())] if known.size else None,
+            "episodes": len(store),
+            "frames": store.num_frames,
+        }
+    }
+    result = train(model, store, train_config, out, resume=resume, progress=progress, extra_config=extra)
+    log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
+    return result
+
+
+def fit_patch(spec: WorldSpec, config: ModelConfig, log: Callable[[str], None] = print, min_tokens: int = 16) -> ModelConfig:
+    """The config with a patch size that tiles `spec`'s grid frames into at least `min_tokens` tokens.
+
+    A preset's patch (8) suits 32×32 or 64×64 frames; a 10×10 MinAtar grid needs 2. Keeps the
+    configured patch when it already fits; otherwise takes the largest divisor of the frame's
+    sides that is no larger and gives enough tokens.
+    """
+    if spec.layout != "grid":
+        return config
+    _, h, w = spec.frame_shape
+    p = config.dit.patch
+    if h % p == 0 and w % p == 0 and (h // p) * (w // p) >= min_tokens:
+        return config
+    side = math.gcd(h, w)
+    fits = [q for q in range(1, p + 1) if side % q == 0 and (h // q) * (w // q) >= min_tokens] or [1]
+    log(f"patch {p} does not tile {h}x{w} frames into {min_tokens}+ tokens; using patch {max(fits)}")
+    return replace(config, dit=replace(config.dit, patch=max(fits)))
+
+
+def data_source(config: dict[str, Any]) -> dict[str, Any]:
+    """How a checkpoint's training data was collected: world options, policy, step cap (for held-out episodes)."""
+    data = config.get("data") or {}
+    world = config["spec"]["name"]
+    collect_cfg = data.get("collect") or {}
+    return {
+        "world_options": dict(collect_cfg.get("world_options") or {}),
+        "policy": resolve_policy(collect_cfg.get("policy", "default"), world, collect_cfg.get("epsilon", 0.0)),
+        "max_steps": int(collect_cfg.get("max_steps", 1000)),
+    }
 
 
 def recommended_loss(world: str, **overrides: Any) -> LossConfig:
@@ -71,7 +154,7 @@ def recommended_loss(world: str, **overrides: Any) -> LossConfig:
 def checkpoint_train_seeds(path: str | Path) -> list[int] | None:
     """The training seeds recorded in a checkpoint's config, if any."""
     config = read_config(resolve_pretrained(path))
-    seeds = config.get("data", {}).get("train_seeds")
+    seeds = (config.get("data") or {}).get("train_seeds")
     return list(range(seeds[0], seeds[1] + 1)) if seeds else None
 
 
@@ -87,7 +170,7 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint on held-out episodes; write `metrics.json` and `horizon.png` into `out`."""
     model = WorldModel.from_pretrained(path, device=device)
     config = read_config(resolve_pretrained(path))
-    metrics = evaluate(model, model.spec.name, eval_config, sampler, checkpoint_train_seeds(path), log)
+    metrics = evaluate(model, model.spec.name, eval_config, sampler, checkpoint_train_seeds(path), log, **data_source(config))
     metrics["checkpoint"] = str(path)
     metrics["train_seconds"] = config.get("train_seconds")
     metrics |= extra or {}
@@ -107,16 +190,25 @@ def dream_gif(
     horizon: int = 16,
     seed: int = 0,
     sampler: SamplerConfig | None = None,
+    world_options: dict[str, Any] | None = None,
+    policy: Policy | None = None,
+    max_steps: int = 1000,
 ) -> Path:
-    """GIF of held-out episodes: the truth beside dreams under the same actions, then a long free dream."""
+    """GIF of held-out episodes: the truth beside dreams under the same actions, then a long free dream.
+
+    `world_options`, `policy` and `max_steps`: how the training data was collected (`data_source`).
+    """
     world_name = model.spec.name
-    world = make_world(world_name)
-    policy = default_policy(world_name)
+    world = make_world(world_name, **(world_options or {}))
+    policy = policy or default_policy(world_name)
     ctx_len = model.frames - 1
     panels_truth, panels_dreams, captions = [], [[] for _ in range(members)], []
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    for c in range(cases):  # short forecasts from held-out episodes
-        ep = run_episode(world, HELD_OUT_SEED_BASE + 900_000 + seed * 100 + c, policy)
+    seeds = iter(range(HELD_OUT_SEED_BASE + 900_000 + seed * 100, HELD_OUT_SEED_BASE + 900_000 + seed * 100 + 100))
+    for c in range(cases):  # short forecasts from held-out episodes long enough for them
+        ep = next((e for e in (run_episode(world, s, policy, max_steps) for s in seeds) if len(e) > ctx_len + horizon), None)
+        if ep is None:
+            raise ValueError(f"no held-out episode of {world_name} has the {ctx_len + horizon + 1} frames a GIF case needs")
         t0 = min(len(ep) - horizon - 1, ctx_len - 1 + 40 * (c + 1))
         ctx = ep.frames[t0 - ctx_len + 1 : t0 + 1]
         dream = model.rollout(
@@ -132,7 +224,10 @@ def dream_gif(
             panels_dreams[j] += [ctx, dream[j]]
         captions += [f"case {c + 1}: context"] * ctx_len + [f"case {c + 1}: h={h + 1}, true actions" for h in range(horizon)]
     # A free dream far beyond the trained window, under the actions of a held-out episode.
-    ep = run_episode(world, HELD_OUT_SEED_BASE + 900_000 + seed * 100 + cases, policy, max_steps=ctx_len + free_frames + 1)
+    cap = min(max_steps, ctx_len + free_frames + 1)
+    ep = next((e for e in (run_episode(world, s, policy, cap) for s in seeds) if len(e) > ctx_len + 1), None)
+    if ep is None:
+        raise ValueError(f"no held-out episode of {world_name} is longer than the {ctx_len + 1} frames a free dream needs")
     n_free = min(free_frames, len(ep) - ctx_len)
     dream = model.rollout(
         torch.as_tensor(ep.frames[None, :ctx_len]),
@@ -148,7 +243,8 @@ def dream_gif(
     captions += [f"free dream: frame {i + 1}/{n_free}, true game's actions" for i in range(n_free)]
     panels = [("true game", np.concatenate(panels_truth))]
     panels += [(f"dream {j + 1}", np.concatenate(panels_dreams[j])) for j in range(members)]
-    return write_gif(panels, path, scale=4, fps=8, captions=captions)
+    value_range = model.spec.value_range or (0.0, 1.0)
+    return write_gif(panels, path, scale=max(1, 128 // model.spec.frame_shape[-1]), fps=8, captions=captions, value_range=value_range)
 
 
 @dataclass(frozen=True)
@@ -180,4 +276,15 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = T
     return metrics
 
 
-__all__ = ["DemoConfig", "dream_gif", "evaluate_checkpoint", "recommended_loss", "run_demo", "train_world", "training_seeds"]
+__all__ = [
+    "DemoConfig",
+    "data_source",
+    "dream_gif",
+    "evaluate_checkpoint",
+    "fit_patch",
+    "recommended_loss",
+    "run_demo",
+    "train_store",
+    "train_world",
+    "training_seeds",
+]

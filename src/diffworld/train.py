@@ -18,15 +18,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 
+from diffworld import distributed
 from diffworld.data.episodes import Episode, frame_stats
+from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler
 from diffworld.diffusion.loss import LossConfig, unforeseen_frequency, window_loss
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.model.world_model import ModelConfig, WorldModel, read_config
 from diffworld.spec import WorldSpec
+
+
+#: What a model trains on: episodes in memory, or an episode store on disk.
+TrainingData = list[Episode] | EpisodeStore
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,10 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def build_model(
-    spec: WorldSpec, episodes: list[Episode], config: ModelConfig, sampler: SamplerConfig | None = None, seed: int = 0
+    spec: WorldSpec, data: TrainingData, config: ModelConfig, sampler: SamplerConfig | None = None, seed: int = 0
 ) -> WorldModel:
-    """A freshly initialised model with normalisation statistics from `episodes`."""
-    mean, std = frame_stats(episodes)
+    """A freshly initialised model with normalisation statistics from `data` (episodes or a store)."""
+    mean, std = frame_stats(data) if isinstance(data, list) else data.stats()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return WorldModel(spec, config, mean, std, sampler)
@@ -101,9 +109,28 @@ def make_optimizer(model: WorldModel, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=False)
 
 
+def check_data(model: WorldModel, data: TrainingData) -> None:
+    """Raise ValueError (one line) unless `data` fits the model's world: before any training starts."""
+    if isinstance(data, list):
+        if not data:
+            raise ValueError("no training episodes")
+        for i, e in enumerate(data):
+            e.validate(model.spec, f"episode {i}")
+        return
+    spec, want = data.spec, model.spec
+    for what in ("layout", "frame_shape", "action"):
+        if getattr(spec, what) != getattr(want, what):
+            raise ValueError(
+                f"{data.path}: the model expects {what} {getattr(want, what)} (world {want.name!r}), "
+                f"the store holds {getattr(spec, what)} (world {spec.name!r})"
+            )
+    if len(data) == 0:
+        raise ValueError(f"{data.path}: the store holds no finished episode")
+
+
 def train(
     model: WorldModel,
-    episodes: list[Episode],
+    data: TrainingData,
     cfg: TrainConfig,
     out_dir: str | Path,
     resume: bool = False,
@@ -111,53 +138,66 @@ def train(
     extra_config: dict[str, Any] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train `model` on windows of `episodes`, writing checkpoints and a log to `out_dir`."""
+    """Train `model` on windows of `data` (episodes or an EpisodeStore), writing checkpoints and a log to `out_dir`.
+
+    Under `torchrun` each process trains on its slice of every global batch (`cfg.batch_size`
+    windows in all) with DDP; rank 0 alone writes the log and the checkpoints.
+    """
     out = Path(out_dir)
     ckpt = out / "checkpoint"
+    recover_checkpoint(ckpt)
     if not resume and (ckpt / "train_state.json").exists():
         raise FileExistsError(f"{ckpt} already holds a training run; resume it or choose another output directory")
-    for e_i, e in enumerate(episodes):
-        e.validate(model.spec, f"episode {e_i}")
-    dev = torch.device(cfg.device)
+    check_data(model, data)
+    ranks, dev = distributed.setup(cfg.device)
+    if cfg.batch_size % ranks.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {ranks.world_size} processes")
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # windows, noise levels, noise, action dropout
     step, prior_seconds = 0, 0.0
     if resume and (ckpt / "train_state.json").exists():
+        check_same_model(ckpt, model)
         step = load_train_state(ckpt, model, ema, opt, gen)
         prior_seconds = float(json.loads((ckpt / "train_state.json").read_text()).get("train_seconds", 0.0))
-    sampler = WindowSampler(episodes, model.frames, model.spec.action.kind)
+    frames, actions, ends = flat_arrays(data, model.spec.action.kind)
+    sampler = WindowSampler.from_arrays(frames, actions, ends, model.frames)
     surprise = None
     if model.spec.layout == "grid" and (cfg.loss.surprise_weight or cfg.loss.event_weight):
-        trajectories = (torch.from_numpy(e.frames) for e in episodes)
+        starts = np.concatenate([[0], ends[:-1]])
+        trajectories = (torch.from_numpy(frames[a:b]) for a, b in zip(starts, ends))
         surprise = unforeseen_frequency(trajectories, cfg.loss.motion_radius).to(dev)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"train": asdict(cfg), **(extra_config or {})}
-    log = (out / "train_log.jsonl").open("a")
+    denoiser: torch.nn.Module = model.denoiser
+    if ranks.world_size > 1:
+        denoiser = DistributedDataParallel(model.denoiser, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if ranks.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    meta = {"train": asdict(cfg), "processes": ranks.world_size, **(extra_config or {})}
+    log = (out / "train_log.jsonl").open("a") if ranks.is_main else None
 
     window_loss_sum, window_count, t0, last_log_t = 0.0, 0, time.perf_counter(), time.perf_counter()
     final_loss = float("nan")
-    bar = _progress(progress)
+    bar = _progress(progress and ranks.is_main)
     task = bar.add_task("train", total=cfg.steps, completed=step, loss="?", speed="?")
     with bar:
         while step < cfg.steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            batch = sampler.sample(cfg.batch_size, gen)
-            frames = model.normalize(batch.frames.to(dev))
-            actions = None if batch.actions is None else batch.actions.to(dev)
+            batch = sampler.sample(cfg.batch_size, gen, ranks.part)
+            x = model.normalize(batch.frames.to(dev))
+            acts = None if batch.actions is None else batch.actions.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = window_loss(model.denoiser, frames, actions, cfg.loss, gen_for(gen, dev), surprise)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+                loss = window_loss(denoiser, x, acts, cfg.loss, gen_for(gen, dev), surprise, ranks.part)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            loss_value = float(distributed.mean_over_ranks(loss.detach(), ranks))
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower the learning rate")
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             step += 1
-            loss_value = loss.item()
             window_loss_sum += loss_value
             window_count += 1
             if on_step is not None:
@@ -173,16 +213,40 @@ def train(
                     "steps_per_s": window_count / (now - last_log_t),
                     "elapsed_s": now - t0,
                 }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 bar.update(task, loss=f"{final_loss:.4f}", speed=f"{record['steps_per_s']:.1f} it/s")
                 window_loss_sum, window_count, last_log_t = 0.0, 0, now
             bar.update(task, completed=step)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 meta["train_seconds"] = prior_seconds + time.perf_counter() - t0
-                save_checkpoint(ckpt, model, ema, opt, gen, step, meta)
-    log.close()
+                if ranks.is_main:
+                    save_checkpoint(ckpt, model, ema, opt, gen, step, meta)
+                distributed.barrier(ranks)
+    if log is not None:
+        log.close()
     return TrainResult(model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss)
+
+
+def check_same_model(ckpt: Path, model: WorldModel) -> None:
+    """Raise ValueError unless the run in `ckpt` trained a model of `model`'s world and shape."""
+    held = read_config(ckpt)
+    want = json.loads(json.dumps(model.config_dict()))
+    for key in ("spec", "model"):
+        if held.get(key) != want[key]:
+            raise ValueError(f"{ckpt} holds a run with {key} {held.get(key)}; resuming it needs the same, got {want[key]}")
+
+
+def flat_arrays(data: TrainingData, action_kind: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(frames [N, *frame], actions [N, ...] or None, episode ends [E]) of episodes or a store."""
+    if isinstance(data, list):
+        frames = np.concatenate([e.frames for e in data])
+        actions = np.concatenate([e.actions for e in data])
+        ends = np.cumsum([len(e) for e in data])
+    else:
+        frames, actions, _, _, ends = data.arrays()
+    return frames, None if action_kind == "none" else actions, np.asarray(ends, dtype=np.int64)
 
 
 def gen_for(gen: torch.Generator, device: torch.device) -> torch.Generator:
@@ -224,6 +288,21 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_checkpoint(ckpt: Path) -> None:
+    """Finish a checkpoint swap a killed process left half done (see `save_checkpoint`).
+
+    `save_checkpoint` writes `<ckpt>.tmp` completely (train_state.json last), then moves the old
+    checkpoint to `<ckpt>.old` and the new one into place. Killed between those two moves, the
+    complete new checkpoint is `.tmp`; killed while writing `.tmp`, the old one is still in place.
+    """
+    tmp, old = ckpt.with_name(ckpt.name + ".tmp"), ckpt.with_name(ckpt.name + ".old")
+    if not ckpt.exists():
+        if (tmp / "train_state.json").exists():
+            tmp.rename(ckpt)
+        elif (old / "train_state.json").exists():
+            old.rename(ckpt)
+
+
 def load_train_state(ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> int:
     """Restore a run saved by `save_checkpoint`; returns the step it had reached."""
     info = json.loads((ckpt / "train_state.json").read_text())
@@ -257,4 +336,17 @@ def _progress(enabled: bool) -> Any:
     )
 
 
-__all__ = ["TrainConfig", "TrainResult", "build_model", "load_train_state", "lr_at", "save_checkpoint", "train", "update_ema"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingData",
+    "build_model",
+    "check_data",
+    "flat_arrays",
+    "load_train_state",
+    "lr_at",
+    "recover_checkpoint",
+    "save_checkpoint",
+    "train",
+    "update_ema",
+]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from diffworld.data.episodes import Episode
+from diffworld.distributed import part_rows
 
 
 @dataclass
@@ -19,29 +20,53 @@ class Batch:
 
 
 class WindowSampler:
-    """Uniform over every window of `length` frames that lies inside one episode."""
+    """Uniform over every window of `length` frames that lies inside one episode.
+
+    The frames of all episodes sit in one flat array; `ends` marks where each episode stops, and
+    a window start is valid only if the window ends inside the same episode.
+    """
 
     def __init__(self, episodes: list[Episode], length: int, action_kind: str = "discrete") -> None:
-        usable = [e for e in episodes if len(e) >= length]
-        if not usable:
-            longest = max((len(e) for e in episodes), default=0)
-            raise ValueError(f"no episode has the {length} frames a window needs (longest: {longest})")
+        if not episodes:
+            raise ValueError("a window sampler needs at least one episode, got none")
+        frames = np.concatenate([e.frames for e in episodes])
+        actions = None if action_kind == "none" else np.concatenate([e.actions for e in episodes])
+        self._init(frames, actions, np.cumsum([len(e) for e in episodes]), length)
+
+    @classmethod
+    def from_arrays(cls, frames: np.ndarray, actions: np.ndarray | None, ends: np.ndarray, length: int) -> WindowSampler:
+        """Flat frames [N, *frame] and actions [N, ...] (None: no actions) of episodes ending at `ends` [E]."""
+        sampler = cls.__new__(cls)
+        sampler._init(frames, actions, np.asarray(ends, dtype=np.int64), length)
+        return sampler
+
+    def _init(self, frames: np.ndarray, actions: np.ndarray | None, ends: np.ndarray, length: int) -> None:
+        starts_of_episode = np.concatenate([[0], ends[:-1]])
+        lengths = ends - starts_of_episode
+        if lengths.max(initial=0) < length:
+            raise ValueError(f"no episode has the {length} frames a window needs (longest: {int(lengths.max(initial=0))})")
         self.length = length
-        self.frames = torch.from_numpy(np.concatenate([e.frames for e in usable]))  # [sum T, *frame]
-        self.action_kind = action_kind
-        self.actions = None if action_kind == "none" else torch.from_numpy(np.concatenate([e.actions for e in usable]))
-        offsets = np.cumsum([0] + [len(e) for e in usable])[:-1]
-        # Every valid window start, as an index into the concatenated frames.
-        self.starts = torch.from_numpy(np.concatenate([o + np.arange(len(e) - length + 1) for o, e in zip(offsets, usable)]))
+        self.frames = torch.from_numpy(np.ascontiguousarray(frames))  # [sum T, *frame]
+        self.actions = None if actions is None else torch.from_numpy(np.ascontiguousarray(actions))
+        # Every valid window start, as an index into the flat frames.
+        self.starts = torch.from_numpy(
+            np.concatenate([s + np.arange(n - length + 1) for s, n in zip(starts_of_episode, lengths) if n >= length])
+        )
 
     def __len__(self) -> int:
         """Number of distinct windows."""
         return int(self.starts.numel())
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        """`batch_size` windows drawn uniformly with replacement."""
-        pick = torch.randint(len(self), (batch_size,), generator=generator)
+    def sample(self, batch_size: int, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
+        """`batch_size` windows drawn uniformly with replacement.
+
+        `part = (i, n)` returns only the i-th of n equal slices of the batch, with the generator
+        advanced exactly as for the whole batch: n processes sharing a seed together draw the
+        batch one process would.
+        """
+        pick = torch.randint(len(self), (batch_size,), generator=generator)[part_rows(batch_size, part)]
         idx = self.starts[pick][:, None] + torch.arange(self.length)  # [B, T]
         frames = self.frames[idx].float()
         actions = None if self.actions is None else self.actions[idx]
         return Batch(frames=frames, actions=actions)
+

@@ -8,6 +8,7 @@ from typing import Literal
 
 import torch
 
+from diffworld.distributed import part_rows
 from diffworld.model.denoiser import Denoiser
 
 
@@ -88,14 +89,28 @@ def teacher_mask(t: int, first_target: int = 0, device="cpu") -> torch.Tensor:
     return torch.cat([top, torch.cat([strictly_past, eye], dim=1)], dim=0)
 
 
-def drop_actions(actions: torch.Tensor | None, p: float, generator: torch.Generator) -> torch.Tensor | None:
-    """Replace each frame's action by "no action" with probability p (−1, or NaN for continuous)."""
+def drop_actions(
+    actions: torch.Tensor | None, p: float, generator: torch.Generator, part: tuple[int, int] = (0, 1)
+) -> torch.Tensor | None:
+    """Replace each frame's action by "no action" with probability p (−1, or NaN for continuous).
+
+    `part` as in `window_loss`: the draw is made for the global batch and sliced.
+    """
     if actions is None or p <= 0:
         return actions
-    drop = torch.rand(actions.shape[:2], generator=generator, device=actions.device) < p  # [B, T]
+    b, t = actions.shape[:2]
+    drop = _rand((b * part[1], t), generator, actions.device)[part_rows(b * part[1], part)] < p  # [B, T]
     if actions.is_floating_point():
         return torch.where(drop[..., None], torch.full_like(actions, float("nan")), actions)
     return torch.where(drop, torch.full_like(actions, -1), actions)
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, device) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=device)
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device)
 
 
 def motion_weights(frames: torch.Tensor, weight: float, radius: int) -> torch.Tensor:
@@ -162,52 +177,63 @@ def loss_weights(frames: torch.Tensor, cfg: LossConfig, surprise: torch.Tensor |
 
 
 def window_loss(
-    denoiser: Denoiser,
+    denoiser: Denoiser | torch.nn.Module,  # or its DDP wrapper
     frames: torch.Tensor,
     actions: torch.Tensor | None,
     cfg: LossConfig,
     generator: torch.Generator,
     surprise: torch.Tensor | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
     """Mean weighted denoising error over every target frame of a window of clean frames [B, T, *frame].
 
     `surprise` is the [H, W] map of `unforeseen_frequency` over the training data, for grid
-    worlds (None: no surprise or event weight).
+    worlds (None: no surprise or event weight). `part = (i, n)` says the B windows are the i-th
+    of n equal slices of a global batch: noise is drawn for the global batch and sliced, so n
+    ranks with one seed draw exactly what one process would.
     """
     b, t = frames.shape[:2]
+    rows = part_rows(b * part[1], part)
+
+    def draw(fn, shape, *args):  # draws for the global batch, keeps this part's rows
+        return fn((b * part[1],) + tuple(shape[1:]), *args)[rows]
+
     k = min(cfg.min_context, t - 1)  # index of the first target frame
+    sigma_data = getattr(denoiser, "module", denoiser).sigma_data  # through a DDP wrapper too
     dev = frames.device
     expand = (...,) + (None,) * (frames.ndim - 2)
     grid = frames.ndim == 5
     if cfg.context == "teacher":
         n = t - k  # targets
-        sig_c = sample_context_sigmas((b, t), cfg, generator, dev)  # [B, T]
-        sig_t = sample_target_sigmas((b, n), cfg, generator, dev)  # [B, T']
-        noise = torch.randn((b, t + n) + frames.shape[2:], generator=generator, device=dev)
+        sig_c = draw(sample_context_sigmas, (b, t), cfg, generator, dev)  # [B, T]
+        sig_t = draw(sample_target_sigmas, (b, n), cfg, generator, dev)  # [B, T']
+        noise = draw(_randn, (b, t + n) + frames.shape[2:], generator, dev)
         clean = torch.cat([frames, frames[:, k:]], dim=1)  # [B, T + T', *frame]
         sigma = torch.cat([sig_c, sig_t], dim=1)  # [B, T + T']
         acts = None
         if actions is not None:
-            acts = torch.cat([actions, drop_actions(actions[:, k:], cfg.action_dropout, generator)], dim=1)
+            acts = torch.cat([actions, drop_actions(actions[:, k:], cfg.action_dropout, generator, part)], dim=1)
         times = torch.cat([torch.arange(t, device=dev), torch.arange(k, t, device=dev)])
         mask = teacher_mask(t, k, dev)
         denoised = denoiser(clean + sigma[expand] * noise, sigma, acts, times, mask)
         err = (denoised[:, t:] - frames[:, k:]).square()  # targets only
-        weight = edm_weight(sig_t, denoiser.sigma_data)
+        weight = edm_weight(sig_t, sigma_data)
         if grid:
             pixel, frame = loss_weights(frames, cfg, surprise)
             err, weight = err * pixel[:, k:], weight * frame[:, k:]
     elif cfg.context == "forcing":
-        is_ctx = torch.rand((b, t), generator=generator, device=dev) < cfg.ctx_prob
+        is_ctx = draw(_rand, (b, t), generator, dev) < cfg.ctx_prob
         sigma = torch.where(
-            is_ctx, sample_context_sigmas((b, t), cfg, generator, dev), sample_target_sigmas((b, t), cfg, generator, dev)
+            is_ctx,
+            draw(sample_context_sigmas, (b, t), cfg, generator, dev),
+            draw(sample_target_sigmas, (b, t), cfg, generator, dev),
         )
-        noise = torch.randn(frames.shape, generator=generator, device=dev)
-        acts = drop_actions(actions, cfg.action_dropout, generator)
+        noise = draw(_randn, frames.shape, generator, dev)
+        acts = drop_actions(actions, cfg.action_dropout, generator, part)
         times = torch.arange(t, device=dev)
         denoised = denoiser(frames + sigma[expand] * noise, sigma, acts, times)
         err = (denoised - frames).square()[:, k:]
-        weight = edm_weight(sigma[:, k:], denoiser.sigma_data)
+        weight = edm_weight(sigma[:, k:], sigma_data)
         if grid:
             pixel, frame = loss_weights(frames, cfg, surprise)
             err, weight = err * pixel[:, k:], weight * frame[:, k:]

@@ -28,7 +28,7 @@ class Cases:
     context_actions: np.ndarray  # [S, L]
     actions: np.ndarray  # [S, H] actions leading into each future frame
     truth: np.ndarray  # [S, H, *frame]
-    states: list  # [S] simulator state at the last context frame
+    states: list  # [S] simulator state at the last context frame (None: the world cannot branch)
     seeds: list[int]  # [S] episode seed of each case
 
 
@@ -40,9 +40,11 @@ def make_cases(
     context: int,
     horizon: int,
     rng: np.random.Generator,
+    max_steps: int = 1000,
 ) -> Cases:
     """`n_cases` start points spread over one episode per seed (all seeds held out from training)."""
-    episodes = collect_episodes(make_world, seeds, policy, keep_states=True)
+    branchable = isinstance(make_world(), BranchableWorld)  # keep states only to branch them later
+    episodes = collect_episodes(make_world, seeds, policy, max_steps, keep_states=branchable)
     usable = [e for e in episodes if len(e) >= context + horizon]
     if not usable:
         raise ValueError(f"no held-out episode is long enough for context {context} + horizon {horizon}")
@@ -56,7 +58,7 @@ def make_cases(
         context_actions=np.stack([ep.actions[t0 - context + 1 : t0 + 1] for ep, t0 in picks]),
         actions=np.stack([ep.actions[t0 + 1 : t0 + 1 + horizon] for ep, t0 in picks]),
         truth=np.stack([ep.frames[t0 + 1 : t0 + 1 + horizon] for ep, t0 in picks]),
-        states=[ep.states[t0] for ep, t0 in picks],  # type: ignore[index]
+        states=[ep.states[t0] if ep.states else None for ep, t0 in picks],
         seeds=[int(ep.seed) for ep, _ in picks],  # type: ignore[arg-type]
     )
 
@@ -119,7 +121,7 @@ def oracle_forecast(make_world: Callable[[], World], cases: Cases, members: int,
     return out
 
 
-def training_frames(make_world: Callable[[], World], seeds: list[int], policy: Policy) -> np.ndarray:
+def training_frames(make_world: Callable[[], World], seeds: list[int], policy: Policy, max_steps: int = 1000) -> np.ndarray:
     """Frames of training-seed episodes, the pool climatology draws from."""
-    episodes: list[Episode] = collect_episodes(make_world, seeds, policy)
+    episodes: list[Episode] = collect_episodes(make_world, seeds, policy, max_steps)
     return np.concatenate([e.frames for e in episodes])

@@ -56,6 +56,27 @@ def skill_vs_reference(score: np.ndarray, baseline: np.ndarray, reference: np.nd
         return (baseline - score) / (baseline - reference)
 
 
+def cell_f1(fct: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """Per-horizon, per-channel F1 of occupied cells [H, C], for binary grid frames.
+
+    fct [S, M, H, C, *grid], obs [S, H, C, *grid]; a cell is occupied above 0.5. True and false
+    positives and misses are pooled over the starts, F1 = 2TP / (2TP + FP + FN) per member, then
+    averaged over members. NaN where the truth has no occupied cell in that channel at that
+    horizon (no object to find). Unlike per-cell scores, F1 gives an empty forecast zero.
+    """
+    pred = np.asarray(fct) > 0.5
+    true = np.asarray(obs)[:, None] > 0.5
+    cells = tuple(range(4, pred.ndim))
+    tp = (pred & true).sum(axis=(0, *cells), dtype=np.int64)  # [M, H, C]
+    fp = (pred & ~true).sum(axis=(0, *cells), dtype=np.int64)
+    fn = (~pred & true).sum(axis=(0, *cells), dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = 2 * tp / (2 * tp + fp + fn)
+    f1 = f1.mean(axis=0)  # [H, C]
+    present = (true[:, 0].sum(axis=(0, *[c - 1 for c in cells])) > 0)  # [H, C]
+    return np.where(present, f1, np.nan)
+
+
 def score_forecast(fct: np.ndarray, obs: np.ndarray) -> dict[str, list[float] | None]:
     """CRPS, ensemble-mean RMSE and spread/skill per horizon, as JSON-ready lists."""
     ss = spread_skill(fct, obs)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.forecasts import (
     Cases,
@@ -20,13 +21,11 @@ from diffworld.evaluate.forecasts import (
     persistence_forecast,
     training_frames,
 )
-from diffworld.evaluate.metrics import fill_missing, score_forecast, skill_vs_reference
+from diffworld.evaluate.metrics import cell_f1, fill_missing, score_forecast, skill_vs_reference
 from diffworld.model.world_model import WorldModel
 from diffworld.worlds import default_policy, make_world
-from diffworld.worlds.base import BranchableWorld, DecodableWorld, World
+from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World
 
-#: Held-out episodes use seeds from here on; training seeds must stay below it.
-HELD_OUT_SEED_BASE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,21 @@ def evaluate(
     sampler: SamplerConfig | None = None,
     train_seeds: list[int] | None = None,
     log: Callable[[str], None] = lambda s: None,
+    world_options: dict[str, Any] | None = None,
+    policy: Policy | None = None,
+    max_steps: int = 1000,
 ) -> dict[str, Any]:
-    """Score `model` per horizon on held-out episodes of `world`; a JSON-ready dict."""
+    """Score `model` per horizon on held-out episodes of `world`; a JSON-ready dict.
+
+    `world_options`, `policy` and `max_steps` should be those the training data was collected
+    with (the world's default policy if None), so held-out episodes come from the same process.
+    """
     if model.spec.name != world:
         raise ValueError(f"model was trained on world {model.spec.name!r}, not {world!r}")
-    make: Callable[[], World] = lambda: make_world(world)  # noqa: E731
+    options = dict(world_options or {})
+    make: Callable[[], World] = lambda: make_world(world, **options)  # noqa: E731
     probe = make()
-    policy = default_policy(world)
+    policy = policy or default_policy(world)
     sampler = sampler or model.sampler
     rng = np.random.default_rng(cfg.seed)
     context = model.frames - 1
@@ -75,7 +82,7 @@ def evaluate(
         raise ValueError("held-out seeds overlap the training seeds")
 
     log(f"held-out cases: {cfg.cases} starts from {cfg.episodes} episodes (seeds {held_out[0]}..{held_out[-1]})")
-    cases = make_cases(make, held_out, policy, cfg.cases, context, cfg.horizon, rng)
+    cases = make_cases(make, held_out, policy, cfg.cases, context, cfg.horizon, rng, max_steps)
     s, m, h = cfg.cases, cfg.members, cfg.horizon
 
     log(f"model: {s} × {m} rollouts of {h} frames")
@@ -83,13 +90,15 @@ def evaluate(
     dream = model_forecast(model, cases.context, cases.actions, m, cases.context_actions, sampler, cfg.seed, cfg.batch)
     ensemble_fps = s * m * h / (time.perf_counter() - t0)
     forecasts = {"model": dream, "persistence": persistence_forecast(cases)}
-    clim_pool = training_frames(make, train_seeds[: cfg.climatology_episodes], policy)
+    clim_pool = training_frames(make, train_seeds[: cfg.climatology_episodes], policy, max_steps)
     forecasts["climatology"] = climatology_forecast(clim_pool, (s, m, h), rng)
     if isinstance(probe, BranchableWorld):
         log("oracle: the true world branched from each case")
         forecasts["oracle"] = oracle_forecast(make, cases, m, cfg.seed)
 
     metrics: dict[str, dict[str, Any]] = {}
+    cells = model.spec.layout == "grid" and model.spec.value_kind == "binary"
+    channel_names = list(model.spec.variables) or [f"c{c}" for c in range(model.spec.frame_shape[0])]
     decodable = isinstance(probe, DecodableWorld)
     truth_state = probe.decode(cases.truth)[0] if decodable else None  # type: ignore[union-attr]
     for name, fct in forecasts.items():
@@ -105,6 +114,10 @@ def evaluate(
                 for k, v in enumerate(probe.state_names)  # type: ignore[union-attr]
             }
             entry["valid_frac"] = valid.reshape(valid.shape[0], valid.shape[1], h).mean(axis=(0, 1)).tolist()
+        if cells:
+            f1 = cell_f1(fct, cases.truth)  # [H, C]
+            entry["cell_f1"] = _nanmean_rows(f1)
+            entry["cell_f1_by_channel"] = {v: f1[:, c].tolist() for c, v in enumerate(channel_names)}
         metrics[name] = entry
 
     result: dict[str, Any] = {
@@ -126,13 +139,26 @@ def evaluate(
         if hasattr(probe, "controlled_next") and model.spec.action.kind == "discrete":
             log(f"action fidelity: {cfg.fidelity_rollouts} rollouts under random commands")
             result["action_fidelity"] = action_fidelity(model, probe, cases, cfg, sampler)
+    if cells and "oracle" in metrics:
+        result["cell_f1_skill_vs_oracle"] = skill_vs_reference(
+            -np.array(metrics["model"]["cell_f1"]),
+            -np.array(metrics["persistence"]["cell_f1"]),
+            -np.array(metrics["oracle"]["cell_f1"]),
+        ).tolist()
     result["summary"] = {
-        name: {k: float(np.mean(v)) for k, v in entry.items() if k in ("state_crps", "pixel_crps", "state_rmse")}
+        name: {k: float(np.mean(v)) for k, v in entry.items() if k in ("state_crps", "pixel_crps", "state_rmse", "cell_f1")}
         for name, entry in metrics.items()
     }
     result["rollout_fps"] = rollout_fps(model, cases, sampler)
     result["rollout_fps_ensemble"] = ensemble_fps
     return result
+
+
+def _nanmean_rows(a: np.ndarray) -> list[float]:
+    """Mean over the last axis ignoring NaN; NaN where a row is all NaN."""
+    with np.errstate(invalid="ignore"):
+        counts = (~np.isnan(a)).sum(-1)
+        return np.where(counts > 0, np.nansum(a, -1) / np.maximum(counts, 1), np.nan).tolist()
 
 
 def action_fidelity(model: WorldModel, world: Any, cases: Cases, cfg: EvalConfig, sampler: SamplerConfig) -> float:

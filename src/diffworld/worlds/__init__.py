@@ -1,9 +1,17 @@
-"""The world registry: every simulator diffworld ships, by name."""
+"""The world registry: every simulator diffworld ships, by name, and adapters to outside ones.
+
+Built-in worlds have plain names ("pong"). Adapters take a prefixed name: "minatar:breakout",
+"gym:CartPole-v1", "ale:Pong". The package an adapter wraps (MinAtar, Gymnasium, ale-py) is
+imported only when the adapter builds a world, so importing this registry never pulls them in.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from diffworld.worlds.base import (
     BranchableWorld,
@@ -15,6 +23,7 @@ from diffworld.worlds.base import (
     random_policy,
     run_episode,
 )
+from diffworld.worlds.minatar import GAMES as MINATAR_GAMES
 from diffworld.worlds.pong import Pong
 
 #: Registry name -> zero-argument factory of a fresh world.
@@ -22,22 +31,56 @@ WORLDS: dict[str, Callable[[], World]] = {
     "pong": Pong,
 }
 
+#: Adapter prefix -> (module, class); "<prefix>:<rest>" builds `class(rest, **options)`.
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "minatar": ("diffworld.worlds.minatar", "MinAtarWorld"),
+    "gym": ("diffworld.worlds.gym_env", "GymWorld"),
+    "ale": ("diffworld.worlds.ale", "AleWorld"),
+}
+
+#: The world names `make_world` accepts, for CLI help.
+SOURCES_HELP = (
+    f"built-in: {', '.join(sorted(WORLDS))}; "
+    f"minatar:<game> with game one of {', '.join(MINATAR_GAMES)} (pip install 'diffworld[minatar]'); "
+    "gym:<env id>, any Gymnasium env that renders rgb_array (e.g. gym:CartPole-v1); "
+    "ale:<Game>, an Atari game (e.g. ale:Pong; pip install 'diffworld[atari]')"
+)
+
 
 def list_worlds() -> list[str]:
     """Names of all registered worlds, sorted."""
     return sorted(WORLDS)
 
 
-def _factory(name: str) -> Callable[[], World]:
+def _factory(name: str) -> Callable[..., World]:
+    """The class or factory behind `name` (an adapter's class for a prefixed name)."""
+    prefix, sep, rest = name.partition(":")
+    if sep:
+        if prefix not in ADAPTERS:
+            raise ValueError(f"unknown world source {prefix!r} in {name!r}; expected one of: {SOURCES_HELP}")
+        if not rest:
+            raise ValueError(f"world {name!r} names no {prefix} world; expected one of: {SOURCES_HELP}")
+        module, cls = ADAPTERS[prefix]
+        return getattr(importlib.import_module(module), cls)  # the adapter module imports no optional package
     try:
         return WORLDS[name]
     except KeyError:
-        raise ValueError(f"unknown world {name!r}; expected one of: {', '.join(list_worlds())}") from None
+        raise ValueError(f"unknown world {name!r}; expected one of: {SOURCES_HELP}") from None
 
 
-def make_world(name: str) -> World:
-    """A fresh instance of the world registered as `name`."""
-    return _factory(name)()
+def make_world(name: str, **options: Any) -> World:
+    """A fresh instance of the world `name`; `options` go to an adapter's constructor (e.g. size=64)."""
+    factory = _factory(name)
+    _, sep, rest = name.partition(":")
+    if not sep:
+        if options:
+            raise ValueError(f"built-in world {name!r} takes no options, got {', '.join(sorted(options))}")
+        return factory()
+    try:
+        inspect.signature(factory).bind(rest, **options)
+    except TypeError as e:
+        raise ValueError(f"bad options for world {name!r}: {e}") from None
+    return factory(rest, **options)
 
 
 def training_defaults(name: str) -> dict:
@@ -54,6 +97,8 @@ def default_policy(name: str) -> Policy:
 
 
 __all__ = [
+    "ADAPTERS",
+    "SOURCES_HELP",
     "WORLDS",
     "BranchableWorld",
     "DecodableWorld",
