@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -132,11 +133,13 @@ def train_cmd(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
         loss=recommended_loss(source, **_json_overrides(loss, "--loss")),
     )  # fmt: skip
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+    log = typer.echo if main_rank else (lambda _: None)
     if data is None:
-        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume)
+        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume, log=log)
     else:
-        train_store(data, out, model_cfg, train_cfg, resume=resume, fit="patch" not in dit_overrides)
-    typer.echo(f"checkpoint: {out / 'checkpoint'}")
+        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit="patch" not in dit_overrides)
+    log(f"checkpoint: {out / 'checkpoint'}")
 
 
 def _store_world(path: Path) -> str:

@@ -151,3 +151,11 @@ def test_refiner_reaches_across_patch_borders():
         x2[..., :, 4:] += 1.0  # change only the right-hand patches
         left = (net(x, c, a, t) - net(x2, c, a, t))[..., :, 3].abs().max()  # last column of the left patches
         assert (left > 1e-4) == crosses, (refine, float(left))
+
+
+def test_grid_model_has_no_learned_layout_parts():
+    """Grid checkpoints keep their keys: no position projection, no bias module, positions not saved."""
+    net = make_dit()
+    assert net.pos_embed is None and net.spatial_bias_module is None and net.diffusion_times() is None
+    assert not any(k == "pos" or k.startswith(("pos_embed", "spatial_bias")) for k in net.state_dict())
+    assert net.spatial_biases() == [None, None]

@@ -1,18 +1,31 @@
-"""Layouts turn one frame of a world into tokens and back."""
+"""Layouts turn one frame of a world into tokens and back.
+
+Every layout offers `num_tokens`, `token_dim`, `to_tokens`, `from_tokens`, `positions(dim)`,
+`attention_bias()` (a fixed additive bias or None) and `refiner(channels)`. Two hooks are
+optional, and the DiT reads them only where a layout has them:
+  - `learned_positions = True`: `positions(dim)` returns raw features [S, k] (graph: Laplacian
+    eigenvectors) that the DiT maps to its width with a learned linear layer; otherwise the
+    positions are a fixed [S, dim] embedding added as they are (grid: 2-D sin-cos).
+  - `attention_bias_module(heads, layers)`: a learned bias module whose forward returns
+    [layers, heads, S, S] (graph: the heat kernel, see `HeatKernelBias`).
+"""
 
 from __future__ import annotations
 
+from diffworld.layouts.graph import GraphLayout, HeatKernelBias
 from diffworld.layouts.grid import GridLayout
 from diffworld.spec import WorldSpec
 
-Layout = GridLayout
+Layout = GridLayout | GraphLayout
 
 
 def make_layout(spec: WorldSpec, patch: int) -> Layout:
-    """The layout for `spec` (grid now; graph and series come with their worlds)."""
+    """The layout for `spec`; `patch` is the grid's patch size (graphs have one token per node)."""
     if spec.layout == "grid":
         return GridLayout(tuple(spec.frame_shape), patch)  # type: ignore[arg-type]
-    raise ValueError(f"layout {spec.layout!r} is not implemented yet; expected 'grid'")
+    if spec.layout == "graph":
+        return GraphLayout(tuple(spec.frame_shape), spec.edges)  # type: ignore[arg-type]
+    raise ValueError(f"layout {spec.layout!r} is not implemented yet; expected 'grid' or 'graph'")
 
 
-__all__ = ["GridLayout", "Layout", "make_layout"]
+__all__ = ["GraphLayout", "GridLayout", "HeatKernelBias", "Layout", "make_layout"]

@@ -56,8 +56,15 @@ class GridLayout:
         rows, cols = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
         return torch.cat([_sincos(rows.flatten(), dim // 2), _sincos(cols.flatten(), dim // 2)], dim=-1)
 
+    #: Positions are fixed features of width D, added as they are (no learned projection).
+    learned_positions = False
+
     def attention_bias(self) -> torch.Tensor | None:
         """Additive bias for spatial attention logits; none on a grid."""
+        return None
+
+    def attention_bias_module(self, heads: int, layers: int) -> nn.Module | None:
+        """A learned spatial-attention bias; none on a grid."""
         return None
 
     def refiner(self, channels: int) -> GridRefiner:

@@ -8,6 +8,11 @@ A sequence of N frames, each S tokens wide, flows through `depth` blocks. Each b
 each modulated (shift, scale, gate) by the frame's own conditioning vector: its noise level and
 the action that led into it (adaLN-Zero, Peebles & Xie 2023).
 
+The layout decides what spatial attention knows of space: fixed positions added to the tokens
+(grid), or raw position features the DiT maps to its width with a learned linear layer plus a
+learned bias module evaluated once per forward pass, one [heads, S, S] slice per block (graph:
+Laplacian eigenvectors and the heat kernel with a diffusion time per layer and head).
+
 Because attention across frames is causal, a finished frame's temporal keys and values never
 change; `KVCache` keeps them so a rollout computes only the new frame's tokens.
 """
@@ -224,6 +229,8 @@ class Block(nn.Module):
         # Spatial attention: the S tokens of each frame attend to each other.
         h = modulate(self.norm1(x), mods[0], mods[1]).reshape(b * n, s, d)  # [B·N, S, D]
         q, k, v = self.spatial.qkv_heads(h)  # [B·N, H, S, dh]
+        if spatial_bias is not None:
+            spatial_bias = spatial_bias.to(q.dtype)  # [S, S] or [H, S, S]; SDPA wants the query's dtype
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=spatial_bias)
         x = x + mods[2][:, :, None] * self.spatial.out(y).reshape(b, n, s, d)
 
@@ -275,9 +282,14 @@ class DiT(nn.Module):
             raise ValueError(f"width {cfg.width} must split into {cfg.heads} heads of even size")
         self.cfg, self.layout = cfg, layout
         self.embed = nn.Linear(layout.token_dim, cfg.width)
-        self.register_buffer("pos", layout.positions(cfg.width), persistent=False)  # [S, D]
-        bias = layout.attention_bias()
-        self.register_buffer("spatial_bias", bias, persistent=False)
+        learned_pos = layout.learned_positions
+        # Grid: fixed [S, D] sin-cos, rebuilt at load. Graph: [S, k] eigenvectors, saved with the
+        # weights since a degenerate eigenspace has no canonical basis to rebuild.
+        self.register_buffer("pos", layout.positions(cfg.width), persistent=learned_pos)
+        self.register_buffer("spatial_bias", layout.attention_bias(), persistent=False)  # [S, S] or None
+        # Grid layouts learn neither, so grid models keep exactly their parameters.
+        self.pos_embed = nn.Linear(self.pos.shape[-1], cfg.width) if learned_pos else None  # [k] -> [D]
+        self.spatial_bias_module = layout.attention_bias_module(cfg.heads, cfg.depth)
         self.noise_embed = NoiseEmbedder(cfg.width)
         self.action_embed = ActionEmbedder(action_kind, action_n, cfg.width)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
@@ -305,6 +317,20 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
 
+    def diffusion_times(self) -> torch.Tensor | None:
+        """[depth, heads] learned heat-kernel diffusion times τ of a graph model; None without one."""
+        module = self.spatial_bias_module
+        return module.diffusion_times() if module is not None else None
+
+    def spatial_biases(self) -> list[torch.Tensor | None]:
+        """Per block, the additive spatial-attention bias: the layout's fixed one plus its learned one."""
+        if self.spatial_bias_module is None:
+            return [self.spatial_bias] * self.cfg.depth
+        learned = self.spatial_bias_module()  # [depth, H, S, S]
+        if self.spatial_bias is not None:
+            learned = learned + self.spatial_bias
+        return list(learned.unbind(0))
+
     def new_cache(self) -> KVCache:
         """An empty cache that keeps the frames - 1 newest frames."""
         return KVCache(self.cfg.depth, self.cfg.frames - 1)
@@ -328,9 +354,11 @@ class DiT(nn.Module):
         if mask is None and n > 1:
             mask = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         tokens = self.layout.to_tokens(x)  # [B, N, S, P]
-        h = self.embed(tokens) + self.pos  # [B, N, S, D]
+        pos = self.pos if self.pos_embed is None else self.pos_embed(self.pos)  # [S, D]
+        h = self.embed(tokens) + pos  # [B, N, S, D]
         c = self.noise_embed(c_noise) + self.action_embed(actions, (b, n))  # [B, N, D]
+        biases = self.spatial_biases()  # depth × ([S, S], [H, S, S] or None)
         for i, block in enumerate(self.blocks):
-            h = block(h, c, times, mask, self.spatial_bias, cache, i, write_cache)
+            h = block(h, c, times, mask, biases[i], cache, i, write_cache)
         out = self.final(h, c)  # [B, N, S, token values (× refine)]
         return self.layout.from_tokens(out) if self.refiner is None else self.refiner(out)  # [B, N, *frame]

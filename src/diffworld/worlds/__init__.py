@@ -1,7 +1,8 @@
 """The world registry: every simulator diffworld ships, by name, and adapters to outside ones.
 
-Built-in worlds have plain names ("pong"). Adapters take a prefixed name: "minatar:breakout",
-"gym:CartPole-v1", "ale:Pong". The package an adapter wraps (MinAtar, Gymnasium, ale-py) is
+Built-in worlds have plain names ("pong", "cascade"); those whose constructor takes keyword
+options (cascade: graph, model, beta, ...) get them from `make_world`. Adapters take a prefixed
+name: "minatar:breakout", "gym:CartPole-v1", "ale:Pong". The package an adapter wraps (MinAtar, Gymnasium, ale-py) is
 imported only when the adapter builds a world, so importing this registry never pulls them in.
 """
 
@@ -23,13 +24,19 @@ from diffworld.worlds.base import (
     random_policy,
     run_episode,
 )
+from diffworld.worlds.cascade import Cascade
 from diffworld.worlds.minatar import GAMES as MINATAR_GAMES
 from diffworld.worlds.pong import Pong
 
-#: Registry name -> zero-argument factory of a fresh world.
-WORLDS: dict[str, Callable[[], World]] = {
+#: Registry name -> factory of a fresh world; its keyword parameters are the world's options.
+WORLDS: dict[str, Callable[..., World]] = {
+    "cascade": Cascade,
     "pong": Pong,
 }
+
+#: Constructor parameters that are not world options: the episode cut belongs to whoever plays
+#: the episodes (`run_episode`, the collector), so `make_world` never passes it.
+_NOT_OPTIONS = ("max_steps",)
 
 #: Adapter prefix -> (module, class); "<prefix>:<rest>" builds `class(rest, **options)`.
 ADAPTERS: dict[str, tuple[str, str]] = {
@@ -68,14 +75,29 @@ def _factory(name: str) -> Callable[..., World]:
         raise ValueError(f"unknown world {name!r}; expected one of: {SOURCES_HELP}") from None
 
 
+def world_options(name: str) -> tuple[str, ...]:
+    """The keyword options the built-in world `name` accepts (empty if none)."""
+    params = inspect.signature(_factory(name)).parameters.values()
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(
+        p.name for p in params if p.kind in keyword and p.default is not p.empty and p.name not in _NOT_OPTIONS
+    )
+
+
 def make_world(name: str, **options: Any) -> World:
-    """A fresh instance of the world `name`; `options` go to an adapter's constructor (e.g. size=64)."""
+    """A fresh instance of the world `name`; `options` go to its constructor (e.g. size=64, graph="karate")."""
     factory = _factory(name)
     _, sep, rest = name.partition(":")
     if not sep:
-        if options:
+        valid = world_options(name)
+        unknown = sorted(set(options) - set(valid))
+        if unknown and not valid:
             raise ValueError(f"built-in world {name!r} takes no options, got {', '.join(sorted(options))}")
-        return factory()
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} for world {name!r}; valid options: {', '.join(valid)}"
+            )
+        return factory(**options)
     try:
         inspect.signature(factory).bind(rest, **options)
     except TypeError as e:
@@ -112,4 +134,5 @@ __all__ = [
     "random_policy",
     "run_episode",
     "training_defaults",
+    "world_options",
 ]
