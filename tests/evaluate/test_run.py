@@ -54,3 +54,14 @@ def test_held_out_seeds_must_not_overlap_training():
     model = tiny_model(make_world("pong").spec, frames=4, patch=8)
     with pytest.raises(ValueError, match="overlap"):
         evaluate(model, "pong", EvalConfig(cases=2, episodes=2), train_seeds=[1_000_001])
+
+
+def test_evaluate_a_graph_world_without_actions():
+    """cascade: no actions (none are passed to the model), a graph layout, an oracle from branching."""
+    world = make_world("cascade", graph="karate", beta_ratio=3.0)
+    model = tiny_model(world.spec, frames=4, patch=1)
+    cfg = EvalConfig(cases=3, episodes=8, members=2, horizon=3, climatology_episodes=2)
+    m = evaluate(model, "cascade", cfg, train_seeds=[0, 1], world_options={"graph": "karate", "beta_ratio": 3.0})
+    assert set(m["metrics"]) == {"model", "persistence", "climatology", "oracle"}
+    assert len(m["state_skill_vs_oracle"]) == 3 and "action_fidelity" not in m
+    assert m["metrics"]["oracle"]["valid_frac"] == [1.0] * 3

@@ -76,13 +76,15 @@ def model_forecast(
     """[S, M, H, *frame] dreamed by `model`, in chunks of at most `batch` rollouts."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
     per_chunk = max(1, batch // members)
+    acting = model.spec.action.kind != "none"  # a world without actions stores NO_ACTION; pass none
     out = []
     for i in range(0, len(context), per_chunk):
         sl = slice(i, i + per_chunk)
-        ctx_a = None if context_actions is None else torch.as_tensor(context_actions[sl])
+        ctx_a = None if context_actions is None or not acting else torch.as_tensor(context_actions[sl])
         dream = model.rollout(
             torch.as_tensor(context[sl]),
-            torch.as_tensor(actions[sl]),
+            torch.as_tensor(actions[sl]) if acting else None,
+            horizon=actions.shape[1],
             n_samples=members,
             context_actions=ctx_a,
             sampler=sampler,
