@@ -223,6 +223,9 @@ def demo(
 
     from diffworld.recipes import DemoConfig, run_demo
 
+    if world == "cascade":
+        _cascade_demo(out, steps, preset, episodes, cases, members, device)
+        return
     cfg = DemoConfig(world=world)
     cfg = replace(
         cfg,
@@ -236,6 +239,32 @@ def demo(
     metrics = run_demo(out, cfg, log=typer.echo)
     print_summary(metrics, Console())
     typer.echo(f"wrote {out}/metrics.json, horizon.png, rollout.gif and checkpoint/ in {metrics['total_seconds']:.0f}s")
+
+
+def _cascade_demo(
+    out: Path, steps: Optional[int], preset: Optional[str], episodes: Optional[int], cases: Optional[int], members: Optional[int], device: str
+) -> None:
+    from diffworld.cascade_demo import CascadeDemoConfig, run_cascade_demo
+
+    cfg = CascadeDemoConfig()
+    cfg = replace(
+        cfg,
+        preset=preset or cfg.preset,
+        episodes=episodes or cfg.episodes,
+        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        cases=cases or cfg.cases,
+        members=members or cfg.members,
+        hub_members=min(members or cfg.hub_members, cfg.hub_members),
+    )
+    if (out / "checkpoint" / "train_state.json").exists():
+        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
+    m = run_cascade_demo(out, cfg, log=typer.echo)
+    head = m["headline"]
+    typer.echo(f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})")
+    skill = head["infected_skill_vs_oracle"]
+    typer.echo("infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in skill))
+    typer.echo("hub Kendall tau: " + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_kendall_tau"].items()))
+    typer.echo(f"wrote {out}/metrics.json, spread.gif, curves.png, hubs.png and checkpoint/ in {m['total_seconds']:.0f}s")
 
 
 def print_summary(metrics: dict[str, Any], console: Any) -> None:

@@ -47,15 +47,18 @@ def train_world(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    world_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them."""
-    collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default")
-    make_world(world)  # fail early on an unknown name
+    options = dict(world_options or {})
+    collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default", world_options=options)
+    make = lambda: make_world(world, **options)  # noqa: E731
+    make()  # fail early on an unknown name or option
     t0 = time.perf_counter()
-    data = collect_episodes(lambda: make_world(world), collect_cfg.seeds, default_policy(world), collect_cfg.max_steps)
+    data = collect_episodes(make, collect_cfg.seeds, default_policy(world), collect_cfg.max_steps)
     frames = sum(len(e) for e in data)
     log(f"collected {len(data)} episodes of {world} ({frames} frames) in {time.perf_counter() - t0:.1f}s")
-    model = build_model(make_world(world).spec, data, model_config, sampler, seed=train_config.seed)
+    model = build_model(make().spec, data, model_config, sampler, seed=train_config.seed)
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.dit}")
     seeds = collect_cfg.seeds
     extra = {
