@@ -193,11 +193,8 @@ def rollout(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Dream held-out futures and write them beside the truth as a GIF."""
-    from diffworld.model.world_model import WorldModel
-    from diffworld.recipes import dream_gif
-
-    from diffworld.model.world_model import read_config, resolve_pretrained
-    from diffworld.recipes import data_source
+    from diffworld.model.world_model import WorldModel, read_config, resolve_pretrained
+    from diffworld.recipes import data_source, dream_gif
 
     model = WorldModel.from_pretrained(checkpoint, device=device)
     sampler = _sampler(model.sampler, steps, method, sigma_ctx, guidance)

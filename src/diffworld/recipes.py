@@ -28,15 +28,6 @@ from diffworld.worlds import Policy, collect_episodes, default_policy, make_worl
 from diffworld.worlds.base import run_episode
 
 
-def training_seeds(n_episodes: int, offset: int = 0) -> list[int]:
-    """Seeds of the training episodes: offset .. offset + n − 1, all below the held-out range."""
-    if n_episodes < 1:
-        raise ValueError(f"need at least one training episode, got {n_episodes}")
-    if offset < 0 or offset + n_episodes > HELD_OUT_SEED_BASE:
-        raise ValueError(f"training seeds must lie in [0, {HELD_OUT_SEED_BASE}), got {offset}..{offset + n_episodes - 1}")
-    return list(range(offset, offset + n_episodes))
-
-
 def train_world(
     world: str,
     out: str | Path,
@@ -289,5 +280,4 @@ __all__ = [
     "run_demo",
     "train_store",
     "train_world",
-    "training_seeds",
 ]

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from diffworld import distributed
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.data.store import EpisodeStore
-from diffworld.data.windows import WindowSampler
+from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.loss import LossConfig, unforeseen_frequency, window_loss
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config
@@ -241,9 +241,7 @@ def check_same_model(ckpt: Path, model: WorldModel) -> None:
 def flat_arrays(data: TrainingData, action_kind: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(frames [N, *frame], actions [N, ...] or None, episode ends [E]) of episodes or a store."""
     if isinstance(data, list):
-        frames = np.concatenate([e.frames for e in data])
-        actions = np.concatenate([e.actions for e in data])
-        ends = np.cumsum([len(e) for e in data])
+        frames, actions, ends = flatten(data)
     else:
         frames, actions, _, _, ends = data.arrays()
     return frames, None if action_kind == "none" else actions, np.asarray(ends, dtype=np.int64)

@@ -19,6 +19,13 @@ class Batch:
     actions: torch.Tensor | None  # [B, T] long or [B, T, d] float: the action leading into each frame
 
 
+def flatten(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Episodes -> (frames [N, *frame], actions [N, ...], episode ends [E]): the flat layout of a store."""
+    frames = np.concatenate([e.frames for e in episodes])
+    actions = np.concatenate([e.actions for e in episodes])
+    return frames, actions, np.cumsum([len(e) for e in episodes]).astype(np.int64)
+
+
 class WindowSampler:
     """Uniform over every window of `length` frames that lies inside one episode.
 
@@ -29,9 +36,8 @@ class WindowSampler:
     def __init__(self, episodes: list[Episode], length: int, action_kind: str = "discrete") -> None:
         if not episodes:
             raise ValueError("a window sampler needs at least one episode, got none")
-        frames = np.concatenate([e.frames for e in episodes])
-        actions = None if action_kind == "none" else np.concatenate([e.actions for e in episodes])
-        self._init(frames, actions, np.cumsum([len(e) for e in episodes]), length)
+        frames, actions, ends = flatten(episodes)
+        self._init(frames, None if action_kind == "none" else actions, ends, length)
 
     @classmethod
     def from_arrays(cls, frames: np.ndarray, actions: np.ndarray | None, ends: np.ndarray, length: int) -> WindowSampler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,6 +60,19 @@ class DecodableWorld(Protocol):
     def decode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """frames [..., *frame_shape] -> (state [..., K] with NaN for a missing object, valid [...] bool)."""
         ...
+
+
+def generator_state(rng: np.random.Generator) -> dict[str, Any]:
+    """A copy of a numpy generator's full state, for a branchable world's `get_state`."""
+    return copy.deepcopy(rng.bit_generator.state)
+
+
+def restore_generator(state: dict[str, Any]) -> np.random.Generator:
+    """A generator that continues exactly where the one `generator_state` copied stood."""
+    state = copy.deepcopy(state)
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
 
 
 #: A policy maps (world, current frame, rng) to an action.

@@ -27,7 +27,6 @@ and β = T). For small β and γ this is the continuous-time rule β/γ = beta_r
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from diffworld.spec import NO_ACTION, ActionSpace, WorldSpec
+from diffworld.worlds.base import generator_state, restore_generator
 
 #: Graphs by name: three small real social networks and three generated families.
 REAL_GRAPHS = {
@@ -283,7 +283,7 @@ class Cascade:
 
     def get_state(self) -> dict[str, Any]:
         """A copy of the complete state, the generator's included."""
-        return {"states": self.states.copy(), "t": self.t, "rng": copy.deepcopy(self.rng.bit_generator.state)}
+        return {"states": self.states.copy(), "t": self.t, "rng": generator_state(self.rng)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a state from `get_state` exactly (replay reproduces the same future)."""
@@ -292,10 +292,7 @@ class Cascade:
             raise ValueError(f"expected node states of shape ({self.num_nodes},), got {states.shape}")
         self.states = states.copy()
         self.t = int(state["t"])
-        rng_state = copy.deepcopy(state["rng"])
-        bit_generator = getattr(np.random, rng_state["bit_generator"])()
-        bit_generator.state = rng_state
-        self.rng = np.random.Generator(bit_generator)
+        self.rng = restore_generator(state["rng"])
 
     def reseed(self, seed: int) -> None:
         """Replace the generator, so a restored state continues with fresh noise."""

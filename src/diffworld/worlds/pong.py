@@ -6,7 +6,6 @@ ball's row and velocity from the world's own generator, which is what an oracle 
 
 from __future__ import annotations
 
-import copy
 import operator
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from diffworld.spec import ActionSpace, WorldSpec
-from diffworld.worlds.base import World, epsilon_greedy
+from diffworld.worlds.base import World, epsilon_greedy, generator_state, restore_generator
 
 SIZE = 32
 PADDLE_H = 6
@@ -137,17 +136,14 @@ class Pong:
             "py": self.py, "oy": self.oy,
             "score_player": self.score_player, "score_opponent": self.score_opponent,
             "t": self.t,
-            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "rng": generator_state(self.rng),
         }  # fmt: skip
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a state from `get_state` exactly (replay reproduces the same future)."""
         for key in ("bx", "by", "vx", "vy", "py", "oy", "score_player", "score_opponent", "t"):
             setattr(self, key, int(state[key]))
-        rng_state = copy.deepcopy(state["rng"])
-        bit_generator = getattr(np.random, rng_state["bit_generator"])()
-        bit_generator.state = rng_state
-        self.rng = np.random.Generator(bit_generator)
+        self.rng = restore_generator(state["rng"])
 
     def reseed(self, seed: int) -> None:
         """Replace the generator, so a restored state continues with fresh serves."""
