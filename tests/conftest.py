@@ -23,7 +23,7 @@ def tiny_model(spec: WorldSpec, frames: int = 5, seed: int = 0, **dit) -> WorldM
     """A tiny WorldModel for `spec` with perturbed weights."""
     torch.manual_seed(seed)
     dit = {"patch": 4, "frames": frames, **dit}
-    channels = spec.frame_shape[0] if spec.layout == "grid" else spec.frame_shape[-1]  # statistics per channel / feature
+    channels = spec.frame_shape[spec.channel_axis]  # statistics per channel / feature
     model = WorldModel(spec, ModelConfig.preset("tiny", **dit), np.full(channels, 0.1), np.full(channels, 0.3))
     return perturb(model, seed).eval()
 

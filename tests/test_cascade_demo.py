@@ -41,7 +41,9 @@ def test_demo_writes_metrics_and_pictures(tmp_path):
     for key in ("node_brier_model", "node_brier_oracle", "node_brier_ratio", "infected_skill_vs_oracle", "hub_kendall_tau"):
         assert key in head, key
     assert len(head["infected_skill_vs_oracle"]) == cfg.horizon
-    assert set(head["hub_kendall_tau"]) == {"model", "degree", "eigenvector"}
+    assert set(head["hub_kendall_tau"]) == {"model", "simulator_at_budget", "degree", "eigenvector"}
     assert set(saved["scores"]) == {"model", "oracle", "persistence", "mean_field"}
     assert len(saved["diffusion_times"]) == 2 and all(t > 0 for row in saved["diffusion_times"] for t in row)
     assert m["train_seconds"] > 0
+    config = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    assert config["sampler"]["method"] == "marginal"  # the cascade world's SAMPLER_DEFAULTS

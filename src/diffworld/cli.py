@@ -159,7 +159,7 @@ def eval_cmd(
     seed: int = typer.Option(0),
     seed_offset: int = typer.Option(0, help="Offset of the held-out episode seeds (500000: the validation set)."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
-    method: Optional[str] = typer.Option(None, help="euler or heun (default: the model's)."),
+    method: Optional[str] = typer.Option(None, help="euler, heun or marginal (default: the model's)."),
     sigma_ctx: Optional[float] = typer.Option(None, help="Context noise level (default: the model's)."),
     guidance: Optional[float] = typer.Option(None, help="Action guidance weight (default: the model's)."),
     device: str = typer.Option("cpu"),

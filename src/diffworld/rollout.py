@@ -1,6 +1,7 @@
 """Autoregressive rollout: dream H frames, one at a time, for an ensemble of futures.
 
-Each new frame is sampled by the few-step ODE sampler while attending to the finished frames.
+Each new frame is sampled by the few-step ODE sampler (or, for worlds of independently changing
+discrete cells, the marginal sampler) while attending to the finished frames.
 A finished frame is fed back at the small context noise level σ_ctx; with the KV cache its
 temporal keys and values are computed once, so a new frame costs the same however long the
 history is. Without the cache (`use_cache=False`) every denoising step recomputes the whole
@@ -9,9 +10,11 @@ history — the reference the cache is tested against.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
+from diffworld.diffusion.sampling import SamplerConfig, draw_marginal, karras_sigmas, sample
 from diffworld.model.world_model import WorldModel
 
 
@@ -57,6 +60,7 @@ def rollout(
     sampler: SamplerConfig | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Dream `horizon` frames after `context`, `n_samples` futures per context.
 
@@ -71,6 +75,10 @@ def rollout(
         sampler: sampler settings (default: the model's own).
         generator: torch.Generator for every random draw, for reproducible dreams.
         use_cache: keep finished frames' keys/values (fast) or recompute the history (reference).
+        stop: the world's end of an episode, frames [M, *frame] (world units) -> bool [M]. A member
+            whose new frame ends its episode holds that frame to the horizon and is no longer
+            computed (the model never saw what follows an episode's end). Later draws then differ
+            from a rollout without `stop`, which is why it is opt-in.
 
     Returns:
         [B, n_samples, H, *frame] dreamed frames in world units.
@@ -78,7 +86,10 @@ def rollout(
     model.eval()
     s = sampler or model.sampler
     dev = model.device
-    frame_shape = tuple(model.spec.frame_shape)
+    spec = model.spec
+    frame_shape = tuple(spec.frame_shape)
+    if s.method == "marginal" and spec.value_kind not in ("binary", "categorical"):
+        raise ValueError(f"the marginal sampler needs a binary or categorical world; {spec.name!r} is {spec.value_kind}")
     context = torch.as_tensor(context, dtype=torch.float32, device=dev)
     if context.ndim != len(frame_shape) + 2 or tuple(context.shape[2:]) != frame_shape:
         raise ValueError(
@@ -123,13 +134,20 @@ def rollout(
         hist_x, hist_sigma, hist_a, hist_t = rep(x_ctx), rep(ctx_sigma), rep(context_actions), times
 
     null = null_actions(model, m, 1, dev)
-    out = []
+    out = torch.empty((m, horizon) + frame_shape, device=dev)
+    running = torch.arange(m, device=dev)  # the members whose episode goes on, in batch order
     for h in range(horizon):
+        if len(running) == 0:
+            out[:, h:] = out[:, h - 1 : h]
+            break
+        if len(running) < m:
+            out[:, h] = out[:, h - 1]  # ended members hold their last frame; running ones overwrite it
         t = torch.tensor([length + h], device=dev)
-        a = rep(actions[:, h : h + 1]) if actions is not None else None  # [B·M, 1]
+        a = rep(actions[:, h : h + 1])[running] if actions is not None else None  # [m', 1]
+        mr = len(running)
 
         def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
-            sig = torch.full((m, 1), sigma, device=dev)
+            sig = torch.full((mr, 1), sigma, device=dev)
             if use_cache:
                 return denoiser(x, sig, act, t, cache=cache)
             lo = -keep
@@ -141,15 +159,31 @@ def rollout(
         def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
             d = run(x, sigma, a)
             if s.guidance != 1.0 and a is not None:  # classifier-free guidance on the action
-                d_uncond = run(x, sigma, null)
+                d_uncond = run(x, sigma, null[:mr])
                 d = d_uncond + s.guidance * (d - d_uncond)
             return d
 
-        x0 = sample(denoise, (m, 1) + frame_shape, sigmas, generator, s.method, dev)  # [B·M, 1, *frame]
-        frame = model.project(model.denormalize(x0))
-        out.append(frame)
-        x_fed = model.normalize(frame) + s.sigma_ctx * randn(x0.shape)  # fed back at σ_ctx
-        sig_fed = torch.full((m, 1), s.sigma_ctx, device=dev)
+        if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
+            mean = model.denormalize(denoise(s.sigma_max * randn((mr, 1) + frame_shape), s.sigma_max))
+            frame = draw_marginal(mean, spec.value_kind, spec.channel_axis, spec.value_range or (0.0, 1.0), generator)
+        else:
+            x0 = sample(denoise, (mr, 1) + frame_shape, sigmas, generator, s.method, dev)  # [m', 1, *frame]
+            frame = model.project(model.denormalize(x0))
+        out[running, h] = frame[:, 0]
+        if stop is not None and h + 1 < horizon:
+            goes_on = ~torch.as_tensor(stop(frame[:, 0]), dtype=torch.bool, device=dev)  # [m']
+            if not goes_on.all():
+                running, frame, a = running[goes_on], frame[goes_on], None if a is None else a[goes_on]
+                if use_cache:
+                    cache = cache.select(goes_on, mr)
+                else:
+                    hist_x, hist_sigma = hist_x[goes_on], hist_sigma[goes_on]
+                    hist_a = None if hist_a is None else hist_a[goes_on]
+                mr = len(running)
+                if mr == 0:
+                    continue
+        x_fed = model.normalize(frame) + s.sigma_ctx * randn(frame.shape)  # fed back at σ_ctx
+        sig_fed = torch.full((mr, 1), s.sigma_ctx, device=dev)
         if use_cache:
             denoiser(x_fed, sig_fed, a, t, cache=cache, write_cache=True)
         else:
@@ -157,4 +191,4 @@ def rollout(
             hist_sigma = torch.cat([hist_sigma, sig_fed], dim=1)
             hist_a = None if a is None else torch.cat([hist_a, a], dim=1)
             hist_t = torch.cat([hist_t, t])
-    return torch.cat(out, dim=1).reshape((b, n_samples, horizon) + frame_shape)
+    return out.reshape((b, n_samples, horizon) + frame_shape)

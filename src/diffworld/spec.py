@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 LayoutName = Literal["grid", "graph", "series"]
-ValueKind = Literal["binary", "bounded", "real"]
+ValueKind = Literal["binary", "categorical", "bounded", "real"]
 ActionKind = Literal["none", "discrete", "continuous"]
 
 #: Sentinel stored in a discrete action array where no action led into the frame (the first
@@ -69,7 +69,9 @@ class WorldSpec:
     layout: LayoutName
     #: Shape of one frame, without the time axis.
     frame_shape: tuple[int, ...]
-    #: "binary" (values 0/1), "bounded" (within value_range) or "real".
+    #: "binary" (every value lo or hi of value_range), "categorical" (one-hot over the channel
+    #: axis: each cell or node is in exactly one of the channels' states), "bounded" (within
+    #: value_range) or "real".
     value_kind: ValueKind = "real"
     #: The actions that drive the world.
     action: ActionSpace = field(default_factory=ActionSpace)
@@ -77,7 +79,7 @@ class WorldSpec:
     step_duration: float = 1.0
     #: Names of the channels (grid) or variables (series).
     variables: tuple[str, ...] = ()
-    #: (low, high) of frame values, for bounded and binary worlds.
+    #: (low, high) of frame values, for bounded, binary and categorical worlds.
     value_range: tuple[float, float] | None = None
     #: Undirected edge list of the graph, for the graph layout.
     edges: tuple[tuple[int, int], ...] = ()
@@ -85,12 +87,19 @@ class WorldSpec:
     def __post_init__(self) -> None:
         if self.layout not in ("grid", "graph", "series"):
             raise ValueError(f"layout must be grid, graph or series, got {self.layout!r}")
-        if self.value_kind not in ("binary", "bounded", "real"):
-            raise ValueError(f"value_kind must be binary, bounded or real, got {self.value_kind!r}")
+        if self.value_kind not in ("binary", "categorical", "bounded", "real"):
+            raise ValueError(f"value_kind must be binary, categorical, bounded or real, got {self.value_kind!r}")
         if self.layout == "grid" and len(self.frame_shape) != 3:
             raise ValueError(f"a grid world has frames (C, H, W), got frame_shape={self.frame_shape}")
         if self.layout in ("graph", "series") and len(self.frame_shape) != 2:
             raise ValueError(f"a {self.layout} world has frames (N, F), got frame_shape={self.frame_shape}")
+        if self.value_kind == "categorical" and self.frame_shape[self.channel_axis] < 2:
+            raise ValueError(f"a categorical world needs >= 2 channels (states), got frame_shape={self.frame_shape}")
+
+    @property
+    def channel_axis(self) -> int:
+        """The frame's channel (feature) axis, counted from the end: −3 for grid (C, H, W), else −1."""
+        return -3 if self.layout == "grid" else -1
 
     def check_frames(self, frames: np.ndarray, where: str = "frames") -> None:
         """Raise ValueError unless `frames` is [T, *frame_shape] and finite."""

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
+from diffworld.diffusion.sampling import SamplerConfig, draw_marginal, karras_sigmas, one_hot_argmax, sample
 
 
 def test_karras_schedule_endpoints_and_order():
@@ -59,3 +59,33 @@ def test_sampling_is_seeded():
 def test_bad_sampler_settings(bad):
     with pytest.raises(ValueError):
         SamplerConfig(**bad)
+
+
+def test_marginal_draws_binary_cells_with_their_probability():
+    p = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    mean = (2.0 + 3.0 * p).expand(40000, 5)  # value range (2, 5)
+    x = draw_marginal(mean, "binary", -1, (2.0, 5.0), torch.Generator().manual_seed(0))
+    assert set(x.unique().tolist()) == {2.0, 5.0}
+    freq = (x == 5.0).float().mean(0)
+    assert (freq - p).abs().max() < 4 * (0.25 / 40000) ** 0.5  # within 4 standard errors
+    assert freq[0] == 0 and freq[-1] == 1  # certain cells stay certain
+
+
+def test_marginal_draws_categorical_cells_one_hot_with_their_probability():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [-0.2, 0.5, 0.5]])  # estimates may stray below 0
+    mean = probs.expand(30000, 3, 3)  # [B, N nodes, 3 states]
+    g = torch.Generator().manual_seed(1)
+    x = draw_marginal(mean, "categorical", -1, (0.0, 1.0), g)
+    assert torch.equal(x.sum(-1), torch.ones(30000, 3))  # every node in exactly one state
+    freq = x.mean(0)
+    target = probs.clamp_min(0) / probs.clamp_min(0).sum(-1, keepdim=True)
+    assert (freq - target).abs().max() < 0.012
+    grid = draw_marginal(probs.T.reshape(3, 1, 3).expand(8, 3, 1, 3), "categorical", -3, (0.0, 1.0), g)  # [B, C, H, W]
+    assert torch.equal(grid.sum(-3), torch.ones(8, 1, 3))
+
+
+def test_one_hot_argmax_and_marginal_refuses_real_values():
+    x = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.0, 0.1]])
+    assert torch.equal(one_hot_argmax(x, -1), torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="binary or categorical"):
+        draw_marginal(x, "real", -1)

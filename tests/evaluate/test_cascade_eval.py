@@ -220,7 +220,7 @@ def test_model_reach_counts_the_last_dreamed_frame_of_each_seed_context() -> Non
     world = _world_on(nx.star_graph(4), 0.5)
     seen = []
 
-    def rollout(context, actions, horizon, n_samples, generator=None):  # dreams: the seed spreads to node 0
+    def rollout(context, actions, horizon, n_samples, generator=None, stop=None):  # dreams: the seed spreads to node 0
         seen.append(context.clone())
         out = context[:, -1:].repeat(1, horizon, 1, 1)[:, None].repeat(1, n_samples, 1, 1, 1)  # [B, M, H, N, 3]
         out[:, : n_samples // 2, -1, 0] = torch.tensor([0.0, 0.0, 1.0])  # half the members reach the hub (R)

@@ -64,3 +64,18 @@ def test_missing_and_mismatched_checkpoints(odd_spec, tmp_path):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         ModelConfig.preset("huge")
+
+
+def test_categorical_spec_projection_and_checks(tmp_path):
+    spec = WorldSpec("states", "graph", (4, 3), "categorical", value_range=(0.0, 1.0), edges=((0, 1), (1, 2), (2, 3)))
+    assert spec.channel_axis == -1 and WorldSpec("g", "grid", (3, 4, 4), "categorical").channel_axis == -3
+    model = WorldModel(spec, ModelConfig.preset("tiny"), np.full(3, 0.3), np.full(3, 0.4))
+    soft = torch.tensor([[0.6, 0.7, -0.1], [0.2, 0.1, 0.15], [0.0, 0.0, 1.2], [0.4, 0.3, 0.3]])
+    assert torch.equal(model.project(soft), torch.eye(3)[[1, 0, 2, 0]])  # one state per node, never two or none
+    with pytest.raises(ValueError, match="categorical world needs >= 2 channels"):
+        WorldSpec("one", "graph", (4, 1), "categorical")
+    with pytest.raises(ValueError, match="value_kind must be binary, categorical, bounded or real"):
+        WorldSpec("bad", "graph", (4, 3), "onehot")
+    model.save_pretrained(tmp_path)
+    loaded = WorldModel.from_pretrained(tmp_path)
+    assert loaded.spec == spec and loaded.mean.shape == (3,)

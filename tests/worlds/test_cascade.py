@@ -6,6 +6,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from diffworld.worlds import (
     BranchableWorld,
@@ -190,7 +191,7 @@ def test_world_satisfies_the_protocols() -> None:
     world = Cascade("karate")
     assert isinstance(world, BranchableWorld) and isinstance(world, DecodableWorld)
     assert world.spec.name == "cascade" and world.spec.action.kind == "none"
-    assert world.spec.variables == ("S", "I", "R") and world.spec.value_kind == "binary"
+    assert world.spec.variables == ("S", "I", "R") and world.spec.value_kind == "categorical"
 
 
 def test_branch_replays_exactly_and_reseed_changes_the_future() -> None:
@@ -365,3 +366,13 @@ def test_independent_cascade_matches_ndlib() -> None:
     assert _worst_deviation(ours, ndlib) <= 1.0  # observed 0.53
     wrong = Cascade("karate", model="ic", beta=world.beta * 1.25, seed_nodes=[0])
     assert _worst_deviation(_our_fractions(wrong, OURS_RUNS, steps=10), ndlib) > 1.0
+
+
+def test_cascade_recommends_the_marginal_sampler_and_ends_when_nobody_is_infected() -> None:
+    from diffworld.worlds import sampler_defaults
+    from diffworld.worlds.cascade import extinct
+
+    assert sampler_defaults("cascade") == {"method": "marginal"}
+    assert sampler_defaults("pong") == {} and sampler_defaults("my-imported-data") == {}
+    frames = torch.eye(3)[torch.tensor([[0, 2, 2], [0, 1, 2], [2, 2, 2]])]  # [M, N, 3]
+    assert extinct(frames).tolist() == [True, False, True]

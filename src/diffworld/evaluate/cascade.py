@@ -31,7 +31,7 @@ import torch
 from diffworld.evaluate.metrics import crps, skill_vs_reference
 from diffworld.model.world_model import WorldModel
 from diffworld.worlds import cascade as cascade_world
-from diffworld.worlds.cascade import I, R, S, spread_step
+from diffworld.worlds.cascade import I, R, S, extinct, spread_step
 
 #: The issue's bar: the model's node Brier score at most this multiple of the oracle's.
 BRIER_BAR = 1.25
@@ -254,7 +254,8 @@ def expected_final_reach_model(
     give it, so the seed frame is repeated rather than given alone; the repeat reads as "the seed
     has been infected for a few steps without transmitting", a possible SIR past (impossible
     under IC, where the seed recovers after one step) — pass `context_frames=1` to give it alone.
-    A node counts as reached when it is I or R at the last dreamed step.
+    A node counts as reached when it is I or R at the last dreamed step. A dream ends, as the
+    world does, when no node is infected (`extinct`), and holds that frame.
     """
     n = world.adjacency.shape[0]
     length = model.frames - 1 if context_frames is None else int(context_frames)
@@ -265,7 +266,7 @@ def expected_final_reach_model(
     out = np.empty(n)
     for lo in range(0, n, per_chunk):
         chunk = torch.as_tensor(ctx[lo : lo + per_chunk])  # [n', L, N, 3]
-        dream = model.rollout(chunk, None, horizon=horizon, n_samples=members, generator=generator)  # [n', M, H, N, 3]
+        dream = model.rollout(chunk, None, horizon=horizon, n_samples=members, generator=generator, stop=extinct)  # [n', M, H, N, 3]
         final = node_states(dream[:, :, -1].float().cpu().numpy())  # [n', M, N]
         out[lo : lo + per_chunk] = (final != S).sum(-1).mean(-1)
     return out

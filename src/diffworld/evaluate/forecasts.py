@@ -72,8 +72,9 @@ def model_forecast(
     sampler: SamplerConfig | None = None,
     seed: int = 0,
     batch: int = 512,
+    stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """[S, M, H, *frame] dreamed by `model`, in chunks of at most `batch` rollouts."""
+    """[S, M, H, *frame] dreamed by `model`, in chunks of at most `batch` rollouts (`stop`: see `rollout`)."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
     per_chunk = max(1, batch // members)
     acting = model.spec.action.kind != "none"  # a world without actions stores NO_ACTION; pass none
@@ -89,6 +90,7 @@ def model_forecast(
             context_actions=ctx_a,
             sampler=sampler,
             generator=gen,
+            stop=stop,
         )
         out.append(dream.float().cpu().numpy())
     return np.concatenate(out)

@@ -20,6 +20,7 @@ change; `KVCache` keeps them so a rollout computes only the new frame's tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -130,43 +131,58 @@ def rope(x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
 class KVCache:
     """Temporal keys and values of finished frames, per block, RoPE already applied.
 
-    Tensors are [B·S, heads, L, dh]. At most `max_frames` frames are kept (a sliding window);
-    since keys carry their own rotary positions, dropping the oldest frame changes nothing for
-    the rest.
+    Per block a ring buffer [B·S, heads, max_frames, dh]: a new frame overwrites the oldest one
+    in place (a sliding window of at most `max_frames` frames). The buffer's frame order is
+    therefore a rotation of time order, which attention never sees: keys carry their own rotary
+    positions and every cached frame is visible to every new one. Appending costs the new
+    frame's size, not the cache's.
     """
 
     def __init__(self, depth: int, max_frames: int) -> None:
         self.k: list[torch.Tensor | None] = [None] * depth
         self.v: list[torch.Tensor | None] = [None] * depth
         self.max_frames = max_frames
+        self.filled = [0] * depth  # frames held per block
+        self.written = [0] * depth  # frames ever appended per block (the ring's write position)
 
     def __len__(self) -> int:
         """Number of cached frames."""
-        return 0 if self.k[0] is None else self.k[0].shape[-2]
+        return self.filled[0]
 
     def get(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Cached (k, v) of one block."""
-        return self.k[layer], self.v[layer]
+        """Cached (k, v) of one block, [B·S, heads, L, dh] with L = frames held (None if empty)."""
+        k, v, n = self.k[layer], self.v[layer], self.filled[layer]
+        if k is None or n == 0:
+            return None, None
+        return (k, v) if n == self.max_frames else (k[..., :n, :], v[..., :n, :])
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Add frames [B·S, heads, n, dh] to one block's cache, keeping the newest max_frames."""
-        if self.k[layer] is not None:
-            k = torch.cat([self.k[layer], k], dim=-2)
-            v = torch.cat([self.v[layer], v], dim=-2)
-        self.k[layer], self.v[layer] = k[..., -self.max_frames :, :], v[..., -self.max_frames :, :]
+        k, v = k[..., -self.max_frames :, :], v[..., -self.max_frames :, :]
+        if self.k[layer] is None:
+            shape = k.shape[:-2] + (self.max_frames, k.shape[-1])
+            self.k[layer], self.v[layer] = k.new_empty(shape), v.new_empty(shape)
+        n = k.shape[-2]
+        slots = (self.written[layer] + torch.arange(n, device=k.device)) % self.max_frames
+        self.k[layer].index_copy_(-2, slots, k.to(self.k[layer].dtype))
+        self.v[layer].index_copy_(-2, slots, v.to(self.v[layer].dtype))
+        self.written[layer] += n
+        self.filled[layer] = min(self.filled[layer] + n, self.max_frames)
+
+    def _derived(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> KVCache:
+        out = KVCache(len(self.k), self.max_frames)
+        out.filled, out.written = list(self.filled), list(self.written)
+        out.k = [None if k is None else fn(k) for k in self.k]
+        out.v = [None if v is None else fn(v) for v in self.v]
+        return out
+
+    def select(self, keep: torch.Tensor, batch: int) -> KVCache:
+        """A cache for the entries `keep` (bool [batch]) of a batch of `batch`, in their order."""
+        return self._derived(lambda t: t.unflatten(0, (batch, -1))[keep].flatten(0, 1))
 
     def repeat_interleave(self, n: int, batch: int) -> KVCache:
         """A cache for a batch of `batch`·n: each of the `batch` entries repeated n times in a row."""
-        out = KVCache(len(self.k), self.max_frames)
-        for i, (k, v) in enumerate(zip(self.k, self.v)):
-            if k is None:
-                continue
-            bs, h, length, dh = k.shape
-            out.k[i] = k.reshape(batch, 1, bs // batch, h, length, dh).expand(-1, n, -1, -1, -1, -1)
-            out.k[i] = out.k[i].reshape(batch * n * (bs // batch), h, length, dh)
-            out.v[i] = v.reshape(batch, 1, bs // batch, h, length, dh).expand(-1, n, -1, -1, -1, -1)
-            out.v[i] = out.v[i].reshape(batch * n * (bs // batch), h, length, dh)
-        return out
+        return self._derived(lambda t: t.unflatten(0, (batch, 1, -1)).expand(-1, n, -1, -1, -1, -1).flatten(0, 2))
 
 
 #################################################################################
@@ -195,6 +211,21 @@ class Attention(nn.Module):
         """[M, heads, L, dh] -> [M, L, D]."""
         m, h, length, dh = y.shape
         return self.proj(y.transpose(1, 2).reshape(m, length, h * dh))
+
+
+def attend_one_frame(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
+) -> torch.Tensor:
+    """Attention of one new frame's queries [R, H, 1, dh] to the cached frames [R, H, L, dh] and itself.
+
+    Equals `scaled_dot_product_attention(q, cat(past_k, k), cat(past_v, v))` without building the
+    concatenation: at rollout the cache holds many rows of a few frames, so copying it for every
+    denoising step would cost more memory traffic than the attention itself.
+    """
+    scale = q.shape[-1] ** -0.5
+    logits = torch.cat([q @ past_k.mT, (q * k).sum(-1, keepdim=True)], dim=-1) * scale  # [R, H, 1, L+1]
+    w = logits.softmax(-1, dtype=torch.float32).to(v.dtype)
+    return w[..., :-1] @ past_v + w[..., -1:] * v
 
 
 class Block(nn.Module):
@@ -229,8 +260,9 @@ class Block(nn.Module):
         # Spatial attention: the S tokens of each frame attend to each other.
         h = modulate(self.norm1(x), mods[0], mods[1]).reshape(b * n, s, d)  # [B·N, S, D]
         q, k, v = self.spatial.qkv_heads(h)  # [B·N, H, S, dh]
-        if spatial_bias is not None:
-            spatial_bias = spatial_bias.to(q.dtype)  # [S, S] or [H, S, S]; SDPA wants the query's dtype
+        if spatial_bias is not None:  # [S, S] or [H, S, S] -> [1, 1 or H, S, S] in the query's dtype:
+            # a 4-D mask is what CPU SDPA's fused kernel takes (a 3-D one falls back to a ~2.5× slower path)
+            spatial_bias = spatial_bias.to(q.dtype).reshape((1,) * (4 - spatial_bias.ndim) + spatial_bias.shape)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=spatial_bias)
         x = x + mods[2][:, :, None] * self.spatial.out(y).reshape(b, n, s, d)
 
@@ -239,13 +271,17 @@ class Block(nn.Module):
         q, k, v = self.temporal.qkv_heads(h)  # [B·S, H, N, dh]
         q, k = rope(q, times), rope(k, times)
         past_k, past_v = cache.get(layer) if cache is not None else (None, None)
-        if write_cache:
+        if past_k is not None and n == 1:  # one new frame (every rollout step): no copy of the cache
+            y = attend_one_frame(q, k, v, past_k, past_v)
+        else:
+            keys, values = k, v
+            if past_k is not None:
+                keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+N, dh]
+                if mask is not None:  # cached frames are all in the past: visible to every new frame
+                    mask = torch.cat([mask.new_ones(n, past_k.shape[-2]), mask], dim=-1)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B·S, H, N, dh]
+        if write_cache:  # after attending: the ring buffer overwrites its oldest frame in place
             cache.append(layer, k, v)  # type: ignore[union-attr]
-        if past_k is not None:
-            k, v = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+N, dh]
-            if mask is not None:  # cached frames are all in the past: visible to every new frame
-                mask = torch.cat([mask.new_ones(n, past_k.shape[-2]), mask], dim=-1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B·S, H, N, dh]
         y = self.temporal.out(y).reshape(b, s, n, d).transpose(1, 2)  # [B, N, S, D]
         x = x + mods[5][:, :, None] * y
 

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.diffusion.sampling import SamplerConfig, one_hot_argmax
 from diffworld.layouts import make_layout
 from diffworld.model.denoiser import Denoiser
 from diffworld.model.dit import PRESETS, DiT, DiTConfig
@@ -64,7 +64,7 @@ class WorldModel(nn.Module):
         self.layout = make_layout(spec, config.dit.patch)
         self.denoiser = Denoiser(DiT(config.dit, self.layout, spec.action.kind, spec.action.n), config.sigma_data)
         # Per-channel statistics, shaped to broadcast over frames [..., *frame_shape].
-        stat_shape = (-1,) + (1,) * (len(spec.frame_shape) - 1) if spec.layout == "grid" else (-1,)
+        stat_shape = (-1,) + (1,) * (-1 - spec.channel_axis)
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(stat_shape))
         self.register_buffer("std", torch.as_tensor(np.asarray(std), dtype=torch.float32).reshape(stat_shape))
 
@@ -86,7 +86,10 @@ class WorldModel(nn.Module):
         return x / self.config.sigma_data * self.std + self.mean
 
     def project(self, frames: torch.Tensor) -> torch.Tensor:
-        """Onto the world's values: round binary worlds, clamp bounded ones, leave real ones."""
+        """Onto the world's values: round binary worlds, one-hot the largest channel of categorical
+        ones, clamp bounded ones, leave real ones."""
+        if self.spec.value_kind == "categorical":
+            return one_hot_argmax(frames, self.spec.channel_axis, self.spec.value_range or (0.0, 1.0))
         if self.spec.value_kind == "real" or self.spec.value_range is None:
             return frames
         lo, hi = self.spec.value_range
@@ -139,7 +142,7 @@ class WorldModel(nn.Module):
             sampler = SamplerConfig(**_known(SamplerConfig, config.get("sampler", {})))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"checkpoint config {directory / CONFIG} is invalid: {e}") from None
-        stat_len = spec.frame_shape[0] if spec.layout == "grid" else spec.frame_shape[-1]
+        stat_len = spec.frame_shape[spec.channel_axis]
         model = cls(spec, model_cfg, np.zeros(stat_len), np.ones(stat_len), sampler)
         try:
             state = load_file(str(directory / WEIGHTS))

@@ -105,16 +105,31 @@ def make_world(name: str, **options: Any) -> World:
     return factory(rest, **options)
 
 
+def _recommended(name: str, attribute: str) -> Any:
+    """A module-level recommendation of the world's module (None if it makes none, or if `name` is
+    no registered world, e.g. the name of a user's imported data)."""
+    try:
+        factory = _factory(name)
+    except ValueError:
+        return None
+    module = sys.modules.get(getattr(factory, "__module__", ""))
+    return getattr(module, attribute, None)
+
+
 def training_defaults(name: str) -> dict:
     """Loss settings the world's module recommends (its TRAINING_DEFAULTS; empty if none)."""
-    module = sys.modules.get(getattr(_factory(name), "__module__", ""))
-    return dict(getattr(module, "TRAINING_DEFAULTS", {}))
+    return dict(_recommended(name, "TRAINING_DEFAULTS") or {})
+
+
+def sampler_defaults(name: str) -> dict:
+    """Sampler settings the world's module recommends (its SAMPLER_DEFAULTS; empty if none)."""
+    return dict(_recommended(name, "SAMPLER_DEFAULTS") or {})
 
 
 def default_policy(name: str) -> Policy:
     """The data-collection policy the world's module recommends (random_policy if it has none)."""
-    module = sys.modules.get(getattr(_factory(name), "__module__", ""))
-    policy = getattr(module, "default_policy", None)
+    _factory(name)  # an unknown name is an error here: collection needs a real world
+    policy = _recommended(name, "default_policy")
     return policy if callable(policy) else random_policy
 
 
@@ -133,6 +148,7 @@ __all__ = [
     "make_world",
     "random_policy",
     "run_episode",
+    "sampler_defaults",
     "training_defaults",
     "world_options",
 ]

@@ -33,6 +33,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from diffworld.spec import NO_ACTION, ActionSpace, WorldSpec
 from diffworld.worlds.base import generator_state, restore_generator
@@ -159,6 +160,14 @@ def node_states(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, valid
 
 
+def extinct(frames: torch.Tensor) -> torch.Tensor:
+    """frames [M, N, 3] -> bool [M]: no node is Infected (by its largest channel), so the episode is over.
+
+    The `stop` of a rollout: the world ends an episode there, and nothing changes after it.
+    """
+    return ~(frames.argmax(-1) == I).any(-1)
+
+
 # --- the world --------------------------------------------------------------------------------
 
 
@@ -234,7 +243,7 @@ class Cascade:
             name="cascade",
             layout="graph",
             frame_shape=(self.num_nodes, 3),
-            value_kind="binary",
+            value_kind="categorical",
             action=ActionSpace(),
             variables=("S", "I", "R"),
             value_range=(0.0, 1.0),
@@ -306,3 +315,12 @@ class Cascade:
         if a.ndim < 2 or a.shape[-2:] != (self.num_nodes, 3):
             raise ValueError(f"cascade frames must have shape [..., {self.num_nodes}, 3], got {list(a.shape)}")
         return decode(a)
+
+
+#: Given the states at the start of a step, every node's next state is drawn independently of the
+#: others' (each infection try and each recovery is its own coin), so the marginal sampler — one
+#: network evaluation, then each node drawn from the model's estimate of its own distribution —
+#: samples this world exactly when the estimate is right. An ODE sampler with a few steps instead
+#: rounds the estimate to its most likely state: a node with a 30% chance of infection is never
+#: infected, and the dreamed epidemic stalls.
+SAMPLER_DEFAULTS = {"method": "marginal"}
