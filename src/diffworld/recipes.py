@@ -24,7 +24,7 @@ from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, train
-from diffworld.worlds import Policy, collect_episodes, default_policy, make_world, sampler_defaults, training_defaults
+from diffworld.worlds import Policy, collect_episodes, default_policy, make_world, training_defaults
 from diffworld.worlds.base import run_episode
 
 
@@ -49,7 +49,6 @@ def train_world(
     data = collect_episodes(make, collect_cfg.seeds, default_policy(world), collect_cfg.max_steps)
     frames = sum(len(e) for e in data)
     log(f"collected {len(data)} episodes of {world} ({frames} frames) in {time.perf_counter() - t0:.1f}s")
-    sampler = sampler or SamplerConfig(**sampler_defaults(world))
     model = build_model(make().spec, data, model_config, sampler, seed=train_config.seed)
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.dit}")
     seeds = collect_cfg.seeds
@@ -86,7 +85,6 @@ def train_store(
     store = EpisodeStore.open(data)
     if fit:
         model_config = fit_patch(store.spec, model_config, log)
-    sampler = sampler or SamplerConfig(**sampler_defaults(store.spec.name))
     model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
     check_data(model, store)
     log(f"store {data}: {len(store)} episodes of {store.spec.name} ({store.num_frames} frames)")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from diffworld.diffusion.sampling import SamplerConfig, draw_marginal, karras_sigmas, sample
+from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
 from diffworld.model.world_model import WorldModel
 
 
@@ -165,7 +165,7 @@ def rollout(
 
         if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
             mean = model.denormalize(denoise(s.sigma_max * randn((mr, 1) + frame_shape), s.sigma_max))
-            frame = draw_marginal(mean, spec.value_kind, spec.channel_axis, spec.value_range or (0.0, 1.0), generator)
+            frame = model.draw_marginal(mean, generator)
         else:
             x0 = sample(denoise, (mr, 1) + frame_shape, sigmas, generator, s.method, dev)  # [m', 1, *frame]
             frame = model.project(model.denormalize(x0))

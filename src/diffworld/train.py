@@ -31,6 +31,7 @@ from diffworld.diffusion.loss import LossConfig, unforeseen_frequency, window_lo
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config
 from diffworld.spec import WorldSpec
+from diffworld.worlds import sampler_defaults
 
 
 #: What a model trains on: episodes in memory, or an episode store on disk.
@@ -94,7 +95,11 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def build_model(
     spec: WorldSpec, data: TrainingData, config: ModelConfig, sampler: SamplerConfig | None = None, seed: int = 0
 ) -> WorldModel:
-    """A freshly initialised model with normalisation statistics from `data` (episodes or a store)."""
+    """A freshly initialised model with normalisation statistics from `data` (episodes or a store).
+
+    Without `sampler`, the model samples with the settings its world recommends (`sampler_defaults`).
+    """
+    sampler = sampler or SamplerConfig(**sampler_defaults(spec.name))
     mean, std = frame_stats(data) if isinstance(data, list) else data.stats()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -142,16 +142,18 @@ class KVCache:
         self.k: list[torch.Tensor | None] = [None] * depth
         self.v: list[torch.Tensor | None] = [None] * depth
         self.max_frames = max_frames
-        self.filled = [0] * depth  # frames held per block
         self.written = [0] * depth  # frames ever appended per block (the ring's write position)
 
     def __len__(self) -> int:
         """Number of cached frames."""
-        return self.filled[0]
+        return self._held(0)
+
+    def _held(self, layer: int) -> int:
+        return min(self.written[layer], self.max_frames)
 
     def get(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Cached (k, v) of one block, [B·S, heads, L, dh] with L = frames held (None if empty)."""
-        k, v, n = self.k[layer], self.v[layer], self.filled[layer]
+        k, v, n = self.k[layer], self.v[layer], self._held(layer)
         if k is None or n == 0:
             return None, None
         return (k, v) if n == self.max_frames else (k[..., :n, :], v[..., :n, :])
@@ -167,11 +169,10 @@ class KVCache:
         self.k[layer].index_copy_(-2, slots, k.to(self.k[layer].dtype))
         self.v[layer].index_copy_(-2, slots, v.to(self.v[layer].dtype))
         self.written[layer] += n
-        self.filled[layer] = min(self.filled[layer] + n, self.max_frames)
 
     def _derived(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> KVCache:
         out = KVCache(len(self.k), self.max_frames)
-        out.filled, out.written = list(self.filled), list(self.written)
+        out.written = list(self.written)
         out.k = [None if k is None else fn(k) for k in self.k]
         out.v = [None if v is None else fn(v) for v in self.v]
         return out

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from diffworld.diffusion.sampling import SamplerConfig, one_hot_argmax
+from diffworld.diffusion.sampling import SamplerConfig, draw_marginal, one_hot_argmax
 from diffworld.layouts import make_layout
 from diffworld.model.denoiser import Denoiser
 from diffworld.model.dit import PRESETS, DiT, DiTConfig
@@ -97,6 +97,10 @@ class WorldModel(nn.Module):
         if self.spec.value_kind == "binary":
             frames = torch.where(frames - lo > (hi - lo) / 2, hi, lo).to(frames.dtype)
         return frames
+
+    def draw_marginal(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Every cell drawn independently from its estimated mean (world units): the marginal sampler's frame."""
+        return draw_marginal(mean, self.spec.value_kind, self.spec.channel_axis, self.spec.value_range or (0.0, 1.0), generator)
 
     def rollout(self, context: torch.Tensor, actions: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """Dream the future; see `diffworld.rollout.rollout` for the arguments."""
