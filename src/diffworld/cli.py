@@ -218,10 +218,14 @@ def demo(
     """Collect, train, evaluate and animate a world model: everything in one command."""
     from rich.console import Console
 
+    from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
     from diffworld.recipes import DemoConfig, run_demo
 
     if world == "cascade":
         _cascade_demo(out, steps, preset, episodes, cases, members, device)
+        return
+    if world in FORECAST_WORLDS:
+        _forecast_demo(out, world, steps, preset, episodes, cases, members, device)
         return
     cfg = DemoConfig(world=world)
     cfg = replace(
@@ -262,6 +266,37 @@ def _cascade_demo(
     typer.echo("infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in skill))
     typer.echo("hub Kendall tau: " + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_kendall_tau"].items()))
     typer.echo(f"wrote {out}/metrics.json, spread.gif, curves.png, hubs.png and checkpoint/ in {m['total_seconds']:.0f}s")
+
+
+def _forecast_demo(
+    out: Path, world: str, steps: Optional[int], preset: Optional[str], episodes: Optional[int], cases: Optional[int], members: Optional[int], device: str
+) -> None:
+    from diffworld.forecast_demo import ForecastDemoConfig, run_forecast_demo
+
+    cfg = ForecastDemoConfig.for_world(world)
+    cfg = replace(
+        cfg,
+        preset=preset or cfg.preset,
+        episodes=episodes or cfg.episodes,
+        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        cases=cases or cfg.cases,
+        members=members or cfg.members,
+    )
+    if (out / "checkpoint" / "train_state.json").exists():
+        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
+    m = run_forecast_demo(out, cfg, log=typer.echo)
+    head = m["headline"]
+    lead, n = m["lead_time"], head["headline_leads"]
+    for name in ("model", "persistence", "ar1", "oracle"):
+        c = head["crps_by_lead"][name]
+        typer.echo(f"CRPS {name:>11}: " + " ".join(f"t={lead[i]:g} {c[i]:.3f}" for i in (0, n // 4, n // 2, n - 1)))
+    verdict = "yes" if head["beats_persistence_and_ar1"] else f"no (first miss at lead {head['first_lead_not_beating']})"
+    typer.echo(f"model beats persistence and AR(1) at every lead to {lead[n - 1]:g}: {verdict}")
+    typer.echo(f"free run: mean off by {head['free_run_mean_rel_error']:.1%}, variance by {head['free_run_var_rel_error']:.1%}")
+    typer.echo(f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): min {head['skill_vs_oracle_min_to_saturation']:.2f}")
+    lo, hi = head["spread_skill_range_to_saturation"]
+    typer.echo(f"spread/skill to saturation: {lo:.2f}..{hi:.2f}; forecast/truth spectrum: {head['spectrum_ratio_range'][0]:.2f}..{head['spectrum_ratio_range'][1]:.2f}")
+    typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png, {'forecast.gif' if world == 'fields' else 'hovmoller.png'} and checkpoint/ in {m['total_seconds']:.0f}s")
 
 
 def print_summary(metrics: dict[str, Any], console: Any) -> None:

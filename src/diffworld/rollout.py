@@ -167,7 +167,7 @@ def rollout(
             mean = model.denormalize(denoise(s.sigma_max * randn((mr, 1) + frame_shape), s.sigma_max))
             frame = model.draw_marginal(mean, generator)
         else:
-            x0 = sample(denoise, (mr, 1) + frame_shape, sigmas, generator, s.method, dev)  # [m', 1, *frame]
+            x0 = sample(denoise, (mr, 1) + frame_shape, sigmas, generator, s.method, dev, churn=s.churn)  # [m', 1, *frame]
             frame = model.project(model.denormalize(x0))
         out[running, h] = frame[:, 0]
         if stop is not None and h + 1 < horizon:

@@ -55,7 +55,17 @@ def test_sampling_is_seeded():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("bad", [dict(steps=0), dict(method="ddim"), dict(sigma_min=0.0), dict(sigma_ctx=0.0)])
+def test_churn_keeps_the_distribution_and_renoises_along_the_way():
+    sd, sigma_max = 0.5, 80.0
+    sigmas = karras_sigmas(64, 0.002, sigma_max)
+    plain = sample(gaussian_denoiser(sd), (20000,), sigmas, torch.Generator().manual_seed(0), "heun")
+    churned = sample(gaussian_denoiser(sd), (20000,), sigmas, torch.Generator().manual_seed(0), "heun", churn=20.0)
+    assert abs(churned.std().item() - sd) < 0.02  # an exact denoiser: still N(0, sd²)
+    # fresh noise on the way: the sample is no longer the ODE's map of the starting noise
+    assert (churned - plain).abs().mean() > 0.1
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(method="ddim"), dict(sigma_min=0.0), dict(sigma_ctx=0.0), dict(churn=-1.0)])
 def test_bad_sampler_settings(bad):
     with pytest.raises(ValueError):
         SamplerConfig(**bad)

@@ -25,12 +25,16 @@ from diffworld.worlds.base import (
     run_episode,
 )
 from diffworld.worlds.cascade import Cascade
+from diffworld.worlds.fields import Fields
+from diffworld.worlds.lorenz96 import Lorenz96
 from diffworld.worlds.minatar import GAMES as MINATAR_GAMES
 from diffworld.worlds.pong import Pong
 
 #: Registry name -> factory of a fresh world; its keyword parameters are the world's options.
 WORLDS: dict[str, Callable[..., World]] = {
     "cascade": Cascade,
+    "fields": Fields,
+    "lorenz96": Lorenz96,
     "pong": Pong,
 }
 

@@ -1,0 +1,95 @@
+"""The forecast demo (Lorenz-96) end to end at tiny size: files and headline numbers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from diffworld.forecast_demo import ForecastDemoConfig, run_forecast_demo, true_run
+from diffworld.train import TrainConfig
+
+
+def test_demo_writes_metrics_and_pictures(tmp_path):
+    cfg = ForecastDemoConfig(
+        world_options={"k": 8, "spinup": 1.0}, episodes=3, preset="tiny",
+        train=TrainConfig(steps=3, batch_size=4, warmup=1), cases=3, members=2, horizon=6,
+        headline_time=0.2, climate_episodes=2, free_runs=2, free_factor=2,
+    )  # fmt: skip
+    run_forecast_demo(tmp_path, cfg, progress=False, log=lambda s: None)
+    for name in ("metrics.json", "scores.png", "spectra.png", "hovmoller.png", "checkpoint/model.safetensors"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    head = saved["headline"]
+    assert set(head["crps_by_lead"]) == {"model", "persistence", "climatology", "ar1", "oracle"}
+    assert all(len(c) == 6 for c in head["crps_by_lead"].values())
+    assert head["headline_leads"] == 4  # 0.2 time units of 0.05
+    assert isinstance(head["beats_persistence_and_ar1"], bool)
+    if not head["beats_persistence_and_ar1"]:
+        assert 1 <= head["first_lead_not_beating"] <= 4
+    assert saved["oracle"].startswith("twin ensemble")  # Lorenz-96 without noise is deterministic
+    free = saved["free_run"]
+    assert free["frames"] == 2 * 4 and free["finite"] and free["var"]["truth"] > 0
+    assert np.isclose(head["free_run_var_rel_error"], abs(free["var"]["model"] - free["var"]["truth"]) / free["var"]["truth"])
+    assert len(saved["scores"]["model"]["rank_histogram"]) == 3
+    assert np.asarray(saved["forecast_spectrum_ratio_by_lead"]).shape == (6, 4)  # leads × wavenumbers 1..K/2
+    assert 1 <= head["oracle_saturation_lead"] <= 6
+    lo, hi = head["spread_skill_range_to_saturation"]
+    assert 0 < lo <= hi
+
+
+def test_fields_demo_writes_a_forecast_gif(tmp_path):
+    cfg = ForecastDemoConfig.for_world(
+        "fields", world_options={"size": 16, "spinup": 20}, episodes=2, preset="tiny", dit={"patch": 4},
+        train=TrainConfig(steps=2, batch_size=2, warmup=1), cases=2, members=2, horizon=4,
+        climate_episodes=2, free_runs=1, free_factor=2,
+    )  # fmt: skip
+    m = run_forecast_demo(tmp_path, cfg, progress=False, log=lambda s: None)
+    for name in ("metrics.json", "scores.png", "spectra.png", "forecast.gif"):
+        assert (tmp_path / name).is_file(), name
+    assert m["oracle"] == "the true simulator branched with fresh noise"
+    assert np.asarray(m["forecast_spectrum_ratio_by_lead"]).shape == (4, 8)
+    assert m["headline"]["headline_leads"] == m["headline"]["oracle_saturation_lead"]  # fields: bar to saturation
+
+
+def test_demo_refuses_other_worlds(tmp_path):
+    with pytest.raises(ValueError, match="forecast demo serves"):
+        run_forecast_demo(tmp_path, ForecastDemoConfig(world="pong"), progress=False)
+    with pytest.raises(ValueError, match="forecast demo serves"):
+        ForecastDemoConfig.for_world("pong")
+
+
+def test_true_runs_go_on_past_the_episode_cut():
+    from diffworld.worlds.lorenz96 import Lorenz96
+
+    run = true_run(Lorenz96(k=8, spinup=0.0, max_steps=5), seed=0, frames=12)
+    assert run.shape == (12, 8, 1) and np.isfinite(run).all()
+    assert not np.allclose(run[-1], run[5])  # no frame held after the cut
+
+
+def test_cli_demo_passes_options_and_prints_the_headline(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import diffworld.forecast_demo as fd
+    from diffworld.cli import app
+
+    seen = {}
+
+    def fake_run(out, cfg, log=print):
+        seen["cfg"] = cfg
+        head = {
+            "crps_by_lead": {n: [0.1] * cfg.horizon for n in ("model", "persistence", "ar1", "oracle")},
+            "headline_leads": 40, "beats_persistence_and_ar1": False, "first_lead_not_beating": 33,
+            "free_run_mean_rel_error": 0.04, "free_run_var_rel_error": 0.12, "oracle_saturation_lead": 48,
+            "skill_vs_oracle_min_to_saturation": 0.58, "spread_skill_range_to_saturation": [0.6, 1.1],
+            "spectrum_ratio_range": [0.7, 1.9],
+        }  # fmt: skip
+        return {"headline": head, "lead_time": [0.05 * (i + 1) for i in range(cfg.horizon)], "total_seconds": 1.0}
+
+    monkeypatch.setattr(fd, "run_forecast_demo", fake_run)
+    result = CliRunner().invoke(app, ["demo", "--world", "fields", "--out", str(tmp_path / "d"), "--steps", "7", "--cases", "30"])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert cfg.world == "fields" and cfg.train.steps == 7 and cfg.cases == 30 and cfg.dit == {"patch": 4}
+    assert cfg.train.loss.motion_weight == 0.0  # the fields world's own loss settings survive the override
+    assert "first miss at lead 33" in result.output and "variance by 12.0%" in result.output
+    assert "forecast.gif" in result.output
