@@ -93,3 +93,9 @@ def test_bad_state_is_refused():
     state = w.get_state()
     with pytest.raises(ValueError, match="shape"):
         w.set_state({**state, "phi": np.zeros((2, 4, 4))})
+
+
+def test_a_64_grid_works():
+    w = make_world("fields", size=64, spinup=5)
+    frames = np.array([w.reset(0)] + [w.step()[0] for _ in range(5)])
+    assert frames.shape == (6, 2, 64, 64) and np.isfinite(frames).all() and frames.std() > 0
