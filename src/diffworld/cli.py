@@ -235,11 +235,30 @@ def demo(
         train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
         eval=replace(cfg.eval, cases=cases or cfg.eval.cases, members=members or cfg.eval.members),
     )
-    if (out / "checkpoint" / "train_state.json").exists():
-        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
+    _refuse_existing_demo(out)
     metrics = run_demo(out, cfg, log=typer.echo)
     print_summary(metrics, Console())
     typer.echo(f"wrote {out}/metrics.json, horizon.png, rollout.gif and checkpoint/ in {metrics['total_seconds']:.0f}s")
+
+
+def _refuse_existing_demo(out: Path) -> None:
+    if (out / "checkpoint" / "train_state.json").exists():
+        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
+
+
+def _demo_options(
+    cfg: Any, out: Path, steps: Optional[int], preset: Optional[str], episodes: Optional[int], cases: Optional[int], members: Optional[int], device: str
+) -> Any:
+    """A cascade or forecast demo config with the command line's options on top; refuses an `out` that holds a run."""
+    _refuse_existing_demo(out)
+    return replace(
+        cfg,
+        preset=preset or cfg.preset,
+        episodes=episodes or cfg.episodes,
+        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        cases=cases or cfg.cases,
+        members=members or cfg.members,
+    )
 
 
 def _cascade_demo(
@@ -247,18 +266,8 @@ def _cascade_demo(
 ) -> None:
     from diffworld.cascade_demo import CascadeDemoConfig, run_cascade_demo
 
-    cfg = CascadeDemoConfig()
-    cfg = replace(
-        cfg,
-        preset=preset or cfg.preset,
-        episodes=episodes or cfg.episodes,
-        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
-        cases=cases or cfg.cases,
-        members=members or cfg.members,
-        hub_members=min(members or cfg.hub_members, cfg.hub_members),
-    )
-    if (out / "checkpoint" / "train_state.json").exists():
-        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
+    cfg = _demo_options(CascadeDemoConfig(), out, steps, preset, episodes, cases, members, device)
+    cfg = replace(cfg, hub_members=min(members or cfg.hub_members, cfg.hub_members))
     m = run_cascade_demo(out, cfg, log=typer.echo)
     head = m["headline"]
     typer.echo(f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})")
@@ -273,17 +282,7 @@ def _forecast_demo(
 ) -> None:
     from diffworld.forecast_demo import ForecastDemoConfig, run_forecast_demo
 
-    cfg = ForecastDemoConfig.for_world(world)
-    cfg = replace(
-        cfg,
-        preset=preset or cfg.preset,
-        episodes=episodes or cfg.episodes,
-        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
-        cases=cases or cfg.cases,
-        members=members or cfg.members,
-    )
-    if (out / "checkpoint" / "train_state.json").exists():
-        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
+    cfg = _demo_options(ForecastDemoConfig.for_world(world), out, steps, preset, episodes, cases, members, device)
     m = run_forecast_demo(out, cfg, log=typer.echo)
     head = m["headline"]
     lead, n = m["lead_time"], head["headline_leads"]

@@ -191,7 +191,7 @@ def free_run(model: WorldModel, make: Callable[[], Any], cfg: ForecastDemoConfig
     log(f"free runs took {time.perf_counter() - t0:.0f}s")
     m_mean, t_mean = float(dream.mean()), float(truth.mean())
     m_var, t_var = float(dream.var()), float(truth.var())
-    spectrum = spectrum_fn(make().spec)
+    spectrum = spectrum_fn(model.spec)
     spec_m, spec_t = spectrum(dream), spectrum(truth)
     thirds = np.array_split(np.arange(length), 3)  # drift shows as a trend across the run
     return {

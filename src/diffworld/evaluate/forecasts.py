@@ -109,17 +109,25 @@ def climatology_forecast(train_frames: np.ndarray, shape: tuple[int, int, int], 
     return train_frames[idx].astype(np.float32)
 
 
-def oracle_forecast(make_world: Callable[[], World], cases: Cases, members: int, seed: int = 0) -> np.ndarray:
-    """[S, M, H, *frame]: the true world from each case's state, `members` times with fresh noise."""
+def oracle_forecast(make_world: Callable[[], World], cases: Cases, members: int, seed: int = 0, perturb: float = 0.0) -> np.ndarray:
+    """[S, M, H, *frame]: the true world from each case's state, `members` times with fresh noise.
+
+    `perturb` > 0 first adds N(0, perturb²) to each member's start (the world's `perturb`
+    method): a twin ensemble, the oracle of a deterministic world.
+    """
     world = make_world()
     if not isinstance(world, BranchableWorld):
         raise ValueError(f"world {world.spec.name!r} cannot be branched, so it has no oracle")
+    if perturb and not hasattr(world, "perturb"):
+        raise ValueError(f"world {world.spec.name!r} has no perturb(scale), so it gives no twin ensemble")
     s, h = cases.actions.shape[:2]
     out = np.zeros((s, members, h) + tuple(world.spec.frame_shape), dtype=np.float32)
     for i in range(s):
         for j in range(members):
             world.set_state(cases.states[i])
             world.reseed(int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0]))
+            if perturb:
+                world.perturb(perturb)  # type: ignore[attr-defined]
             for k in range(h):
                 out[i, j, k] = world.step(cases.actions[i, k])[0]
     return out

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffworld.evaluate.forecasts import Cases
+from diffworld.evaluate.forecasts import Cases, oracle_forecast
 from diffworld.evaluate.metrics import crps, ensemble_mean_rmse, skill_vs_reference, spread_skill
 from diffworld.worlds.base import World
 
@@ -66,19 +66,7 @@ def twin_forecast(make_world: Callable[[], World], cases: Cases, members: int, s
     The oracle of a deterministic world (Lorenz-96 without noise), where branching alone would
     give M identical members. The world needs a `perturb(scale)` method.
     """
-    world = make_world()
-    if not hasattr(world, "perturb"):
-        raise ValueError(f"world {world.spec.name!r} has no perturb(scale), so it gives no twin ensemble")
-    s, h = cases.actions.shape[:2]
-    out = np.zeros((s, members, h) + tuple(world.spec.frame_shape), dtype=np.float32)
-    for i in range(s):
-        for j in range(members):
-            world.set_state(cases.states[i])  # type: ignore[attr-defined]
-            world.reseed(int(np.random.SeedSequence([seed, i, j]).generate_state(1)[0]))  # type: ignore[attr-defined]
-            world.perturb(scale)  # type: ignore[attr-defined]
-            for k in range(h):
-                out[i, j, k] = world.step(cases.actions[i, k])[0]
-    return out
+    return oracle_forecast(make_world, cases, members, seed, perturb=scale)
 
 
 def rank_histogram(fct: np.ndarray, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

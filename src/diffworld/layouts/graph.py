@@ -22,13 +22,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffworld.layouts.rows import RowTokens
+
 #: At most this many eigenvectors become positional features: the low end of the spectrum
 #: carries the graph's large-scale shape, the high end is noisy and often degenerate.
 MAX_EIGVECS = 16
 
 
-class GraphLayout:
+class GraphLayout(RowTokens):
     """One token per node; Laplacian-eigenvector positions and a heat-kernel attention bias."""
+
+    name = "graph"
 
     #: The DiT learns a linear map from `positions()` to its width (they are not width-sized).
     learned_positions = True
@@ -46,24 +50,6 @@ class GraphLayout:
         self.num_eigvecs = num_eigvecs
         self.adjacency = adjacency(n, edges)  # [N, N] float64, symmetric 0/1
         self.eigvals, self.eigvecs = laplacian_eigen(self.adjacency)  # [N], [N, N]
-
-    @property
-    def num_tokens(self) -> int:
-        """Tokens per frame: one per node."""
-        return self.frame_shape[0]
-
-    @property
-    def token_dim(self) -> int:
-        """Values per token: the node's features."""
-        return self.frame_shape[1]
-
-    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., N, F] -> [..., N, F]: a node's features already are its token."""
-        return x
-
-    def from_tokens(self, t: torch.Tensor) -> torch.Tensor:
-        """[..., N, F] -> [..., N, F]; the inverse of `to_tokens`."""
-        return t
 
     def laplacian(self) -> np.ndarray:
         """[N, N] normalised Laplacian I − D^{-1/2} A D^{-1/2} (an isolated node's row is zero)."""
@@ -90,10 +76,6 @@ class GraphLayout:
     def attention_bias_module(self, heads: int, layers: int) -> HeatKernelBias:
         """The learned heat-kernel bias, a diffusion time per layer and head."""
         return HeatKernelBias(torch.from_numpy(self.eigvals), torch.from_numpy(self.eigvecs), heads, layers)
-
-    def refiner(self, channels: int) -> nn.Module:
-        """No refiner head on graphs: tokens are nodes, there are no patch borders to mend."""
-        raise ValueError(f"the graph layout has no refiner head; set refine=0 (got refine={channels})")
 
 
 class HeatKernelBias(nn.Module):

@@ -13,9 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffworld.layouts.rows import RowTokens
 
-class SeriesLayout:
+
+class SeriesLayout(RowTokens):
     """One token per variable; a learned embedding per variable; no spatial bias."""
+
+    name = "series"
 
     #: The DiT learns a linear map from `positions()` (one-hots) to its width: a variable embedding.
     learned_positions = True
@@ -25,24 +29,6 @@ class SeriesLayout:
         if v < 1 or f < 1:
             raise ValueError(f"a series frame is (V, F) with V >= 1 variables and F >= 1 features, got {frame_shape}")
         self.frame_shape = (v, f)
-
-    @property
-    def num_tokens(self) -> int:
-        """Tokens per frame: one per variable."""
-        return self.frame_shape[0]
-
-    @property
-    def token_dim(self) -> int:
-        """Values per token: the variable's features."""
-        return self.frame_shape[1]
-
-    def to_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., V, F] -> [..., V, F]: a variable's features already are its token."""
-        return x
-
-    def from_tokens(self, t: torch.Tensor) -> torch.Tensor:
-        """[..., V, F] -> [..., V, F]; the inverse of `to_tokens`."""
-        return t
 
     def positions(self, dim: int) -> torch.Tensor:
         """[V, V] the one-hot of each variable's index (`dim` is unused: the DiT maps them to its width)."""
@@ -55,7 +41,3 @@ class SeriesLayout:
     def attention_bias_module(self, heads: int, layers: int) -> nn.Module | None:
         """No learned bias either."""
         return None
-
-    def refiner(self, channels: int) -> nn.Module:
-        """No refiner head: tokens are variables, there are no patch borders to mend."""
-        raise ValueError(f"the series layout has no refiner head; set refine=0 (got refine={channels})")

@@ -67,6 +67,12 @@ def generator_state(rng: np.random.Generator) -> dict[str, Any]:
     return copy.deepcopy(rng.bit_generator.state)
 
 
+def check_no_action(world: str, action: Any) -> None:
+    """Raise ValueError unless `action` is None or NO_ACTION: what a world without actions accepts."""
+    if action is not None and not (np.ndim(action) == 0 and int(action) == NO_ACTION):
+        raise ValueError(f"{world} takes no actions (None or {NO_ACTION}), got {action!r}")
+
+
 def restore_generator(state: dict[str, Any]) -> np.random.Generator:
     """A generator that continues exactly where the one `generator_state` copied stood."""
     state = copy.deepcopy(state)

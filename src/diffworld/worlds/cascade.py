@@ -35,8 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from diffworld.spec import NO_ACTION, ActionSpace, WorldSpec
-from diffworld.worlds.base import generator_state, restore_generator
+from diffworld.spec import ActionSpace, WorldSpec
+from diffworld.worlds.base import check_no_action, generator_state, restore_generator
 
 #: Graphs by name: three small real social networks and three generated families.
 REAL_GRAPHS = {
@@ -277,8 +277,7 @@ class Cascade:
 
     def step(self, action: Any = None) -> tuple[np.ndarray, float, bool]:
         """Advance one step (no action); return (frame, number newly infected, done)."""
-        if action is not None and not (np.ndim(action) == 0 and int(action) == NO_ACTION):
-            raise ValueError(f"cascade takes no actions (None or {NO_ACTION}), got {action!r}")
+        check_no_action("cascade", action)
         self.states, new = spread_step(self.adjacency, self.states, self.beta, self.gamma, self.rng)
         self.t += 1
         done = not (self.states == I).any() or self.t >= self.max_steps

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.spec import NO_ACTION, ActionSpace, WorldSpec
-from diffworld.worlds.base import generator_state, restore_generator
+from diffworld.spec import ActionSpace, WorldSpec
+from diffworld.worlds.base import check_no_action, generator_state, restore_generator
 
 MAX_STEPS = 500
 
@@ -110,8 +110,7 @@ class Lorenz96:
 
     def step(self, action: Any = None) -> tuple[np.ndarray, float, bool]:
         """Advance one frame (no action); return (frame, 0.0, done at max_steps)."""
-        if action is not None and not (np.ndim(action) == 0 and int(action) == NO_ACTION):
-            raise ValueError(f"lorenz96 takes no actions (None or {NO_ACTION}), got {action!r}")
+        check_no_action("lorenz96", action)
         self.x = self.advance(self.x, self.rng)
         self.t += 1
         return self.render(), 0.0, self.t >= self.max_steps
