@@ -92,3 +92,21 @@ def test_refuses_to_overwrite_a_run(demo_dir):
 def test_bad_options(tmp_path):
     one_line_error(cli("train", "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown model preset 'huge'")
     one_line_error(cli("train", "--out", tmp_path / "x", "--dit", "{patch: 8}", check=False), "--dit must be a JSON object")
+
+
+def test_scenarios_prints_risk_and_writes_paths(tmp_path):
+    import numpy as np
+
+    from diffworld.worlds import make_world
+    from diffworld.worlds.market import market_spec
+    from tests.conftest import tiny_model
+
+    ckpt = tiny_model(market_spec(("return",)), frames=6).save_pretrained(tmp_path / "market")
+    out = cli("scenarios", ckpt, "--date", "2016-06-23", "--horizon", "3", "--n", "50", "--out", tmp_path / "paths.npy").stdout
+    assert "50 paths of 3 days after 2016-06-23 (sp500)" in out and "var_1_3d" in out and "es_5_1d" in out
+    assert np.load(tmp_path / "paths.npy").shape == (50, 3)
+    one_line_error(cli("scenarios", ckpt, "--out", tmp_path / "paths.npy", check=False), "exists")
+    one_line_error(cli("scenarios", ckpt, "--series", "ftse", check=False), "unknown market series 'ftse'")
+    pong = tiny_model(make_world("pong").spec).save_pretrained(tmp_path / "pong")
+    one_line_error(cli("scenarios", pong, check=False), "expected a one-asset market model, found world 'pong'")
+    one_line_error(cli("demo", "--out", tmp_path / "d", "--series", "sp500", check=False), "--series is for --world market")

@@ -136,3 +136,22 @@ def test_marginal_sampler_refuses_real_valued_worlds(odd_model):
 def test_bad_input_is_named(odd_model, ctx, acts, match):
     with pytest.raises(ValueError, match=match):
         odd_model.rollout(ctx, acts)
+
+
+def test_a_policy_sees_the_dreamed_frames_and_replays_an_action_sequence(odd_model):
+    """Closed loop: actions from a policy equal the same actions given up front; the policy gets each previous frame."""
+    ctx, acts = torch.rand(2, 2, 3, 12, 20), torch.randint(0, 3, (2, 3))
+    seen = []
+
+    def policy(h, previous):
+        seen.append(None if previous is None else previous.clone())
+        return acts.repeat_interleave(2, dim=0)[:, h]  # [B·n]
+
+    closed = run(odd_model, ctx, None, n_samples=2, horizon=3, policy=policy)
+    open_loop = run(odd_model, ctx, acts, n_samples=2)
+    assert torch.equal(closed, open_loop)
+    assert seen[0] is None and torch.equal(seen[2], closed.flatten(0, 1)[:, 1])
+    with pytest.raises(ValueError, match="policy"):
+        run(odd_model, ctx, acts, n_samples=2, policy=policy)
+    with pytest.raises(ValueError, match=r"policy at frame 0: expected shape \[4, 1\]"):
+        run(odd_model, ctx, None, n_samples=2, horizon=3, policy=lambda h, p: acts[:, 0])

@@ -108,3 +108,23 @@ def test_forcing_mode_and_bf16_train(tmp_path, pong_episodes):
     cfg = tiny_cfg(steps=3, precision="bf16", loss=LossConfig(context="forcing", motion_weight=5.0))
     r = train(new_model(pong_episodes), pong_episodes, cfg, tmp_path, progress=False)
     assert math.isfinite(r.final_loss)
+
+
+def test_early_stopping_keeps_the_best_validated_weights(tmp_path, pong_episodes):
+    """Scores 3, 1, 2 at steps 4, 8, 12: the weights of step 8 are returned and saved to best/."""
+    scores, snapshots = iter([3.0, 1.0, 2.0]), []
+
+    def validate(ema):
+        snapshots.append(params(ema).clone())
+        return next(scores)
+
+    result = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, progress=False, validate=validate, validate_every=4)
+    assert len(snapshots) == 3 and torch.equal(params(result.model), snapshots[1])
+    assert not torch.equal(snapshots[1], snapshots[2])
+    best = WorldModel.from_pretrained(tmp_path / "best")
+    assert torch.equal(params(best), snapshots[1])
+    assert json.loads((tmp_path / "best" / "config.json").read_text())["best"] == {"step": 8, "validation": 1.0}
+    logged = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["validation"] for r in logged if "validation" in r] == [3.0, 1.0, 2.0]
+    last = WorldModel.from_pretrained(tmp_path / "checkpoint")
+    assert torch.equal(params(last), snapshots[2])  # checkpoint/ is the last state, for resuming

@@ -214,6 +214,7 @@ def demo(
     cases: Optional[int] = typer.Option(None, help="Held-out evaluation cases."),
     members: Optional[int] = typer.Option(None, help="Ensemble members in the evaluation."),
     device: str = typer.Option("cpu"),
+    series: Optional[str] = typer.Option(None, help="--world market: an arch.data series (sp500, nasdaq, wti) or a CSV of prices (date, price)."),
 ) -> None:
     """Collect, train, evaluate and animate a world model: everything in one command."""
     from rich.console import Console
@@ -227,6 +228,11 @@ def demo(
     if world in FORECAST_WORLDS:
         _forecast_demo(out, world, steps, preset, episodes, cases, members, device)
         return
+    if world == "market":
+        _market_demo(out, steps, preset, members, device, series)
+        return
+    if series is not None:
+        raise ValueError(f"--series is for --world market, got --world {world}")
     cfg = DemoConfig(world=world)
     cfg = replace(
         cfg,
@@ -296,6 +302,63 @@ def _forecast_demo(
     lo, hi = head["spread_skill_range_to_saturation"]
     typer.echo(f"spread/skill to saturation: {lo:.2f}..{hi:.2f}; forecast/truth spectrum: {head['spectrum_ratio_range'][0]:.2f}..{head['spectrum_ratio_range'][1]:.2f}")
     typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png, {'forecast.gif' if world == 'fields' else 'hovmoller.png'} and checkpoint/ in {m['total_seconds']:.0f}s")
+
+
+def _market_demo(out: Path, steps: Optional[int], preset: Optional[str], members: Optional[int], device: str, series: Optional[str]) -> None:
+    from diffworld.market_demo import MarketDemoConfig, run_market_demo
+
+    _refuse_existing_demo(out)
+    cfg = MarketDemoConfig()
+    cfg = replace(
+        cfg, preset=preset or cfg.preset, train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        members=members or cfg.members, series=series or cfg.series,
+    )  # fmt: skip
+    m = run_market_demo(out, cfg, log=typer.echo)
+    head = m["headline"]
+    typer.echo(f"test period {m['test_period'][0]}..{m['test_period'][1]}, one day ahead:")
+    for name, c in head["crps"].items():
+        k, h = head["kupiec_p"][name], head["hits"][name]
+        typer.echo(f"  {name:>16}: CRPS {c:.4f}  hits 1% {h['1%']:>3} (Kupiec p {k['1%']:.3f})  hits 5% {h['5%']:>3} (Kupiec p {k['5%']:.3f})")
+    ratio = head["stylised_ratio_model_to_real"]
+    typer.echo(f"model CRPS / GJR-GARCH-t: {head['model_crps_over_gjr_garch_t']:.4f}; stylised facts model/real: kurtosis {ratio['kurtosis']:.2f}, |r| autocorrelation {ratio['abs_acf']:.2f}")
+    typer.echo(f"wrote {out}/metrics.json, backtest.md, fan_chart.png, var_backtest.png and checkpoint/ in {m['total_seconds']:.0f}s")
+
+
+@app.command()
+@friendly
+def scenarios(
+    checkpoint: Path = typer.Argument(..., help="A market model's checkpoint directory."),
+    series: str = typer.Option("sp500", help="An arch.data series (sp500, nasdaq, wti) or a CSV of prices (date, price)."),
+    date: Optional[str] = typer.Option(None, help="Scenarios for the days after this date (default: the last day of the series)."),
+    horizon: int = typer.Option(10, help="Days ahead."),
+    n: int = typer.Option(1000, help="Scenario paths."),
+    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, help="Write the paths here as .npy [n, horizon] (100·log-returns)."),
+) -> None:
+    """Draw return scenarios h days ahead from a date; print one-day and h-day VaR and ES at 1% and 5%."""
+    import numpy as np
+    import torch
+
+    from diffworld.market_demo import load_series, path_risk
+    from diffworld.market_demo import scenarios as draw
+    from diffworld.model.world_model import WorldModel
+
+    model = WorldModel.from_pretrained(checkpoint)
+    if model.spec.name != "market" or model.spec.frame_shape[0] != 1:
+        raise ValueError(f"{checkpoint}: expected a one-asset market model, found world {model.spec.name!r} with frames {list(model.spec.frame_shape)}")
+    returns = load_series(series)
+    history = returns if date is None else returns[returns.index <= date]
+    if len(history) < 100:
+        raise ValueError(f"expected at least 100 days of {series} up to {date}, found {len(history)}")
+    if out is not None and out.exists():
+        raise FileExistsError(f"{out} exists; choose another --out")
+    paths = draw(model, history.to_numpy(), horizon, n, generator=torch.Generator().manual_seed(seed))[:, :, 0]
+    typer.echo(f"{n} paths of {horizon} days after {history.index[-1].date()} ({series}), 100·log-returns:")
+    for key, value in path_risk(paths).items():
+        typer.echo(f"  {key:>12}: {value:8.3f}")
+    if out is not None:
+        np.save(out, paths)
+        typer.echo(f"wrote {out}")
 
 
 def print_summary(metrics: dict[str, Any], console: Any) -> None:

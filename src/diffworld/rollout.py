@@ -61,6 +61,7 @@ def rollout(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    policy: Callable[[int, torch.Tensor | None], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Dream `horizon` frames after `context`, `n_samples` futures per context.
 
@@ -79,6 +80,11 @@ def rollout(
             whose new frame ends its episode holds that frame to the horizon and is no longer
             computed (the model never saw what follows an episode's end). Later draws then differ
             from a rollout without `stop`, which is why it is opt-in.
+        policy: closed-loop actions instead of `actions`: `policy(h, previous)` gets the frame
+            index h and the members' previous dreamed frames [B·n_samples, *frame] (None at
+            h = 0) and returns the actions leading into frame h, [B·n_samples] (discrete) or
+            [B·n_samples, d] (continuous): an agent acting in the dream, or exogenous features
+            that follow the dreamed path (a market's volatility). Needs `horizon`.
 
     Returns:
         [B, n_samples, H, *frame] dreamed frames in world units.
@@ -99,6 +105,8 @@ def rollout(
     if not torch.isfinite(context).all():
         raise ValueError("context: found NaN or inf in the frames")
     b, length = context.shape[:2]
+    if policy is not None and (actions is not None or horizon is None):
+        raise ValueError("a rollout with a policy takes a horizon and no action sequence")
     if horizon is None:
         if actions is None:
             raise ValueError("rollout needs a horizon or a sequence of actions")
@@ -143,7 +151,11 @@ def rollout(
         if len(running) < m:
             out[:, h] = out[:, h - 1]  # ended members hold their last frame; running ones overwrite it
         t = torch.tensor([length + h], device=dev)
-        a = rep(actions[:, h : h + 1])[running] if actions is not None else None  # [m', 1]
+        if policy is not None:
+            chosen = check_actions(model, policy(h, out[:, h - 1] if h else None)[:, None], m, 1, f"policy at frame {h}")
+            a = None if chosen is None else chosen[running]  # [m', 1]
+        else:
+            a = rep(actions[:, h : h + 1])[running] if actions is not None else None  # [m', 1]
         mr = len(running)
 
         def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:

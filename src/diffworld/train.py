@@ -142,11 +142,19 @@ def train(
     progress: bool = True,
     extra_config: dict[str, Any] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    validate: Callable[[WorldModel], float] | None = None,
+    validate_every: int = 250,
 ) -> TrainResult:
     """Train `model` on windows of `data` (episodes or an EpisodeStore), writing checkpoints and a log to `out_dir`.
 
     Under `torchrun` each process trains on its slice of every global batch (`cfg.batch_size`
     windows in all) with DDP; rank 0 alone writes the log and the checkpoints.
+
+    Early stopping: with `validate` (the EMA model -> a score, lower is better, e.g. CRPS on a
+    validation period) the EMA weights are scored every `validate_every` steps and at the end;
+    the best are saved to `out_dir/best/` (loadable with `WorldModel.from_pretrained`) and
+    returned, and each score goes to the log as {"step", "validation"}. `checkpoint/` still holds
+    the last state, so a resumed run goes on from there.
     """
     out = Path(out_dir)
     ckpt = out / "checkpoint"
@@ -183,6 +191,7 @@ def train(
 
     window_loss_sum, window_count, t0, last_log_t = 0.0, 0, time.perf_counter(), time.perf_counter()
     final_loss = float("nan")
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (score, step, EMA weights)
     bar = _progress(progress and ranks.is_main)
     task = bar.add_task("train", total=cfg.steps, completed=step, loss="?", speed="?")
     with bar:
@@ -224,6 +233,14 @@ def train(
                 bar.update(task, loss=f"{final_loss:.4f}", speed=f"{record['steps_per_s']:.1f} it/s")
                 window_loss_sum, window_count, last_log_t = 0.0, 0, now
             bar.update(task, completed=step)
+            if validate is not None and (step % validate_every == 0 or step == cfg.steps):
+                score = float(validate(ema))
+                ema.train(False)
+                if log is not None:
+                    log.write(json.dumps({"step": step, "validation": score}) + "\n")
+                    log.flush()
+                if best is None or score < best[0]:
+                    best = (score, step, copy.deepcopy(ema.state_dict()))
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 meta["train_seconds"] = prior_seconds + time.perf_counter() - t0
                 if ranks.is_main:
@@ -231,6 +248,10 @@ def train(
                 distributed.barrier(ranks)
     if log is not None:
         log.close()
+    if best is not None:
+        ema.load_state_dict(best[2])
+        if ranks.is_main:
+            ema.save_pretrained(out / "best", extra={**meta, "best": {"step": best[1], "validation": best[0]}})
     return TrainResult(model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss)
 
 

@@ -183,7 +183,8 @@ class KVCache:
 
     def repeat_interleave(self, n: int, batch: int) -> KVCache:
         """A cache for a batch of `batch`·n: each of the `batch` entries repeated n times in a row."""
-        return self._derived(lambda t: t.unflatten(0, (batch, 1, -1)).expand(-1, n, -1, -1, -1, -1).flatten(0, 2))
+        # contiguous(): with one token per frame the flatten is a stride-0 view, which in-place writes refuse.
+        return self._derived(lambda t: t.unflatten(0, (batch, 1, -1)).expand(-1, n, -1, -1, -1, -1).flatten(0, 2).contiguous())
 
 
 #################################################################################
