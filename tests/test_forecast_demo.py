@@ -93,3 +93,17 @@ def test_cli_demo_passes_options_and_prints_the_headline(tmp_path, monkeypatch):
     assert cfg.train.loss.motion_weight == 0.0  # the fields world's own loss settings survive the override
     assert "first miss at lead 33" in result.output and "variance by 12.0%" in result.output
     assert "forecast.gif" in result.output
+
+
+def test_demo_can_stop_early_on_the_climate_of_validation_free_runs(tmp_path):
+    cfg = ForecastDemoConfig(
+        world_options={"k": 8, "spinup": 1.0}, episodes=3, preset="tiny",
+        train=TrainConfig(steps=4, batch_size=4, warmup=1), cases=2, members=2, horizon=4,
+        headline_time=0.1, climate_episodes=2, free_runs=1, free_factor=2,
+        validate_every=2, validation_runs=2, validation_frames=5,
+    )  # fmt: skip
+    lines = []
+    m = run_forecast_demo(tmp_path, cfg, progress=False, log=lines.append)
+    assert sum("validation free runs" in x for x in lines) == 2  # steps 2 and 4
+    best = json.loads((tmp_path / "best" / "config.json").read_text())["best"]
+    assert m["early_stopping"] == best and best["step"] in (2, 4) and best["validation"] >= 0

@@ -51,6 +51,8 @@ WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 WORLDS = tuple(WORLD_DEFAULTS)
+#: Seeds of the validation trajectories early stopping uses (training: 0.., scoring: HELD_OUT_SEED_BASE..).
+VALIDATION_SEED_BASE = 700_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ class ForecastDemoConfig:
     #: Free runs: this many, each free_factor × the training window long.
     free_runs: int = 8
     free_factor: int = 100
+    #: Early stopping on the climate of free runs: every `validate_every` steps (0: off) the EMA
+    #: model runs `validation_runs` × `validation_frames` frames freely from validation
+    #: trajectories (seeds from VALIDATION_SEED_BASE, neither trained on nor scored); the
+    #: weights whose relative mean error + variance error is lowest are kept.
+    validate_every: int = 0
+    validation_runs: int = 4
+    validation_frames: int = 200
     seed: int = 0
 
     @classmethod
@@ -174,6 +183,28 @@ def true_run(world: Any, seed: int, frames: int) -> np.ndarray:
     return np.stack(out)
 
 
+def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> Callable[[WorldModel], float]:
+    """The early-stopping score: relative mean error + relative variance error of free runs from validation trajectories."""
+    make = lambda: make_world(cfg.world, **cfg.world_options)  # noqa: E731
+    truth: dict[int, np.ndarray] = {}  # built on first use, when the model's window is known
+
+    def score(model: WorldModel) -> float:
+        context = model.frames - 1
+        if not truth:
+            seeds = range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + cfg.validation_runs)
+            truth[0] = np.stack([true_run(make(), seed, context + cfg.validation_frames) for seed in seeds])
+        runs = truth[0]
+        no_actions = np.full((len(runs), cfg.validation_frames), -1)
+        dream = model_forecast(model, runs[:, :context], no_actions, 1, seed=cfg.seed + 2)[:, 0]
+        real = runs[:, context:]
+        mean_err = abs(dream.mean() - real.mean()) / abs(real.mean())
+        var_err = abs(dream.var() - real.var()) / real.var()
+        log(f"validation free runs: mean error {mean_err:.1%}, variance error {var_err:.1%}")
+        return float(mean_err + var_err) if np.isfinite(dream).all() else float("inf")
+
+    return score
+
+
 def free_run(model: WorldModel, make: Callable[[], Any], cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Free-running rollouts free_factor × the training window long, against true runs as long.
 
@@ -219,16 +250,19 @@ def run_forecast_demo(
         raise ValueError(f"the forecast demo serves {', '.join(WORLDS)}, got {cfg.world!r}")
     out = Path(out)
     t0 = time.perf_counter()
+    validate = climate_validator(cfg, log) if cfg.validate_every else None
     result = train_world(
         cfg.world, out, ModelConfig.preset(cfg.preset, **cfg.dit), cfg.train, cfg.episodes,
-        progress=progress, log=log, world_options=cfg.world_options,
+        progress=progress, log=log, world_options=cfg.world_options, validate=validate, validate_every=cfg.validate_every or 1,
     )  # fmt: skip
     log("evaluating on held-out trajectories")
     report = evaluate_and_draw(result.model, cfg, out, log)
+    best = out / "best" / "config.json"
     metrics = {
         "world": cfg.world,
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "train_seconds": result.seconds,
+        "early_stopping": json.loads(best.read_text())["best"] if cfg.validate_every and best.exists() else None,
         **report,
         "total_seconds": time.perf_counter() - t0,
     }

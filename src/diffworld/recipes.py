@@ -39,8 +39,13 @@ def train_world(
     progress: bool = True,
     log: Callable[[str], None] = print,
     world_options: dict[str, Any] | None = None,
+    validate: Callable[[WorldModel], float] | None = None,
+    validate_every: int = 250,
 ) -> TrainResult:
-    """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them."""
+    """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them.
+
+    `validate` / `validate_every`: early stopping, see `diffworld.train.train`.
+    """
     options = dict(world_options or {})
     collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default", world_options=options)
     make = lambda: make_world(world, **options)  # noqa: E731
@@ -61,7 +66,9 @@ def train_world(
             "frames": frames,
         }
     }
-    result = train(model, data, train_config, out, resume=resume, progress=progress, extra_config=extra)
+    result = train(
+        model, data, train_config, out, resume=resume, progress=progress, extra_config=extra, validate=validate, validate_every=validate_every
+    )
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
 
