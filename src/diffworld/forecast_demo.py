@@ -185,18 +185,14 @@ def true_run(world: Any, seed: int, frames: int) -> np.ndarray:
 
 def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> Callable[[WorldModel], float]:
     """The early-stopping score: relative mean error + relative variance error of free runs from validation trajectories."""
-    make = lambda: make_world(cfg.world, **cfg.world_options)  # noqa: E731
-    truth: dict[int, np.ndarray] = {}  # built on first use, when the model's window is known
+    context = ModelConfig.preset(cfg.preset, **cfg.dit).dit.frames - 1
+    seeds = range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + cfg.validation_runs)
+    runs = np.stack([true_run(make_world(cfg.world, **cfg.world_options), seed, context + cfg.validation_frames) for seed in seeds])
+    starts, real = runs[:, :context], runs[:, context:]  # [R, L, *frame]
+    no_actions = np.full((len(runs), cfg.validation_frames), -1)
 
     def score(model: WorldModel) -> float:
-        context = model.frames - 1
-        if not truth:
-            seeds = range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + cfg.validation_runs)
-            truth[0] = np.stack([true_run(make(), seed, context + cfg.validation_frames) for seed in seeds])
-        runs = truth[0]
-        no_actions = np.full((len(runs), cfg.validation_frames), -1)
-        dream = model_forecast(model, runs[:, :context], no_actions, 1, seed=cfg.seed + 2)[:, 0]
-        real = runs[:, context:]
+        dream = model_forecast(model, starts, no_actions, 1, seed=cfg.seed + 2)[:, 0]
         mean_err = abs(dream.mean() - real.mean()) / abs(real.mean())
         var_err = abs(dream.var() - real.var()) / real.var()
         log(f"validation free runs: mean error {mean_err:.1%}, variance error {var_err:.1%}")
