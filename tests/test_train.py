@@ -120,6 +120,7 @@ def test_early_stopping_keeps_the_best_validated_weights(tmp_path, pong_episodes
 
     result = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, progress=False, validate=validate, validate_every=4)
     assert len(snapshots) == 3 and torch.equal(params(result.model), snapshots[1])
+    assert result.best == {"step": 8, "validation": 1.0}
     assert not torch.equal(snapshots[1], snapshots[2])
     best = WorldModel.from_pretrained(tmp_path / "best")
     assert torch.equal(params(best), snapshots[1])

@@ -253,12 +253,11 @@ def run_forecast_demo(
     )  # fmt: skip
     log("evaluating on held-out trajectories")
     report = evaluate_and_draw(result.model, cfg, out, log)
-    best = out / "best" / "config.json"
     metrics = {
         "world": cfg.world,
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "train_seconds": result.seconds,
-        "early_stopping": json.loads(best.read_text())["best"] if cfg.validate_every and best.exists() else None,
+        "early_stopping": result.best,
         **report,
         "total_seconds": time.perf_counter() - t0,
     }

@@ -203,7 +203,8 @@ def train_market_model(
 
     extra = {"data": {"store": str(store.path), "world": "market", "validation_start": cfg.validation_start, "frames": store.num_frames}}
     result = train(model, store, replace(cfg.train, seed=seed), out, progress=progress, extra_config=extra, validate=validate, validate_every=cfg.validate_every)
-    best = json.loads((out / "best" / "config.json").read_text())["best"]
+    best = result.best
+    assert best is not None  # validate was given
     log(f"early stopping: best validation score {best['validation']:.4f} at step {best['step']} of {result.steps}")
     return result.model, best
 

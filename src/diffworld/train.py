@@ -75,6 +75,8 @@ class TrainResult:
     steps: int
     seconds: float  # wall time of the optimisation, summed over resumed segments
     final_loss: float
+    #: With early stopping: {"step", "validation"} of the returned (best) weights; else None.
+    best: dict[str, float] | None = None
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -248,11 +250,13 @@ def train(
                 distributed.barrier(ranks)
     if log is not None:
         log.close()
+    chosen = None
     if best is not None:
+        chosen = {"step": best[1], "validation": best[0]}
         ema.load_state_dict(best[2])
         if ranks.is_main:
-            ema.save_pretrained(out / "best", extra={**meta, "best": {"step": best[1], "validation": best[0]}})
-    return TrainResult(model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss)
+            ema.save_pretrained(out / "best", extra={**meta, "best": chosen})
+    return TrainResult(model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss, best=chosen)
 
 
 def check_same_model(ckpt: Path, model: WorldModel) -> None:
