@@ -110,3 +110,25 @@ def test_scenarios_prints_risk_and_writes_paths(tmp_path):
     pong = tiny_model(make_world("pong").spec).save_pretrained(tmp_path / "pong")
     one_line_error(cli("scenarios", pong, check=False), "expected a one-asset market model, found world 'pong'")
     one_line_error(cli("demo", "--out", tmp_path / "d", "--series", "sp500", check=False), "--series is for --world market")
+
+
+def test_heads_then_an_agent_in_the_dream(demo_dir, tmp_path):
+    """`heads` trains and scores reward/end heads for a checkpoint; `agent` trains PPO in its dream
+    and on the real game and scores both beside a random policy; neither overwrites."""
+    ckpt, heads = demo_dir / "checkpoint", tmp_path / "heads"
+    missing = cli("agent", ckpt, "--out", tmp_path / "a0", check=False)
+    assert missing.returncode == 2 and "expected heads" in missing.stderr and "diffworld heads" in missing.stderr
+    out = cli("heads", ckpt, "--out", heads, "--episodes", "3", "--held-out", "2", "--steps", "5").stdout
+    assert "held out, real new frames" in out and "held out, dreamed new frames" in out
+    scores = json.loads((heads / "config.json").read_text())["held_out_scores"]
+    assert set(scores) == {"real", "dreamed"} and scores["real"]["events"]["ends"] == 2
+    again = cli("heads", ckpt, "--out", heads, "--steps", "5", check=False)
+    assert again.returncode == 2 and "already holds heads" in again.stderr
+
+    agent = tmp_path / "agent"
+    cli("agent", ckpt, "--heads", heads, "--out", agent, "--steps", "64", "--envs", "2", "--episodes", "2", "--dream-steps", "10")
+    report = json.loads((agent / "metrics.json").read_text())
+    returns = report["held_out_real_returns"]
+    assert set(returns) == {"random", "dream_agent", "real_agent"} and all(r["episodes"] == 2 for r in returns.values())
+    assert all(-3 <= r["mean"] <= 3 for r in returns.values())
+    assert (agent / "dream_agent.safetensors").is_file() and (agent / "real_agent.safetensors").is_file()

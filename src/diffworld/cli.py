@@ -361,6 +361,69 @@ def scenarios(
         typer.echo(f"wrote {out}")
 
 
+@app.command()
+@friendly
+def play(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory, or the name of a shipped model (e.g. pong)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000),
+    fps: float = typer.Option(30.0, help="Target frames per second of each session (1..120)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    max_sessions: int = typer.Option(32, help="Players at once."),
+    threads: int = typer.Option(1, help="Torch CPU threads (1 suits a small model on a small machine)."),
+) -> None:
+    """Play a learned world in the browser: the dream live, beside the true game under the same actions."""
+    try:
+        from diffworld.play.server import serve
+    except ImportError as e:
+        raise ValueError(f"play needs fastapi and uvicorn ({e}): pip install 'diffworld[play]'") from None
+    from diffworld.model.world_model import resolve_pretrained
+
+    resolve_pretrained(checkpoint)  # a missing checkpoint fails here, before anything loads
+    serve(checkpoint, host=host, port=port, fps=fps, device=device, max_sessions=max_sessions, threads=threads, log=typer.echo)
+
+
+@app.command()
+@friendly
+def heads(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory, or the name of a shipped model (e.g. pong)."),
+    out: Optional[Path] = typer.Option(None, help="Where to save the heads (default: CHECKPOINT/heads)."),
+    episodes: int = typer.Option(200, help="Training episodes (the checkpoint's training seeds)."),
+    held_out: int = typer.Option(100, help="Held-out episodes to score the heads on."),
+    steps: int = typer.Option(2000, help="Training steps."),
+    batch_size: int = typer.Option(128),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train reward and episode-end heads for a checkpoint's world; score them on held-out episodes."""
+    from diffworld.heads import HeadsConfig
+    from diffworld.recipes import train_checkpoint_heads
+
+    train_checkpoint_heads(checkpoint, out, HeadsConfig(steps=steps, batch_size=batch_size, seed=seed), episodes, held_out, device, log=typer.echo)
+
+
+@app.command()
+@friendly
+def agent(
+    checkpoint: str = typer.Argument(..., help="Checkpoint directory with heads/ (see `diffworld heads`), or a shipped model (pong)."),
+    out: Path = typer.Option(..., help="Directory for metrics.json and the two agents."),
+    steps: int = typer.Option(100_000, help="Environment steps of each agent's training."),
+    envs: int = typer.Option(16, help="Dreams (and real games) stepped together."),
+    dream_steps: int = typer.Option(50, help="Dreamed steps after which a dream episode is cut."),
+    episodes: int = typer.Option(100, help="Held-out real episodes each policy is scored on."),
+    heads_dir: Optional[Path] = typer.Option(None, "--heads", help="Heads directory (default: CHECKPOINT/heads)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train an agent only in the dream, the same agent on the real game, and score both beside a random policy."""
+    from diffworld.agent import PPOConfig
+    from diffworld.recipes import AgentConfig, dream_agent
+
+    config = AgentConfig(ppo=PPOConfig(steps=steps, seed=seed), num_envs=envs, dream_steps=dream_steps, eval_episodes=episodes)
+    dream_agent(checkpoint, out, config, heads_dir, device, log=typer.echo)
+    typer.echo(f"wrote {out / 'metrics.json'}")
+
+
 def print_summary(metrics: dict[str, Any], console: Any) -> None:
     """A table of the headline numbers of an evaluation."""
     from rich.table import Table

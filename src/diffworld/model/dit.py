@@ -181,6 +181,23 @@ class KVCache:
         """A cache for the entries `keep` (bool [batch]) of a batch of `batch`, in their order."""
         return self._derived(lambda t: t.unflatten(0, (batch, -1))[keep].flatten(0, 1))
 
+    def assign(self, rows: torch.Tensor, src: KVCache, batch: int) -> None:
+        """Overwrite the entries `rows` (indices into a batch of `batch`) with `src`'s entries, in place.
+
+        `src` must hold as many frames at the same ring positions (frames written at the same
+        time positions), so every entry's frames keep lining up slot by slot.
+        """
+        for layer in range(len(self.k)):
+            if src.k[layer] is None or self.k[layer] is None:
+                raise ValueError("KVCache.assign: both caches need written frames")
+            if src._held(layer) != self._held(layer) or src.written[layer] % self.max_frames != self.written[layer] % self.max_frames:
+                raise ValueError(
+                    f"KVCache.assign: the caches are out of step (held {src._held(layer)} vs {self._held(layer)}, "
+                    f"written {src.written[layer]} vs {self.written[layer]})"
+                )
+            for mine, theirs in ((self.k[layer], src.k[layer]), (self.v[layer], src.v[layer])):
+                mine.unflatten(0, (batch, -1))[rows] = theirs.unflatten(0, (len(rows), -1)).to(mine.dtype)
+
     def repeat_interleave(self, n: int, batch: int) -> KVCache:
         """A cache for a batch of `batch`·n: each of the `batch` entries repeated n times in a row."""
         # contiguous(): with one token per frame the flatten is a stride-0 view, which in-place writes refuse.

@@ -1,0 +1,333 @@
+"""The play server: a FastAPI app that serves the page at `/` and one session per WebSocket at `/ws`.
+
+Every session steps on one shared worker thread (torch is not oversubscribed on a small CPU):
+each session's sender submits one step at a time, and the worker's queue is first come, first
+served, so the sessions take turns (round-robin). Reading the socket, pacing and sending stay
+on the event loop. A session ends when its client leaves or breaks the protocol; its tasks are
+cancelled and its slot freed, and nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import HTMLResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from diffworld.dreamer import Dreamer
+from diffworld.model.world_model import WorldModel
+from diffworld.play.protocol import (
+    LIMITS,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    encode_frame,
+    key_bindings,
+    parse_message,
+)
+from diffworld.play.session import DreamerFactory, Session, check_playable, settings_of
+from diffworld.worlds import make_world
+from diffworld.worlds.base import World
+
+#: WebSocket close codes: a protocol violation, and a server at its session limit.
+CLOSE_POLICY, CLOSE_BUSY = 1008, 1013
+
+
+@dataclass(frozen=True)
+class PlayConfig:
+    """How the play server runs."""
+
+    #: Default target frames per second of every session (each client may change its own).
+    fps: float = 30.0
+    #: Sessions at once; one more gets an error message and is closed.
+    max_sessions: int = 32
+    #: Client messages per second a session may send, sustained (a token bucket refilled at this rate).
+    message_rate: float = 100.0
+    #: Messages a session may send at once beyond the sustained rate (the bucket's size).
+    message_burst: int = 100
+    #: Longest client message, in characters.
+    max_message_chars: int = 1024
+    #: Seed of the first session (session k gets seed + k); None: fresh entropy for each.
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = LIMITS["fps"]
+        if not lo <= self.fps <= hi:
+            raise ValueError(f"fps: expected a value in [{lo:g}, {hi:g}], got {self.fps}")
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions: expected >= 1, got {self.max_sessions}")
+        if self.message_rate <= 0 or self.message_burst < 1:
+            raise ValueError(f"message_rate and message_burst: expected > 0 and >= 1, got {self.message_rate}, {self.message_burst}")
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` held; `take()` spends one if there is one."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.stamp = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def true_world(model: WorldModel, options: dict[str, Any] | None = None) -> Callable[[], World] | None:
+    """A factory of the model's true world if `make_world` can build it with frames of the model's shape, else None."""
+    try:
+        world = make_world(model.spec.name, **(options or {}))
+    except Exception:  # any world that cannot be built (unknown, a missing package) is shown without truth
+        return None
+    if tuple(world.spec.frame_shape) != tuple(model.spec.frame_shape):
+        return None
+    return lambda: make_world(model.spec.name, **(options or {}))
+
+
+class Hub:
+    """The live sessions of one app and the worker thread they step on."""
+
+    def __init__(self, model: WorldModel, config: PlayConfig, world: Callable[[], World] | None, dreamer_factory: DreamerFactory) -> None:
+        self.model, self.config, self.world, self.dreamer_factory = model, config, world, dreamer_factory
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffworld-play")
+        #: Session id -> Session (None while it is being built).
+        self.sessions: dict[int, Session | None] = {}
+        self.ids = itertools.count()
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    def new_session(self, sid: int) -> Session:
+        seed = None if self.config.seed is None else self.config.seed + sid
+        world = None if self.world is None else self.world()
+        settings = settings_of(self.model.sampler, self.config.fps)
+        return Session(self.model, settings, world, seed, self.dreamer_factory)
+
+    def hello(self, sid: int, session: Session) -> dict[str, Any]:
+        spec = self.model.spec
+        h, w = spec.frame_shape[-2:]
+        return {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "session": sid,
+            "world": spec.name,
+            "frame_shape": list(spec.frame_shape),
+            "image": [h, w],
+            "panels": ["dream", "truth"] if session.world is not None else ["dream"],
+            "actions": {"kind": spec.action.kind, "names": list(session.names), "idle": 0 if session.names else None},
+            "keys": key_bindings(session.names),
+            "settings": session.settings.to_dict(),
+            "limits": {k: list(v) for k, v in LIMITS.items()},
+            "message_rate": self.config.message_rate,
+        }
+
+    async def serve_socket(self, ws: WebSocket) -> None:
+        """One WebSocket's whole session: hello, then frames and messages until either side ends it."""
+        await ws.accept()
+        cap = self.config.max_sessions
+        if len(self.sessions) >= cap:
+            await _fail(ws, f"server busy: expected at most {cap} sessions at once, found {len(self.sessions)} playing; try again later", CLOSE_BUSY)
+            return
+        sid = next(self.ids)
+        self.sessions[sid] = None  # hold the slot while the session is built off the loop
+        try:
+            try:
+                session = await self.run(lambda: self.new_session(sid))
+            except Exception as e:  # reported to this client only
+                await _fail(ws, f"session failed to start: {type(e).__name__}: {e}", 1011)
+                return
+            self.sessions[sid] = session
+            lock = anyio.Lock()
+            await ws.send_json(self.hello(sid, session))
+            failures: list[BaseException] = []
+            async with anyio.create_task_group() as tasks:
+
+                async def until_done(part: Callable[..., Any]) -> None:
+                    """Run one half of the session; when either half ends, so does the other."""
+                    try:
+                        await part(ws, session, lock)
+                    except Exception as e:  # reported to this client below
+                        if not _is_disconnect(e):
+                            failures.append(e)
+                    finally:
+                        tasks.cancel_scope.cancel()
+
+                tasks.start_soon(until_done, self._send_frames)
+                tasks.start_soon(until_done, self._receive)
+            for err in failures:  # a failed step (not a client leaving) is reported to that client only
+                await _fail(ws, f"session failed: {type(err).__name__}: {err}", 1011)
+        finally:
+            del self.sessions[sid]
+
+    async def _send_frames(self, ws: WebSocket, session: Session, lock: anyio.Lock) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            if session.reset_requested:
+                session.reset_requested = False
+                seed = await self.run(session.reset)
+                async with lock:
+                    await ws.send_json({"type": "reset", "seed": seed})
+            frame = await self.run(session.step)
+            async with lock:
+                await ws.send_bytes(encode_frame(frame))
+            due += 1.0 / session.settings.fps
+            now = loop.time()
+            if due > now:
+                await asyncio.sleep(due - now)
+            else:
+                due = now  # behind: no burst to catch up
+                await asyncio.sleep(0)
+
+    async def _receive(self, ws: WebSocket, session: Session, lock: anyio.Lock) -> None:
+        cfg = self.config
+        bucket = TokenBucket(cfg.message_rate, cfg.message_burst)
+        start = time.monotonic()
+        for count in itertools.count(1):
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                if not bucket.take():
+                    raise ProtocolError(
+                        f"too many messages: expected at most {cfg.message_rate:g} per second sustained "
+                        f"(bursts of {cfg.message_burst}), found {count} in {time.monotonic() - start:.2f} s"
+                    )
+                text = message.get("text")
+                if text is not None and len(text) > cfg.max_message_chars:
+                    raise ProtocolError(f"expected a message of at most {cfg.max_message_chars} characters, found {len(text)}")
+                parsed = parse_message(text if text is not None else message.get("bytes"), session.names, session.settings)
+            except ProtocolError as e:
+                async with lock:
+                    await _fail(ws, str(e), CLOSE_POLICY)
+                return
+            if parsed.settings is not None:
+                session.apply_settings(parsed.settings)
+                async with lock:
+                    await ws.send_json({"type": "settings", "settings": parsed.settings.to_dict()})
+            if parsed.reset:
+                session.reset_requested = True
+            if parsed.action is not None:
+                session.action = parsed.action
+
+
+def _is_disconnect(err: BaseException) -> bool:
+    """Whether `err` is the client going away (in any of the forms the ASGI servers raise it)."""
+    return isinstance(err, (WebSocketDisconnect, OSError)) or type(err).__name__ == "ConnectionClosed"
+
+
+async def _fail(ws: WebSocket, message: str, code: int) -> None:
+    """Send an error message and close the socket (if the client is still there)."""
+    with contextlib.suppress(Exception):
+        if ws.application_state == WebSocketState.CONNECTED:
+            await ws.send_json({"type": "error", "message": message})
+            await ws.close(code=code, reason=message[:120])
+
+
+def page() -> str:
+    """The play page's HTML."""
+    return resources.files("diffworld.play").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def create_app(
+    model: WorldModel,
+    config: PlayConfig | None = None,
+    world: Callable[[], World] | None | Literal["auto"] = "auto",
+    dreamer_factory: DreamerFactory = Dreamer,
+) -> FastAPI:
+    """The play app of `model`: the page at `/`, sessions at `/ws` (protocol: `diffworld.play`).
+
+    Args:
+        model: the world model to dream with.
+        config: server settings (default `PlayConfig()`).
+        world: a factory of the true world shown beside the dream; "auto" builds the model's
+            world with `make_world` where it can, None shows the dream alone.
+        dreamer_factory: builds each session's Dreamer (tests inject fakes).
+    """
+    check_playable(model)
+    config = config or PlayConfig()
+    try:
+        settings_of(model.sampler, config.fps)
+    except ValueError as e:
+        raise ValueError(f"the model's sampler is outside what play can set live: {e}") from None
+    world_factory = true_world(model) if world == "auto" else world
+    hub = Hub(model, config, world_factory, dreamer_factory)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        hub.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title=f"diffworld play: {model.spec.name}", lifespan=lifespan)
+    app.state.hub = hub
+    html = page()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return html
+
+    @app.websocket("/ws")
+    async def play(ws: WebSocket) -> None:
+        await hub.serve_socket(ws)
+
+    return app
+
+
+def serve(
+    checkpoint: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    fps: float = 30.0,
+    device: str = "cpu",
+    max_sessions: int = 32,
+    threads: int | None = 1,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Load `checkpoint` (a directory or a shipped model's name) and serve its play page until interrupted.
+
+    `threads` sets torch's CPU threads for the whole process (None leaves them). Steps of batch 1
+    of a small model gain nothing from more; on the 2-core machine, with another job running,
+    the reference pong model served 57 fps with 1 thread and 47 with 2 (cap 60).
+    """
+    import torch
+    import uvicorn
+
+    from diffworld.model.world_model import read_config, resolve_pretrained
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads: expected >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    config = PlayConfig(fps=fps, max_sessions=max_sessions)
+    model = WorldModel.from_pretrained(checkpoint, device=device)
+    options = ((read_config(resolve_pretrained(checkpoint)).get("data") or {}).get("collect") or {}).get("world_options")
+    app = create_app(model, config, true_world(model, options))
+    sock = listen(host, port)
+    log(f"playing {model.spec.name} from {checkpoint} at http://{host}:{port}/  (Ctrl-C to stop)")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_max_size=64 * 1024))
+    server.run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port and listening, or ValueError saying why it cannot be."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, reuse_port=False)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
