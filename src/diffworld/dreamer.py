@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import torch
 
-from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
+from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.dit import KVCache
 from diffworld.model.world_model import WorldModel
-from diffworld.rollout import check_actions, null_actions
+from diffworld.rollout import check_actions, check_context, check_sampler, null_actions, sample_frame
 
 #: Frames after which the cache is rebuilt at positions 0..frames − 2 (see the module notes).
 REBASE_EVERY = 4096
@@ -73,17 +73,6 @@ class Dreamer:
     def _randn(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.model.device)
 
-    def _check_context(self, context: torch.Tensor, rows: int) -> torch.Tensor:
-        context = torch.as_tensor(context, dtype=torch.float32, device=self.model.device)
-        expected = f"[{rows}, L, {', '.join(map(str, self.frame_shape))}]"
-        if context.ndim != len(self.frame_shape) + 2 or context.shape[0] != rows or tuple(context.shape[2:]) != self.frame_shape:
-            raise ValueError(f"context: expected shape {expected} for world {self.model.spec.name!r}, got {list(context.shape)}")
-        if context.shape[1] < 1:
-            raise ValueError("context: needs at least one frame")
-        if not torch.isfinite(context).all():
-            raise ValueError("context: found NaN or inf in the frames")
-        return context
-
     @torch.no_grad()
     def _encode(self, context: torch.Tensor, actions: torch.Tensor | None, start: int) -> KVCache:
         """Keys/values of clean frames [R, L, *frame] fed at σ_ctx, at positions start..start+L−1."""
@@ -112,7 +101,9 @@ class Dreamer:
             return
         if ((rows_t < 0) | (rows_t >= self.batch)).any() or len(set(rows_t.tolist())) != r:
             raise ValueError(f"rows: expected distinct indices in [0, {self.batch}), got {rows_t.tolist()}")
-        context = self._check_context(context, r)
+        context = check_context(self.model, context, r)
+        if context.shape[1] < 1:
+            raise ValueError("context: needs at least one frame")
         actions = check_actions(self.model, context_actions, r, context.shape[1], "context_actions")
         context, actions = context[:, -self.keep :], None if actions is None else actions[:, -self.keep :]
         length = context.shape[1]
@@ -141,31 +132,18 @@ class Dreamer:
         if not self.started:
             raise RuntimeError("reset the Dreamer with real frames before stepping it")
         model, s, dev = self.model, self.sampler, self.model.device
-        if s.method == "marginal" and model.spec.value_kind not in ("binary", "categorical"):
-            raise ValueError(f"the marginal sampler needs a binary or categorical world; {model.spec.name!r} is {model.spec.value_kind}")
+        check_sampler(model, s)
         if actions is not None:
             actions = torch.as_tensor(actions, device=dev)[:, None]  # [batch, 1(, d)]
         a = check_actions(model, actions, self.batch, 1, "actions")
         if self.t >= REBASE_EVERY:
             self._rebase()
         b, t = self.batch, torch.tensor([self.t], device=dev)
-        null = null_actions(model, b, 1, dev)
 
-        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            sig = torch.full((b, 1), sigma, device=dev)
-            d = model.denoiser(x, sig, a, t, cache=self.cache)
-            if s.guidance != 1.0 and a is not None:  # classifier-free guidance on the action
-                d_uncond = model.denoiser(x, sig, null, t, cache=self.cache)
-                d = d_uncond + s.guidance * (d - d_uncond)
-            return d
+        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
+            return model.denoiser(x, torch.full((b, 1), sigma, device=dev), act, t, cache=self.cache)
 
-        if s.method == "marginal":
-            mean = model.denormalize(denoise(s.sigma_max * self._randn((b, 1) + self.frame_shape), s.sigma_max))
-            frame = model.draw_marginal(mean, self.generator)
-        else:
-            sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
-            x0 = sample(denoise, (b, 1) + self.frame_shape, sigmas, self.generator, s.method, dev, churn=s.churn)
-            frame = model.project(model.denormalize(x0))  # [batch, 1, *frame]
+        frame = sample_frame(model, run, a, b, s, self.generator)  # [batch, 1, *frame]
         x_fed = model.normalize(frame) + s.sigma_ctx * self._randn(tuple(frame.shape))
         model.denoiser(x_fed, torch.full((b, 1), s.sigma_ctx, device=dev), a, t, cache=self.cache, write_cache=True)
         self.t += 1

@@ -49,6 +49,59 @@ def check_actions(model: WorldModel, actions: torch.Tensor | None, batch: int, n
     return actions
 
 
+def check_context(model: WorldModel, context: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """Context frames [B, L, *frame] (B = `batch` if given) as float32 on the model's device; a
+    wrong shape or a NaN/inf is a ValueError naming what was expected and found."""
+    frame_shape = tuple(model.spec.frame_shape)
+    context = torch.as_tensor(context, dtype=torch.float32, device=model.device)
+    if context.ndim != len(frame_shape) + 2 or tuple(context.shape[2:]) != frame_shape or (batch is not None and context.shape[0] != batch):
+        raise ValueError(
+            f"context: expected shape [{'B' if batch is None else batch}, L, {', '.join(map(str, frame_shape))}] for world "
+            f"{model.spec.name!r}, got {list(context.shape)}"
+        )
+    if not torch.isfinite(context).all():
+        raise ValueError("context: found NaN or inf in the frames")
+    return context
+
+
+def check_sampler(model: WorldModel, sampler: SamplerConfig) -> None:
+    """Raise ValueError where `sampler` cannot serve `model`'s world (the marginal sampler needs discrete cells)."""
+    if sampler.method == "marginal" and model.spec.value_kind not in ("binary", "categorical"):
+        raise ValueError(f"the marginal sampler needs a binary or categorical world; {model.spec.name!r} is {model.spec.value_kind}")
+
+
+def sample_frame(
+    model: WorldModel,
+    run: Callable[[torch.Tensor, float, torch.Tensor | None], torch.Tensor],
+    actions: torch.Tensor | None,
+    rows: int,
+    sampler: SamplerConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One new frame for each of `rows` dreams, [rows, 1, *frame] in world units (on the world's values).
+
+    `run(x, sigma, actions)` is the denoiser at the new frame's position, x [rows, 1, *frame] at
+    noise level sigma; with guidance ≠ 1 and actions given, it is also run under "no action" and
+    the two are mixed (classifier-free guidance).
+    """
+    s, dev, shape = sampler, model.device, (rows, 1) + tuple(model.spec.frame_shape)
+    null = null_actions(model, rows, 1, dev)
+
+    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        d = run(x, sigma, actions)
+        if s.guidance != 1.0 and actions is not None:  # classifier-free guidance on the action
+            d_uncond = run(x, sigma, null)
+            d = d_uncond + s.guidance * (d - d_uncond)
+        return d
+
+    if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
+        x = s.sigma_max * torch.randn(shape, generator=generator, device=dev)
+        return model.draw_marginal(model.denormalize(denoise(x, s.sigma_max)), generator)
+    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
+    x0 = sample(denoise, shape, sigmas, generator, s.method, dev, churn=s.churn)
+    return model.project(model.denormalize(x0))
+
+
 @torch.no_grad()
 def rollout(
     model: WorldModel,
@@ -92,18 +145,9 @@ def rollout(
     model.eval()
     s = sampler or model.sampler
     dev = model.device
-    spec = model.spec
-    frame_shape = tuple(spec.frame_shape)
-    if s.method == "marginal" and spec.value_kind not in ("binary", "categorical"):
-        raise ValueError(f"the marginal sampler needs a binary or categorical world; {spec.name!r} is {spec.value_kind}")
-    context = torch.as_tensor(context, dtype=torch.float32, device=dev)
-    if context.ndim != len(frame_shape) + 2 or tuple(context.shape[2:]) != frame_shape:
-        raise ValueError(
-            f"context: expected shape [B, L, {', '.join(map(str, frame_shape))}] for world "
-            f"{model.spec.name!r}, got {list(context.shape)}"
-        )
-    if not torch.isfinite(context).all():
-        raise ValueError("context: found NaN or inf in the frames")
+    frame_shape = tuple(model.spec.frame_shape)
+    check_sampler(model, s)
+    context = check_context(model, context)
     b, length = context.shape[:2]
     if policy is not None and (actions is not None or horizon is None):
         raise ValueError("a rollout with a policy takes a horizon and no action sequence")
@@ -122,7 +166,6 @@ def rollout(
 
     denoiser = model.denoiser
     m = b * n_samples
-    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
 
     def rep(t: torch.Tensor | None) -> torch.Tensor | None:  # [B, ...] -> [B·M, ...], members adjacent
         return None if t is None else t.repeat_interleave(n_samples, dim=0)
@@ -141,7 +184,6 @@ def rollout(
     else:  # the full history, recomputed at every step
         hist_x, hist_sigma, hist_a, hist_t = rep(x_ctx), rep(ctx_sigma), rep(context_actions), times
 
-    null = null_actions(model, m, 1, dev)
     out = torch.empty((m, horizon) + frame_shape, device=dev)
     running = torch.arange(m, device=dev)  # the members whose episode goes on, in batch order
     for h in range(horizon):
@@ -168,19 +210,7 @@ def rollout(
             seq_a = None if act is None else torch.cat([hist_a[:, lo:], act], dim=1)
             return denoiser(seq, seq_sigma, seq_a, torch.cat([hist_t[lo:], t]))[:, -1:]
 
-        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            d = run(x, sigma, a)
-            if s.guidance != 1.0 and a is not None:  # classifier-free guidance on the action
-                d_uncond = run(x, sigma, null[:mr])
-                d = d_uncond + s.guidance * (d - d_uncond)
-            return d
-
-        if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
-            mean = model.denormalize(denoise(s.sigma_max * randn((mr, 1) + frame_shape), s.sigma_max))
-            frame = model.draw_marginal(mean, generator)
-        else:
-            x0 = sample(denoise, (mr, 1) + frame_shape, sigmas, generator, s.method, dev, churn=s.churn)  # [m', 1, *frame]
-            frame = model.project(model.denormalize(x0))
+        frame = sample_frame(model, run, a, mr, s, generator)  # [m', 1, *frame]
         out[running, h] = frame[:, 0]
         if stop is not None and h + 1 < horizon:
             goes_on = ~torch.as_tensor(stop(frame[:, 0]), dtype=torch.bool, device=dev)  # [m']
