@@ -128,8 +128,7 @@ def train_ppo(envs: object, config: PPOConfig = PPOConfig(), log: Callable[[str]
             if cut.any():  # bootstrap a cut episode from its last observation's value
                 with torch.no_grad():
                     _, v_last = net(torch.as_tensor(obs[cut]))
-                reward = reward.copy()
-                reward[cut] += config.gamma * v_last.numpy()
+                reward[cut] += config.gamma * v_last.numpy()  # `reward` is np.where's own copy
             b_rew[t] = reward
             starting = b_end[t]
         with torch.no_grad():

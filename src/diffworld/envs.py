@@ -1,8 +1,8 @@
 """A trained world model as a Gymnasium environment: agents act in its dreams.
 
 `DreamVectorEnv` runs `num_envs` dreams as one batch of a `Dreamer` (one network call per
-denoising step for all of them). Each episode starts from real frames — the opening frames of
-recorded episodes — and goes on with the model; rewards and episode ends come from the `Heads`
+denoising step for all of them). Each episode starts from real frames — a window of a recorded
+episode (`starting_windows`, `opening_frames`) — and goes on with the model; rewards and episode ends come from the `Heads`
 (`diffworld.heads`) read off every dreamed transition, with the tally of rewards the heads have
 predicted so far. An episode also stops (truncated) after `max_steps` dreamed steps. Ended
 dreams restart on the next `step` (Gymnasium's next-step autoreset) while the others go on.
@@ -30,8 +30,9 @@ from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.data.episodes import Episode
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
-from diffworld.heads import Heads
+from diffworld.heads import Heads, reward_tally
 from diffworld.model.world_model import WorldModel
+from diffworld.spec import WorldSpec
 from diffworld.worlds.base import World
 
 
@@ -49,21 +50,19 @@ def starting_windows(episodes: list[Episode], length: int, stride: int | None = 
     only), each with at least one frame of its episode after it."""
     frames, actions, tally = [], [], []
     for e in episodes:
-        ends = [length - 1] if stride is None else range(length - 1, len(e) - 1, stride)
-        r = e.rewards.astype(np.float64)
+        ends = range(length - 1, len(e) - 1, stride or len(e))  # stride None: the first window only
+        episode_tally = reward_tally(e.rewards)
         for t in ends:
-            if t + 1 >= len(e):
-                continue
             frames.append(e.frames[t - length + 1 : t + 1])
             actions.append(e.actions[t - length + 1 : t + 1])
-            tally.append([(r[: t + 1] > 0).sum(), (r[: t + 1] < 0).sum(), t])
+            tally.append(episode_tally[t])
     if not frames:
         raise ValueError(f"need episodes of more than {length} frames to start dreams from, found none (longest: {max((len(e) for e in episodes), default=0)})")
     return np.stack(frames), np.stack(actions), np.asarray(tally, dtype=np.float32)
 
 
-def _space(model: WorldModel, frames: int) -> tuple[gym.spaces.Box, gym.Space]:
-    spec = model.spec
+def _spaces(spec: WorldSpec, frames: int) -> tuple[gym.spaces.Box, gym.Space]:
+    """Observation space (the newest `frames` frames) and action space of one env of world `spec`."""
     lo, hi = spec.value_range or (-np.inf, np.inf)
     obs = gym.spaces.Box(float(lo), float(hi), (frames, *spec.frame_shape), np.float32)
     act = spec.action
@@ -72,6 +71,14 @@ def _space(model: WorldModel, frames: int) -> tuple[gym.spaces.Box, gym.Space]:
     if act.kind == "continuous":
         return obs, gym.spaces.Box(-np.inf, np.inf, (act.n,), np.float32)
     raise ValueError(f"a dream environment needs a world with actions; {spec.name!r} takes none")
+
+
+def _reseed(env: VectorEnv, seed: int | list[int] | None) -> None:
+    """A vector env's `reset(seed=...)`: a new generator from the (first) seed; None keeps the old one."""
+    if isinstance(seed, list):
+        seed = seed[0]
+    if seed is not None:
+        env._np_random, env._np_random_seed = gym.utils.seeding.np_random(seed)
 
 
 class DreamVectorEnv(VectorEnv):
@@ -121,12 +128,14 @@ class DreamVectorEnv(VectorEnv):
         self.model, self.heads = model, heads.to(model.device).eval()
         self.start_frames = torch.as_tensor(start_frames[:, -keep:], dtype=torch.float32)
         self.start_actions = torch.as_tensor(start_actions[:, -keep:])
-        opening = torch.tensor([0.0, 0.0, start_frames.shape[1] - 1]).expand(len(start_frames), 3)
-        self.start_tally = torch.as_tensor(np.asarray(starts[2]), dtype=torch.float32) if len(starts) == 3 else opening.clone()
+        if len(starts) == 3:
+            self.start_tally = torch.as_tensor(np.asarray(starts[2]), dtype=torch.float32)
+        else:  # an episode's opening: nothing received yet, at the context's last frame
+            self.start_tally = torch.tensor([0.0, 0.0, start_frames.shape[1] - 1]).repeat(len(start_frames), 1)
         if self.start_tally.shape != (len(start_frames), 3):
             raise ValueError(f"starts: expected a tally of shape [{len(start_frames)}, 3], got {list(self.start_tally.shape)}")
         self.num_envs, self.obs_frames, self.max_steps, self.render_mode = num_envs, frames, max_steps, render_mode
-        self.single_observation_space, self.single_action_space = _space(model, frames)
+        self.single_observation_space, self.single_action_space = _spaces(model.spec, frames)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.generator = torch.Generator(device=model.device)
@@ -134,7 +143,6 @@ class DreamVectorEnv(VectorEnv):
         self.tally = torch.zeros(num_envs, 3)  # positive, negative rewards so far, frame index in the episode
         self.steps = np.zeros(num_envs, dtype=np.int64)
         self.needs_reset = np.zeros(num_envs, dtype=bool)
-        self.keep = keep
 
     def _starts(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pick = self.np_random.integers(len(self.start_frames), size=n)
@@ -145,10 +153,7 @@ class DreamVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Restart every dream from a randomly drawn real context."""
-        if isinstance(seed, list):
-            seed = seed[0]
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+        _reseed(self, seed)
         self.generator.manual_seed(int(self.np_random.integers(2**62)))
         frames, actions, tally = self._starts(self.num_envs)
         self.dreamer.reset(frames, actions)
@@ -249,11 +254,9 @@ class WorldVectorEnv(VectorEnv):
         self.worlds = [make() for _ in range(num_envs)]
         spec = self.worlds[0].spec
         self.spec, self.num_envs, self.obs_frames, self.max_steps, self.seeds = spec, num_envs, frames, max_steps, seeds
-        lo, hi = spec.value_range or (-np.inf, np.inf)
-        self.single_observation_space = gym.spaces.Box(float(lo), float(hi), (frames, *spec.frame_shape), np.float32)
         if spec.action.kind != "discrete":
             raise ValueError(f"WorldVectorEnv plays discrete-action worlds; {spec.name!r} is {spec.action.kind}")
-        self.single_action_space = gym.spaces.Discrete(spec.action.n)
+        self.single_observation_space, self.single_action_space = _spaces(spec, frames)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.obs = np.zeros((num_envs, frames, *spec.frame_shape), np.float32)
@@ -276,10 +279,7 @@ class WorldVectorEnv(VectorEnv):
         self.steps[i], self.needs_reset[i], self.episode_seeds[i] = 0, False, seed
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        if isinstance(seed, list):
-            seed = seed[0]
-        if seed is not None:
-            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+        _reseed(self, seed)
         for i in range(self.num_envs):
             self._start(i)
         return self.obs.copy(), {"seed": self.episode_seeds.copy()}

@@ -213,14 +213,10 @@ class Transitions:
         offset = 0
         for e in episodes:
             t = len(e)
-            r = e.rewards.astype(np.float64)
-            before_pos = np.concatenate([[0], np.cumsum(r > 0)[:-1]])  # rewards received before frame t
-            before_neg = np.concatenate([[0], np.cumsum(r < 0)[:-1]])
-            idx = np.arange(1, t)
-            prev.append(offset + idx - 1)
+            prev.append(offset + np.arange(t - 1))
             actions.append(e.actions[1:])
-            tally.append(np.stack([before_pos[1:], before_neg[1:], idx], axis=1))
-            reward.append(r[1:])
+            tally.append(reward_tally(e.rewards)[:-1] + np.array([0, 0, 1], np.float32))  # the tally at frame t − 1, step t
+            reward.append(e.rewards[1:].astype(np.float64))
             ends.append(e.dones[1:])
             offset += t
         return cls(
@@ -256,6 +252,13 @@ class Transitions:
         return as_t(self.frames[p]).float(), as_t(self.frames[p + 1]).float(), as_t(self.actions[idx]), as_t(self.tally[idx])
 
 
+def reward_tally(rewards: np.ndarray) -> np.ndarray:
+    """An episode's rewards [T] -> its tally at every frame [T, 3]: the positive and the negative
+    rewards received up to and including that frame, and the frame's index."""
+    r = np.asarray(rewards, dtype=np.float64)
+    return np.stack([np.cumsum(r > 0), np.cumsum(r < 0), np.arange(len(r))], axis=1).astype(np.float32)
+
+
 def reward_classes(rewards: np.ndarray) -> tuple[float, ...]:
     """The distinct reward values, as classes; too many of them is an error."""
     values = np.unique(rewards)
@@ -278,10 +281,7 @@ def dreamed_transitions(model: WorldModel, episodes: list[Episode], calm: int, s
     context of frames − 1 frames are skipped.)"""
     keep = model.frames - 1
     data = Transitions.of(episodes)
-    starts = np.cumsum([0] + [len(e) for e in episodes[:-1]])
-    episode_of = np.repeat(np.arange(len(episodes)), [len(e) - 1 for e in episodes])
-    step = data.prev - starts[episode_of] + 1  # frame index of each transition's new frame
-    usable = step >= keep
+    usable = data.tally[:, 2] >= keep  # the new frame's index in its episode
     event = ((data.reward != 0) | data.ends) & usable
     rng = np.random.default_rng(seed)
     quiet = np.flatnonzero(~event & usable)

@@ -5,6 +5,7 @@ Each is one library call; the CLI only parses options into configs and calls the
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from diffworld.agent import PPOConfig
+from diffworld.agent import PPOConfig, play_episodes, train_ppo
 from diffworld.data.collect import CollectConfig, resolve_policy
 from diffworld.data.episodes import Episode
 from diffworld.data.store import EpisodeStore
@@ -23,11 +24,11 @@ from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.pictures import plot_horizons, write_gif
 from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
-from diffworld.heads import HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
+from diffworld.heads import Heads, HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, train
-from diffworld.worlds import Policy, collect_episodes, default_policy, make_world, training_defaults
+from diffworld.worlds import Policy, World, collect_episodes, default_policy, make_world, training_defaults
 from diffworld.worlds.base import run_episode
 
 
@@ -200,15 +201,28 @@ def heads_data(path: str | Path, episodes: int, held_out: int) -> tuple[list[Epi
         if cut < 1:
             raise ValueError(f"store {data['store']}: heads need at least 2 episodes (one to train, one to score), found {len(store_episodes)}")
         return store_episodes[:cut], store_episodes[cut:], {"store": data["store"], "train_episodes": cut, "held_out_episodes": len(store_episodes) - cut}
+    make, source = checkpoint_world(path)
+    held = [HELD_OUT_SEED_BASE + 500_000 + i for i in range(held_out)]
+    train_eps = training_episodes(path, episodes, make, source)
+    held_eps = collect_episodes(make, held, source["policy"], source["max_steps"])
+    origin = {"world": config["spec"]["name"], "train_seeds": [train_eps[0].seed, train_eps[-1].seed], "held_out_seeds": [held[0], held[-1]]}
+    return train_eps, held_eps, origin
+
+
+def checkpoint_world(path: str | Path) -> tuple[Callable[[], World], dict[str, Any]]:
+    """A factory of a checkpoint's world, with the options its training data was collected with,
+    and how that data was played (`data_source`: world options, policy, step cap)."""
+    config = read_config(resolve_pretrained(path))
     source = data_source(config)
     world = config["spec"]["name"]
-    make = lambda: make_world(world, **source["world_options"])  # noqa: E731
-    train_seeds = (checkpoint_train_seeds(path) or list(range(episodes)))[:episodes]
-    held = [HELD_OUT_SEED_BASE + 500_000 + i for i in range(held_out)]
-    train_eps = collect_episodes(make, train_seeds, source["policy"], source["max_steps"])
-    held_eps = collect_episodes(make, held, source["policy"], source["max_steps"])
-    origin = {"world": world, "train_seeds": [train_seeds[0], train_seeds[-1]], "held_out_seeds": [held[0], held[-1]]}
-    return train_eps, held_eps, origin
+    return (lambda: make_world(world, **source["world_options"])), source
+
+
+def training_episodes(path: str | Path, n: int, make: Callable[[], World], source: dict[str, Any]) -> list[Episode]:
+    """The first `n` of a checkpoint's training episodes (seeds 0..n−1 if it records none), replayed
+    as its data was collected (`checkpoint_world`)."""
+    seeds = (checkpoint_train_seeds(path) or list(range(n)))[:n]
+    return collect_episodes(make, seeds, source["policy"], source["max_steps"])
 
 
 def train_checkpoint_heads(
@@ -230,15 +244,14 @@ def train_checkpoint_heads(
     out = Path(out) if out is not None else checkpoint_heads(model_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already holds heads; choose another --out or remove it")
-    spec = WorldModel.from_pretrained(path).spec
+    model = WorldModel.from_pretrained(path, device=device)
     train_eps, held_eps, origin = heads_data(path, episodes, held_out)
     log(f"heads: {len(train_eps)} training episodes, {len(held_eps)} held out ({origin})")
-    model = WorldModel.from_pretrained(path, device=device) if dreamed else None
     t0 = time.perf_counter()
-    heads = train_heads(spec, train_eps, config, device, log, model=model)
+    heads = train_heads(model.spec, train_eps, config, device, log, model=model if dreamed else None)
     seconds = time.perf_counter() - t0
     scores = {"real": score_heads(heads, held_eps)}
-    if model is not None:
+    if dreamed:
         scores["dreamed"] = score_heads(heads, dreamed_transitions(model, held_eps, config.dreamed_calm, seed=1))
     heads.save_pretrained(out, {"data": origin, "dreamed": dreamed, "held_out_scores": scores, "train_seconds": round(seconds, 1)})
     for kind, s in scores.items():
@@ -346,19 +359,6 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = T
     return metrics
 
 
-__all__ = [
-    "DemoConfig",
-    "data_source",
-    "dream_gif",
-    "evaluate_checkpoint",
-    "fit_patch",
-    "recommended_loss",
-    "run_demo",
-    "train_store",
-    "train_world",
-]
-
-
 @dataclass(frozen=True)
 class AgentConfig:
     """How `dream_agent` trains and scores its agents."""
@@ -391,25 +391,19 @@ def dream_agent(
     and the two agents (`dream_agent.safetensors`, `real_agent.safetensors`)."""
     from safetensors.torch import save_file
 
-    from diffworld.agent import play_episodes, train_ppo
+    from diffworld.envs import DreamVectorEnv, WorldVectorEnv, starting_windows
 
     config = config or AgentConfig()
-    from diffworld.envs import DreamVectorEnv, WorldVectorEnv, starting_windows
-    from diffworld.heads import Heads
-
     out = Path(out)
     if (out / "metrics.json").exists():
         raise FileExistsError(f"{out} already holds agent results; choose another --out")
     model_dir = resolve_pretrained(checkpoint)
     model = WorldModel.from_pretrained(checkpoint, device=device)
     head = Heads.from_pretrained(heads if heads is not None else checkpoint_heads(model_dir), device=device)
-    source = data_source(read_config(model_dir))
-    world = model.spec.name
-    make = lambda: make_world(world, **source["world_options"])  # noqa: E731
-    train_seeds = (checkpoint_train_seeds(checkpoint) or list(range(config.start_episodes)))[: config.start_episodes]
-    starts = starting_windows(collect_episodes(make, train_seeds, source["policy"], source["max_steps"]), model.frames - 1, config.start_stride)
+    make, source = checkpoint_world(checkpoint)
+    starts = starting_windows(training_episodes(checkpoint, config.start_episodes, make, source), model.frames - 1, config.start_stride)
     out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"checkpoint": str(checkpoint), "config": json.loads(json.dumps(asdict(config)))}
+    report: dict[str, Any] = {"checkpoint": str(checkpoint), "config": asdict(config)}
 
     log(f"training in the dream: {config.ppo.steps} steps, {config.num_envs} dreams, episodes cut at {config.dream_steps} steps")
     dream_envs = DreamVectorEnv(model, head, starts, config.num_envs, config.frames, config.dream_steps)
@@ -425,7 +419,7 @@ def dream_agent(
     report["real_training"] = {"seconds": round(time.perf_counter() - t0, 1), "log": real_log}
     save_file(real_net.state_dict(), str(out / "real_agent.safetensors"))
 
-    seeds = list(range(HELD_OUT_SEED_BASE + 600_000, HELD_OUT_SEED_BASE + 600_000 + 10 * config.eval_episodes))
+    first_seed = HELD_OUT_SEED_BASE + 600_000  # every policy plays the same held-out seeds, in order
     n_actions = dream_envs.single_action_space.n
     g, rng = torch.Generator().manual_seed(config.ppo.seed), np.random.default_rng(config.ppo.seed)
     policies = {
@@ -435,11 +429,29 @@ def dream_agent(
     }
     scores = {}
     for name, policy in policies.items():
-        envs = WorldVectorEnv(make, config.num_envs, config.frames, source["max_steps"], seeds=iter(seeds))
+        envs = WorldVectorEnv(make, config.num_envs, config.frames, source["max_steps"], seeds=itertools.count(first_seed))
         returns = play_episodes(envs, policy, config.eval_episodes)
         scores[name] = {"mean": float(returns.mean()), "sem": float(returns.std(ddof=1) / np.sqrt(len(returns))), "episodes": len(returns)}
         log(f"{name}: return {scores[name]['mean']:.2f} ± {scores[name]['sem']:.2f} over {len(returns)} held-out real episodes")
     report["held_out_real_returns"] = scores
-    report["held_out_seeds_from"] = seeds[0]
+    report["held_out_seeds_from"] = first_seed
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+__all__ = [
+    "AgentConfig",
+    "DemoConfig",
+    "checkpoint_world",
+    "data_source",
+    "dream_agent",
+    "dream_gif",
+    "evaluate_checkpoint",
+    "fit_patch",
+    "recommended_loss",
+    "run_demo",
+    "train_checkpoint_heads",
+    "train_store",
+    "train_world",
+    "training_episodes",
+]
