@@ -1,53 +1,97 @@
-"""KV-cached rollout against full recompute, measured in one run on this machine.
+"""KV-cached rollout against full recompute of the context, measured in one run on this machine.
 
-    python benchmarks/rollout_cache.py            # the shipped pong model
-    python benchmarks/rollout_cache.py --model runs/mine/checkpoint --frames 64
+    python benchmarks/rollout_cache.py                     # contexts 4, 16, 64; demo and large configs
+    python benchmarks/rollout_cache.py --contexts 7 --configs demo --members 1
 
-Prints frames per second of one dream (batch 1) and of a 16-member ensemble, with the cache and
-recomputing the history at every denoising step, and the ratio of the two. Both paths produce
-the same frames within the trained window (tests/test_rollout.py checks it).
+For each network configuration and context length L, a pong model dreams `--frames` frames
+from an L-frame context (1 and 16 members), once with the KV cache (each denoising step runs
+the one new frame against the cached keys and values; the context is encoded once, inside the
+timed run) and once recomputing the whole history at every denoising step. The window holds
+the context and every dreamed frame, so both paths compute the same function. Printed:
+frames/s of each (the median of `--repeats` runs), the speed-up, and the share of dreamed
+pixels on which the two differ (pong's pixels are projected to {0, 1}, so a float-level
+difference shows only where it flips a pixel).
+
+The models have random weights (every parameter N(0, 0.05²), so attention and its cache matter;
+speed does not depend on the weights, and a window of 64 frames needs a model trained for it)
+and the shipped `pong` model's sampler (Euler, 1 step). `--model` measures a trained checkpoint
+instead, from a context of (its window − frames) frames so the dream stays inside its window.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+from dataclasses import replace
 
 import torch
 
+from common import machine, median_seconds
+
 from diffworld import WorldModel
+from diffworld.model.dit import PRESETS
+from diffworld.model.world_model import ModelConfig
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import run_episode
 
+#: The demo's network and a larger one (4× the tokens per frame, twice the width and depth).
+CONFIGS = {
+    "demo": PRESETS["small"],
+    "large": replace(PRESETS["small"], width=256, depth=8, heads=8, patch=4),
+}
 
-def frames_per_second(model: WorldModel, context: torch.Tensor, frames: int, members: int, use_cache: bool, repeats: int) -> float:
-    actions = torch.randint(0, model.spec.action.n, (context.shape[0], frames), generator=torch.Generator().manual_seed(0))
-    model.rollout(context, actions[:, :2], n_samples=members, use_cache=use_cache)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.rollout(context, actions, n_samples=members, use_cache=use_cache, generator=torch.Generator().manual_seed(1))
-        best = min(best, time.perf_counter() - t0)
-    return frames * members / best
+
+def random_model(reference: WorldModel, config_name: str, window: int) -> WorldModel:
+    """A pong model of configuration `config_name` and `window` frames, every parameter N(0, 0.05²)."""
+    dit = replace(CONFIGS[config_name], frames=window)
+    torch.manual_seed(0)
+    model = WorldModel(reference.spec, ModelConfig(dit=dit), reference.mean, reference.std, reference.sampler).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # adaLN-Zero starts every residual branch closed: open them
+            p.normal_(0.0, 0.05)
+    return model
+
+
+def measure(model: WorldModel, context: torch.Tensor, frames: int, members: int, repeats: int) -> tuple[float, float, float]:
+    """(cached frames/s, recompute frames/s, share of dreamed pixels where the two differ)."""
+    actions = torch.randint(0, model.spec.action.n, (1, frames), generator=torch.Generator().manual_seed(0))
+    dreams = {}
+
+    def run(use_cache: bool) -> None:
+        gen = torch.Generator().manual_seed(1)
+        dreams[use_cache] = model.rollout(context, actions, n_samples=members, use_cache=use_cache, generator=gen)
+
+    cached = median_seconds(lambda: run(True), repeats)
+    full = median_seconds(lambda: run(False), repeats)
+    diff = float((dreams[True] != dreams[False]).float().mean())
+    return frames * members / cached, frames * members / full, diff
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="pong", help="checkpoint directory or shipped model name")
-    parser.add_argument("--frames", type=int, default=32, help="frames to dream")
+    parser.add_argument("--contexts", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--model", default=None, help="a trained checkpoint (or shipped name): measure it at its own window")
+    parser.add_argument("--frames", type=int, default=4, help="frames to dream per run")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    model = WorldModel.from_pretrained(args.model)
-    episode = run_episode(make_world(model.spec.name), seed=2_000_000, policy=default_policy(model.spec.name), max_steps=64)
-    context = torch.as_tensor(episode.frames[None, : model.frames - 1]).float()
-    print(f"model {args.model}: {model.num_parameters() / 1e6:.2f}M parameters, window {model.frames}, "
-          f"sampler {model.sampler.steps} {model.sampler.method} step(s); {torch.get_num_threads()} threads")
-    print(f"{'members':>8} {'cached f/s':>11} {'recompute f/s':>14} {'speed-up':>9}")
-    for members in (1, 16):
-        cached = frames_per_second(model, context, args.frames, members, True, args.repeats)
-        full = frames_per_second(model, context, args.frames, members, False, args.repeats)
-        print(f"{members:>8} {cached:>11.1f} {full:>14.1f} {cached / full:>8.2f}x")
+    reference = WorldModel.from_pretrained(args.model or "pong")
+    episode = run_episode(make_world("pong"), seed=2_000_000, policy=default_policy("pong"), max_steps=max(args.contexts) + 1)
+    if args.model:
+        if args.frames >= reference.frames:
+            raise SystemExit(f"--frames must be below the model's window of {reference.frames} frames")
+        rows = [(args.model, reference.frames - args.frames, reference)]
+    else:
+        rows = [(name, length, None) for name in args.configs for length in args.contexts]
+    print(machine())
+    print(f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); {args.frames} frames per run, median of {args.repeats}")
+    print(f"{'config':>14} {'params':>7} {'context':>7} {'members':>7} {'cached f/s':>10} {'recompute f/s':>13} {'speed-up':>8} {'differ':>7}")
+    for name, length, model in rows:
+        model = model or random_model(reference, name, length + args.frames)
+        context = torch.as_tensor(episode.frames[None, :length]).float()
+        for members in args.members:
+            cached, full, diff = measure(model, context, args.frames, members, args.repeats)
+            print(f"{name:>14} {model.num_parameters() / 1e6:>6.2f}M {length:>7} {members:>7} {cached:>10.1f} {full:>13.1f} {cached / full:>7.1f}x {diff:>7.1%}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 from diffworld.data.windows import WindowSampler
 from diffworld.diffusion.loss import LossConfig, window_loss
 from diffworld.model.world_model import ModelConfig, WorldModel
-from diffworld.train import TrainConfig, build_model, lr_at, train
+from diffworld.train import StopTraining, TrainConfig, build_model, lr_at, train
 from diffworld.worlds import collect_episodes, default_policy, make_world
 
 
@@ -129,3 +129,17 @@ def test_early_stopping_keeps_the_best_validated_weights(tmp_path, pong_episodes
     assert [r["validation"] for r in logged if "validation" in r] == [3.0, 1.0, 2.0]
     last = WorldModel.from_pretrained(tmp_path / "checkpoint")
     assert torch.equal(params(last), snapshots[2])  # checkpoint/ is the last state, for resuming
+
+
+def test_a_validation_hook_can_stop_the_run_and_resume_goes_on(tmp_path, pong_episodes):
+    """A hook raising StopTraining at step 4 of 12 ends the run there with its checkpoint saved;
+    resuming trains the remaining steps."""
+
+    def validate(ema):
+        raise StopTraining(0.5)
+
+    result = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, progress=False, validate=validate, validate_every=4)
+    assert result.steps == 4 and result.best == {"step": 4, "validation": 0.5}
+    assert json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())["step"] == 4
+    resumed = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, resume=True, progress=False)
+    assert resumed.steps == 12

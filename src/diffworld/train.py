@@ -67,6 +67,18 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
 
+class StopTraining(Exception):
+    """Raised by a `validate` hook of `train` to end the run after this check (e.g. a target reached).
+
+    The run saves its checkpoint at that step and returns as if `steps` were reached; `score`
+    is the check's score, kept like any other for early stopping.
+    """
+
+    def __init__(self, score: float) -> None:
+        super().__init__(f"training stopped by the validation hook (score {score})")
+        self.score = score
+
+
 @dataclass
 class TrainResult:
     """What a finished (or resumed and finished) run produced."""
@@ -89,9 +101,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 − decay)·model, parameter by parameter."""
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1.0 - decay)
+    """ema ← decay·ema + (1 − decay)·model, over all parameters in one multi-tensor call."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def build_model(
@@ -109,11 +120,15 @@ def build_model(
 
 
 def make_optimizer(model: WorldModel, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not biases, norms or embeddings' null vectors)."""
+    """AdamW; weight decay on matrices only (not biases, norms or embeddings' null vectors).
+
+    The fused kernel updates all parameters in one pass (CPU and CUDA); on the demo's training
+    step it and the multi-tensor EMA were ~10% faster than per-parameter loops (docs/design.md).
+    """
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=False)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=True)
 
 
 def check_data(model: WorldModel, data: TrainingData) -> None:
@@ -156,7 +171,8 @@ def train(
     validation period) the EMA weights are scored every `validate_every` steps and at the end;
     the best are saved to `out_dir/best/` (loadable with `WorldModel.from_pretrained`) and
     returned, and each score goes to the log as {"step", "validation"}. `checkpoint/` still holds
-    the last state, so a resumed run goes on from there.
+    the last state, so a resumed run goes on from there. A hook that raises `StopTraining(score)`
+    ends the run after that check (checkpoint saved at that step).
     """
     out = Path(out_dir)
     ckpt = out / "checkpoint"
@@ -235,19 +251,25 @@ def train(
                 bar.update(task, loss=f"{final_loss:.4f}", speed=f"{record['steps_per_s']:.1f} it/s")
                 window_loss_sum, window_count, last_log_t = 0.0, 0, now
             bar.update(task, completed=step)
+            stopped = False
             if validate is not None and (step % validate_every == 0 or step == cfg.steps):
-                score = float(validate(ema))
+                try:
+                    score = float(validate(ema))
+                except StopTraining as stop:
+                    score, stopped = float(stop.score), True
                 ema.train(False)
                 if log is not None:
                     log.write(json.dumps({"step": step, "validation": score}) + "\n")
                     log.flush()
                 if best is None or score < best[0]:
                     best = (score, step, copy.deepcopy(ema.state_dict()))
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped:
                 meta["train_seconds"] = prior_seconds + time.perf_counter() - t0
                 if ranks.is_main:
                     save_checkpoint(ckpt, model, ema, opt, gen, step, meta)
                 distributed.barrier(ranks)
+            if stopped:
+                break
     if log is not None:
         log.close()
     chosen = None

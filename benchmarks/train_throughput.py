@@ -1,0 +1,87 @@
+"""Training throughput and model FLOPs utilisation against the machine's matmul peak, in one run.
+
+    python benchmarks/train_throughput.py                          # the demo's training size
+    python benchmarks/train_throughput.py --preset base --batch-size 32
+
+Measures, on this machine and in this run: the peak of a 2048² matmul in fp32 and bf16; the
+FLOPs of one training step of the demo's model (pong, `small`, batch 8: matmuls and attention,
+forward and backward, counted by torch's FLOP counter); and `diffworld.train.train` itself —
+the library's loop with window sampling, the loss, backward, clipping, AdamW and the EMA —
+in fp32 and under bf16 autocast. Every figure is a median: of repeated matmuls, and of the
+steps/s of logged windows of 10 steps after a warm-up window. MFU = achieved FLOP/s / the
+peak of the same precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from common import count_flops, machine, matmul_peak
+
+from diffworld.diffusion.loss import window_loss
+from diffworld.model.world_model import ModelConfig
+from diffworld.recipes import DemoConfig
+from diffworld.train import TrainConfig, build_model, train
+from diffworld.data.windows import WindowSampler, flatten
+from diffworld.worlds import collect_episodes, default_policy, make_world
+
+
+def step_flops_and_tokens(model, episodes, cfg: TrainConfig) -> tuple[int, int]:
+    """FLOPs of one training step (forward + backward of the loss) and the tokens the network sees in it."""
+    frames, actions, ends = flatten(episodes)
+    batch = WindowSampler.from_arrays(frames, actions, ends, model.frames).sample(cfg.batch_size, torch.Generator().manual_seed(0))
+    x = model.normalize(batch.frames)
+    seen: list[int] = []
+    hook = model.denoiser.net.register_forward_hook(lambda mod, args, out: seen.append(out.shape[0] * out.shape[1]))
+
+    def step() -> None:
+        loss = window_loss(model.denoiser, x, batch.actions, cfg.loss, torch.Generator().manual_seed(0))
+        loss.backward()
+
+    flops = count_flops(step)
+    hook.remove()
+    model.zero_grad(set_to_none=True)
+    frames_seen = seen[0]  # frames through the network in one step (teacher forcing: context + targets)
+    return flops, frames_seen * model.denoiser.net.pos.shape[0]
+
+
+def steps_per_second(model, episodes, cfg: TrainConfig, windows: int) -> float:
+    """Median steps/s over `windows` logged windows of 10 steps of `train`, after one warm-up window."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = replace(cfg, steps=10 * (windows + 1), log_every=10, checkpoint_every=10**9)
+        train(model, episodes, run, tmp, progress=False)
+        log = [json.loads(line) for line in (Path(tmp) / "train_log.jsonl").read_text().splitlines()]
+    return statistics.median(r["steps_per_s"] for r in log[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default=DemoConfig.preset)
+    parser.add_argument("--batch-size", type=int, default=DemoConfig.train.batch_size)
+    parser.add_argument("--windows", type=int, default=5, help="logged windows of 10 steps per precision")
+    parser.add_argument("--episodes", type=int, default=40)
+    args = parser.parse_args()
+    world = DemoConfig.world
+    episodes = collect_episodes(lambda: make_world(world), list(range(args.episodes)), default_policy(world), 1000)
+    cfg = replace(DemoConfig.train, batch_size=args.batch_size)
+    fresh = lambda: build_model(make_world(world).spec, episodes, ModelConfig.preset(args.preset))  # noqa: E731
+    flops, tokens = step_flops_and_tokens(fresh(), episodes, cfg)
+    print(f"{machine()}")
+    print(f"{world}, preset {args.preset}, batch {args.batch_size}: {tokens} tokens and {flops / 1e9:.2f} GFLOP per training step")
+    print(f"{'precision':>9} {'peak GFLOP/s':>13} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peak = matmul_peak(dtype)
+        rate = steps_per_second(fresh(), episodes, replace(cfg, precision=precision), args.windows)
+        achieved = flops * rate / 1e9
+        print(f"{precision:>9} {peak:>13.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")
+
+
+if __name__ == "__main__":
+    main()

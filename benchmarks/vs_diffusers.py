@@ -1,0 +1,115 @@
+"""diffworld's DiT against diffusers' `DiTTransformer2DModel` at an identical configuration, in one run.
+
+    pip install -e ".[bench]"              # diffusers, only for this benchmark
+    python benchmarks/vs_diffusers.py
+    python benchmarks/vs_diffusers.py --configs demo --batch 32
+
+Both networks get the same width, depth, heads, MLP ratio, patch size, channels and image size
+(so the same tokens per image) and the same batch; both are raw networks (no preconditioning),
+in fp32, with PyTorch's scaled-dot-product attention. Timed: the forward (no grad) and the
+forward + backward of a sum of the outputs, median of `--repeats` after a warm-up.
+
+Two comparisons per configuration:
+- `image`: each of diffworld's inputs is one frame (a window of 1), so both run spatial
+  attention over the same images — the like-for-like comparison.
+- `window`: diffworld runs windows of `--frames` frames with causal temporal attention in every
+  block (what a world model trains on); diffusers runs the same frames as independent images,
+  i.e. the same tokens without the temporal half of the work.
+
+The configurations differ in what they are built for: diffworld's blocks add temporal
+attention and RMS-normalised queries and keys; diffusers' take a class label. The FLOPs each
+does are printed beside the times (torch's FLOP counter, matmuls and attention).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from common import count_flops, machine, median_seconds
+
+from diffworld.layouts import make_layout
+from diffworld.model.dit import DiT, DiTConfig
+from diffworld.spec import ActionSpace, WorldSpec
+
+#: name -> (width, depth, heads, patch, channels, image size). `demo` is the pong demo's network;
+#: `DiT-S/2` is the DiT paper's smallest model at its 32×32×4 latent size.
+CONFIGS = {
+    "demo": (128, 4, 4, 8, 1, 32),
+    "DiT-S/2": (384, 12, 6, 2, 4, 32),
+}
+CLASSES = 3
+
+
+def ours(width: int, depth: int, heads: int, patch: int, channels: int, size: int, frames: int) -> DiT:
+    spec = WorldSpec(name="bench", layout="grid", frame_shape=(channels, size, size), action=ActionSpace("discrete", CLASSES))
+    cfg = DiTConfig(width=width, depth=depth, heads=heads, patch=patch, frames=frames)
+    return DiT(cfg, make_layout(spec, patch), "discrete", CLASSES)
+
+
+def theirs(width: int, depth: int, heads: int, patch: int, channels: int, size: int):
+    from diffusers import DiTTransformer2DModel
+
+    return DiTTransformer2DModel(
+        num_attention_heads=heads,
+        attention_head_dim=width // heads,
+        in_channels=channels,
+        out_channels=channels,
+        num_layers=depth,
+        sample_size=size,
+        patch_size=patch,
+        num_embeds_ada_norm=CLASSES,
+    )
+
+
+def timings(fn, repeats: int) -> tuple[float, float, float]:
+    """(forward seconds, forward+backward seconds, forward GFLOP) of `fn()` -> output tensor."""
+
+    def forward() -> None:
+        with torch.no_grad():
+            fn()
+
+    def forward_backward() -> None:
+        fn().sum().backward()
+
+    flops = count_flops(forward)
+    return median_seconds(forward, repeats), median_seconds(forward_backward, repeats), flops / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--batch", type=int, default=16, help="images (image mode) or windows (window mode)")
+    parser.add_argument("--frames", type=int, default=6, help="frames per window in window mode")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(machine())
+    print(f"{'config':>8} {'mode':>6} {'tokens':>7} {'ours fwd ms':>11} {'theirs fwd ms':>13} {'ratio':>6} "
+          f"{'ours f+b ms':>11} {'theirs f+b ms':>13} {'ratio':>6} {'GFLOP ours/theirs':>17}")
+    for name in args.configs:
+        width, depth, heads, patch, channels, size = CONFIGS[name]
+        torch.manual_seed(0)
+        net_theirs = theirs(width, depth, heads, patch, channels, size)
+        for mode, frames in (("image", 1), ("window", args.frames)):
+            net_ours = ours(width, depth, heads, patch, channels, size, frames)
+            b = args.batch
+            x = torch.randn(b, frames, channels, size, size)
+            c_noise = torch.rand(b, frames)
+            acts = torch.randint(0, CLASSES, (b, frames))
+            times = torch.arange(frames)
+            images = x.flatten(0, 1)
+            steps = (c_noise.flatten() * 1000).long()
+            labels = acts.flatten()
+            ours_fwd, ours_fb, ours_flops = timings(lambda: net_ours(x, c_noise, acts, times), args.repeats)
+            theirs_fwd, theirs_fb, theirs_flops = timings(
+                lambda: net_theirs(images, timestep=steps, class_labels=labels, return_dict=False)[0], args.repeats
+            )
+            tokens = b * frames * (size // patch) ** 2
+            print(f"{name:>8} {mode:>6} {tokens:>7} {ours_fwd * 1e3:>11.1f} {theirs_fwd * 1e3:>13.1f} {ours_fwd / theirs_fwd:>6.2f} "
+                  f"{ours_fb * 1e3:>11.1f} {theirs_fb * 1e3:>13.1f} {ours_fb / theirs_fb:>6.2f} "
+                  f"{f'{ours_flops:.2f}/{theirs_flops:.2f}':>17}")
+
+
+if __name__ == "__main__":
+    main()
