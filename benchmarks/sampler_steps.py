@@ -24,7 +24,7 @@ from common import machine
 from diffworld import WorldModel
 from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast, persistence_forecast
-from diffworld.evaluate.metrics import crps, fill_missing
+from diffworld.evaluate.metrics import crps, decoded_state
 from diffworld.evaluate.run import rollout_fps
 from diffworld.worlds import default_policy, make_world
 
@@ -35,8 +35,7 @@ HORIZONS = (1, 8)
 
 def scores(world, fct: np.ndarray, truth: np.ndarray, truth_state: np.ndarray) -> tuple[list[float], list[float], float]:
     """(state CRPS at HORIZONS, pixel CRPS at HORIZONS, valid share) of a forecast [S, M, H, *frame]."""
-    state, valid = world.decode(fct)
-    state = fill_missing(state, truth_state, world.state_bounds)
+    state, valid = decoded_state(world, fct, truth_state)
     state_crps, pixel_crps = crps(state, truth_state), crps(fct, truth)  # per horizon
     return [float(state_crps[h - 1]) for h in HORIZONS], [float(pixel_crps[h - 1]) for h in HORIZONS], float(np.mean(valid))
 

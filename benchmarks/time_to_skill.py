@@ -27,7 +27,7 @@ from common import machine
 
 from diffworld.data.collect import HELD_OUT_SEED_BASE, CollectConfig
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast, persistence_forecast
-from diffworld.evaluate.metrics import crps, fill_missing, skill_vs_reference
+from diffworld.evaluate.metrics import crps, decoded_state, skill_vs_reference
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.recipes import recommended_loss
 from diffworld.train import StopTraining, TrainConfig, build_model, train
@@ -53,8 +53,7 @@ class SkillCheck:
         self.check_seconds = 0.0
 
     def state_crps(self, forecast: np.ndarray) -> np.ndarray:
-        state, _ = self.world.decode(forecast)
-        return crps(fill_missing(state, self.truth, self.world.state_bounds), self.truth)
+        return crps(decoded_state(self.world, forecast, self.truth)[0], self.truth)
 
     def __call__(self, model: WorldModel) -> float:
         t0 = time.perf_counter()

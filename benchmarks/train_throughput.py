@@ -25,11 +25,11 @@ import torch
 
 from common import count_flops, machine, matmul_peak
 
+from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.loss import window_loss
 from diffworld.model.world_model import ModelConfig
 from diffworld.recipes import DemoConfig
 from diffworld.train import TrainConfig, build_model, train
-from diffworld.data.windows import WindowSampler, flatten
 from diffworld.worlds import collect_episodes, default_policy, make_world
 
 

@@ -50,6 +50,13 @@ def fill_missing(state: np.ndarray, truth: np.ndarray, bounds: np.ndarray) -> np
     return np.where(np.isnan(state), worst[:, None], state)
 
 
+def decoded_state(world, frames: np.ndarray, truth_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(state [S, M, H, K], valid) that a decodable world reads off forecast frames [S, M, H, *frame],
+    a missing object at its worst possible value given `truth_state` [S, H, K] (see `fill_missing`)."""
+    state, valid = world.decode(frames)
+    return fill_missing(state, truth_state, world.state_bounds), valid
+
+
 def skill_vs_reference(score: np.ndarray, baseline: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(baseline − score) / (baseline − reference): 0 = no better than the baseline, 1 = the reference."""
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -21,7 +21,7 @@ from diffworld.evaluate.forecasts import (
     persistence_forecast,
     training_frames,
 )
-from diffworld.evaluate.metrics import cell_f1, fill_missing, score_forecast, skill_vs_reference
+from diffworld.evaluate.metrics import cell_f1, decoded_state, score_forecast, skill_vs_reference
 from diffworld.model.world_model import WorldModel
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World
@@ -105,8 +105,7 @@ def evaluate(
         px = score_forecast(fct, cases.truth)
         entry: dict[str, Any] = {"pixel_crps": px["crps"], "pixel_rmse": px["rmse"], "pixel_spread_skill": px["spread_skill"]}
         if decodable:
-            state, valid = probe.decode(fct)  # type: ignore[union-attr]
-            state = fill_missing(state, truth_state, probe.state_bounds)  # type: ignore[union-attr]
+            state, valid = decoded_state(probe, fct, truth_state)
             st = score_forecast(state, truth_state)
             entry |= {"state_crps": st["crps"], "state_rmse": st["rmse"], "state_spread_skill": st["spread_skill"]}
             entry["state_crps_by_variable"] = {
