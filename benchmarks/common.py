@@ -11,32 +11,37 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls."""
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the work queued on `device` (a no-op on the CPU, where calls return when done)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu") -> float:
+    """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls; on a GPU
+    each call is timed until the work it queued is done."""
     for _ in range(warmup):
         fn()
+    synchronize(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (512, 1024, 2048), repeats: int = 7, device: str = "cpu") -> float:
+def matmul_peak(dtype: torch.dtype, repeats: int = 7, device: str = "cpu") -> float:
     """The machine's practical peak in `dtype`: GFLOP/s of square n×n matmuls, the median of
-    `repeats` per size, the best size (on this 2-core CPU single runs vary by ±20%)."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    `repeats` per size, the best size (on this 2-core CPU single runs vary by ±20%). Sizes
+    512–2048 on the CPU, 2048–8192 on a GPU (smaller ones do not fill it)."""
+    sizes = (2048, 4096, 8192) if torch.device(device).type == "cuda" else (512, 1024, 2048)
     best = 0.0
     for n in sizes:
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-
-        def run() -> None:
-            a @ b
-            sync()
-
-        best = max(best, 2 * n**3 / median_seconds(run, repeats, warmup=3) / 1e9)
+        best = max(best, 2 * n**3 / median_seconds(lambda: a @ b, repeats, warmup=3, device=device) / 1e9)
     return best
 
 
@@ -64,9 +69,9 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return counter.get_total_flops()
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     """One line naming the hardware the figures were measured on."""
-    if torch.cuda.is_available():
+    if torch.device(device).type == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
     import platform
 

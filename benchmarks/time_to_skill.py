@@ -3,6 +3,7 @@ skill vs oracle >= 0.7 at every horizon 1..16.
 
     python benchmarks/time_to_skill.py --out runs/time-to-skill           # the reference recipe
     python benchmarks/time_to_skill.py --out runs/tts-small --preset small --batch-size 8 --steps 6000
+    python benchmarks/time_to_skill.py --out runs/tts-gpu --device cuda
 
 Trains with the reference model's recipe (MODEL.md: `base`, batch 16, 9,500 steps, pong's
 recommended loss, 400 episodes) and every `--every` steps scores the EMA weights on validation
@@ -85,14 +86,15 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=32)
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--target", type=float, default=0.7)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; choose a new --out")
-    print(machine())
+    print(machine(args.device))
     make = lambda: make_world(WORLD)  # noqa: E731
     seeds = CollectConfig(source=WORLD, episodes=args.episodes, policy="default").seeds
     episodes = collect_episodes(make, seeds, default_policy(WORLD), CollectConfig.max_steps)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, precision=args.precision, loss=recommended_loss(WORLD))
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, precision=args.precision, loss=recommended_loss(WORLD), device=args.device)
     model = build_model(make().spec, episodes, ModelConfig.preset(args.preset))
     args.out.mkdir(parents=True)
     check = SkillCheck(args.cases, args.members, 16, args.target, model.frames - 1, args.out / "time_to_skill.jsonl")

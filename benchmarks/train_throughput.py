@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py                          # the demo's training size
     python benchmarks/train_throughput.py --preset base --batch-size 32
+    python benchmarks/train_throughput.py --device cuda --batch-size 256 --set width=384 depth=12 heads=6
 
 Measures, on this machine and in this run: the peak of a 2048² matmul in fp32 and bf16; the
 FLOPs of one training step of the demo's model (pong, `small`, batch 8: matmuls and attention,
@@ -9,7 +10,8 @@ forward and backward, counted by torch's FLOP counter); and `diffworld.train.tra
 the library's loop with window sampling, the loss, backward, clipping, AdamW and the EMA —
 in fp32 and under bf16 autocast. Every figure is a median: of repeated matmuls, and of the
 steps/s of logged windows of 10 steps after a warm-up window. MFU = achieved FLOP/s / the
-peak of the same precision.
+peak of the same precision. `--set` overrides fields of the preset's DiT (a wider network fills
+a GPU that the demo's network leaves mostly idle).
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ def step_flops_and_tokens(model, episodes, cfg: TrainConfig) -> tuple[int, int]:
     """FLOPs of one training step (forward + backward of the loss) and the tokens the network sees in it."""
     frames, actions, ends = flatten(episodes)
     batch = WindowSampler.from_arrays(frames, actions, ends, model.frames).sample(cfg.batch_size, torch.Generator().manual_seed(0))
-    x = model.normalize(batch.frames)
+    model.to(cfg.device)
+    x = model.normalize(batch.frames.to(cfg.device))
+    acts = None if batch.actions is None else batch.actions.to(cfg.device)
     seen: list[int] = []
     hook = model.denoiser.net.register_forward_hook(lambda mod, args, out: seen.append(out.shape[0] * out.shape[1]))
 
     def step() -> None:
-        loss = window_loss(model.denoiser, x, batch.actions, cfg.loss, torch.Generator().manual_seed(0))
+        loss = window_loss(model.denoiser, x, acts, cfg.loss, torch.Generator(device=cfg.device).manual_seed(0))
         loss.backward()
 
     flops = count_flops(step)
@@ -67,17 +71,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=DemoConfig.train.batch_size)
     parser.add_argument("--windows", type=int, default=5, help="logged windows of 10 steps per precision")
     parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=INT", help="override DiT fields, e.g. width=384 depth=12")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
     world = DemoConfig.world
     episodes = collect_episodes(lambda: make_world(world), list(range(args.episodes)), default_policy(world), 1000)
-    cfg = replace(DemoConfig.train, batch_size=args.batch_size)
-    fresh = lambda: build_model(make_world(world).spec, episodes, ModelConfig.preset(args.preset))  # noqa: E731
+    cfg = replace(DemoConfig.train, batch_size=args.batch_size, device=args.device)
+    fresh = lambda: build_model(make_world(world).spec, episodes, ModelConfig.preset(args.preset, **overrides))  # noqa: E731
     flops, tokens = step_flops_and_tokens(fresh(), episodes, cfg)
-    print(f"{machine()}")
-    print(f"{world}, preset {args.preset}, batch {args.batch_size}: {tokens} tokens and {flops / 1e9:.2f} GFLOP per training step")
+    print(f"{machine(args.device)}")
+    print(f"{world}, preset {' '.join([args.preset, *args.set])}, batch {args.batch_size}: {tokens} tokens and "
+          f"{flops / 1e9:.2f} GFLOP per training step")
     print(f"{'precision':>9} {'peak GFLOP/s':>13} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        peak = matmul_peak(dtype)
+        peak = matmul_peak(dtype, device=args.device)
         rate = steps_per_second(fresh(), episodes, replace(cfg, precision=precision), args.windows)
         achieved = flops * rate / 1e9
         print(f"{precision:>9} {peak:>13.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")

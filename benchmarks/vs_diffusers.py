@@ -6,7 +6,7 @@
 
 Both networks get the same width, depth, heads, MLP ratio, patch size, channels and image size
 (so the same tokens per image) and the same batch; both are raw networks (no preconditioning),
-in fp32, with PyTorch's scaled-dot-product attention. Timed: the forward (no grad) and the
+in fp32 (or both under bf16 autocast), with PyTorch's scaled-dot-product attention. Timed: the forward (no grad) and the
 forward + backward of a sum of the outputs, median of `--repeats` after a warm-up.
 
 Two comparisons per configuration:
@@ -63,18 +63,21 @@ def theirs(width: int, depth: int, heads: int, patch: int, channels: int, size: 
     )
 
 
-def timings(fn, repeats: int) -> tuple[float, float, float]:
+def timings(fn, repeats: int, device: str, precision: str) -> tuple[float, float, float]:
     """(forward seconds, forward+backward seconds, forward GFLOP) of `fn()` -> output tensor."""
+    autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
 
     def forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             fn()
 
     def forward_backward() -> None:
-        fn().sum().backward()
+        with autocast():
+            out = fn()
+        out.float().sum().backward()
 
     flops = count_flops(forward)
-    return median_seconds(forward, repeats), median_seconds(forward_backward, repeats), flops / 1e9
+    return median_seconds(forward, repeats, device=device), median_seconds(forward_backward, repeats, device=device), flops / 1e9
 
 
 def main() -> None:
@@ -83,27 +86,30 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="images (image mode) or windows (window mode)")
     parser.add_argument("--frames", type=int, default=6, help="frames per window in window mode")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: both under autocast")
     args = parser.parse_args()
-    print(machine())
+    dev = torch.device(args.device)
+    print(f"{machine(args.device)}, {args.precision}")
     print(f"{'config':>8} {'mode':>6} {'tokens':>7} {'ours fwd ms':>11} {'theirs fwd ms':>13} {'ratio':>6} "
           f"{'ours f+b ms':>11} {'theirs f+b ms':>13} {'ratio':>6} {'GFLOP ours/theirs':>17}")
     for name in args.configs:
         width, depth, heads, patch, channels, size = CONFIGS[name]
         torch.manual_seed(0)
-        net_theirs = theirs(width, depth, heads, patch, channels, size)
+        net_theirs = theirs(width, depth, heads, patch, channels, size).to(dev)
         for mode, frames in (("image", 1), ("window", args.frames)):
-            net_ours = ours(width, depth, heads, patch, channels, size, frames)
+            net_ours = ours(width, depth, heads, patch, channels, size, frames).to(dev)
             b = args.batch
-            x = torch.randn(b, frames, channels, size, size)
-            c_noise = torch.rand(b, frames)
-            acts = torch.randint(0, CLASSES, (b, frames))
-            times = torch.arange(frames)
+            x = torch.randn(b, frames, channels, size, size, device=dev)
+            c_noise = torch.rand(b, frames, device=dev)
+            acts = torch.randint(0, CLASSES, (b, frames), device=dev)
+            times = torch.arange(frames, device=dev)
             images = x.flatten(0, 1)
             steps = (c_noise.flatten() * 1000).long()
             labels = acts.flatten()
-            ours_fwd, ours_fb, ours_flops = timings(lambda: net_ours(x, c_noise, acts, times), args.repeats)
+            ours_fwd, ours_fb, ours_flops = timings(lambda: net_ours(x, c_noise, acts, times), args.repeats, args.device, args.precision)
             theirs_fwd, theirs_fb, theirs_flops = timings(
-                lambda: net_theirs(images, timestep=steps, class_labels=labels, return_dict=False)[0], args.repeats
+                lambda: net_theirs(images, timestep=steps, class_labels=labels, return_dict=False)[0], args.repeats, args.device, args.precision
             )
             tokens = b * frames * (size // patch) ** 2
             print(f"{name:>8} {mode:>6} {tokens:>7} {ours_fwd * 1e3:>11.1f} {theirs_fwd * 1e3:>13.1f} {ours_fwd / theirs_fwd:>6.2f} "

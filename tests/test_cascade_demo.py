@@ -9,6 +9,7 @@ pytest.importorskip("networkx")
 from diffworld.cascade_demo import CascadeDemoConfig, held_out_cases, run_cascade_demo  # noqa: E402
 from diffworld.train import TrainConfig  # noqa: E402
 from diffworld.worlds import make_world  # noqa: E402
+from tests.conftest import DEVICES  # noqa: E402
 
 
 def test_held_out_cases_start_at_the_epidemic_and_hold_finished_ones():
@@ -27,10 +28,11 @@ def test_held_out_cases_start_at_the_epidemic_and_hold_finished_ones():
     assert ended >= 1
 
 
-def test_demo_writes_metrics_and_pictures(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_demo_writes_metrics_and_pictures(tmp_path, device):
     cfg = CascadeDemoConfig(
         world_options={"graph": "karate", "model": "sir"}, episodes=12, preset="tiny",
-        train=TrainConfig(steps=4, batch_size=4, warmup=1), cases=3, members=2,
+        train=TrainConfig(steps=4, batch_size=4, warmup=1, device=device), cases=3, members=2,
         oracle_runs=50, hub_runs=20, hub_members=1, hub_horizon=4,
     )  # fmt: skip
     m = run_cascade_demo(tmp_path, cfg, progress=False, log=lambda s: None)

@@ -7,12 +7,14 @@ import pytest
 
 from diffworld.forecast_demo import ForecastDemoConfig, run_forecast_demo, true_run
 from diffworld.train import TrainConfig
+from tests.conftest import DEVICES
 
 
-def test_demo_writes_metrics_and_pictures(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_demo_writes_metrics_and_pictures(tmp_path, device):
     cfg = ForecastDemoConfig(
         world_options={"k": 8, "spinup": 1.0}, episodes=3, preset="tiny",
-        train=TrainConfig(steps=3, batch_size=4, warmup=1), cases=3, members=2, horizon=6,
+        train=TrainConfig(steps=3, batch_size=4, warmup=1, device=device), cases=3, members=2, horizon=6,
         headline_time=0.2, climate_episodes=2, free_runs=2, free_factor=2,
     )  # fmt: skip
     run_forecast_demo(tmp_path, cfg, progress=False, log=lambda s: None)
@@ -37,10 +39,11 @@ def test_demo_writes_metrics_and_pictures(tmp_path):
     assert 0 < lo <= hi
 
 
-def test_fields_demo_writes_a_forecast_gif(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_fields_demo_writes_a_forecast_gif(tmp_path, device):
     cfg = ForecastDemoConfig.for_world(
         "fields", world_options={"size": 16, "spinup": 20}, episodes=2, preset="tiny", dit={"patch": 4},
-        train=TrainConfig(steps=2, batch_size=2, warmup=1), cases=2, members=2, horizon=4,
+        train=TrainConfig(steps=2, batch_size=2, warmup=1, device=device), cases=2, members=2, horizon=4,
         climate_episodes=2, free_runs=1, free_factor=2,
     )  # fmt: skip
     m = run_forecast_demo(tmp_path, cfg, progress=False, log=lambda s: None)

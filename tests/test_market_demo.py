@@ -9,7 +9,7 @@ import torch
 from diffworld.market_demo import MARKET_LOSS, MarketDemoConfig, one_day_ahead, run_market_demo, scenarios
 from diffworld.train import TrainConfig
 from diffworld.worlds.market import GarchSimulator, market_spec, scale_returns
-from tests.conftest import tiny_model
+from tests.conftest import DEVICES, tiny_model
 
 
 @pytest.fixture
@@ -57,10 +57,11 @@ def test_one_day_ahead_needs_a_full_context(market_model):
         one_day_ahead(market_model, np.repeat(r, 2, axis=1), np.array([62]), 2)
 
 
-def test_market_demo_writes_backtest_metrics_and_pictures(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_market_demo_writes_backtest_metrics_and_pictures(tmp_path, device):
     cfg = MarketDemoConfig(
         extra_series=("wti",), validation_start="2014-11-01", train_end="2015-01-01", test_end="2015-02-15", preset="tiny",
-        dit={"frames": 6}, train=TrainConfig(steps=4, batch_size=4, warmup=1, loss=MARKET_LOSS), validate_every=2,
+        dit={"frames": 6}, train=TrainConfig(steps=4, batch_size=4, warmup=1, loss=MARKET_LOSS, device=device), validate_every=2,
         validation_members=4, members=8, free_paths=2, horizon=3, fan_paths=16,
     )  # fmt: skip
     run_market_demo(tmp_path, cfg, progress=False, log=lambda s: None)

@@ -3,22 +3,38 @@ import torch
 
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.dit import KVCache
-from tests.conftest import tiny_model
+from tests.conftest import DEVICES, tiny_model
 
 
 def run(model, ctx, acts, seed=0, **kw):
-    return model.rollout(ctx, acts, generator=torch.Generator().manual_seed(seed), **kw)
+    return model.rollout(ctx, acts, generator=torch.Generator(device=model.device).manual_seed(seed), **kw)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method,guidance", [("euler", 1.0), ("heun", 1.0), ("euler", 2.0)])
-def test_cached_rollout_equals_full_recompute(odd_model, method, guidance):
+def test_cached_rollout_equals_full_recompute(odd_model, method, guidance, device):
+    odd_model.to(device)
     ctx = torch.rand(2, 2, 3, 12, 20)
     acts = torch.randint(0, 3, (2, 2))  # 2 context + 2 new frames fit the window of 5
     sampler = SamplerConfig(steps=3, method=method, guidance=guidance)
     cached = run(odd_model, ctx, acts, n_samples=3, sampler=sampler)
     full = run(odd_model, ctx, acts, n_samples=3, sampler=sampler, use_cache=False)
-    assert cached.shape == (2, 3, 2, 3, 12, 20)
+    assert cached.shape == (2, 3, 2, 3, 12, 20) and cached.device.type == device
     assert torch.allclose(cached, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES[1:])
+def test_the_network_computes_the_same_on_the_gpu_as_on_the_cpu_and_runs_in_bf16(odd_model, device):
+    x, sigma = torch.randn(2, 5, 3, 12, 20), torch.rand(2, 5) + 0.1
+    acts, times = torch.randint(0, 3, (2, 5)), torch.arange(5)
+    want = odd_model.denoiser(x, sigma, acts, times)
+    gpu = odd_model.to(device).denoiser
+    on = lambda *t: [a.to(device) for a in t]  # noqa: E731
+    got = gpu(*on(x, sigma, acts, times))
+    assert torch.allclose(got.cpu(), want, atol=1e-4), float((got.cpu() - want).abs().max())
+    with torch.autocast(device, dtype=torch.bfloat16):
+        dream = run(odd_model, *on(torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 2))), n_samples=4)
+    assert dream.dtype == torch.float32 and torch.isfinite(dream).all() and dream.shape == (1, 4, 2, 3, 12, 20)
 
 
 def test_rollout_is_seeded_and_members_differ(odd_model):

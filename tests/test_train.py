@@ -9,6 +9,7 @@ from diffworld.diffusion.loss import LossConfig, window_loss
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.train import StopTraining, TrainConfig, build_model, lr_at, train
 from diffworld.worlds import collect_episodes, default_policy, make_world
+from tests.conftest import DEVICES
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +105,11 @@ def test_log_and_checkpoint_files(tmp_path, pong_episodes):
     assert r.steps == 12
 
 
-def test_forcing_mode_and_bf16_train(tmp_path, pong_episodes):
-    cfg = tiny_cfg(steps=3, precision="bf16", loss=LossConfig(context="forcing", motion_weight=5.0))
+@pytest.mark.parametrize("device", DEVICES)
+def test_forcing_mode_and_bf16_train(tmp_path, pong_episodes, device):
+    cfg = tiny_cfg(steps=3, precision="bf16", device=device, loss=LossConfig(context="forcing", motion_weight=5.0))
     r = train(new_model(pong_episodes), pong_episodes, cfg, tmp_path, progress=False)
-    assert math.isfinite(r.final_loss)
+    assert math.isfinite(r.final_loss) and r.model.device.type == device
 
 
 def test_early_stopping_keeps_the_best_validated_weights(tmp_path, pong_episodes):

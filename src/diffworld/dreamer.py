@@ -9,7 +9,8 @@ batch and:
   the others go on. A restarted row's context is encoded at the time positions the other rows'
   newest frames hold, into the same ring-buffer slots: rotary keys depend only on time
   differences, so each row sees exactly its own past.
-- `step(actions)` samples the next frame of every dream (one batch) and feeds it back at σ_ctx.
+- `step(actions)` samples the next frame of every dream (one batch) and feeds it back at σ_ctx,
+  written to the cache in the first denoising pass of the next step (one pass, not two).
 
 With the same generator, resetting all rows and stepping H times equals `rollout` of the same
 context and actions with one sample per context, draw for draw (tested).
@@ -26,7 +27,7 @@ import torch
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.dit import KVCache
 from diffworld.model.world_model import WorldModel
-from diffworld.rollout import check_actions, check_context, check_sampler, null_actions, sample_frame
+from diffworld.rollout import Fed, check_actions, check_context, check_sampler, denoise_new_frame, null_actions, sample_frame
 
 #: Frames after which the cache is rebuilt at positions 0..frames − 2 (see the module notes).
 REBASE_EVERY = 4096
@@ -54,6 +55,7 @@ class Dreamer:
         self.frame_shape = tuple(model.spec.frame_shape)
         self.cache: KVCache | None = None
         self.t = 0  # time position of the next frame, shared by all rows
+        self.fed: Fed | None = None  # the frame dreamed last, until the next step writes it to the cache
         # The newest `keep` clean frames and the actions into them, for rebasing.
         dev = model.device
         self.history = torch.zeros((batch, 0) + self.frame_shape, device=dev)
@@ -108,6 +110,7 @@ class Dreamer:
         context, actions = context[:, -self.keep :], None if actions is None else actions[:, -self.keep :]
         length = context.shape[1]
         if restart_all:
+            self.fed = None
             self.cache = self._encode(context, actions, 0)
             self.t = length
             self.history, self.history_actions = context.clone(), None if actions is None else actions.clone()
@@ -116,6 +119,7 @@ class Dreamer:
             raise RuntimeError("reset all dreams (rows=None) before restarting some of them")
         if length != len(self):
             raise ValueError(f"context: restarting some dreams needs {len(self)} frames (what the others hold), got {length}")
+        self._write_fed()  # the other rows' newest frame joins the cache before rows are swapped in
         part = self._encode(context, actions, self.t - length)
         self.cache.assign(rows_t.to(self.model.device), part, self.batch)  # type: ignore[union-attr]
         self.history[rows_t] = context
@@ -141,18 +145,27 @@ class Dreamer:
         b, t = self.batch, torch.tensor([self.t], device=dev)
 
         def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
-            return model.denoiser(x, torch.full((b, 1), sigma, device=dev), act, t, cache=self.cache)
+            fed, self.fed = self.fed, None
+            return denoise_new_frame(model, self.cache, x, torch.full((b, 1), sigma, device=dev), act, t, fed)  # type: ignore[arg-type]
 
         frame = sample_frame(model, run, a, b, s, self.generator)  # [batch, 1, *frame]
         x_fed = model.normalize(frame) + s.sigma_ctx * self._randn(tuple(frame.shape))
-        model.denoiser(x_fed, torch.full((b, 1), s.sigma_ctx, device=dev), a, t, cache=self.cache, write_cache=True)
+        self.fed = (x_fed, torch.full((b, 1), s.sigma_ctx, device=dev), a, t)
         self.t += 1
         self.history = torch.cat([self.history, frame], dim=1)[:, -self.keep :]
         if self.history_actions is not None and a is not None:
             self.history_actions = torch.cat([self.history_actions, a], dim=1)[:, -self.keep :]
         return frame[:, 0]
 
+    def _write_fed(self) -> None:
+        """Write the frame dreamed last to the cache in a pass of its own (before rows are restarted)."""
+        if self.fed is not None:
+            x, sigma, a, t = self.fed
+            self.model.denoiser(x, sigma, a, t, cache=self.cache, write_cache=True)
+            self.fed = None
+
     def _rebase(self) -> None:
         """Re-encode every dream's held frames at positions 0..L−1 (fresh σ_ctx noise)."""
+        self.fed = None  # its frame is in the history, re-encoded below
         self.cache = self._encode(self.history, self.history_actions, 0)
         self.t = len(self)

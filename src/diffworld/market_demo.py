@@ -123,7 +123,7 @@ def one_day_ahead(
         ctx_a = torch.from_numpy(np.stack([f[i - context : i] for i in idx]))  # [B, L, V·2]
         act = torch.from_numpy(f[idx][:, None])  # [B, 1, V·2]
         dz = rollout(model, ctx, act, n_samples=members, context_actions=ctx_a, sampler=sampler, generator=generator)
-        out.append(dz[:, :, 0, :, 0].numpy() * sigma[idx][:, None])  # [B, M, V]
+        out.append(dz[:, :, 0, :, 0].cpu().numpy() * sigma[idx][:, None])  # [B, M, V]
     return np.concatenate(out)
 
 
@@ -151,14 +151,14 @@ def scenarios(
     def policy(h: int, previous: torch.Tensor | None) -> torch.Tensor:
         nonlocal state
         if previous is not None:
-            state = state.update(previous[:, :, 0].double().numpy() * scales[-1])
+            state = state.update(previous[:, :, 0].double().cpu().numpy() * scales[-1])
         scales.append(state.scale())
         return torch.from_numpy(state.features())
 
     ctx = torch.from_numpy(z[None, -context:])
     ctx_a = torch.from_numpy(f[None, -context:])
     dz = rollout(model, ctx, n_samples=n, context_actions=ctx_a, horizon=horizon, sampler=sampler, generator=generator, policy=policy)
-    return dz[0, :, :, :, 0].numpy() * np.stack(scales, axis=1)  # [n, H, V]
+    return dz[0, :, :, :, 0].cpu().numpy() * np.stack(scales, axis=1)  # [n, H, V]
 
 
 def pooled(draw: Callable[[WorldModel, int], np.ndarray], models: list[WorldModel], n: int, axis: int) -> np.ndarray:
@@ -196,7 +196,7 @@ def train_market_model(
     sampler = replace(cfg.sampler, steps=cfg.validation_steps)
 
     def validate(m: WorldModel) -> float:
-        fc = one_day_ahead(m, r, validation, cfg.validation_members, sampler, torch.Generator().manual_seed(cfg.seed + 1))  # [T, M, V]
+        fc = one_day_ahead(m, r, validation, cfg.validation_members, sampler, torch.Generator(device=m.device).manual_seed(cfg.seed + 1))  # [T, M, V]
         if r.shape[1] == 1:
             return float(np.mean(sr.crps_ensemble(obs[:, 0], fc[:, :, 0], estimator="fair")))
         return float(np.mean(sr.es_ensemble(obs, fc)))
@@ -217,7 +217,7 @@ def run_market_demo(out: str | Path, cfg: MarketDemoConfig = MarketDemoConfig(),
 
     out = Path(out)
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device=cfg.train.device).manual_seed(cfg.seed)  # the models' draws, on their device
     main = load_series(cfg.series)
     extra = [load_series(s) for s in cfg.extra_series]
     test = np.flatnonzero((main.index >= cfg.train_end) & (main.index < cfg.test_end))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
+from diffworld.model.dit import KVCache
 from diffworld.model.world_model import WorldModel
 
 
@@ -68,6 +69,27 @@ def check_sampler(model: WorldModel, sampler: SamplerConfig) -> None:
     """Raise ValueError where `sampler` cannot serve `model`'s world (the marginal sampler needs discrete cells)."""
     if sampler.method == "marginal" and model.spec.value_kind not in ("binary", "categorical"):
         raise ValueError(f"the marginal sampler needs a binary or categorical world; {model.spec.name!r} is {model.spec.value_kind}")
+
+
+#: A finished frame waiting to be written to the KV cache: (x at σ_ctx, σ, action or None, time), each [rows, 1, ...].
+Fed = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]
+
+
+def denoise_new_frame(
+    model: WorldModel, cache: KVCache, x: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor | None, t: torch.Tensor, fed: Fed | None
+) -> torch.Tensor:
+    """D(x; σ) of one new frame x [R, 1, *frame] at time t against the cache; with `fed`, the frame
+    dreamed last is written to the cache in the same pass (`commit`), as a write pass of its own
+    followed by this one would, for the cost of one pass."""
+    if fed is None:
+        return model.denoiser(x, sigma, actions, t, cache=cache)
+    fx, fsigma, fa, ft = fed
+    if fa is not None or actions is not None:
+        rows = x.shape[0]
+        fa = null_actions(model, rows, 1, x.device) if fa is None else fa
+        actions = torch.cat([fa, null_actions(model, rows, 1, x.device) if actions is None else actions], dim=1)
+    both = model.denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1)
+    return both[:, 1:]
 
 
 def sample_frame(
@@ -186,6 +208,9 @@ def rollout(
 
     out = torch.empty((m, horizon) + frame_shape, device=dev)
     running = torch.arange(m, device=dev)  # the members whose episode goes on, in batch order
+    # With the cache, the frame dreamed last is fed back in the first denoising pass of the next
+    # (`commit`), not in a pass of its own; until that pass it waits here.
+    pending: list[Fed] = []
     for h in range(horizon):
         if len(running) == 0:
             out[:, h:] = out[:, h - 1 : h]
@@ -203,7 +228,7 @@ def rollout(
         def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
             sig = torch.full((mr, 1), sigma, device=dev)
             if use_cache:
-                return denoiser(x, sig, act, t, cache=cache)
+                return denoise_new_frame(model, cache, x, sig, act, t, pending.pop() if pending else None)
             lo = -keep
             seq = torch.cat([hist_x[:, lo:], x], dim=1)
             seq_sigma = torch.cat([hist_sigma[:, lo:], sig], dim=1)
@@ -227,7 +252,7 @@ def rollout(
         x_fed = model.normalize(frame) + s.sigma_ctx * randn(frame.shape)  # fed back at σ_ctx
         sig_fed = torch.full((mr, 1), s.sigma_ctx, device=dev)
         if use_cache:
-            denoiser(x_fed, sig_fed, a, t, cache=cache, write_cache=True)
+            pending.append((x_fed, sig_fed, a, t))
         else:
             hist_x = torch.cat([hist_x, x_fed], dim=1)
             hist_sigma = torch.cat([hist_sigma, sig_fed], dim=1)

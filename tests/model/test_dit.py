@@ -54,6 +54,14 @@ def test_causality_later_frames_never_change_earlier_outputs(refine):
         assert not torch.allclose(out[:, k], base[:, k], atol=1e-3)  # the change itself is seen
 
 
+@pytest.mark.parametrize("refine", [0, 3])
+def test_a_single_frame_gets_what_it_gets_as_the_first_of_a_window(refine):
+    """One frame without history skips temporal q, k and softmax (its only key is itself)."""
+    net = make_dit(refine=refine)
+    x, c, a, t = inputs()
+    assert torch.allclose(net(x[:, :1], c[:, :1], a[:, :1], t[:1]), net(x, c, a, t)[:, :1], atol=1e-5)
+
+
 def test_actions_and_noise_level_condition_their_own_frame():
     net = make_dit()
     x, c, a, t = inputs()
@@ -85,6 +93,28 @@ def test_cache_keeps_a_sliding_window():
     for i in range(8):
         net(x[:, i : i + 1], c[:, i : i + 1], a[:, i : i + 1], t[i : i + 1], cache=cache, write_cache=True)
         assert len(cache) == min(i + 1, 3)
+
+
+@pytest.mark.parametrize("held", [2, 3])  # the ring of 3 frames filling up, and full (its oldest frame drops)
+def test_a_committed_frame_is_written_as_a_write_pass_then_a_step_would(held):
+    net = make_dit(frames=4)
+    x, c, a, t = inputs(n=held + 2)
+    separate, fused = net.new_cache(), net.new_cache()
+    for cache in (separate, fused):
+        net(x[:, :held], c[:, :held], a[:, :held], t[:held], cache=cache, write_cache=True)
+    net(x[:, held : held + 1], c[:, held : held + 1], a[:, held : held + 1], t[held : held + 1], cache=separate, write_cache=True)
+    want = net(x[:, held + 1 :], c[:, held + 1 :], a[:, held + 1 :], t[held + 1 :], cache=separate)
+    got = net(x[:, held:], c[:, held:], a[:, held:], t[held:], cache=fused, commit=1)[:, 1:]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert fused.written == separate.written and len(fused) == min(held + 1, 3)
+    assert all(torch.allclose(f, s, atol=1e-6) for f, s in zip(fused.k + fused.v, separate.k + separate.v))
+    if held == 3:  # the new frame must not see the frame the commit pushed out of the window
+        wide = net.new_cache()
+        wide.max_frames = 4
+        net(x[:, : held + 1], c[:, : held + 1], a[:, : held + 1], t[: held + 1], cache=wide, write_cache=True)
+        assert not torch.allclose(got, net(x[:, held + 1 :], c[:, held + 1 :], a[:, held + 1 :], t[held + 1 :], cache=wide), atol=1e-3)
+    with pytest.raises(ValueError, match="commit needs a cache"):
+        net(x[:, held:], c[:, held:], a[:, held:], t[held:], commit=1)
 
 
 def test_teacher_mask_with_late_targets():

@@ -186,5 +186,5 @@ def rollout_fps(model: WorldModel, cases: Cases, sampler: SamplerConfig, frames:
     acts = torch.zeros(1, frames, dtype=torch.long) if model.spec.action.kind == "discrete" else None
     model.rollout(ctx, acts if acts is None else acts[:, :4], horizon=4, sampler=sampler)  # warm-up
     t0 = time.perf_counter()
-    model.rollout(ctx, acts, horizon=frames, sampler=sampler)
+    model.rollout(ctx, acts, horizon=frames, sampler=sampler).cpu()  # on a GPU: until the frames are done
     return frames / (time.perf_counter() - t0)

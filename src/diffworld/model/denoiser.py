@@ -35,9 +35,11 @@ class Denoiser(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         write_cache: bool = False,
+        commit: int = 0,
     ) -> torch.Tensor:
-        """x [B, N, *frame] noisy frames, sigma [B, N] -> denoised frames [B, N, *frame]."""
+        """x [B, N, *frame] noisy frames, sigma [B, N] -> denoised frames [B, N, *frame] (cache,
+        write_cache and commit: see `DiT.forward`)."""
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
         expand = (...,) + (None,) * (x.ndim - 2)  # [B, N] -> [B, N, 1, ..., 1]
-        f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache)
+        f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache, commit)
         return c_skip[expand] * x + c_out[expand] * f.to(x.dtype)

@@ -112,12 +112,16 @@ class ActionEmbedder(nn.Module):
         return torch.where(missing, self.null, emb)
 
 
-def rope(x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding in time: x [..., N, dh] rotated by angles times[N]·ω."""
-    dh = x.shape[-1]
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, dh, 2, device=x.device, dtype=torch.float32) / dh)
+def rope_angles(times: torch.Tensor, dh: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) [N, dh/2] of the rotary angles times[N]·ω, computed once per forward."""
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, dh, 2, device=times.device, dtype=torch.float32) / dh)
     angles = times.to(torch.float32)[:, None] * freqs[None]  # [N, dh/2]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    return angles.cos(), angles.sin()
+
+
+def rope(x: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary position embedding in time: x [..., N, dh] rotated by `rope_angles` (cos, sin) [N, dh/2]."""
+    cos, sin = angles[0].to(x.dtype), angles[1].to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # [..., N, dh/2, 2]
     return out.flatten(-2)
@@ -209,6 +213,14 @@ class KVCache:
 #################################################################################
 
 
+class RMSNorm(nn.RMSNorm):
+    """`nn.RMSNorm` in its input's precision: under bf16 autocast the input is bf16 and the fp32
+    weight would keep torch off its fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 class Attention(nn.Module):
     """Multi-head attention with RMS-normalised queries and keys."""
 
@@ -217,14 +229,20 @@ class Attention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
-        self.q_norm = nn.RMSNorm(width // heads, eps=1e-6)
-        self.k_norm = nn.RMSNorm(width // heads, eps=1e-6)
+        self.q_norm = RMSNorm(width // heads, eps=1e-6)
+        self.k_norm = RMSNorm(width // heads, eps=1e-6)
 
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [M, L, D] -> q, k, v each [M, heads, L, dh]."""
         m, length, d = x.shape
         q, k, v = self.qkv(x).reshape(m, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         return self.q_norm(q), self.k_norm(k), v
+
+    def values(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, L, D] -> v [M, heads, L, dh] alone (the last third of the qkv projection)."""
+        m, length, d = x.shape
+        v = F.linear(x, self.qkv.weight[2 * d :], self.qkv.bias[2 * d :])
+        return v.reshape(m, length, self.heads, d // self.heads).transpose(1, 2)
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
         """[M, heads, L, dh] -> [M, L, D]."""
@@ -266,13 +284,16 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         c: torch.Tensor,
-        times: torch.Tensor,
+        angles: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         spatial_bias: torch.Tensor | None,
         cache: KVCache | None,
         layer: int,
         write_cache: bool,
+        commit: int = 0,
     ) -> torch.Tensor:
+        """x [B, N, S, D]; c [B, N, D]; angles: `rope_angles` of the N frames; mask [N, N] (None: causal);
+        see `DiT.forward` for the cache, `write_cache` and `commit`."""
         b, n, s, d = x.shape
         mods = self.ada(c).chunk(9, dim=-1)  # 9 × [B, N, D]
 
@@ -287,20 +308,31 @@ class Block(nn.Module):
 
         # Temporal attention: each token position attends to itself in earlier frames.
         h = modulate(self.norm2(x), mods[3], mods[4]).transpose(1, 2).reshape(b * s, n, d)  # [B·S, N, D]
-        q, k, v = self.temporal.qkv_heads(h)  # [B·S, H, N, dh]
-        q, k = rope(q, times), rope(k, times)
         past_k, past_v = cache.get(layer) if cache is not None else (None, None)
-        if past_k is not None and n == 1:  # one new frame (every rollout step): no copy of the cache
-            y = attend_one_frame(q, k, v, past_k, past_v)
+        if n == 1 and past_k is None and not (write_cache or commit):  # one frame, no history: its only
+            y = self.temporal.values(h)  # key is itself, so attention returns its value (no q, k, softmax)
         else:
-            keys, values = k, v
-            if past_k is not None:
-                keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+N, dh]
-                if mask is not None:  # cached frames are all in the past: visible to every new frame
-                    mask = torch.cat([mask.new_ones(n, past_k.shape[-2]), mask], dim=-1)
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # [B·S, H, N, dh]
-        if write_cache:  # after attending: the ring buffer overwrites its oldest frame in place
-            cache.append(layer, k, v)  # type: ignore[union-attr]
+            q, k, v = self.temporal.qkv_heads(h)  # [B·S, H, N, dh]
+            q, k = rope(q, angles), rope(k, angles)
+            done = []
+            for f in range(commit):  # finished frames: each attends to the cache and itself, then joins it
+                qf, kf, vf = q[:, :, f : f + 1], k[:, :, f : f + 1], v[:, :, f : f + 1]
+                done.append(vf if past_k is None else attend_one_frame(qf, kf, vf, past_k, past_v))
+                cache.append(layer, kf, vf)  # type: ignore[union-attr]
+                past_k, past_v = cache.get(layer)  # type: ignore[union-attr]
+            q, k, v, m = q[:, :, commit:], k[:, :, commit:], v[:, :, commit:], n - commit
+            if past_k is not None and m == 1:  # one new frame (every rollout step): no copy of the cache
+                y = attend_one_frame(q, k, v, past_k, past_v)
+            elif past_k is None:  # the default causal mask goes to SDPA as is_causal (its fast kernels)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and m > 1)
+            else:  # cached frames are all in the past: visible to every new frame
+                keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+M, dh]
+                own = mask if mask is not None else torch.ones(m, m, dtype=torch.bool, device=x.device).tril()
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=torch.cat([own.new_ones(m, past_k.shape[-2]), own], dim=-1))
+            if write_cache:  # after attending: the ring buffer overwrites its oldest frame in place
+                cache.append(layer, k, v)  # type: ignore[union-attr]
+            if done:
+                y = torch.cat(done + [y], dim=2)
         y = self.temporal.out(y).reshape(b, s, n, d).transpose(1, 2)  # [B, N, S, D]
         x = x + mods[5][:, :, None] * y
 
@@ -399,21 +431,27 @@ class DiT(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         write_cache: bool = False,
+        commit: int = 0,
     ) -> torch.Tensor:
         """
         x [B, N, *frame]; c_noise [B, N]; actions [B, N] (discrete) or [B, N, d] or None;
         times [N] frame indices for RoPE; mask [N, N] bool (True = may attend), default causal;
         cache: keys/values of earlier frames, all visible; write_cache appends these N frames.
+        commit: the first `commit` frames are finished ones, each written to the cache right after
+        it attends, so the frames after it see the cache as it will be (a full ring has dropped its
+        oldest frame): a rollout feeds back the frame it dreamed last in the same pass as the first
+        denoising step of the next, exactly as a write pass followed by that step, in one pass.
         """
         b, n = x.shape[:2]
-        if mask is None and n > 1:
-            mask = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        if commit and (cache is None or mask is not None or not 0 < commit < n):
+            raise ValueError(f"commit needs a cache, the default mask and 0 < commit < N = {n}, got commit={commit}")
         tokens = self.layout.to_tokens(x)  # [B, N, S, P]
         pos = self.pos if self.pos_embed is None else self.pos_embed(self.pos)  # [S, D]
         h = self.embed(tokens) + pos  # [B, N, S, D]
         c = self.noise_embed(c_noise) + self.action_embed(actions, (b, n))  # [B, N, D]
         biases = self.spatial_biases()  # depth × ([S, S], [H, S, S] or None)
+        angles = rope_angles(times, self.cfg.width // self.cfg.heads)
         for i, block in enumerate(self.blocks):
-            h = block(h, c, times, mask, biases[i], cache, i, write_cache)
+            h = block(h, c, angles, mask, biases[i], cache, i, write_cache, commit)
         out = self.final(h, c)  # [B, N, S, token values (× refine)]
         return self.layout.from_tokens(out) if self.refiner is None else self.refiner(out)  # [B, N, *frame]
