@@ -49,3 +49,29 @@ def test_demo_writes_metrics_and_pictures(tmp_path, device):
     assert m["train_seconds"] > 0
     config = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
     assert config["sampler"]["method"] == "marginal"  # the cascade world's SAMPLER_DEFAULTS
+
+
+def test_demo_command_passes_training_and_hub_budgets(tmp_path, monkeypatch):
+    """`diffworld demo --world cascade` hands --batch-size, --episodes and --hub-members to the demo's config."""
+    from typer.testing import CliRunner
+
+    import diffworld.cascade_demo as cd
+    from diffworld.cli import app
+
+    seen = {}
+
+    def fake_run(out, cfg, log=print):
+        seen["cfg"] = cfg
+        head = {"node_brier_model": 0.03, "node_brier_oracle": 0.03, "node_brier_ratio": 1.0, "infected_skill_vs_oracle": [0.9], "hub_kendall_tau": {"model": 0.8}}
+        return {"headline": head, "total_seconds": 1.0}
+
+    monkeypatch.setattr(cd, "run_cascade_demo", fake_run)
+    args = ["demo", "--world", "cascade", "--out", str(tmp_path / "d"), "--steps", "9", "--batch-size", "32", "--episodes", "50", "--hub-members", "256"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.episodes, cfg.hub_members, cfg.members) == (9, 32, 50, 256, CascadeDemoConfig().members)
+    assert "hub Kendall tau: model 0.80" in result.output
+    # Without --hub-members, --members caps the hub dreams at the default 64 as before.
+    CliRunner().invoke(app, ["demo", "--world", "cascade", "--out", str(tmp_path / "e"), "--members", "8"])
+    assert seen["cfg"].hub_members == 8

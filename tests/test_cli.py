@@ -110,6 +110,8 @@ def test_scenarios_prints_risk_and_writes_paths(tmp_path):
     pong = tiny_model(make_world("pong").spec).save_pretrained(tmp_path / "pong")
     one_line_error(cli("scenarios", pong, check=False), "expected a one-asset market model, found world 'pong'")
     one_line_error(cli("demo", "--out", tmp_path / "d", "--series", "sp500", check=False), "--series is for --world market")
+    one_line_error(cli("demo", "--out", tmp_path / "d", "--hub-members", "9", check=False), "--hub-members is for --world cascade")
+    one_line_error(cli("demo", "--out", tmp_path / "d", "--validate-every", "9", check=False), "--validate-every is for --world lorenz96 or fields")
 
 
 def test_heads_then_an_agent_in_the_dream(demo_dir, tmp_path):

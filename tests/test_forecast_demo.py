@@ -89,10 +89,12 @@ def test_cli_demo_passes_options_and_prints_the_headline(tmp_path, monkeypatch):
         return {"headline": head, "lead_time": [0.05 * (i + 1) for i in range(cfg.horizon)], "total_seconds": 1.0}
 
     monkeypatch.setattr(fd, "run_forecast_demo", fake_run)
-    result = CliRunner().invoke(app, ["demo", "--world", "fields", "--out", str(tmp_path / "d"), "--steps", "7", "--cases", "30"])
+    args = ["demo", "--world", "fields", "--out", str(tmp_path / "d"), "--steps", "7", "--cases", "30", "--batch-size", "12", "--validate-every", "5"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
     assert cfg.world == "fields" and cfg.train.steps == 7 and cfg.cases == 30 and cfg.dit == {"patch": 4}
+    assert cfg.train.batch_size == 12 and cfg.validate_every == 5
     assert cfg.train.loss.motion_weight == 0.0  # the fields world's own loss settings survive the override
     assert "first miss at lead 33" in result.output and "variance by 12.0%" in result.output
     assert "forecast.gif" in result.output

@@ -213,6 +213,9 @@ def demo(
     episodes: Optional[int] = typer.Option(None),
     cases: Optional[int] = typer.Option(None, help="Held-out evaluation cases."),
     members: Optional[int] = typer.Option(None, help="Ensemble members in the evaluation."),
+    batch_size: Optional[int] = typer.Option(None, help="Windows per optimizer step (default: the demo's)."),
+    validate_every: Optional[int] = typer.Option(None, help="--world lorenz96/fields: early stopping on the climate of free runs every N steps (0: off)."),
+    hub_members: Optional[int] = typer.Option(None, help="--world cascade: dreams per seed node for the hub ranking (default 64)."),
     device: str = typer.Option("cpu"),
     series: Optional[str] = typer.Option(None, help="--world market: an arch.data series (sp500, nasdaq, wti) or a CSV of prices (date, price)."),
 ) -> None:
@@ -222,14 +225,18 @@ def demo(
     from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
     from diffworld.recipes import DemoConfig, run_demo
 
+    if validate_every is not None and world not in FORECAST_WORLDS:
+        raise ValueError(f"--validate-every is for --world {' or '.join(FORECAST_WORLDS)}, got --world {world}")
+    if hub_members is not None and world != "cascade":
+        raise ValueError(f"--hub-members is for --world cascade, got --world {world}")
     if world == "cascade":
-        _cascade_demo(out, steps, preset, episodes, cases, members, device)
+        _cascade_demo(out, steps, preset, episodes, cases, members, device, batch_size, hub_members)
         return
     if world in FORECAST_WORLDS:
-        _forecast_demo(out, world, steps, preset, episodes, cases, members, device)
+        _forecast_demo(out, world, steps, preset, episodes, cases, members, device, batch_size, validate_every)
         return
     if world == "market":
-        _market_demo(out, steps, preset, members, device, series)
+        _market_demo(out, steps, preset, members, device, series, batch_size)
         return
     if series is not None:
         raise ValueError(f"--series is for --world market, got --world {world}")
@@ -238,7 +245,7 @@ def demo(
         cfg,
         preset=preset or cfg.preset,
         episodes=episodes or cfg.episodes,
-        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        train=replace(cfg.train, steps=steps or cfg.train.steps, batch_size=batch_size or cfg.train.batch_size, device=device),
         eval=replace(cfg.eval, cases=cases or cfg.eval.cases, members=members or cfg.eval.members),
     )
     _refuse_existing_demo(out)
@@ -253,7 +260,15 @@ def _refuse_existing_demo(out: Path) -> None:
 
 
 def _demo_options(
-    cfg: Any, out: Path, steps: Optional[int], preset: Optional[str], episodes: Optional[int], cases: Optional[int], members: Optional[int], device: str
+    cfg: Any,
+    out: Path,
+    steps: Optional[int],
+    preset: Optional[str],
+    episodes: Optional[int],
+    cases: Optional[int],
+    members: Optional[int],
+    device: str,
+    batch_size: Optional[int],
 ) -> Any:
     """A cascade or forecast demo config with the command line's options on top; refuses an `out` that holds a run."""
     _refuse_existing_demo(out)
@@ -261,19 +276,27 @@ def _demo_options(
         cfg,
         preset=preset or cfg.preset,
         episodes=episodes or cfg.episodes,
-        train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        train=replace(cfg.train, steps=steps or cfg.train.steps, batch_size=batch_size or cfg.train.batch_size, device=device),
         cases=cases or cfg.cases,
         members=members or cfg.members,
     )
 
 
 def _cascade_demo(
-    out: Path, steps: Optional[int], preset: Optional[str], episodes: Optional[int], cases: Optional[int], members: Optional[int], device: str
+    out: Path,
+    steps: Optional[int],
+    preset: Optional[str],
+    episodes: Optional[int],
+    cases: Optional[int],
+    members: Optional[int],
+    device: str,
+    batch_size: Optional[int],
+    hub_members: Optional[int],
 ) -> None:
     from diffworld.cascade_demo import CascadeDemoConfig, run_cascade_demo
 
-    cfg = _demo_options(CascadeDemoConfig(), out, steps, preset, episodes, cases, members, device)
-    cfg = replace(cfg, hub_members=min(members or cfg.hub_members, cfg.hub_members))
+    cfg = _demo_options(CascadeDemoConfig(), out, steps, preset, episodes, cases, members, device, batch_size)
+    cfg = replace(cfg, hub_members=hub_members or min(members or cfg.hub_members, cfg.hub_members))
     m = run_cascade_demo(out, cfg, log=typer.echo)
     head = m["headline"]
     typer.echo(f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})")
@@ -284,11 +307,22 @@ def _cascade_demo(
 
 
 def _forecast_demo(
-    out: Path, world: str, steps: Optional[int], preset: Optional[str], episodes: Optional[int], cases: Optional[int], members: Optional[int], device: str
+    out: Path,
+    world: str,
+    steps: Optional[int],
+    preset: Optional[str],
+    episodes: Optional[int],
+    cases: Optional[int],
+    members: Optional[int],
+    device: str,
+    batch_size: Optional[int],
+    validate_every: Optional[int],
 ) -> None:
     from diffworld.forecast_demo import ForecastDemoConfig, run_forecast_demo
 
-    cfg = _demo_options(ForecastDemoConfig.for_world(world), out, steps, preset, episodes, cases, members, device)
+    cfg = _demo_options(ForecastDemoConfig.for_world(world), out, steps, preset, episodes, cases, members, device, batch_size)
+    if validate_every is not None:
+        cfg = replace(cfg, validate_every=validate_every)
     m = run_forecast_demo(out, cfg, log=typer.echo)
     head = m["headline"]
     lead, n = m["lead_time"], head["headline_leads"]
@@ -304,13 +338,16 @@ def _forecast_demo(
     typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png, {'forecast.gif' if world == 'fields' else 'hovmoller.png'} and checkpoint/ in {m['total_seconds']:.0f}s")
 
 
-def _market_demo(out: Path, steps: Optional[int], preset: Optional[str], members: Optional[int], device: str, series: Optional[str]) -> None:
+def _market_demo(
+    out: Path, steps: Optional[int], preset: Optional[str], members: Optional[int], device: str, series: Optional[str], batch_size: Optional[int]
+) -> None:
     from diffworld.market_demo import MarketDemoConfig, run_market_demo
 
     _refuse_existing_demo(out)
     cfg = MarketDemoConfig()
     cfg = replace(
-        cfg, preset=preset or cfg.preset, train=replace(cfg.train, steps=steps or cfg.train.steps, device=device),
+        cfg, preset=preset or cfg.preset,
+        train=replace(cfg.train, steps=steps or cfg.train.steps, batch_size=batch_size or cfg.train.batch_size, device=device),
         members=members or cfg.members, series=series or cfg.series,
     )  # fmt: skip
     m = run_market_demo(out, cfg, log=typer.echo)
