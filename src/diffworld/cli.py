@@ -229,14 +229,16 @@ def demo(
         raise ValueError(f"--validate-every is for --world {' or '.join(FORECAST_WORLDS)}, got --world {world}")
     if hub_members is not None and world != "cascade":
         raise ValueError(f"--hub-members is for --world cascade, got --world {world}")
+    train = functools.partial(_train_options, steps=steps, batch_size=batch_size, device=device)
+    options = functools.partial(_demo_options, out=out, preset=preset, episodes=episodes, cases=cases, members=members, train=train)
     if world == "cascade":
-        _cascade_demo(out, steps, preset, episodes, cases, members, device, batch_size, hub_members)
+        _cascade_demo(out, options, members, hub_members)
         return
     if world in FORECAST_WORLDS:
-        _forecast_demo(out, world, steps, preset, episodes, cases, members, device, batch_size, validate_every)
+        _forecast_demo(out, world, options, validate_every)
         return
     if world == "market":
-        _market_demo(out, steps, preset, members, device, series, batch_size)
+        _market_demo(out, preset, members, series, train)
         return
     if series is not None:
         raise ValueError(f"--series is for --world market, got --world {world}")
@@ -245,7 +247,7 @@ def demo(
         cfg,
         preset=preset or cfg.preset,
         episodes=episodes or cfg.episodes,
-        train=replace(cfg.train, steps=steps or cfg.train.steps, batch_size=batch_size or cfg.train.batch_size, device=device),
+        train=train(cfg.train),
         eval=replace(cfg.eval, cases=cases or cfg.eval.cases, members=members or cfg.eval.members),
     )
     _refuse_existing_demo(out)
@@ -259,16 +261,19 @@ def _refuse_existing_demo(out: Path) -> None:
         raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
 
 
+def _train_options(cfg: Any, steps: Optional[int], batch_size: Optional[int], device: str) -> Any:
+    """A demo's TrainConfig with the command line's --steps, --batch-size and --device on top."""
+    return replace(cfg, steps=steps or cfg.steps, batch_size=batch_size or cfg.batch_size, device=device)
+
+
 def _demo_options(
     cfg: Any,
     out: Path,
-    steps: Optional[int],
     preset: Optional[str],
     episodes: Optional[int],
     cases: Optional[int],
     members: Optional[int],
-    device: str,
-    batch_size: Optional[int],
+    train: Callable[[Any], Any],
 ) -> Any:
     """A cascade or forecast demo config with the command line's options on top; refuses an `out` that holds a run."""
     _refuse_existing_demo(out)
@@ -276,26 +281,16 @@ def _demo_options(
         cfg,
         preset=preset or cfg.preset,
         episodes=episodes or cfg.episodes,
-        train=replace(cfg.train, steps=steps or cfg.train.steps, batch_size=batch_size or cfg.train.batch_size, device=device),
+        train=train(cfg.train),
         cases=cases or cfg.cases,
         members=members or cfg.members,
     )
 
 
-def _cascade_demo(
-    out: Path,
-    steps: Optional[int],
-    preset: Optional[str],
-    episodes: Optional[int],
-    cases: Optional[int],
-    members: Optional[int],
-    device: str,
-    batch_size: Optional[int],
-    hub_members: Optional[int],
-) -> None:
+def _cascade_demo(out: Path, options: Callable[[Any], Any], members: Optional[int], hub_members: Optional[int]) -> None:
     from diffworld.cascade_demo import CascadeDemoConfig, run_cascade_demo
 
-    cfg = _demo_options(CascadeDemoConfig(), out, steps, preset, episodes, cases, members, device, batch_size)
+    cfg = options(CascadeDemoConfig())
     cfg = replace(cfg, hub_members=hub_members or min(members or cfg.hub_members, cfg.hub_members))
     m = run_cascade_demo(out, cfg, log=typer.echo)
     head = m["headline"]
@@ -306,21 +301,10 @@ def _cascade_demo(
     typer.echo(f"wrote {out}/metrics.json, spread.gif, curves.png, hubs.png and checkpoint/ in {m['total_seconds']:.0f}s")
 
 
-def _forecast_demo(
-    out: Path,
-    world: str,
-    steps: Optional[int],
-    preset: Optional[str],
-    episodes: Optional[int],
-    cases: Optional[int],
-    members: Optional[int],
-    device: str,
-    batch_size: Optional[int],
-    validate_every: Optional[int],
-) -> None:
+def _forecast_demo(out: Path, world: str, options: Callable[[Any], Any], validate_every: Optional[int]) -> None:
     from diffworld.forecast_demo import ForecastDemoConfig, run_forecast_demo
 
-    cfg = _demo_options(ForecastDemoConfig.for_world(world), out, steps, preset, episodes, cases, members, device, batch_size)
+    cfg = options(ForecastDemoConfig.for_world(world))
     if validate_every is not None:
         cfg = replace(cfg, validate_every=validate_every)
     m = run_forecast_demo(out, cfg, log=typer.echo)
@@ -338,17 +322,13 @@ def _forecast_demo(
     typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png, {'forecast.gif' if world == 'fields' else 'hovmoller.png'} and checkpoint/ in {m['total_seconds']:.0f}s")
 
 
-def _market_demo(
-    out: Path, steps: Optional[int], preset: Optional[str], members: Optional[int], device: str, series: Optional[str], batch_size: Optional[int]
-) -> None:
+def _market_demo(out: Path, preset: Optional[str], members: Optional[int], series: Optional[str], train: Callable[[Any], Any]) -> None:
     from diffworld.market_demo import MarketDemoConfig, run_market_demo
 
     _refuse_existing_demo(out)
     cfg = MarketDemoConfig()
     cfg = replace(
-        cfg, preset=preset or cfg.preset,
-        train=replace(cfg.train, steps=steps or cfg.train.steps, batch_size=batch_size or cfg.train.batch_size, device=device),
-        members=members or cfg.members, series=series or cfg.series,
+        cfg, preset=preset or cfg.preset, train=train(cfg.train), members=members or cfg.members, series=series or cfg.series,
     )  # fmt: skip
     m = run_market_demo(out, cfg, log=typer.echo)
     head = m["headline"]
