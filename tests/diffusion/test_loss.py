@@ -86,3 +86,84 @@ def test_surprise_and_event_weights():
     assert (frame == 1).all()
     pixel, frame = loss_weights(frames, LossConfig(motion_weight=5.0, motion_radius=1), None)
     assert pixel.max() == 6 and (frame == 1).all()
+
+
+class Recorder(torch.nn.Module):
+    """A stand-in denoiser that returns a fixed frame everywhere and keeps what each call saw."""
+
+    sigma_data = 0.5
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value, self.calls = value, []
+
+    def forward(self, x, sigma, actions, times, mask=None):
+        self.calls.append((x.clone(), sigma.clone(), times.clone()))
+        return torch.full_like(x, self.value)
+
+
+def test_self_context_feeds_the_models_own_predictions_as_context():
+    frames = torch.randn(3, 5, 1, 4, 4)
+    rec = Recorder(7.0)
+    window_loss(rec, frames, None, LossConfig(self_context=1.0, min_context=2, motion_weight=0.0, surprise_weight=0.0), torch.Generator().manual_seed(0))
+    (first, first_sigma, first_times), (second, sigma, times) = rec.calls
+    t, k = 5, 2
+    # The first pass starts every target (frames 2..4) from noise at self_context_sigma, after the true context.
+    assert torch.equal(first_sigma[:, t:], torch.full((3, 3), 5.0)) and torch.equal(first_times, times)
+    ctx_noise = (first[:, :t] - frames) / first_sigma[:, :t, None, None, None]
+    # The second pass sees the true first k frames, then the predictions (7.0), and the true targets.
+    noised = torch.cat([frames[:, :k], torch.full_like(frames[:, k:], 7.0), frames[:, k:]], dim=1)
+    expected = noised + sigma[:, :, None, None, None] * torch.cat([ctx_noise, (second[:, t:] - frames[:, k:]) / sigma[:, t:, None, None, None]], dim=1)
+    assert torch.allclose(second, expected, atol=1e-5)
+    assert torch.allclose(second[:, k:t], 7.0 + sigma[:, k:t, None, None, None] * ctx_noise[:, k:], atol=1e-5)
+
+
+def test_self_context_off_draws_leave_the_plain_loss_unchanged_and_parts_agree():
+    den = Denoiser(make_dit(), 0.5)
+    frames = torch.randn(4, 5, 3, 12, 20) * 0.5
+    acts = torch.randint(0, 3, (4, 5))
+    plain = window_loss(den, frames, acts, LossConfig(), torch.Generator().manual_seed(2))
+    never = window_loss(den, frames, acts, LossConfig(self_context=1e-12), torch.Generator().manual_seed(2))
+    assert plain.item() == never.item()  # the extra draws come after every draw of the plain loss
+    cfg = LossConfig(self_context=0.5)
+    full = window_loss(den, frames, acts, cfg, torch.Generator().manual_seed(3))
+    halves = [window_loss(den, frames[i * 2 : i * 2 + 2], acts[i * 2 : i * 2 + 2], cfg, torch.Generator().manual_seed(3), part=(i, 2)) for i in range(2)]
+    assert full.item() != window_loss(den, frames, acts, LossConfig(), torch.Generator().manual_seed(3)).item()
+    assert torch.allclose(full, sum(halves) / 2, rtol=1e-5)
+
+
+def test_self_context_settings_are_checked():
+    with pytest.raises(ValueError, match="probability"):
+        LossConfig(self_context=1.5)
+    with pytest.raises(ValueError, match="teacher"):
+        LossConfig(context="forcing", self_context=0.5)
+
+
+def test_shift_windows_rolls_each_window_along_its_periodic_axes():
+    from diffworld.diffusion.loss import shift_windows
+
+    ring = torch.arange(2 * 3 * 5, dtype=torch.float32).view(2, 3, 5, 1)
+    out = shift_windows(ring, torch.tensor([[0.4, 0.9], [0.0, 0.5]]))
+    assert torch.equal(out[0], ring[0].roll(-2, dims=1))  # ⌊0.4·5⌋ = 2: node i takes node i + 2
+    assert torch.equal(out[1], ring[1])
+    grid = torch.randn(2, 3, 2, 4, 6)
+    out = shift_windows(grid, torch.tensor([[0.5, 0.5], [0.25, 0.99]]))
+    assert torch.equal(out[0], grid[0].roll((-2, -3), dims=(2, 3)))
+    assert torch.equal(out[1], grid[1].roll((-1, -5), dims=(2, 3)))
+
+
+def test_random_shift_trains_on_shifted_windows():
+    rec = Recorder(0.0)
+    frames = torch.arange(4 * 40, dtype=torch.float32).view(1, 4, 40, 1).repeat(3, 1, 1, 1)
+    window_loss(rec, frames, None, LossConfig(random_shift=True), torch.Generator().manual_seed(0))
+    ((x, _, _),) = rec.calls
+    seen = x[:, :4].round()  # the context frames: their noise (σ_c ≤ 0.1) is far below the values' spacing
+    starts = seen[:, 0, 0, 0]
+    assert len(set(starts.tolist())) > 1  # windows are shifted differently
+    for i in range(3):
+        assert torch.equal(seen[i], frames[i].roll(-int(starts[i]), dims=1))
+
+
+def test_random_shift_refuses_a_fixed_surprise_map():
+    with pytest.raises(ValueError, match="surprise map"):
+        window_loss(Recorder(0.0), torch.zeros(1, 4, 1, 8, 8), None, LossConfig(random_shift=True), torch.Generator(), torch.zeros(8, 8))

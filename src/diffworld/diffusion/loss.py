@@ -60,6 +60,33 @@ class LossConfig:
     #: always start from a few context frames, so the first frames of a window (no past, or no
     #: velocity) would cost tokens for a situation that never arises.
     min_context: int = 2
+    #: Probability that a window's context continues from the model's *own* one-step predictions
+    #: (teacher mode; the pushforward trick of Brandstetter et al. 2022). A first pass without
+    #: gradients predicts every frame after the first `min_context` from the true frames before it
+    #: (one Euler step from `self_context_sigma`: the posterior mean); those predictions replace
+    #: the true context frames, and the targets stay the true frames: the model is to learn to pull
+    #: its own errors back toward the data instead of amplifying them. Costs one extra forward pass
+    #: on the chosen windows. Measured on Lorenz-96 (docs/design.md) it made free runs *worse*: one
+    #: Euler step forecasts far worse than the sampler the rollouts use, so the model learned to
+    #: distrust recent context. Off by default; for worlds whose one-step mean is a good forecast.
+    self_context: float = 0.0
+    self_context_sigma: float = 5.0
+    #: Shift every window by a random offset along its periodic axes — the node axis of graph or
+    #: series frames [N, F], both axes of grid frames [C, H, W] — wrapping around. An exact symmetry
+    #: of worlds whose physics is the same at every place of a periodic domain (Lorenz-96's ring),
+    #: which the layouts' learned position features otherwise leave the model to learn from the
+    #: data alone, place by place. Wrong for any other world (a pong court, a social network).
+    #: Measured on Lorenz-96 it made free runs worse (docs/design.md): the graph layout's sense of
+    #: direction is its node positions, which shifting makes uninformative. Off by default.
+    random_shift: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.self_context <= 1.0:
+            raise ValueError(f"self_context is a probability in [0, 1], got {self.self_context}")
+        if self.self_context and self.context != "teacher":
+            raise ValueError(f"self_context needs context='teacher', got context={self.context!r}")
+        if self.self_context_sigma <= 0:
+            raise ValueError(f"self_context_sigma must be > 0, got {self.self_context_sigma}")
 
 
 def sample_target_sigmas(shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu") -> torch.Tensor:
@@ -176,6 +203,47 @@ def loss_weights(frames: torch.Tensor, cfg: LossConfig, surprise: torch.Tensor |
     return pixel, frame
 
 
+def shift_windows(frames: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Roll each window of frames [B, T, *frame] along its periodic axes by ⌊u·size⌋, u [B, 2] in [0, 1).
+
+    Graph or series frames [B, T, N, F] roll their node axis by u[:, 0]; grid frames [B, T, C, H, W]
+    roll rows by u[:, 0] and columns by u[:, 1].
+    """
+    axes = (3, 4) if frames.ndim == 5 else (2,)
+    for j, axis in enumerate(axes):
+        size = frames.shape[axis]
+        offset = (u[:, j] * size).long().clamp_max(size - 1)  # [B]
+        index = (torch.arange(size, device=frames.device)[None] + offset[:, None]) % size  # [B, size]
+        shape = [frames.shape[0]] + [1] * (frames.ndim - 1)
+        shape[axis] = size
+        frames = frames.gather(axis, index.view(shape).expand(frames.shape))
+    return frames
+
+
+@torch.no_grad()
+def own_predictions(
+    denoiser: Denoiser | torch.nn.Module,
+    context: torch.Tensor,
+    start: torch.Tensor,
+    sigma: float,
+    ctx_sigmas: torch.Tensor,
+    actions: torch.Tensor | None,
+    k: int,
+) -> torch.Tensor:
+    """One Euler step from σ = `sigma` for frames k.. of teacher windows, each from the frames before it.
+
+    `context` [B, T, *frame] are the noised context frames (σ = `ctx_sigmas` [B, T]), `start`
+    [B, T − k, *frame] the unit noise the steps start from, `actions` [B, T + T − k] or None.
+    Returns [B, T − k, *frame]: the denoiser's estimate of E[frame | past] for every target.
+    """
+    module = getattr(denoiser, "module", denoiser)  # the bare network: no DDP hooks for a pass without gradients
+    b, t = context.shape[:2]
+    dev = context.device
+    sigmas = torch.cat([ctx_sigmas, torch.full((b, t - k), sigma, device=dev)], dim=1)
+    times = torch.cat([torch.arange(t, device=dev), torch.arange(k, t, device=dev)])
+    return module(torch.cat([context, sigma * start], dim=1), sigmas, actions, times, teacher_mask(t, k, dev))[:, t:]
+
+
 def window_loss(
     denoiser: Denoiser | torch.nn.Module,  # or its DDP wrapper
     frames: torch.Tensor,
@@ -198,6 +266,10 @@ def window_loss(
     def draw(fn, shape, *args):  # draws for the global batch, keeps this part's rows
         return fn((b * part[1],) + tuple(shape[1:]), *args)[rows]
 
+    if cfg.random_shift:
+        if surprise is not None:
+            raise ValueError("random_shift would move the frames under the fixed surprise map; set surprise_weight and event_weight to 0")
+        frames = shift_windows(frames, draw(_rand, (b, 2), generator, frames.device))
     k = min(cfg.min_context, t - 1)  # index of the first target frame
     sigma_data = getattr(denoiser, "module", denoiser).sigma_data  # through a DDP wrapper too
     dev = frames.device
@@ -208,13 +280,22 @@ def window_loss(
         sig_c = draw(sample_context_sigmas, (b, t), cfg, generator, dev)  # [B, T]
         sig_t = draw(sample_target_sigmas, (b, n), cfg, generator, dev)  # [B, T']
         noise = draw(_randn, (b, t + n) + frames.shape[2:], generator, dev)
-        clean = torch.cat([frames, frames[:, k:]], dim=1)  # [B, T + T', *frame]
-        sigma = torch.cat([sig_c, sig_t], dim=1)  # [B, T + T']
         acts = None
         if actions is not None:
             acts = torch.cat([actions, drop_actions(actions[:, k:], cfg.action_dropout, generator, part)], dim=1)
         times = torch.cat([torch.arange(t, device=dev), torch.arange(k, t, device=dev)])
         mask = teacher_mask(t, k, dev)
+        context = frames
+        if cfg.self_context > 0:  # drawn whatever the outcome, so every rank draws alike
+            own = draw(_rand, (b,), generator, dev) < cfg.self_context  # [B] windows fed their own predictions
+            start = draw(_randn, (b, n) + frames.shape[2:], generator, dev)
+            if own.any():
+                noised = frames[own] + sig_c[own][expand] * noise[own, :t]
+                true_acts = None if actions is None else torch.cat([actions, actions[:, k:]], dim=1)[own]
+                context = frames.clone()
+                context[own, k:] = own_predictions(denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, k)
+        clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
+        sigma = torch.cat([sig_c, sig_t], dim=1)  # [B, T + T']
         denoised = denoiser(clean + sigma[expand] * noise, sigma, acts, times, mask)
         err = (denoised[:, t:] - frames[:, k:]).square()  # targets only
         weight = edm_weight(sig_t, sigma_data)
