@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffworld.diffusion.loss import LossConfig, drop_actions, loss_weights, motion_weights, unforeseen_frequency, window_loss
+from diffworld.diffusion.loss import LossConfig, drop_actions, loss_weights, motion_weights, shift_windows, unforeseen_frequency, window_loss
 from diffworld.model.denoiser import Denoiser
 from tests.model.test_dit import make_dit
 
@@ -140,8 +140,6 @@ def test_self_context_settings_are_checked():
 
 
 def test_shift_windows_rolls_each_window_along_its_periodic_axes():
-    from diffworld.diffusion.loss import shift_windows
-
     ring = torch.arange(2 * 3 * 5, dtype=torch.float32).view(2, 3, 5, 1)
     out = shift_windows(ring, torch.tensor([[0.4, 0.9], [0.0, 0.5]]))
     assert torch.equal(out[0], ring[0].roll(-2, dims=1))  # ⌊0.4·5⌋ = 2: node i takes node i + 2

@@ -228,20 +228,19 @@ def own_predictions(
     sigma: float,
     ctx_sigmas: torch.Tensor,
     actions: torch.Tensor | None,
-    k: int,
+    times: torch.Tensor,
+    mask: torch.Tensor,
 ) -> torch.Tensor:
-    """One Euler step from σ = `sigma` for frames k.. of teacher windows, each from the frames before it.
+    """One Euler step from σ = `sigma` for the targets of teacher windows, each from the frames before it.
 
     `context` [B, T, *frame] are the noised context frames (σ = `ctx_sigmas` [B, T]), `start`
-    [B, T − k, *frame] the unit noise the steps start from, `actions` [B, T + T − k] or None.
-    Returns [B, T − k, *frame]: the denoiser's estimate of E[frame | past] for every target.
+    [B, T', *frame] the unit noise the targets' steps start from; `actions`, `times` and `mask`
+    are the teacher pass's (`window_loss`). Returns [B, T', *frame]: the denoiser's estimate of
+    E[frame | past] for every target.
     """
     module = getattr(denoiser, "module", denoiser)  # the bare network: no DDP hooks for a pass without gradients
-    b, t = context.shape[:2]
-    dev = context.device
-    sigmas = torch.cat([ctx_sigmas, torch.full((b, t - k), sigma, device=dev)], dim=1)
-    times = torch.cat([torch.arange(t, device=dev), torch.arange(k, t, device=dev)])
-    return module(torch.cat([context, sigma * start], dim=1), sigmas, actions, times, teacher_mask(t, k, dev))[:, t:]
+    sigmas = torch.cat([ctx_sigmas, ctx_sigmas.new_full(start.shape[:2], sigma)], dim=1)
+    return module(torch.cat([context, sigma * start], dim=1), sigmas, actions, times, mask)[:, context.shape[1] :]
 
 
 def window_loss(
@@ -293,7 +292,7 @@ def window_loss(
                 noised = frames[own] + sig_c[own][expand] * noise[own, :t]
                 true_acts = None if actions is None else torch.cat([actions, actions[:, k:]], dim=1)[own]
                 context = frames.clone()
-                context[own, k:] = own_predictions(denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, k)
+                context[own, k:] = own_predictions(denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, times, mask)
         clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
         sigma = torch.cat([sig_c, sig_t], dim=1)  # [B, T + T']
         denoised = denoiser(clean + sigma[expand] * noise, sigma, acts, times, mask)
