@@ -3,12 +3,13 @@ skill vs oracle >= 0.7 at every horizon 1..16.
 
     python benchmarks/time_to_skill.py --out runs/time-to-skill           # the reference recipe
     python benchmarks/time_to_skill.py --out runs/tts-small --preset small --batch-size 8 --steps 6000
+    python benchmarks/time_to_skill.py --out runs/tts-lr2 --lr 2e-3       # twice the peak learning rate
     python benchmarks/time_to_skill.py --out runs/tts-gpu --device cuda
 
 Trains with the reference model's recipe (MODEL.md: `base`, batch 16, 9,500 steps, pong's
 recommended loss, 400 episodes) and every `--every` steps scores the EMA weights on validation
 cases (seeds 1,500,000+, neither trained on nor the test seeds `diffworld eval` reports):
-state CRPS of `--cases` × `--members` dreams per horizon with the model's own sampler, against
+state CRPS of `--cases` × `--members` dreams per horizon with pong's sampler (SAMPLER_DEFAULTS), against
 persistence and the oracle (the true game branched `--members` ways) on the same cases. The run
 stops at the first check where skill vs oracle >= `--target` at every horizon. Training time
 excludes the checks (they are timed and printed apart); every check is appended to
@@ -81,25 +82,32 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=9500, help="length of the learning-rate schedule, and the most steps run")
     parser.add_argument("--episodes", type=int, default=400)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--every", type=int, default=500, help="steps between checks")
     parser.add_argument("--cases", type=int, default=32)
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--target", type=float, default=0.7)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--loss", default="{}", help='JSON overrides of pong\'s recommended loss, e.g. \'{"self_context": 0.25}\'')
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; choose a new --out")
+    try:
+        loss = recommended_loss(WORLD, **json.loads(args.loss))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise SystemExit(f"--loss: expected a JSON object of loss settings, got {args.loss!r} ({e})") from None
     print(machine(args.device))
     make = lambda: make_world(WORLD)  # noqa: E731
     seeds = CollectConfig(source=WORLD, episodes=args.episodes, policy="default").seeds
     episodes = collect_episodes(make, seeds, default_policy(WORLD), CollectConfig.max_steps)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, precision=args.precision, loss=recommended_loss(WORLD), device=args.device)
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, precision=args.precision, loss=loss, device=args.device)
     model = build_model(make().spec, episodes, ModelConfig.preset(args.preset))
     args.out.mkdir(parents=True)
     check = SkillCheck(args.cases, args.members, 16, args.target, model.frames - 1, args.out / "time_to_skill.jsonl")
-    print(f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, {args.precision}, schedule of {args.steps} "
+    print(f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, lr {args.lr:g}, {args.precision}, schedule of {args.steps} "
           f"steps; a check every {args.every} steps on {args.cases} validation cases × {args.members} members")
+    print(f"loss {loss}\nsampler {model.sampler}")
     check.started = time.perf_counter()
     result = train(model, episodes, cfg, args.out, progress=False, validate=check, validate_every=args.every)
     print(f"stopped at step {result.steps}: {(result.seconds - check.check_seconds) / 60:.1f} minutes of training, "

@@ -207,6 +207,10 @@ def train(
     meta = {"train": asdict(cfg), "processes": ranks.world_size, **(extra_config or {})}
     log = (out / "train_log.jsonl").open("a") if ranks.is_main else None
 
+
+    def project(x: torch.Tensor) -> torch.Tensor:  # own predictions fed back as a rollout feeds frames back
+        return model.normalize(model.project(model.denormalize(x)))
+
     window_loss_sum, window_count, t0, last_log_t = 0.0, 0, time.perf_counter(), time.perf_counter()
     final_loss = float("nan")
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (score, step, EMA weights)
@@ -220,7 +224,7 @@ def train(
             x = model.normalize(batch.frames.to(dev))
             acts = None if batch.actions is None else batch.actions.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = window_loss(denoiser, x, acts, cfg.loss, gen_for(gen, dev), surprise, ranks.part)
+                loss = window_loss(denoiser, x, acts, cfg.loss, gen_for(gen, dev), surprise, ranks.part, project)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             loss_value = float(distributed.mean_over_ranks(loss.detach(), ranks))

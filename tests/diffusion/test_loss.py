@@ -118,6 +118,18 @@ def test_self_context_feeds_the_models_own_predictions_as_context():
     assert torch.allclose(second[:, k:t], 7.0 + sigma[:, k:t, None, None, None] * ctx_noise[:, k:], atol=1e-5)
 
 
+def test_self_context_projects_the_models_own_predictions_like_a_rollout():
+    frames = torch.randn(2, 4, 1, 4, 4)
+    rec = Recorder(7.3)
+    cfg = LossConfig(self_context=1.0, min_context=2, motion_weight=0.0, surprise_weight=0.0)
+    window_loss(rec, frames, None, cfg, torch.Generator().manual_seed(0), project=torch.round)
+    (first, first_sigma, _), (second, sigma, _) = rec.calls
+    ctx_noise = (first[:, :4] - frames) / first_sigma[:, :4, None, None, None]
+    # The fed-back context holds the projected prediction (7.0), not the raw one (7.3).
+    assert torch.allclose(second[:, 2:4], 7.0 + sigma[:, 2:4, None, None, None] * ctx_noise[:, 2:], atol=1e-5)
+    assert torch.allclose(second[:, :2], first[:, :2])  # the first min_context frames stay true
+
+
 def test_self_context_off_draws_leave_the_plain_loss_unchanged_and_parts_agree():
     den = Denoiser(make_dit(), 0.5)
     frames = torch.randn(4, 5, 3, 12, 20) * 0.5

@@ -373,6 +373,7 @@ def test_cascade_recommends_the_marginal_sampler_and_ends_when_nobody_is_infecte
     from diffworld.worlds.cascade import extinct
 
     assert sampler_defaults("cascade") == {"method": "marginal"}
-    assert sampler_defaults("pong") == {} and sampler_defaults("my-imported-data") == {}
+    assert sampler_defaults("pong") == {"steps": 1, "sigma_ctx": 0.02}
+    assert sampler_defaults("my-imported-data") == {}
     frames = torch.eye(3)[torch.tensor([[0, 2, 2], [0, 1, 2], [2, 2, 2]])]  # [M, N, 3]
     assert extinct(frames).tolist() == [True, False, True]

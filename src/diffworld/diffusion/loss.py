@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,7 +68,8 @@ class LossConfig:
     #: its own errors back toward the data instead of amplifying them. Costs one extra forward pass
     #: on the chosen windows. Measured on Lorenz-96 (docs/design.md) it made free runs *worse*: one
     #: Euler step forecasts far worse than the sampler the rollouts use, so the model learned to
-    #: distrust recent context. Off by default; for worlds whose one-step mean is a good forecast.
+    #: distrust recent context; on pong (one Euler step is its sampler; predictions binarised by
+    #: `window_loss`'s `project`, as a rollout feeds them back) it slowed learning badly. Off by default.
     self_context: float = 0.0
     self_context_sigma: float = 5.0
     #: Shift every window by a random offset along its periodic axes — the node axis of graph or
@@ -251,13 +252,16 @@ def window_loss(
     generator: torch.Generator,
     surprise: torch.Tensor | None = None,
     part: tuple[int, int] = (0, 1),
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean weighted denoising error over every target frame of a window of clean frames [B, T, *frame].
 
     `surprise` is the [H, W] map of `unforeseen_frequency` over the training data, for grid
     worlds (None: no surprise or event weight). `part = (i, n)` says the B windows are the i-th
     of n equal slices of a global batch: noise is drawn for the global batch and sliced, so n
-    ranks with one seed draw exactly what one process would.
+    ranks with one seed draw exactly what one process would. `project` (model units to model
+    units) maps the model's own predictions (`self_context`) onto the world's values, as a
+    rollout does before it feeds a frame back; None keeps them as they are.
     """
     b, t = frames.shape[:2]
     rows = part_rows(b * part[1], part)
@@ -292,7 +296,8 @@ def window_loss(
                 noised = frames[own] + sig_c[own][expand] * noise[own, :t]
                 true_acts = None if actions is None else torch.cat([actions, actions[:, k:]], dim=1)[own]
                 context = frames.clone()
-                context[own, k:] = own_predictions(denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, times, mask)
+                predicted = own_predictions(denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, times, mask)
+                context[own, k:] = predicted if project is None else project(predicted)
         clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
         sigma = torch.cat([sig_c, sig_t], dim=1)  # [B, T + T']
         denoised = denoiser(clean + sigma[expand] * noise, sigma, acts, times, mask)
