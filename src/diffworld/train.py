@@ -207,7 +207,6 @@ def train(
     meta = {"train": asdict(cfg), "processes": ranks.world_size, **(extra_config or {})}
     log = (out / "train_log.jsonl").open("a") if ranks.is_main else None
 
-
     def project(x: torch.Tensor) -> torch.Tensor:  # own predictions fed back as a rollout feeds frames back
         return model.normalize(model.project(model.denormalize(x)))
 
