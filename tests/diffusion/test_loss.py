@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -149,6 +151,17 @@ def test_self_context_settings_are_checked():
         LossConfig(self_context=1.5)
     with pytest.raises(ValueError, match="teacher"):
         LossConfig(context="forcing", self_context=0.5)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [({"p_mean": "a"}, "p_mean must be a finite number, got 'a'"), ({"p_std": float("nan")}, "p_std must be a finite number"),
+     ({"motion_weight": True}, "motion_weight must be a finite number"), ({"p_std": 0.0}, "p_std > 0"),
+     ({"ctx_sigma_max": 0.001}, "sigma_min < ctx_sigma_max"), ({"context": "diffusion"}, "'teacher' or 'forcing'")],
+)
+def test_loss_settings_of_the_wrong_kind_fail_when_made_not_mid_training(bad, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        LossConfig(**bad)
 
 
 def test_shift_windows_rolls_each_window_along_its_periodic_axes():

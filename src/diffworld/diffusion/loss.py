@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -82,6 +83,15 @@ class LossConfig:
     random_shift: bool = False
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"loss setting {f.name} must be a finite number, got {value!r}")
+        if self.context not in ("teacher", "forcing"):
+            raise ValueError(f"loss context must be 'teacher' or 'forcing', got {self.context!r}")
+        if self.p_std <= 0 or not 0 < self.sigma_min < self.ctx_sigma_max:
+            raise ValueError(f"need p_std > 0 and 0 < sigma_min < ctx_sigma_max, got {self.p_std}, {self.sigma_min}, {self.ctx_sigma_max}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context is a probability in [0, 1], got {self.self_context}")
         if self.self_context and self.context != "teacher":
