@@ -266,10 +266,10 @@ default_policy = epsilon_greedy(tracker_policy, 0.5)
 #: decided by the past and the action — only the serve's row and direction are random — so
 #: weighting those frames up is exact here: without it a model never learns to serve.
 #: The target noise levels are centred near the sampler's σ_max (5): one Euler step queries the
-#: denoiser there and nowhere else, and the generic ln σ ~ N(−0.4, 1.2) spends 82% of the
-#: targets below σ = 2. Centring them at ln σ ~ N(1.0, 0.8) cut the time to skill ≥ 0.7 at every
-#: horizon from over 30 minutes to 16 (benchmarks/time_to_skill.py, docs/design.md); more steps
-#: still sample as well (the frames are binarised after each).
+#: denoiser there and nowhere else, and the generic ln σ ~ N(−0.4, 1.2²) spends 82% of the
+#: targets below σ = 2. Centring them at ln σ ~ N(1.0, 0.8²) cut the time to skill ≥ 0.7 at every
+#: horizon from over 30 minutes to 16–25 (median 19 over three seeds; benchmarks/time_to_skill.py,
+#: docs/design.md); 4 and 8 Euler steps still sample as well or better.
 TRAINING_DEFAULTS = {"event_weight": 10.0, "p_mean": 1.0, "p_std": 0.8}
 
 #: Sampler settings for pong models: the reference model's, chosen on the validation seeds
