@@ -87,6 +87,7 @@ class Dreamer:
         self.model.denoiser(x, sigma, actions, torch.arange(start, start + length, device=dev), cache=cache, write_cache=True)
         return cache
 
+    @torch.no_grad()
     def reset(self, context: torch.Tensor, context_actions: torch.Tensor | None = None, rows: torch.Tensor | list[int] | None = None) -> None:
         """Start dreams from real frames.
 
@@ -157,6 +158,7 @@ class Dreamer:
             self.history_actions = torch.cat([self.history_actions, a], dim=1)[:, -self.keep :]
         return frame[:, 0]
 
+    @torch.no_grad()
     def _write_fed(self) -> None:
         """Write the frame dreamed last to the cache in a pass of its own (before rows are restarted)."""
         if self.fed is not None:
