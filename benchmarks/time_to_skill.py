@@ -1,16 +1,17 @@
 """Time to skill: minutes of training on this machine until the pong model first reaches state
 skill vs oracle >= 0.7 at every horizon 1..16.
 
-    python benchmarks/time_to_skill.py --out runs/time-to-skill           # the reference recipe
+    python benchmarks/time_to_skill.py --out runs/time-to-skill           # the default recipe
     python benchmarks/time_to_skill.py --out runs/tts-s1 --seed 1         # another training seed
     python benchmarks/time_to_skill.py --out runs/tts-lr2 --lr 2e-3       # twice the peak learning rate
     python benchmarks/time_to_skill.py --out runs/tts-old --loss '{"p_mean": -0.4, "p_std": 1.2}'
     python benchmarks/time_to_skill.py --out runs/tts-gpu --device cuda
 
-Trains with the reference model's recipe (MODEL.md: `base`, batch 16, 9,500 steps, 400
-episodes) and pong's recommended loss — whose target noise levels, ln σ ~ N(1.0, 0.8²), now
-differ from the ones the shipped model was trained with (the `--loss` override above restores
-them) — and every `--every` steps scores the EMA weights on validation
+Trains the previous reference model's recipe (`base` with a linear head, batch 16, a 9,500-step
+schedule, 400 episodes; the shipped v4 adds a refiner head and runs 8,000 steps, MODEL.md) with
+pong's recommended loss — target noise levels ln σ ~ N(1.0, 0.8²); the `--loss` override above
+restores the generic levels the previous reference used — and every `--every` steps scores the
+EMA weights on validation
 cases (seeds 1,500,000+, neither trained on nor the test seeds `diffworld eval` reports):
 state CRPS of `--cases` × `--members` dreams per horizon with pong's sampler (SAMPLER_DEFAULTS), against
 persistence and the oracle (the true game branched `--members` ways) on the same cases. The run

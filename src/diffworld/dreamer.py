@@ -158,7 +158,6 @@ class Dreamer:
             self.history_actions = torch.cat([self.history_actions, a], dim=1)[:, -self.keep :]
         return frame[:, 0]
 
-    @torch.no_grad()
     def _write_fed(self) -> None:
         """Write the frame dreamed last to the cache in a pass of its own (before rows are restarted)."""
         if self.fed is not None:
