@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: both under autocast")
+    parser.add_argument("--modes", nargs="+", default=["image", "window"], choices=["image", "window"])
     args = parser.parse_args()
     dev = torch.device(args.device)
     print(f"{machine(args.device)}, {args.precision}")
@@ -98,6 +99,8 @@ def main() -> None:
         torch.manual_seed(0)
         net_theirs = theirs(width, depth, heads, patch, channels, size).to(dev)
         for mode, frames in (("image", 1), ("window", args.frames)):
+            if mode not in args.modes:
+                continue
             net_ours = ours(width, depth, heads, patch, channels, size, frames).to(dev)
             b = args.batch
             x = torch.randn(b, frames, channels, size, size, device=dev)

@@ -83,6 +83,21 @@ def test_ring_cache_keeps_the_newest_frames_and_attends_like_a_time_ordered_one(
     assert torch.equal(kept.get(0)[0], torch.cat([k[:2], k[4:]]))
 
 
+def test_ring_cache_appends_of_several_frames_wrap_around_in_time_order():
+    """Appends of any size, within the ring or across its end, leave the newest frames with the
+    oldest at the write position: the ring is time order rotated."""
+    cache, t = KVCache(depth=1, max_frames=4), 0
+    for n in (3, 2, 3, 1, 4, 2):  # 0..2 in place, 3..4 across the end, 5..7 in place, …
+        times = torch.arange(t, t + n, dtype=torch.float32).reshape(1, 1, n, 1)  # frame values = their time
+        cache.append(0, times, -times)
+        t += n
+        k, v = cache.get(0)
+        held = min(t, 4)
+        assert torch.equal(v, -k) and k.shape[-2] == held
+        start = t % 4 if t >= 4 else 0  # the oldest frame's slot
+        assert torch.equal(k[0, 0, :, 0].roll(-start), torch.arange(t - held, t, dtype=torch.float32))
+
+
 def test_context_longer_than_window_uses_the_newest_frames(odd_model):
     ctx, acts = torch.rand(1, 9, 3, 12, 20), torch.randint(0, 3, (1, 2))
     keep = odd_model.frames - 1

@@ -189,3 +189,20 @@ def test_grid_model_has_no_learned_layout_parts():
     assert net.pos_embed is None and net.spatial_bias_module is None and net.diffusion_times() is None
     assert not any(k == "pos" or k.startswith(("pos_embed", "spatial_bias")) for k in net.state_dict())
     assert net.spatial_biases() == [None, None]
+
+
+def test_rope_rotates_pairs_and_attends_by_time_difference():
+    """RoPE's complex form (fp32) equals its real-pair form (other dtypes), keeps norms, and makes a
+    query-key product depend only on their time difference."""
+    from diffworld.model.dit import rope, rope_angles
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 3, 1, 8, generator=g), torch.randn(2, 3, 1, 8, generator=g)  # [M, H, 1 frame, dh]
+    rot = rope_angles(torch.tensor([5, 2, 105, 102]), 8)  # [4 times, dh/2]
+    x = torch.randn(2, 3, 4, 8, generator=g)
+    assert torch.allclose(rope(x, rot), rope(x.double(), rot).float(), atol=1e-6)  # complex vs real pairs
+    assert torch.allclose(rope(x, rot).norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+    qr, kr = rope(q.expand(-1, -1, 4, -1), rot), rope(k.expand(-1, -1, 4, -1), rot)
+    near = (qr[..., 0, :] * kr[..., 1, :]).sum(-1)  # times 5 and 2
+    far = (qr[..., 2, :] * kr[..., 3, :]).sum(-1)  # times 105 and 102: the same difference
+    assert torch.allclose(near, far, atol=1e-4) and not torch.allclose(near, (q * k).sum(-1).squeeze(-1), atol=1e-3)
