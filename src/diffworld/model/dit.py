@@ -255,13 +255,13 @@ class Attention(nn.Module):
         """x [M, L, D] -> (queries and keys [2, M, heads, L, dh], values [M, heads, L, dh]).
 
         Queries and keys are RMS-normalised together, one kernel for both instead of one each, and
-        the weights are cast to the input's dtype (under bf16 autocast an fp32 weight would keep
-        torch off its fused kernel).
+        the weights are cast to the projection's dtype (bf16 under autocast, where queries and keys
+        then stay bf16, as the cache expects).
         """
         d = x.shape[-1]
         qkv = self.qkv(x).unflatten(-1, (3, self.heads, d // self.heads))  # [M, L, 3, H, dh]
         norm = self.q_norm
-        weight = torch.stack([norm.weight, self.k_norm.weight]).to(x.dtype)[:, None]  # [2, 1, dh]
+        weight = torch.stack([norm.weight, self.k_norm.weight]).to(qkv.dtype)[:, None]  # [2, 1, dh]
         qk = F.rms_norm(qkv[:, :, :2], norm.normalized_shape, None, norm.eps) * weight  # [M, L, 2, H, dh]
         return qk.permute(2, 0, 3, 1, 4), qkv[:, :, 2].transpose(1, 2)
 
