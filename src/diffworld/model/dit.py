@@ -91,6 +91,15 @@ def scale_offset(width: int, chunks: int, scales: tuple[int, ...]) -> torch.Tens
     return offset.flatten()
 
 
+def adaln_vectors(ada: nn.Sequential, c: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The adaLN vectors of `ada` (SiLU, then a linear map to chunks·D) for the per-frame
+    conditioning c [B, N, D]: `offset` (`scale_offset`) added to the bias, so scales come out as
+    1 + scale; one [B, N, 1, D] tensor per chunk, ready to broadcast over a frame's tokens."""
+    linear = ada[-1]
+    out = linear_few_rows(ada[0](c), linear.weight, linear.bias + offset)  # [B, N, chunks·D]
+    return out[:, :, None].chunk(len(offset) // c.shape[-1], dim=-1)
+
+
 class NoiseEmbedder(nn.Module):
     """c_noise [B, N] -> [B, N, D]: sinusoidal features then an MLP (DiT's timestep embedder)."""
 
@@ -324,8 +333,7 @@ class Block(nn.Module):
         """x [B, N, S, D]; c [B, N, D]; rotations: `rope_angles` of the N frames; mask [N, N] (None: causal);
         see `DiT.forward` for the cache, `write_cache` and `commit`."""
         b, n, s, d = x.shape
-        ada = self.ada[-1]
-        mods = linear_few_rows(self.ada[0](c), ada.weight, ada.bias + self.ada_offset)[:, :, None].chunk(9, dim=-1)  # 9 × [B, N, 1, D]
+        mods = adaln_vectors(self.ada, c, self.ada_offset)  # 9 × [B, N, 1, D]
 
         # Spatial attention: the S tokens of each frame attend to each other.
         h = modulate(self.norm1(x), mods[0], mods[1]).reshape(b * n, s, d)  # [B·N, S, D]
@@ -379,11 +387,11 @@ class FinalLayer(nn.Module):
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.linear = nn.Linear(width, out_dim)
+        self.register_buffer("ada_offset", scale_offset(width, 2, (1,)), persistent=False)  # see Block
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        ada = self.ada[-1]
-        shift, scale = linear_few_rows(self.ada[0](c), ada.weight, ada.bias)[:, :, None].chunk(2, dim=-1)  # [B, N, 1, D] each
-        return self.linear(modulate(self.norm(x), shift, 1 + scale))
+        shift, scale = adaln_vectors(self.ada, c, self.ada_offset)  # [B, N, 1, D] each, scale as 1 + scale
+        return self.linear(modulate(self.norm(x), shift, scale))
 
 
 #################################################################################
