@@ -61,41 +61,57 @@ def test_long_rollout_slides_and_costs_the_same_per_frame(odd_model, monkeypatch
 
 def test_ring_cache_keeps_the_newest_frames_and_attends_like_a_time_ordered_one():
     """Past the window the ring buffer overwrites its oldest frame in place: a rotation of time
-    order, which attention to the cached frames does not see."""
+    order, which attention to the cached frames (in place, masked) does not see."""
     import torch.nn.functional as F
 
-    from diffworld.model.dit import attend_one_frame
-
     g = torch.Generator().manual_seed(0)
-    frames = [torch.randn(6, 2, 1, 8, generator=g) for _ in range(7)]  # [B·S, heads, 1 frame, dh]
+    frames = [torch.randn(6, 2, 1, 8, generator=g) for _ in range(9)]  # [B·S, heads, 1 frame, dh]
     cache = KVCache(depth=1, max_frames=4)
     cache.append(0, torch.cat(frames[:2], -2), torch.cat(frames[:2], -2) * 2)  # a 2-frame context at once
-    for f in frames[2:]:
+    for f in frames[2:7]:
         cache.append(0, f, f * 2)
     k, v = cache.get(0)
-    newest = torch.cat(frames[-4:], -2)
-    assert len(cache) == 4 and k.shape[-2] == 4
-    assert sorted(k[0, 0, :, 0].tolist()) == sorted(newest[0, 0, :, 0].tolist())  # same frames, rotated
-    q, k_new, v_new = (torch.randn(6, 2, 1, 8, generator=g) for _ in range(3))
-    ordered = F.scaled_dot_product_attention(q, torch.cat([newest, k_new], -2), torch.cat([newest * 2, v_new], -2))
-    assert torch.allclose(attend_one_frame(q, k_new, v_new, k, v), ordered, atol=1e-6)
+    newest = torch.cat(frames[3:7], -2)
+    assert len(cache) == 4 and torch.equal(k, newest) and torch.equal(v, newest * 2)  # oldest first
+    assert cache.written[0] % cache.slots != 0  # the ring is rotated
+    # A rollout step: the frame dreamed last (frames[7]) joins the cache and the new one (frames[8])
+    # attends without the frame that just dropped out of the window (frames[3]).
+    q = torch.randn(6, 2, 2, 8, generator=g)
+    got = cache.attend(0, q, torch.cat(frames[7:9], -2), torch.cat(frames[7:9], -2) * 2, keep=1)
+    fed = F.scaled_dot_product_attention(q[..., :1, :], torch.cat(frames[3:8], -2), torch.cat(frames[3:8], -2) * 2)
+    new = F.scaled_dot_product_attention(q[..., 1:, :], torch.cat(frames[4:9], -2), torch.cat(frames[4:9], -2) * 2)
+    assert torch.allclose(got, torch.cat([fed, new], -2), atol=1e-6)
+    assert len(cache) == 4 and torch.equal(cache.get(0)[0], torch.cat(frames[4:8], -2))  # the new frame did not join
     kept = cache.select(torch.tensor([True, False, True]), batch=3)  # rows of entries 0 and 2
+    k = cache.get(0)[0]
     assert torch.equal(kept.get(0)[0], torch.cat([k[:2], k[4:]]))
 
 
 def test_ring_cache_appends_of_several_frames_wrap_around_in_time_order():
-    """Appends of any size, within the ring or across its end, leave the newest frames with the
-    oldest at the write position: the ring is time order rotated."""
-    cache, t = KVCache(depth=1, max_frames=4), 0
-    for n in (3, 2, 3, 1, 4, 2):  # 0..2 in place, 3..4 across the end, 5..7 in place, …
-        times = torch.arange(t, t + n, dtype=torch.float32).reshape(1, 1, n, 1)  # frame values = their time
-        cache.append(0, times, -times)
-        t += n
+    """Appends of any size, within the ring or across its end, leave the newest frames, oldest first."""
+    cache, sent = KVCache(depth=1, max_frames=4), []
+    for n in (3, 2, 3, 1, 4, 2, 5):  # in place, across the end, more than the window at once, …
+        times = torch.arange(len(sent), len(sent) + n, dtype=torch.float32)  # frame values = their time
+        sent += times.tolist()
+        cache.append(0, times.reshape(1, 1, n, 1), -times.reshape(1, 1, n, 1))
         k, v = cache.get(0)
-        held = min(t, 4)
+        held = min(len(sent), 4)
         assert torch.equal(v, -k) and k.shape[-2] == held
-        start = t % 4 if t >= 4 else 0  # the oldest frame's slot
-        assert torch.equal(k[0, 0, :, 0].roll(-start), torch.arange(t - held, t, dtype=torch.float32))
+        assert k[0, 0, :, 0].tolist() == sent[-held:]
+
+
+def test_a_cache_may_start_at_any_frame_number():
+    """A cache whose first frame is numbered late (a Dreamer's restart) attends only to what it holds."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    late = KVCache(depth=1, max_frames=4)
+    late.written = [9]
+    k = torch.randn(3, 2, 2, 8, generator=g)
+    q = torch.randn(3, 2, 2, 8, generator=g)
+    got = late.attend(0, q, k, k, keep=2)
+    want = F.scaled_dot_product_attention(q, k, k, is_causal=True)
+    assert torch.allclose(got, want, atol=1e-6) and len(late) == 2 and late.written == [11]
 
 
 def test_context_longer_than_window_uses_the_newest_frames(odd_model):

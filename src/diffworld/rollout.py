@@ -88,8 +88,7 @@ def denoise_new_frame(
         rows = x.shape[0]
         fa = null_actions(model, rows, 1, x.device) if fa is None else fa
         actions = torch.cat([fa, null_actions(model, rows, 1, x.device) if actions is None else actions], dim=1)
-    both = model.denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1)
-    return both[:, 1:]
+    return model.denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1)
 
 
 def sample_frame(

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from diffworld.diffusion.loss import teacher_mask
-from diffworld.model.dit import DiT, DiTConfig
+from diffworld.model.dit import DiT, DiTConfig, KVCache
 from diffworld.layouts import GridLayout
 from tests.conftest import perturb
 
@@ -104,13 +104,12 @@ def test_a_committed_frame_is_written_as_a_write_pass_then_a_step_would(held):
         net(x[:, :held], c[:, :held], a[:, :held], t[:held], cache=cache, write_cache=True)
     net(x[:, held : held + 1], c[:, held : held + 1], a[:, held : held + 1], t[held : held + 1], cache=separate, write_cache=True)
     want = net(x[:, held + 1 :], c[:, held + 1 :], a[:, held + 1 :], t[held + 1 :], cache=separate)
-    got = net(x[:, held:], c[:, held:], a[:, held:], t[held:], cache=fused, commit=1)[:, 1:]
-    assert torch.allclose(got, want, atol=1e-5)
+    got = net(x[:, held:], c[:, held:], a[:, held:], t[held:], cache=fused, commit=1)  # the new frame's output only
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
     assert fused.written == separate.written and len(fused) == min(held + 1, 3)
     assert all(torch.allclose(f, s, atol=1e-6) for f, s in zip(fused.k + fused.v, separate.k + separate.v))
     if held == 3:  # the new frame must not see the frame the commit pushed out of the window
-        wide = net.new_cache()
-        wide.max_frames = 4
+        wide = KVCache(net.cfg.depth, 4)
         net(x[:, : held + 1], c[:, : held + 1], a[:, : held + 1], t[: held + 1], cache=wide, write_cache=True)
         assert not torch.allclose(got, net(x[:, held + 1 :], c[:, held + 1 :], a[:, held + 1 :], t[held + 1 :], cache=wide), atol=1e-3)
     with pytest.raises(ValueError, match="commit needs a cache"):

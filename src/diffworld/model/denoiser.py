@@ -37,9 +37,10 @@ class Denoiser(nn.Module):
         write_cache: bool = False,
         commit: int = 0,
     ) -> torch.Tensor:
-        """x [B, N, *frame] noisy frames, sigma [B, N] -> denoised frames [B, N, *frame] (cache,
-        write_cache and commit: see `DiT.forward`)."""
+        """x [B, N, *frame] noisy frames, sigma [B, N] -> denoised frames [B, N, *frame] (with
+        `commit`, only the N − commit frames after the finished ones; cache, write_cache and commit:
+        see `DiT.forward`)."""
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
         expand = (...,) + (None,) * (x.ndim - 2)  # [B, N] -> [B, N, 1, ..., 1]
         f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache, commit)
-        return c_skip[expand] * x + c_out[expand] * f.to(x.dtype)
+        return c_skip[expand][:, commit:] * x[:, commit:] + c_out[expand][:, commit:] * f.to(x.dtype)

@@ -166,52 +166,101 @@ def rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
 class KVCache:
     """Temporal keys and values of finished frames, per block, RoPE already applied.
 
-    Per block a ring buffer [B·S, heads, max_frames, dh]: a new frame overwrites the oldest one
-    in place (a sliding window of at most `max_frames` frames). The buffer's frame order is
-    therefore a rotation of time order, which attention never sees: keys carry their own rotary
-    positions and every cached frame is visible to every new one. Appending costs the new
-    frame's size, not the cache's.
+    Per block a ring buffer [B·S, heads, slots, dh] of `max_frames` + `spare` slots: a new frame
+    overwrites the oldest slot in place (a sliding window of at most `max_frames` frames). The
+    buffer's frame order is therefore a rotation of time order, which attention never sees: keys
+    carry their own rotary positions. A rollout step writes its frames (the frame dreamed last,
+    fed back, and the new one) into the spare slots and attends to the whole buffer at once, a
+    mask keeping each frame to the `max_frames` frames before it and itself (`attend`); nothing
+    is copied, and a new frame costs the same whatever the history.
     """
+
+    #: Slots beyond the window: frames a pass may write before attending (`attend`).
+    spare = 2
 
     def __init__(self, depth: int, max_frames: int) -> None:
         self.k: list[torch.Tensor | None] = [None] * depth
         self.v: list[torch.Tensor | None] = [None] * depth
         self.max_frames = max_frames
-        self.written = [0] * depth  # frames ever appended per block (the ring's write position)
+        self.slots = max_frames + self.spare
+        self.written = [0] * depth  # frames ever kept per block: the next frame's number and slot
+        self.origin = [0] * depth  # the number of the first frame written (a cache may start at any)
+        self._masks: dict[tuple, torch.Tensor] = {}
 
     def __len__(self) -> int:
         """Number of cached frames."""
-        return self._held(0)
+        return self.held(0)
 
-    def _held(self, layer: int) -> int:
-        return min(self.written[layer], self.max_frames)
+    def held(self, layer: int) -> int:
+        """Frames one block's cache holds (at most max_frames)."""
+        return 0 if self.k[layer] is None else min(self.written[layer] - self.origin[layer], self.max_frames)
 
     def get(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Cached (k, v) of one block, [B·S, heads, L, dh] with L = frames held (None if empty)."""
-        k, v, n = self.k[layer], self.v[layer], self._held(layer)
+        """Cached (k, v) of one block, oldest first, [B·S, heads, L, dh] with L = frames held (None if empty)."""
+        k, v, n = self.k[layer], self.v[layer], self.held(layer)
         if k is None or n == 0:
             return None, None
-        return (k, v) if n == self.max_frames else (k[..., :n, :], v[..., :n, :])
+        start = (self.written[layer] - n) % self.slots
+        if start + n <= self.slots:
+            return k[..., start : start + n, :], v[..., start : start + n, :]
+        slots = (start + torch.arange(n, device=k.device)) % self.slots  # across the ring's end: a copy
+        return k.index_select(-2, slots), v.index_select(-2, slots)
+
+    def _write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Put frames [B·S, heads, n, dh] into the slots of frames written, written + 1, …"""
+        if self.k[layer] is None:  # zeros: a slot never written is masked, and must not hold NaN
+            shape = k.shape[:-2] + (self.slots, k.shape[-1])
+            self.k[layer], self.v[layer] = k.new_zeros(shape), v.new_zeros(shape)
+            self.origin[layer] = self.written[layer]
+        n, start = k.shape[-2], self.written[layer] % self.slots
+        if start + n <= self.slots:  # one contiguous run of slots
+            self.k[layer][..., start : start + n, :] = k
+            self.v[layer][..., start : start + n, :] = v
+        else:
+            slots = (start + torch.arange(n, device=k.device)) % self.slots
+            self.k[layer].index_copy_(-2, slots, k.to(self.k[layer].dtype))
+            self.v[layer].index_copy_(-2, slots, v.to(self.v[layer].dtype))
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Add frames [B·S, heads, n, dh] to one block's cache, keeping the newest max_frames."""
         k, v = k[..., -self.max_frames :, :], v[..., -self.max_frames :, :]
-        if self.k[layer] is None:
-            shape = k.shape[:-2] + (self.max_frames, k.shape[-1])
-            self.k[layer], self.v[layer] = k.new_empty(shape), v.new_empty(shape)
-        n, start = k.shape[-2], self.written[layer] % self.max_frames
-        if start + n <= self.max_frames:  # one contiguous run of slots (always, for one frame)
-            self.k[layer][..., start : start + n, :] = k
-            self.v[layer][..., start : start + n, :] = v
-        else:
-            slots = (start + torch.arange(n, device=k.device)) % self.max_frames
-            self.k[layer].index_copy_(-2, slots, k.to(self.k[layer].dtype))
-            self.v[layer].index_copy_(-2, slots, v.to(self.v[layer].dtype))
-        self.written[layer] += n
+        self._write(layer, k, v)
+        self.written[layer] += k.shape[-2]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int) -> torch.Tensor:
+        """Attention of m ≤ `spare` frames that follow the cached ones, queries, keys and values
+        [B·S, heads, m, dh]: each frame sees the max_frames frames before it (cached or earlier in
+        the pass) and itself. The m frames go into the ring first; the first `keep` of them join
+        the cache, the rest are overwritten by the next pass. One attention call on the buffer in
+        place, whatever the ring's rotation, instead of a copy of the cache per call."""
+        (r, h, m, dh), w = q.shape, self.written[layer]
+        self._write(layer, k, v)
+        self.written[layer] = w + keep
+        keys, values = self.k[layer].view(r * h, self.slots, dh), self.v[layer].view(r * h, self.slots, dh)
+        # Written out rather than SDPA: CPU's fused kernel costs 2-4× more for a query of 1-2 frames.
+        mask = self._mask(w, self.origin[layer], m, keys.dtype, q.device)  # [1, m, slots]
+        logits = torch.baddbmm(mask, q.reshape(r * h, m, dh).to(keys.dtype), keys.mT, alpha=dh**-0.5)
+        weights = logits.softmax(-1, dtype=torch.float32).to(values.dtype)
+        return torch.bmm(weights, values).view(r, h, m, dh)
+
+    def _mask(self, first: int, origin: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """[1, m, slots] additive mask of `attend` for the frames first … first + m − 1 just
+        written into a ring whose first frame was `origin`; the pattern repeats with the ring once
+        every slot has been written, so each is kept."""
+        key = (first % self.slots, min(first - origin, self.slots), m, dtype, device)
+        if key not in self._masks:
+            last = first + m - 1
+            slot = torch.arange(self.slots, device=device)
+            frame = last - (last - slot) % self.slots  # the frame each slot holds now
+            query = first + torch.arange(m, device=device)[:, None]  # [m, 1]
+            seen = (frame >= origin) & (frame >= query - self.max_frames) & (frame <= query)  # [m, slots]
+            mask = torch.zeros(m, self.slots, dtype=dtype, device=device).masked_fill(~seen, float("-inf"))
+            self._masks[key] = mask[None]
+        return self._masks[key]
 
     def _derived(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> KVCache:
         out = KVCache(len(self.k), self.max_frames)
-        out.written = list(self.written)
+        out.written, out.origin = list(self.written), list(self.origin)
         out.k = [None if k is None else fn(k) for k in self.k]
         out.v = [None if v is None else fn(v) for v in self.v]
         return out
@@ -229,9 +278,9 @@ class KVCache:
         for layer in range(len(self.k)):
             if src.k[layer] is None or self.k[layer] is None:
                 raise ValueError("KVCache.assign: both caches need written frames")
-            if src._held(layer) != self._held(layer) or src.written[layer] % self.max_frames != self.written[layer] % self.max_frames:
+            if src.held(layer) != self.held(layer) or src.written[layer] % self.slots != self.written[layer] % self.slots:
                 raise ValueError(
-                    f"KVCache.assign: the caches are out of step (held {src._held(layer)} vs {self._held(layer)}, "
+                    f"KVCache.assign: the caches are out of step (held {src.held(layer)} vs {self.held(layer)}, "
                     f"written {src.written[layer]} vs {self.written[layer]})"
                 )
             for mine, theirs in ((self.k[layer], src.k[layer]), (self.v[layer], src.v[layer])):
@@ -286,21 +335,6 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(m, length, h * dh))
 
 
-def attend_one_frame(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor
-) -> torch.Tensor:
-    """Attention of one new frame's queries [R, H, 1, dh] to the cached frames [R, H, L, dh] and itself.
-
-    Equals `scaled_dot_product_attention(q, cat(past_k, k), cat(past_v, v))` without building the
-    concatenation: at rollout the cache holds many rows of a few frames, so copying it for every
-    denoising step would cost more memory traffic than the attention itself.
-    """
-    scale = q.shape[-1] ** -0.5
-    logits = torch.cat([q @ past_k.mT, (q * k).sum(-1, keepdim=True)], dim=-1) * scale  # [R, H, 1, L+1]
-    w = logits.softmax(-1, dtype=torch.float32).to(v.dtype)
-    return w[..., :-1] @ past_v + w[..., -1:] * v
-
-
 class Block(nn.Module):
     """Spatial attention, temporal attention and MLP, each under adaLN-Zero."""
 
@@ -346,31 +380,24 @@ class Block(nn.Module):
 
         # Temporal attention: each token position attends to itself in earlier frames.
         h = modulate(self.norm2(x), mods[3], mods[4]).transpose(1, 2).reshape(b * s, n, d)  # [B·S, N, D]
-        past_k, past_v = cache.get(layer) if cache is not None else (None, None)
-        if n == 1 and past_k is None and not (write_cache or commit):  # one frame, no history: its only
+        cached = cache is not None and cache.held(layer) > 0
+        if n == 1 and not cached and not (write_cache or commit):  # one frame, no history: its only
             y = self.temporal.values(h)  # key is itself, so attention returns its value (no q, k, softmax)
         else:
             qk, v = self.temporal.qk_v_heads(h)  # [2, B·S, H, N, dh], [B·S, H, N, dh]
             q, k = rope(qk, rotations)
-            done = []
-            for f in range(commit):  # finished frames: each attends to the cache and itself, then joins it
-                qf, kf, vf = q[:, :, f : f + 1], k[:, :, f : f + 1], v[:, :, f : f + 1]
-                done.append(vf if past_k is None else attend_one_frame(qf, kf, vf, past_k, past_v))
-                cache.append(layer, kf, vf)  # type: ignore[union-attr]
-                past_k, past_v = cache.get(layer)  # type: ignore[union-attr]
-            q, k, v, m = q[:, :, commit:], k[:, :, commit:], v[:, :, commit:], n - commit
-            if past_k is not None and m == 1:  # one new frame (every rollout step): no copy of the cache
-                y = attend_one_frame(q, k, v, past_k, past_v)
-            elif past_k is None:  # the default causal mask goes to SDPA as is_causal (its fast kernels)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and m > 1)
-            else:  # cached frames are all in the past: visible to every new frame
-                keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+M, dh]
-                own = mask if mask is not None else torch.ones(m, m, dtype=torch.bool, device=x.device).tril()
-                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=torch.cat([own.new_ones(m, past_k.shape[-2]), own], dim=-1))
-            if write_cache:  # after attending: the ring buffer overwrites its oldest frame in place
-                cache.append(layer, k, v)  # type: ignore[union-attr]
-            if done:
-                y = torch.cat(done + [y], dim=2)
+            if cache is not None and mask is None and n <= cache.spare:  # a rollout step: in the ring, in place
+                y = cache.attend(layer, q, k, v, keep=n if write_cache else commit)
+            else:
+                past_k, past_v = cache.get(layer) if cached else (None, None)  # type: ignore[union-attr]
+                if past_k is None:  # the default causal mask goes to SDPA as is_causal (its fast kernels)
+                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and n > 1)
+                else:  # cached frames are all in the past: visible to every new frame
+                    keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+N, dh]
+                    own = mask if mask is not None else torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+                    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=torch.cat([own.new_ones(n, past_k.shape[-2]), own], dim=-1))
+                if write_cache:  # after attending: the ring buffer overwrites its oldest frames in place
+                    cache.append(layer, k, v)  # type: ignore[union-attr]
         y = self.temporal.out(y).reshape(b, s, n, d).transpose(1, 2)  # [B, N, S, D]
         x = torch.addcmul(x, mods[5], y)
 
@@ -476,14 +503,18 @@ class DiT(nn.Module):
         x [B, N, *frame]; c_noise [B, N]; actions [B, N] (discrete) or [B, N, d] or None;
         times [N] frame indices for RoPE; mask [N, N] bool (True = may attend), default causal;
         cache: keys/values of earlier frames, all visible; write_cache appends these N frames.
-        commit: the first `commit` frames are finished ones, each written to the cache right after
-        it attends, so the frames after it see the cache as it will be (a full ring has dropped its
-        oldest frame): a rollout feeds back the frame it dreamed last in the same pass as the first
-        denoising step of the next, exactly as a write pass followed by that step, in one pass.
+        commit: the first `commit` frames are finished ones that join the cache; each sees the
+        cache and itself, and the frames after them see the cache as a write pass of them would
+        have left it (a full ring without its oldest frame): a rollout feeds back the frame it
+        dreamed last in the same pass as the first denoising step of the next, exactly as a write
+        pass followed by that step, in one pass; the output then holds only the N − commit frames
+        after them.
         """
         b, n = x.shape[:2]
-        if commit and (cache is None or mask is not None or not 0 < commit < n):
-            raise ValueError(f"commit needs a cache, the default mask and 0 < commit < N = {n}, got commit={commit}")
+        if commit and (cache is None or mask is not None or not 0 < commit < n or n > KVCache.spare):
+            raise ValueError(
+                f"commit needs a cache, the default mask and 0 < commit < N <= {KVCache.spare}, got commit={commit}, N = {n}"
+            )
         tokens = self.layout.to_tokens(x)  # [B, N, S, P]
         pos = self.pos if self.pos_embed is None else self.pos_embed(self.pos)  # [S, D]
         h = self.embed(tokens) + pos  # [B, N, S, D]
@@ -492,5 +523,7 @@ class DiT(nn.Module):
         rotations = rope_angles(times, self.cfg.width // self.cfg.heads)
         for i, block in enumerate(self.blocks):
             h = block(h, c, rotations, mask, biases[i], cache, i, write_cache, commit)
-        out = self.final(h, c)  # [B, N, S, token values (× refine)]
+        if commit:  # the finished frames' outputs are never read: only their keys and values
+            h, c = h[:, commit:], c[:, commit:]
+        out = self.final(h, c)  # [B, N − commit, S, token values (× refine)]
         return self.layout.from_tokens(out) if self.refiner is None else self.refiner(out)  # [B, N, *frame]
