@@ -202,3 +202,32 @@ def test_a_policy_sees_the_dreamed_frames_and_replays_an_action_sequence(odd_mod
         run(odd_model, ctx, acts, n_samples=2, policy=policy)
     with pytest.raises(ValueError, match=r"policy at frame 0: expected shape \[4, 1\]"):
         run(odd_model, ctx, None, n_samples=2, horizon=3, policy=lambda h, p: acts[:, 0])
+
+
+def test_ring_cache_passes_of_any_mix_attend_like_an_explicit_window():
+    """Random mixes of appends and attending passes (1-2 frames, any number kept) against an explicit
+    list of the frames held: each frame sees the max_frames frames before it and itself, never a
+    frame an earlier pass left in a spare slot or one the window dropped."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(3)
+    cache, held, window = KVCache(depth=1, max_frames=3), [], 3
+    for step in range(80):
+        if step % 9 == 4:  # a context of several frames at once
+            n = int(torch.randint(1, 6, (1,), generator=g))
+            k = torch.randn(2, 2, n, 4, generator=g)
+            cache.append(0, k, k + 1)
+            held = (held + list(k.unbind(-2)))[-window:]
+        else:
+            m = int(torch.randint(1, 3, (1,), generator=g))
+            keep = int(torch.randint(0, m + 1, (1,), generator=g))
+            q, k = torch.randn(2, 2, m, 4, generator=g), torch.randn(2, 2, m, 4, generator=g)
+            got = cache.attend(0, q, k, k + 1, keep=keep)
+            for j in range(m):
+                seen = torch.stack((held + list(k.unbind(-2))[: j + 1])[-(window + 1) :], -2)
+                want = F.scaled_dot_product_attention(q[..., j : j + 1, :], seen, seen + 1)
+                assert torch.allclose(got[..., j : j + 1, :], want, atol=1e-5), (step, m, keep, j)
+            held = (held + list(k.unbind(-2))[:keep])[-window:]
+        k_held, v_held = cache.get(0)
+        assert len(cache) == len(held)
+        assert k_held is None if not held else torch.equal(k_held, torch.stack(held, -2)) and torch.equal(v_held, k_held + 1)
