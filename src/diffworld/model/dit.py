@@ -200,11 +200,18 @@ class KVCache:
         k, v, n = self.k[layer], self.v[layer], self.held(layer)
         if k is None or n == 0:
             return None, None
-        start = (self.written[layer] - n) % self.slots
+        span = self._span(self.written[layer] - n, n, k.device)
+        if isinstance(span, slice):
+            return k[..., span, :], v[..., span, :]
+        return k.index_select(-2, span), v.index_select(-2, span)  # across the ring's end: a copy
+
+    def _span(self, first: int, n: int, device: torch.device) -> slice | torch.Tensor:
+        """The slots of frames first … first + n − 1: a slice where they run contiguously, else
+        their indices (across the ring's end)."""
+        start = first % self.slots
         if start + n <= self.slots:
-            return k[..., start : start + n, :], v[..., start : start + n, :]
-        slots = (start + torch.arange(n, device=k.device)) % self.slots  # across the ring's end: a copy
-        return k.index_select(-2, slots), v.index_select(-2, slots)
+            return slice(start, start + n)
+        return (start + torch.arange(n, device=device)) % self.slots
 
     def _write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Put frames [B·S, heads, n, dh] into the slots of frames written, written + 1, …"""
@@ -212,14 +219,13 @@ class KVCache:
             shape = k.shape[:-2] + (self.slots, k.shape[-1])
             self.k[layer], self.v[layer] = k.new_zeros(shape), v.new_zeros(shape)
             self.origin[layer] = self.written[layer]
-        n, start = k.shape[-2], self.written[layer] % self.slots
-        if start + n <= self.slots:  # one contiguous run of slots
-            self.k[layer][..., start : start + n, :] = k
-            self.v[layer][..., start : start + n, :] = v
+        span = self._span(self.written[layer], k.shape[-2], k.device)
+        if isinstance(span, slice):
+            self.k[layer][..., span, :] = k
+            self.v[layer][..., span, :] = v
         else:
-            slots = (start + torch.arange(n, device=k.device)) % self.slots
-            self.k[layer].index_copy_(-2, slots, k.to(self.k[layer].dtype))
-            self.v[layer].index_copy_(-2, slots, v.to(self.v[layer].dtype))
+            self.k[layer].index_copy_(-2, span, k.to(self.k[layer].dtype))
+            self.v[layer].index_copy_(-2, span, v.to(self.v[layer].dtype))
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Add frames [B·S, heads, n, dh] to one block's cache, keeping the newest max_frames."""
