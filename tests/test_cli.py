@@ -46,8 +46,11 @@ def test_eval_and_rollout_on_the_demo_checkpoint(demo_dir, tmp_path):
     assert "state skill vs oracle" in proc.stdout
     m = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert m["sampler"]["steps"] == 2
-    cli("rollout", demo_dir / "checkpoint", "--out", tmp_path / "d.gif", "--frames", "6", "--members", "1")
+    cli("rollout", demo_dir / "checkpoint", "--out", tmp_path / "d.gif", "--frames", "6", "--members", "1", "--sigma-max", "2")
     assert (tmp_path / "d.gif").stat().st_size > 1000
+    one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e1", "--members", "1", check=False), "--members must be at least 2, got 1")
+    one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e0", "--cases", "0", check=False), "--cases must be at least 1, got 0")
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e0").exists()
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -112,3 +112,41 @@ def test_demo_can_stop_early_on_the_climate_of_validation_free_runs(tmp_path):
     assert sum("validation free runs" in x for x in lines) == 2  # steps 2 and 4
     best = json.loads((tmp_path / "best" / "config.json").read_text())["best"]
     assert m["early_stopping"] == best and best["step"] in (2, 4) and best["validation"] >= 0
+
+
+def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
+    """`diffworld eval` on a forecast world's checkpoint: the demo's weather-centre scores, with
+    the world options its data was collected with and the sampler the command line names."""
+    from typer.testing import CliRunner
+
+    from diffworld.cli import app
+
+    cfg = ForecastDemoConfig.for_world(
+        "fields", world_options={"size": 16, "spinup": 20}, episodes=2, preset="tiny", dit={"patch": 4},
+        train=TrainConfig(steps=2, batch_size=2, warmup=1), cases=2, members=2, horizon=4,
+        climate_episodes=2, free_runs=1, free_factor=2,
+    )  # fmt: skip
+    run_forecast_demo(tmp_path / "demo", cfg, progress=False, log=lambda s: None)
+    out = tmp_path / "eval"
+    args = ["eval", str(tmp_path / "demo" / "checkpoint"), "--out", str(out), "--cases", "3", "--members", "2", "--horizon", "5"]
+    result = CliRunner().invoke(app, args + ["--sigma-max", "3", "--steps", "2", "--churn", "0.5"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["world"] == "fields" and saved["config"]["world_options"] == {"size": 16, "spinup": 20}
+    assert (saved["sampler"]["sigma_max"], saved["sampler"]["steps"], saved["sampler"]["churn"]) == (3.0, 2, 0.5)
+    assert saved["cases"]["cases"] == 3 and saved["cases"]["members"] == 2 and saved["leads"] == [1, 2, 3, 4, 5]
+    assert np.asarray(saved["forecast_spectrum_ratio_by_lead"]).shape == (5, 8)  # the 16×16 grid it was trained on
+    for name in ("scores.png", "spectra.png", "forecast.gif"):
+        assert (out / name).is_file(), name
+    assert "spread/skill to saturation" in result.output
+
+    refused = CliRunner().invoke(app, args + ["--seed-offset", "500000"])
+    assert refused.exit_code == 2 and "--seed-offset is for game worlds" in refused.output
+
+
+def test_forecast_evaluation_refuses_a_game_checkpoint(tmp_path):
+    from diffworld.forecast_demo import evaluate_forecast_checkpoint
+
+    with pytest.raises(ValueError, match="needs a checkpoint trained on lorenz96 or fields trajectories, got one trained on world 'pong'"):
+        evaluate_forecast_checkpoint("pong", tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written

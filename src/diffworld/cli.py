@@ -32,9 +32,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _sampler(model_sampler: Any, steps: Optional[int], method: Optional[str], sigma_ctx: Optional[float], guidance: Optional[float]) -> Any:
-    overrides = {k: v for k, v in dict(steps=steps, method=method, sigma_ctx=sigma_ctx, guidance=guidance).items() if v is not None}
-    return replace(model_sampler, **overrides)
+def _sampler(model_sampler: Any, **settings: Any) -> Any:
+    """The model's sampler with the command line's settings (those not None) on top."""
+    return replace(model_sampler, **{k: v for k, v in settings.items() if v is not None})
 
 
 def _json_overrides(text: Optional[str], what: str) -> dict[str, Any]:
@@ -153,26 +153,45 @@ def _store_world(path: Path) -> str:
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory, or the name of a shipped model (e.g. pong)."),
     out: Path = typer.Option(Path("eval"), help="Directory for metrics.json and horizon.png."),
-    cases: int = typer.Option(64, help="Held-out forecast start points."),
-    members: int = typer.Option(16, help="Ensemble members."),
-    horizon: int = typer.Option(16),
+    cases: Optional[int] = typer.Option(None, help="Held-out forecast start points (default: 64; lorenz96/fields: 32)."),
+    members: Optional[int] = typer.Option(None, help="Ensemble members (default: 16)."),
+    horizon: Optional[int] = typer.Option(None, help="Leads 1..horizon (default: 16; lorenz96/fields: 48)."),
     seed: int = typer.Option(0),
-    seed_offset: int = typer.Option(0, help="Offset of the held-out episode seeds (500000: the validation set)."),
+    seed_offset: int = typer.Option(0, help="Offset of the held-out episode seeds (500000: the validation set; games only)."),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
     method: Optional[str] = typer.Option(None, help="euler, heun or marginal (default: the model's)."),
+    sigma_max: Optional[float] = typer.Option(None, help="Noise level sampling starts from (default: the model's)."),
+    churn: Optional[float] = typer.Option(None, help="Stochastic churn of the sampler (default: the model's)."),
     sigma_ctx: Optional[float] = typer.Option(None, help="Context noise level (default: the model's)."),
     guidance: Optional[float] = typer.Option(None, help="Action guidance weight (default: the model's)."),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Evaluate a model on held-out episodes against persistence, climatology and the oracle."""
+    """Evaluate a model on held-out episodes against persistence, climatology and the oracle
+    (lorenz96 and fields: the forecast demo's weather-centre scores, AR(1) and free runs too)."""
     from rich.console import Console
 
     from diffworld.evaluate.run import EvalConfig
+    from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
+    from diffworld.forecast_demo import evaluate_forecast_checkpoint
     from diffworld.model.world_model import WorldModel
     from diffworld.recipes import evaluate_checkpoint
 
-    sampler = _sampler(WorldModel.from_pretrained(checkpoint).sampler, steps, method, sigma_ctx, guidance)
-    cfg = EvalConfig(cases=cases, members=members, horizon=horizon, seed=seed, seed_offset=seed_offset)
+    model = WorldModel.from_pretrained(checkpoint)
+    sampler = _sampler(model.sampler, steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
+    sizes = {k: v for k, v in dict(cases=cases, members=members, horizon=horizon).items() if v is not None}
+    for name, value in sizes.items():
+        least = 2 if name == "members" else 1  # fair CRPS and spread need two members
+        if value < least:
+            raise ValueError(f"--{name} must be at least {least}, got {value}")
+    if model.spec.name in FORECAST_WORLDS:
+        if seed_offset:
+            raise ValueError(f"--seed-offset is for game worlds; {model.spec.name} forecasts start from its held-out seeds")
+        m = evaluate_forecast_checkpoint(checkpoint, out, sampler, device=device, log=typer.echo, seed=seed, **sizes)
+        _print_forecast_headline(m)
+        typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png and {_forecast_picture(m['world'])} in {m['total_seconds']:.0f}s")
+        return
+    sizes = {k: v for k, v in dict(cases=cases, members=members, horizon=horizon).items() if v is not None}
+    cfg = EvalConfig(seed=seed, seed_offset=seed_offset, **sizes)
     metrics = evaluate_checkpoint(checkpoint, out, cfg, sampler, device=device, log=typer.echo)
     print_summary(metrics, Console())
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'horizon.png'}")
@@ -188,6 +207,8 @@ def rollout(
     seed: int = typer.Option(0),
     steps: Optional[int] = typer.Option(None),
     method: Optional[str] = typer.Option(None),
+    sigma_max: Optional[float] = typer.Option(None),
+    churn: Optional[float] = typer.Option(None),
     sigma_ctx: Optional[float] = typer.Option(None),
     guidance: Optional[float] = typer.Option(None),
     device: str = typer.Option("cpu"),
@@ -197,7 +218,7 @@ def rollout(
     from diffworld.recipes import data_source, dream_gif
 
     model = WorldModel.from_pretrained(checkpoint, device=device)
-    sampler = _sampler(model.sampler, steps, method, sigma_ctx, guidance)
+    sampler = _sampler(model.sampler, steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
     source = data_source(read_config(resolve_pretrained(checkpoint)))
     dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler, **source)
     typer.echo(f"wrote {out}")
@@ -308,6 +329,16 @@ def _forecast_demo(out: Path, world: str, options: Callable[[Any], Any], validat
     if validate_every is not None:
         cfg = replace(cfg, validate_every=validate_every)
     m = run_forecast_demo(out, cfg, log=typer.echo)
+    _print_forecast_headline(m)
+    typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png, {_forecast_picture(world)} and checkpoint/ in {m['total_seconds']:.0f}s")
+
+
+def _forecast_picture(world: str) -> str:
+    return "forecast.gif" if world == "fields" else "hovmoller.png"
+
+
+def _print_forecast_headline(m: dict[str, Any]) -> None:
+    """The forecast evaluation's headline numbers, one line each."""
     head = m["headline"]
     lead, n = m["lead_time"], head["headline_leads"]
     for name in ("model", "persistence", "ar1", "oracle"):
@@ -319,7 +350,6 @@ def _forecast_demo(out: Path, world: str, options: Callable[[Any], Any], validat
     typer.echo(f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): min {head['skill_vs_oracle_min_to_saturation']:.2f}")
     lo, hi = head["spread_skill_range_to_saturation"]
     typer.echo(f"spread/skill to saturation: {lo:.2f}..{hi:.2f}; forecast/truth spectrum: {head['spectrum_ratio_range'][0]:.2f}..{head['spectrum_ratio_range'][1]:.2f}")
-    typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png, {'forecast.gif' if world == 'fields' else 'hovmoller.png'} and checkpoint/ in {m['total_seconds']:.0f}s")
 
 
 def _market_demo(out: Path, preset: Optional[str], members: Optional[int], series: Optional[str], train: Callable[[Any], Any]) -> None:

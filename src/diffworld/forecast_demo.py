@@ -24,6 +24,7 @@ import numpy as np
 
 from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.loss import LossConfig
+from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate import weather
 from diffworld.evaluate.forecasts import (
     climatology_forecast,
@@ -33,7 +34,7 @@ from diffworld.evaluate.forecasts import (
     persistence_forecast,
 )
 from diffworld.evaluate.pictures import field_forecast_gif, plot_lead_scores, plot_ring_forecast, plot_spectra
-from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
 from diffworld.train import TrainConfig
 from diffworld.worlds import collect_episodes, make_world, random_policy, training_defaults
 
@@ -265,6 +266,52 @@ def run_forecast_demo(
     return metrics
 
 
+def evaluate_forecast_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    sampler: SamplerConfig | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Score a trained checkpoint of a forecast world as the demo scores its own model.
+
+    The held-out start dates, baselines, free runs and pictures of `evaluate_and_draw`, with the
+    world options the checkpoint's data was collected with; `overrides` go to the world's
+    `ForecastDemoConfig` (cases, members, horizon, seed, …), `sampler` replaces the checkpoint's.
+    Writes `out`/metrics.json and the pictures; returns the metrics.
+    """
+    config = read_config(resolve_pretrained(path))
+    world, data = config["spec"]["name"], config.get("data") or {}
+    if world not in WORLDS or data.get("store"):
+        source = f"store {data['store']}" if data.get("store") else f"world {world!r}"
+        raise ValueError(f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, got one trained on {source}")
+    seeds = data.get("train_seeds")
+    if seeds and seeds[1] >= HELD_OUT_SEED_BASE:
+        raise ValueError(f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, which reach the held-out seeds from {HELD_OUT_SEED_BASE}")
+    options = (data.get("collect") or {}).get("world_options") or {}
+    cfg = ForecastDemoConfig.for_world(world, world_options=dict(options), **overrides)
+    model = WorldModel.from_pretrained(path, device=device)
+    if sampler is not None:
+        model.sampler = sampler
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    log(f"sampler: {model.sampler}")
+    report = evaluate_and_draw(model, cfg, out, log)
+    metrics = {
+        "world": world,
+        "checkpoint": str(path),
+        "sampler": asdict(model.sampler),
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+        "train_seconds": config.get("train_seconds"),
+        **report,
+        "total_seconds": time.perf_counter() - t0,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def evaluate_and_draw(model: WorldModel, cfg: ForecastDemoConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """`evaluate_forecasts`, then its pictures in `out`; the report without picture data.
 
@@ -284,4 +331,4 @@ def evaluate_and_draw(model: WorldModel, cfg: ForecastDemoConfig, out: Path, log
     return report
 
 
-__all__ = ["WORLDS", "ForecastDemoConfig", "evaluate_and_draw", "evaluate_forecasts", "free_run", "run_forecast_demo", "true_run"]
+__all__ = ["WORLDS", "ForecastDemoConfig", "evaluate_and_draw", "evaluate_forecast_checkpoint", "evaluate_forecasts", "free_run", "run_forecast_demo", "true_run"]

@@ -175,7 +175,10 @@ class Fields:
 #: a uniform ×21 loss that only makes gradient clipping bite. Plain EDM weighting instead.
 TRAINING_DEFAULTS = {"motion_weight": 0.0, "surprise_weight": 0.0, "event_weight": 0.0}
 
-#: Measured on a 2,000-step `small` model (16 validation starts × 8 members, leads 1..24): Euler
-#: with 8 steps and churn 2 scored CRPS 0.038 / 0.142 / 0.239 / 0.339 at leads 1 / 5 / 10 / 24,
-#: against 0.042 / 0.152 / 0.258 / 0.349 for the library default (Euler, 3 steps, no churn).
-SAMPLER_DEFAULTS = {"steps": 8, "churn": 2.0}
+#: Chosen on validation starts of a 6,750-step `small` model (docs/design.md, "Fields answer to
+#: where sampling starts too"): 32 Euler steps with churn 2 from σ = 3 instead of 8 from σ = 5
+#: (the library's): spread/skill 1.10 / 0.78 at leads 1 / 15 instead of 0.64 / 0.44, spectra 0.45–1.29
+#: of the truth's instead of 0.16–1.00, CRPS lower at every lead shown; on held-out starts (32 × 16
+#: members): skill vs oracle 0.86–0.91, spread/skill 0.73–1.23 to saturation. Four times the cost
+#: of 8 steps; the higher the starting level, the emptier the field (free-run mean 0.35 vs 0.70 from σ = 5).
+SAMPLER_DEFAULTS = {"steps": 32, "churn": 2.0, "sigma_max": 3.0}
