@@ -190,7 +190,6 @@ def eval_cmd(
         _print_forecast_headline(m)
         typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png and {_forecast_picture(m['world'])} in {m['total_seconds']:.0f}s")
         return
-    sizes = {k: v for k, v in dict(cases=cases, members=members, horizon=horizon).items() if v is not None}
     cfg = EvalConfig(seed=seed, seed_offset=seed_offset, **sizes)
     metrics = evaluate_checkpoint(checkpoint, out, cfg, sampler, device=device, log=typer.echo)
     print_summary(metrics, Console())

@@ -176,8 +176,8 @@ class Fields:
 TRAINING_DEFAULTS = {"motion_weight": 0.0, "surprise_weight": 0.0, "event_weight": 0.0}
 
 #: Chosen on validation starts of a 6,750-step `small` model (docs/design.md, "Fields answer to
-#: where sampling starts too"): 32 Euler steps with churn 2 from σ = 3 instead of 8 from σ = 5
-#: (the library's): spread/skill 1.10 / 0.78 at leads 1 / 15 instead of 0.64 / 0.44, spectra 0.45–1.29
+#: where sampling starts too"): 32 Euler steps with churn 2 from σ = 3 instead of the previous 8
+#: from the library's σ = 5: spread/skill 1.10 / 0.78 at leads 1 / 15 instead of 0.64 / 0.44, spectra 0.45–1.29
 #: of the truth's instead of 0.16–1.00, CRPS lower at every lead shown; on held-out starts (32 × 16
 #: members): skill vs oracle 0.86–0.91, spread/skill 0.73–1.23 to saturation. Four times the cost
 #: of 8 steps; the higher the starting level, the emptier the field (free-run mean 0.35 vs 0.70 from σ = 5).
