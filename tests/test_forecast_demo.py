@@ -93,7 +93,7 @@ def test_cli_demo_passes_options_and_prints_the_headline(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
-    assert cfg.world == "fields" and cfg.train.steps == 7 and cfg.cases == 30 and cfg.dit == {"patch": 4}
+    assert cfg.world == "fields" and cfg.train.steps == 7 and cfg.cases == 30 and cfg.dit == {"patch": 4, "refine": 4}
     assert cfg.train.batch_size == 12 and cfg.validate_every == 5
     assert cfg.train.loss.motion_weight == 0.0  # the fields world's own loss settings survive the override
     assert "first miss at lead 33" in result.output and "variance by 12.0%" in result.output
@@ -122,7 +122,7 @@ def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
     from diffworld.cli import app
 
     cfg = ForecastDemoConfig.for_world(
-        "fields", world_options={"size": 16, "spinup": 20}, episodes=2, preset="tiny", dit={"patch": 4},
+        "fields", world_options={"size": 16, "spinup": 20}, episodes=2, preset="tiny", dit={"patch": 4, "refine": 2},
         train=TrainConfig(steps=2, batch_size=2, warmup=1), cases=2, members=2, horizon=4,
         climate_episodes=2, free_runs=1, free_factor=2,
     )  # fmt: skip

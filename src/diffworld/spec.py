@@ -83,6 +83,10 @@ class WorldSpec:
     value_range: tuple[float, float] | None = None
     #: Undirected edge list of the graph, for the graph layout.
     edges: tuple[tuple[int, int], ...] = ()
+    #: The grid's rows and columns wrap around (a torus, like the `fields` world's domain), so what
+    #: leaves one edge enters the opposite one. The grid layout's refiner pads across the edges
+    #: then (a zero padding would make the border a place unlike any other).
+    periodic: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in ("grid", "graph", "series"):

@@ -332,3 +332,22 @@ def test_missing_and_existing_paths(tmp_path: Path, grid_store: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(StoreError, match="folder with zarr.json"):
         EpisodeStore.open(tmp_path / "empty")
+
+
+def test_collect_refuses_a_store_whose_spec_differs_and_names_the_difference(tmp_path: Path) -> None:
+    # A store written before `fields` declared its grid periodic holds the same world under an
+    # older spec: appending to it would mix two specs, so collection stops and says which field differs.
+    from dataclasses import replace
+
+    from diffworld.data.collect import CollectConfig, collect
+
+    cfg = CollectConfig(source="fields", episodes=1, policy="default", world_options={"size": 8}, max_steps=5)
+    out = tmp_path / "f.zarr"
+    collect(cfg, out)
+    group = zarr.open_group(LocalStore(out), mode="r+")
+    old = {k: v for k, v in group.attrs.asdict()["spec"].items() if k != "periodic"}
+    group.update_attributes({"spec": old})
+    assert EpisodeStore.open(out).spec.periodic is False
+    with pytest.raises(ValueError, match="periodic False vs True"):
+        collect(replace(cfg, episodes=2), out)
+    assert len(EpisodeStore.open(out)) == 1

@@ -102,7 +102,9 @@ def collect(
         if held != meta["collect"]:
             raise ValueError(f"{out} was collected with {held}; this collection is {meta['collect']}: choose another --out")
         if store.spec != world.spec:
-            raise ValueError(f"{out} holds frames of world {store.spec.name!r}, this collection is {world.spec.name!r}")
+            held_spec, spec = store.spec.to_dict(), world.spec.to_dict()
+            differ = "; ".join(f"{k} {held_spec.get(k)!r} vs {v!r}" for k, v in spec.items() if held_spec.get(k) != v)
+            raise ValueError(f"{out} holds frames of another world than this collection's ({differ}): choose another --out")
     else:
         store = EpisodeStore.create(out, world.spec, meta=meta)
     done = set(int(s) for s in store.seeds)

@@ -24,7 +24,7 @@ Layout = GridLayout | GraphLayout | SeriesLayout
 def make_layout(spec: WorldSpec, patch: int) -> Layout:
     """The layout for `spec`; `patch` is the grid's patch size (graphs and series have one token per node or variable)."""
     if spec.layout == "grid":
-        return GridLayout(tuple(spec.frame_shape), patch)  # type: ignore[arg-type]
+        return GridLayout(tuple(spec.frame_shape), patch, periodic=spec.periodic)  # type: ignore[arg-type]
     if spec.layout == "graph":
         return GraphLayout(tuple(spec.frame_shape), spec.edges)  # type: ignore[arg-type]
     if spec.layout == "series":

@@ -12,13 +12,15 @@ from torch import nn
 class GridLayout:
     """Patchify frames into tokens and back; fixed 2-D sin-cos positions for the tokens."""
 
-    def __init__(self, frame_shape: tuple[int, int, int], patch: int) -> None:
+    def __init__(self, frame_shape: tuple[int, int, int], patch: int, periodic: bool = False) -> None:
         c, h, w = frame_shape
         if patch < 1 or h % patch or w % patch:
             raise ValueError(f"patch size {patch} must divide the frame's height {h} and width {w}")
         self.frame_shape = (c, h, w)
         self.patch = patch
         self.grid = (h // patch, w // patch)
+        #: Rows and columns wrap around (`WorldSpec.periodic`): the refiner pads across the edges.
+        self.periodic = periodic
 
     @property
     def num_tokens(self) -> int:
@@ -69,7 +71,7 @@ class GridLayout:
 
     def refiner(self, channels: int) -> GridRefiner:
         """A head that turns tokens of `channels` features per value into frames (see GridRefiner)."""
-        return GridRefiner(self.frame_shape, self.patch, channels)
+        return GridRefiner(self.frame_shape, self.patch, channels, self.periodic)
 
 
 class GridRefiner(nn.Module):
@@ -79,17 +81,19 @@ class GridRefiner(nn.Module):
     border must be drawn by two tokens that agree, and a token can echo its neighbour's object
     at the same offset inside its own patch. Here each token emits k features per pixel and the
     convolutions let neighbouring pixels, across patch borders, settle what is drawn. Per frame
-    only, so causality and the KV cache are untouched.
+    only, so causality and the KV cache are untouched. On a periodic grid the convolutions pad
+    across the edges (circularly), so the border is mended like any other patch border.
     """
 
-    def __init__(self, frame_shape: tuple[int, int, int], patch: int, channels: int) -> None:
+    def __init__(self, frame_shape: tuple[int, int, int], patch: int, channels: int, periodic: bool = False) -> None:
         super().__init__()
         c, h, w = frame_shape
         self.frame_shape = frame_shape
         self.features = GridLayout((c * channels, h, w), patch)
         self.skip = nn.Conv2d(c * channels, c, 1)
-        self.conv1 = nn.Conv2d(c * channels, c * channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(c * channels, c, 3, padding=1)
+        padding = "circular" if periodic else "zeros"
+        self.conv1 = nn.Conv2d(c * channels, c * channels, 3, padding=1, padding_mode=padding)
+        self.conv2 = nn.Conv2d(c * channels, c, 3, padding=1, padding_mode=padding)
         nn.init.zeros_(self.skip.bias)  # zero tokens give a zero frame, as adaLN-Zero expects
         nn.init.zeros_(self.conv2.weight)  # starts as the linear path alone
         nn.init.zeros_(self.conv2.bias)

@@ -98,6 +98,7 @@ class Fields:
             value_kind="real",
             action=ActionSpace(),
             variables=CHANNELS[: self.channels],
+            periodic=True,
         )
         self.reset()
 
