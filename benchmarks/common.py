@@ -75,4 +75,22 @@ def machine(device: str = "cpu") -> str:
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
     import platform
 
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    from diffworld.train import native_bf16
+
+    name = platform.processor() or platform.machine()
+    try:  # Linux names the model; platform.processor() often says only "x86_64"
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    bf16 = "native bf16" if native_bf16(torch.device("cpu")) else "bf16 emulated (slower than fp32)"
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"CPU {name}, {isa}, {bf16}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def note_emulated_bf16(device: str, precision: str) -> None:
+    """Say so before a bf16 run on a CPU that emulates bf16 (minutes per cell instead of seconds)."""
+    from diffworld.train import native_bf16
+
+    if precision == "bf16" and not native_bf16(torch.device(device)):
+        print("note: this CPU emulates bf16, which runs several times slower than fp32 here (~5× for a linear layer)")

@@ -33,7 +33,7 @@ from dataclasses import replace
 
 import torch
 
-from common import machine, median_seconds
+from common import machine, median_seconds, note_emulated_bf16
 
 from diffworld import WorldModel
 from diffworld.model.dit import PRESETS
@@ -104,6 +104,7 @@ def main() -> None:
     else:
         rows = [(name, length, None) for name in args.configs for length in args.contexts]
     print(f"{machine(args.device)}, {args.precision}")
+    note_emulated_bf16(args.device, args.precision)
     print(f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); dreams of 1 and {args.frames} frames, median of {args.repeats}")
     print(f"{'':>32} {'whole dream, frames/s':^31} {'per frame after the first':^31}")
     print(

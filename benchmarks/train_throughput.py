@@ -31,7 +31,7 @@ from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.loss import window_loss
 from diffworld.model.world_model import ModelConfig
 from diffworld.recipes import DemoConfig
-from diffworld.train import TrainConfig, build_model, train
+from diffworld.train import TrainConfig, build_model, native_bf16, train
 from diffworld.worlds import collect_episodes, default_policy, make_world
 
 
@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=INT", help="override DiT fields, e.g. width=384 depth=12")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
+                        help="default: fp32, and bf16 where the device has native bf16 matmuls")
     args = parser.parse_args()
     overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
     world = DemoConfig.world
@@ -83,8 +85,13 @@ def main() -> None:
     print(f"{machine(args.device)}")
     print(f"{world}, preset {' '.join([args.preset, *args.set])}, batch {args.batch_size}: {tokens} tokens and "
           f"{flops / 1e9:.2f} GFLOP per training step")
+    precisions = args.precisions or ["fp32", "bf16"]
+    if args.precisions is None and not native_bf16(torch.device(args.device)):
+        precisions = ["fp32"]  # emulated bf16: a 2048² bf16 matmul alone takes ~1 min on an AVX2 CPU
+        print("bf16 skipped: this CPU emulates it (add --precisions fp32 bf16 to measure it anyway)")
     print(f"{'precision':>9} {'peak GFLOP/s':>13} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    for precision in precisions:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         peak = matmul_peak(dtype, device=args.device)
         rate = steps_per_second(fresh(), episodes, replace(cfg, precision=precision), args.windows)
         achieved = flops * rate / 1e9

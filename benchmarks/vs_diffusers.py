@@ -27,7 +27,7 @@ import argparse
 
 import torch
 
-from common import count_flops, machine, median_seconds
+from common import count_flops, machine, median_seconds, note_emulated_bf16
 
 from diffworld.layouts import make_layout
 from diffworld.model.dit import DiT, DiTConfig
@@ -92,6 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     dev = torch.device(args.device)
     print(f"{machine(args.device)}, {args.precision}")
+    note_emulated_bf16(args.device, args.precision)
     print(f"{'config':>8} {'mode':>6} {'tokens':>7} {'ours fwd ms':>11} {'theirs fwd ms':>13} {'ratio':>6} "
           f"{'ours f+b ms':>11} {'theirs f+b ms':>13} {'ratio':>6} {'GFLOP ours/theirs':>17}")
     for name in args.configs:

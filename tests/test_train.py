@@ -1,5 +1,6 @@
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from diffworld.data.windows import WindowSampler
 from diffworld.diffusion.loss import LossConfig, window_loss
 from diffworld.model.world_model import ModelConfig, WorldModel
-from diffworld.train import StopTraining, TrainConfig, build_model, lr_at, train
+from diffworld.train import StopTraining, TrainConfig, build_model, lr_at, native_bf16, train
 from diffworld.worlds import collect_episodes, default_policy, make_world
 from tests.conftest import DEVICES
 
@@ -106,10 +107,22 @@ def test_log_and_checkpoint_files(tmp_path, pong_episodes):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_forcing_mode_and_bf16_train(tmp_path, pong_episodes, device):
+def test_forcing_mode_and_bf16_train(tmp_path, pong_episodes, device, monkeypatch):
+    monkeypatch.setattr("diffworld.train.native_bf16", lambda dev: True)  # the warning has its own test
     cfg = tiny_cfg(steps=3, precision="bf16", device=device, loss=LossConfig(context="forcing", motion_weight=5.0))
     r = train(new_model(pong_episodes), pong_episodes, cfg, tmp_path, progress=False)
     assert math.isfinite(r.final_loss) and r.model.device.type == device
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_warns(tmp_path, pong_episodes, monkeypatch):
+    monkeypatch.setattr("diffworld.train.native_bf16", lambda dev: False)
+    with pytest.warns(UserWarning, match="no native bf16 matmul"):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1, precision="bf16"), tmp_path / "bf16", progress=False)
+    with warnings.catch_warnings(record=True) as caught:  # fp32 on the same CPU: no such warning
+        warnings.simplefilter("always")
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1), tmp_path / "fp32", progress=False)
+    assert not [w for w in caught if "bf16" in str(w.message)]
+    assert isinstance(native_bf16(torch.device("cpu")), bool) and native_bf16(torch.device("cuda"))
 
 
 def test_early_stopping_keeps_the_best_validated_weights(tmp_path, pong_episodes):

@@ -183,9 +183,11 @@ def eval_cmd(
         least = 2 if name == "members" else 1  # fair CRPS and spread need two members
         if value < least:
             raise ValueError(f"--{name} must be at least {least}, got {value}")
+    if model.spec.name in FORECAST_WORLDS and seed_offset:
+        raise ValueError(f"--seed-offset is for game worlds; {model.spec.name} forecasts start from its held-out seeds")
+    if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
+        raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     if model.spec.name in FORECAST_WORLDS:
-        if seed_offset:
-            raise ValueError(f"--seed-offset is for game worlds; {model.spec.name} forecasts start from its held-out seeds")
         m = evaluate_forecast_checkpoint(checkpoint, out, sampler, device=device, log=typer.echo, seed=seed, **sizes)
         _print_forecast_headline(m)
         typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png and {_forecast_picture(m['world'])} in {m['total_seconds']:.0f}s")

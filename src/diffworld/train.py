@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,18 @@ class TrainConfig:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast is native on `device`: a CPU with bf16 matmul kernels (AVX-512 or
+    AMX); other devices are not checked (True). On an AVX2-only CPU it is emulated: a
+    1024×384 → 1536 linear ran 5× slower than in fp32 (19 vs 100 GFLOP/s, 2-core AMD EPYC)."""
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # torch without the probe: assume the best, do not warn
+        return True
 
 
 class StopTraining(Exception):
@@ -181,6 +194,9 @@ def train(
         raise FileExistsError(f"{ckpt} already holds a training run; resume it or choose another output directory")
     check_data(model, data)
     ranks, dev = distributed.setup(cfg.device)
+    if cfg.precision == "bf16" and not native_bf16(dev):
+        cap = torch.backends.cpu.get_cpu_capability()
+        warnings.warn(f"this CPU ({cap}) has no native bf16 matmul: bf16 training runs several times slower than fp32 here", stacklevel=2)
     if cfg.batch_size % ranks.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {ranks.world_size} processes")
     model.to(dev).train()
