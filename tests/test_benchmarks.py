@@ -1,0 +1,56 @@
+"""The benchmark scripts run end to end at tiny sizes and print the tables the README quotes.
+
+Their figures are not checked (speed belongs in the scripts, not in timed tests); what is checked
+is that each script runs, prints its machine line and a row per setting, and — for the KV cache —
+that the cached and recomputed dreams are the same, which the README's speed-ups presuppose.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("CPU "), proc.stdout[:200]  # the machine line: model, ISA, bf16 support
+    return proc.stdout
+
+
+def test_rollout_cache_dreams_the_same_with_and_without_the_cache():
+    out = bench("rollout_cache.py", "--contexts", "4", "--configs", "demo", "--members", "1", "2", "--frames", "2", "--repeats", "1")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["demo"]]
+    assert [r[3] for r in rows] == ["1", "2"], out  # one row per member count
+    assert all(r[-1] == "0.0%" for r in rows), out  # share of dreamed pixels that differ
+    assert all(float(r[4]) > 0 and r[6].endswith("x") for r in rows), out
+
+
+def test_train_throughput_reports_mfu_against_the_measured_peak():
+    out = bench("train_throughput.py", "--preset", "tiny", "--episodes", "2", "--windows", "1")
+    fp32 = next(line.split() for line in out.splitlines() if line.split()[:1] == ["fp32"])
+    peak, steps_per_s, mfu = float(fp32[1]), float(fp32[2]), fp32[-1]
+    assert peak > 0 and steps_per_s > 0 and re.fullmatch(r"\d+\.\d%", mfu), out
+
+
+def test_sampler_steps_scores_each_setting():
+    out = bench("sampler_steps.py", "--cases", "2", "--members", "2", "--steps", "1", "2", "--methods", "euler", "--repeats", "1")
+    rows = {" ".join(line.split()[:2]): line.split()[2:] for line in out.splitlines() if line.split()[:1] == ["euler"]}
+    assert list(rows) == ["euler 1", "euler 2"], out
+    assert [r[0] for r in rows.values()] == ["1", "2"], out  # network evaluations per frame
+    assert all(len(r) == 7 and float(r[-1]) > 0 for r in rows.values()), out  # 4 scores, valid share, frames/s
+    assert "persist." in out and "oracle" in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason='needs diffusers (pip install -e ".[bench]")')
+def test_vs_diffusers_times_both_networks():
+    out = bench("vs_diffusers.py", "--configs", "demo", "--modes", "image", "--batch", "2", "--repeats", "1")
+    row = next(line.split() for line in out.splitlines() if line.split()[:2] == ["demo", "image"])
+    assert len(row) == 10 and float(row[5]) > 0, out
