@@ -17,8 +17,9 @@ context encoded inside the timed run. Printed, per path:
   long dream or a play session costs once the context is encoded;
 
 the speed-ups, and the share of dreamed pixels on which the two paths differ (pong's pixels are
-projected to {0, 1}, so a float-level difference shows only where it flips a pixel). Every time
-is the median of `--repeats` runs.
+projected to {0, 1}, so a float-level difference shows only where it flips a pixel). Every rate
+is the median of `--repeats` runs and every speed-up the median of the runs' own ratios: each
+run times both paths in turn, so the machine's drift between minutes cancels in its ratio.
 
 The models have random weights (every parameter N(0, 0.05²), so attention and its cache matter;
 speed does not depend on the weights, and a window of 64 frames needs a model trained for it)
@@ -29,11 +30,13 @@ instead, from a context of (its window − frames) frames so the dream stays ins
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 from dataclasses import replace
 
 import torch
 
-from common import machine, median_seconds, note_emulated_bf16
+from common import machine, note_emulated_bf16, synchronize
 
 from diffworld import WorldModel
 from diffworld.model.dit import PRESETS
@@ -62,22 +65,33 @@ def random_model(reference: WorldModel, config_name: str, window: int) -> WorldM
 def measure(
     model: WorldModel, context: torch.Tensor, frames: int, members: int, repeats: int, precision: str = "fp32"
 ) -> dict[str, float]:
-    """Frames/s of the whole dream and per frame after the first, cached and recomputed, and the
-    share of dreamed pixels where the two paths differ."""
+    """Frames/s of the whole dream and per frame after the first, cached and recomputed (medians
+    of `repeats`), their ratios (medians of each repeat's ratio), and the share of dreamed pixels
+    where the two paths differ. Within a repeat the two paths run in turn, so a drift in the
+    machine's speed (minutes long on a shared CPU) moves both sides of a ratio alike."""
     actions = torch.randint(0, model.spec.action.n, (1, frames), generator=torch.Generator().manual_seed(0))
     dreams = {}
 
-    def run(use_cache: bool, horizon: int) -> None:
+    def seconds(use_cache: bool, horizon: int) -> float:
         gen = torch.Generator(device=model.device).manual_seed(1)
+        synchronize(model.device)
+        t0 = time.perf_counter()
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             dreams[use_cache] = model.rollout(context, actions[:, :horizon], n_samples=members, use_cache=use_cache, generator=gen)
+        synchronize(model.device)
+        return time.perf_counter() - t0
 
-    out = {}
-    for use_cache, name in ((True, "cached"), (False, "full")):
-        first = median_seconds(lambda: run(use_cache, 1), repeats, device=model.device)
-        whole = median_seconds(lambda: run(use_cache, frames), repeats, device=model.device)
-        out[f"{name}_whole"] = frames * members / whole
-        out[f"{name}_each"] = (frames - 1) * members / max(whole - first, 1e-9)
+    for use_cache in (True, False):  # warm-up
+        seconds(use_cache, 1)
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, use_cache in (("cached", True), ("full", False)):
+            first, whole = seconds(use_cache, 1), seconds(use_cache, frames)
+            runs.setdefault(f"{name}_whole", []).append(frames * members / whole)
+            runs.setdefault(f"{name}_each", []).append((frames - 1) * members / max(whole - first, 1e-9))
+        for kind in ("whole", "each"):
+            runs.setdefault(f"ratio_{kind}", []).append(runs[f"cached_{kind}"][-1] / runs[f"full_{kind}"][-1])
+    out = {key: statistics.median(values) for key, values in runs.items()}
     out["differ"] = float((dreams[True] != dreams[False]).float().mean())
     return out
 
@@ -118,8 +132,8 @@ def main() -> None:
             r = measure(model, context, args.frames, members, args.repeats, args.precision)
             print(
                 f"{name:>10} {model.num_parameters() / 1e6:>6.2f}M {length:>7} {members:>7} "
-                f"{r['cached_whole']:>9.1f} {r['full_whole']:>10.1f} {r['cached_whole'] / r['full_whole']:>8.1f}x "
-                f"{r['cached_each']:>9.1f} {r['full_each']:>10.1f} {r['cached_each'] / r['full_each']:>8.1f}x {r['differ']:>7.1%}"
+                f"{r['cached_whole']:>9.1f} {r['full_whole']:>10.1f} {r['ratio_whole']:>8.1f}x "
+                f"{r['cached_each']:>9.1f} {r['full_each']:>10.1f} {r['ratio_each']:>8.1f}x {r['differ']:>7.1%}"
             )
 
 

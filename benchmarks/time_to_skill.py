@@ -6,6 +6,7 @@ skill vs oracle >= 0.7 at every horizon 1..16.
     python benchmarks/time_to_skill.py --out runs/tts-lr2 --lr 2e-3       # twice the peak learning rate
     python benchmarks/time_to_skill.py --out runs/tts-old --loss '{"p_mean": -0.4, "p_std": 1.2}'
     python benchmarks/time_to_skill.py --out runs/tts-gpu --device cuda
+    python benchmarks/time_to_skill.py --out runs/tts-compiled --compile  # the step through torch.compile
 
 Trains the previous reference model's recipe (`base` with a linear head, batch 16, a 9,500-step
 schedule, 400 episodes; the shipped v4 adds a refiner head and runs 8,000 steps, MODEL.md) with
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="training seed (the validation cases stay fixed)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (TrainConfig.compile; compiling counts as training time)")
     parser.add_argument("--every", type=int, default=500, help="steps between checks")
     parser.add_argument("--cases", type=int, default=32)
     parser.add_argument("--members", type=int, default=16)
@@ -106,7 +108,10 @@ def main() -> None:
     make = lambda: make_world(WORLD)  # noqa: E731
     seeds = CollectConfig(source=WORLD, episodes=args.episodes, policy="default").seeds
     episodes = collect_episodes(make, seeds, default_policy(WORLD), CollectConfig.max_steps)
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, precision=args.precision, loss=loss, device=args.device)
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, precision=args.precision, loss=loss,
+        device=args.device, compile=args.compile,
+    )  # fmt: skip
     model = build_model(make().spec, episodes, ModelConfig.preset(args.preset), seed=args.seed)
     args.out.mkdir(parents=True)
     check = SkillCheck(args.cases, args.members, 16, args.target, model.frames - 1, args.out / "time_to_skill.jsonl")

@@ -3,14 +3,16 @@
     python benchmarks/train_throughput.py                          # the demo's training size
     python benchmarks/train_throughput.py --preset base --batch-size 32
     python benchmarks/train_throughput.py --device cuda --batch-size 256 --set width=384 depth=12 heads=6
+    python benchmarks/train_throughput.py --modes eager             # without the torch.compile rows
 
 Measures, on this machine and in this run: the peak of a 2048² matmul in fp32 and bf16; the
 FLOPs of one training step of the demo's model (pong, `small`, batch 8: matmuls and attention,
 forward and backward, counted by torch's FLOP counter); and `diffworld.train.train` itself —
 the library's loop with window sampling, the loss, backward, clipping, AdamW and the EMA —
-in fp32 and under bf16 autocast. Every figure is a median: of repeated matmuls, and of the
-steps/s of logged windows of 10 steps after a warm-up window. MFU = achieved FLOP/s / the
-peak of the same precision. `--set` overrides fields of the preset's DiT (a wider network fills
+in fp32 and under bf16 autocast, each eager and with the step compiled (`TrainConfig.compile`).
+Every figure is a median: of repeated matmuls, and of the steps/s of logged windows of 10 steps
+after a warm-up window (which holds the compiling; its length is printed). MFU = achieved
+FLOP/s / the peak of the same precision. `--set` overrides fields of the preset's DiT (a wider network fills
 a GPU that the demo's network leaves mostly idle).
 """
 
@@ -56,13 +58,14 @@ def step_flops_and_tokens(model, episodes, cfg: TrainConfig) -> tuple[int, int]:
     return flops, frames_seen * model.denoiser.net.pos.shape[0]
 
 
-def steps_per_second(model, episodes, cfg: TrainConfig, windows: int) -> float:
-    """Median steps/s over `windows` logged windows of 10 steps of `train`, after one warm-up window."""
+def steps_per_second(model, episodes, cfg: TrainConfig, windows: int) -> tuple[float, float]:
+    """(median steps/s over `windows` logged windows of 10 steps of `train` after one warm-up
+    window, the warm-up window's seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
         run = replace(cfg, steps=10 * (windows + 1), log_every=10, checkpoint_every=10**9)
         train(model, episodes, run, tmp, progress=False)
         log = [json.loads(line) for line in (Path(tmp) / "train_log.jsonl").read_text().splitlines()]
-    return statistics.median(r["steps_per_s"] for r in log[1:])
+    return statistics.median(r["steps_per_s"] for r in log[1:]), log[0]["elapsed_s"]
 
 
 def main() -> None:
@@ -75,6 +78,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
                         help="default: fp32, and bf16 where the device has native bf16 matmuls")
+    parser.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"],
+                        help="eager steps, and steps through torch.compile (TrainConfig.compile)")
     args = parser.parse_args()
     overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
     world = DemoConfig.world
@@ -89,13 +94,15 @@ def main() -> None:
     if args.precisions is None and not native_bf16(torch.device(args.device)):
         precisions = ["fp32"]  # emulated bf16: a 2048² bf16 matmul alone takes ~1 min on an AVX2 CPU
         print("bf16 skipped: this CPU emulates it (add --precisions fp32 bf16 to measure it anyway)")
-    print(f"{'precision':>9} {'peak GFLOP/s':>13} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
+    print(f"{'precision':>9} {'mode':>8} {'peak GFLOP/s':>13} {'warm-up s':>9} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
     for precision in precisions:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         peak = matmul_peak(dtype, device=args.device)
-        rate = steps_per_second(fresh(), episodes, replace(cfg, precision=precision), args.windows)
-        achieved = flops * rate / 1e9
-        print(f"{precision:>9} {peak:>13.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")
+        for mode in args.modes:
+            run = replace(cfg, precision=precision, compile=mode == "compiled")
+            rate, warm_up = steps_per_second(fresh(), episodes, run, args.windows)
+            achieved = flops * rate / 1e9
+            print(f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up:>9.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")
 
 
 if __name__ == "__main__":

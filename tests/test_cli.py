@@ -140,3 +140,13 @@ def test_heads_then_an_agent_in_the_dream(demo_dir, tmp_path):
     assert set(returns) == {"random", "dream_agent", "real_agent"} and all(r["episodes"] == 2 for r in returns.values())
     assert all(-3 <= r["mean"] <= 3 for r in returns.values())
     assert (agent / "dream_agent.safetensors").is_file() and (agent / "real_agent.safetensors").is_file()
+
+
+def test_train_compile_without_a_cpp_compiler_is_one_line(tmp_path):
+    env_cxx = {"CXX": "no-such-compiler++"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "diffworld", "train", "--out", str(tmp_path / "run"), "--compile", "--preset", "tiny", "--steps", "1"],
+        capture_output=True, text=True, env={**os.environ, **env_cxx},
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "C++ compiler" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 import json
 import math
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -158,3 +159,25 @@ def test_a_validation_hook_can_stop_the_run_and_resume_goes_on(tmp_path, pong_ep
     assert json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())["step"] == 4
     resumed = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, resume=True, progress=False)
     assert resumed.steps == 12
+
+
+def test_compiled_training_matches_eager(tmp_path, pong_episodes):
+    """torch.compile changes how the step runs, not what it computes: the same losses to float
+    rounding, and a checkpoint of the eager modules (no compiled wrapper in its names)."""
+    cfg = tiny_cfg(steps=4, log_every=1, checkpoint_every=4)
+    eager = train(new_model(pong_episodes), pong_episodes, cfg, tmp_path / "eager", progress=False)
+    train(new_model(pong_episodes), pong_episodes, replace(cfg, compile=True), tmp_path / "compiled", progress=False)
+    losses = {d: [json.loads(l)["loss"] for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("eager", "compiled")}
+    assert len(losses["eager"]) == 4 and losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4), losses
+    loaded = WorldModel.from_pretrained(tmp_path / "compiled/checkpoint")
+    assert loaded.state_dict().keys() == eager.model.state_dict().keys()
+    assert (params(loaded) - params(eager.model)).abs().max() < 1e-2  # four Adam steps of ≤ lr each
+
+
+def test_compiling_without_a_cpp_compiler_fails_before_training(tmp_path, pong_episodes, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler++")
+    with pytest.raises(ValueError, match=r"needs a C\+\+ compiler \(no-such-compiler\+\+\)"):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1, compile=True), tmp_path, progress=False)
+    assert not tmp_path.joinpath("checkpoint").exists()
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        tiny_cfg(compile="yes")

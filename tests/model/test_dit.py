@@ -191,15 +191,17 @@ def test_grid_model_has_no_learned_layout_parts():
 
 
 def test_rope_rotates_pairs_and_attends_by_time_difference():
-    """RoPE's complex form (fp32) equals its real-pair form (other dtypes), keeps norms, and makes a
-    query-key product depend only on their time difference."""
-    from diffworld.model.dit import rope, rope_angles
+    """RoPE's complex form (eager fp32) equals its real-pair form (other dtypes, and under
+    torch.compile) to the last bit in fp32, keeps norms, and makes a query-key product depend
+    only on their time difference."""
+    from diffworld.model.dit import rope, rope_angles, rope_pairs
 
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 3, 1, 8, generator=g), torch.randn(2, 3, 1, 8, generator=g)  # [M, H, 1 frame, dh]
     rot = rope_angles(torch.tensor([5, 2, 105, 102]), 8)  # [4 times, dh/2]
     x = torch.randn(2, 3, 4, 8, generator=g)
     assert torch.allclose(rope(x, rot), rope(x.double(), rot).float(), atol=1e-6)  # complex vs real pairs
+    assert torch.equal(rope(x, rot), rope_pairs(x, rot))  # what a compiled step computes, bit for bit in eager
     assert torch.allclose(rope(x, rot).norm(dim=-1), x.norm(dim=-1), atol=1e-5)
     qr, kr = rope(q.expand(-1, -1, 4, -1), rot), rope(k.expand(-1, -1, 4, -1), rot)
     near = (qr[..., 0, :] * kr[..., 1, :]).sum(-1)  # times 5 and 2

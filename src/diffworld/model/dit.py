@@ -149,10 +149,17 @@ def rope_angles(times: torch.Tensor, dh: int) -> torch.Tensor:
 def rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding in time: x [..., N, dh] rotated pairwise, (x[2j], x[2j+1]) by `rope_angles` [N, dh/2].
 
-    One complex product in fp32 (a few elementwise kernels in other dtypes: torch has no bf16 complex).
+    One complex product in eager fp32; `rope_pairs` otherwise: torch has no bf16 complex, and
+    inductor generates no code for complex products, so under `torch.compile` the real pairs
+    fuse into the kernels around them instead.
     """
-    if x.dtype == torch.float32:
+    if x.dtype == torch.float32 and not torch.compiler.is_compiling():
         return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rotations).flatten(-2)
+    return rope_pairs(x, rotations)
+
+
+def rope_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """`rope` written on the real pairs: a few elementwise kernels, in any dtype."""
     cos, sin = rotations.real.to(x.dtype), rotations.imag.to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)  # [..., N, dh/2, 2] -> [..., N, dh]
