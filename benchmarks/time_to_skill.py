@@ -115,7 +115,7 @@ def main() -> None:
     model = build_model(make().spec, episodes, ModelConfig.preset(args.preset), seed=args.seed)
     args.out.mkdir(parents=True)
     check = SkillCheck(args.cases, args.members, 16, args.target, model.frames - 1, args.out / "time_to_skill.jsonl")
-    print(f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}, {args.precision}, schedule of {args.steps} "
+    print(f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}, {args.precision}{', compiled' if args.compile else ''}, schedule of {args.steps} "
           f"steps; a check every {args.every} steps on {args.cases} validation cases × {args.members} members")
     print(f"loss {loss}\nsampler {model.sampler}")
     check.started = time.perf_counter()

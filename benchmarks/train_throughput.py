@@ -10,9 +10,11 @@ FLOPs of one training step of the demo's model (pong, `small`, batch 8: matmuls 
 forward and backward, counted by torch's FLOP counter); and `diffworld.train.train` itself —
 the library's loop with window sampling, the loss, backward, clipping, AdamW and the EMA —
 in fp32 and under bf16 autocast, each eager and with the step compiled (`TrainConfig.compile`).
-Every figure is a median: of repeated matmuls, and of the steps/s of logged windows of 10 steps
-after a warm-up window (which holds the compiling; its length is printed). MFU = achieved
-FLOP/s / the peak of the same precision. `--set` overrides fields of the preset's DiT (a wider network fills
+Every figure is a median: of repeated matmuls, and of `--rounds` runs of `train` whose steps/s
+is the median of logged windows of 10 steps after a warm-up window (which holds the compiling;
+the first round's is printed). The modes run in turn within each round, and the compiled/eager
+speed-up is the median of the rounds' own ratios, so the machine's drift between minutes
+cancels in it. MFU = achieved FLOP/s / the peak of the same precision. `--set` overrides fields of the preset's DiT (a wider network fills
 a GPU that the demo's network leaves mostly idle).
 """
 
@@ -72,7 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default=DemoConfig.preset)
     parser.add_argument("--batch-size", type=int, default=DemoConfig.train.batch_size)
-    parser.add_argument("--windows", type=int, default=5, help="logged windows of 10 steps per precision")
+    parser.add_argument("--windows", type=int, default=5, help="logged windows of 10 steps per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, in turn")
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=INT", help="override DiT fields, e.g. width=384 depth=12")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -98,11 +101,22 @@ def main() -> None:
     for precision in precisions:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         peak = matmul_peak(dtype, device=args.device)
+        rates: dict[str, list[float]] = {mode: [] for mode in args.modes}
+        warm_up: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for mode in args.modes:
+                run = replace(cfg, precision=precision, compile=mode == "compiled")
+                rate, seconds = steps_per_second(fresh(), episodes, run, args.windows)
+                rates[mode].append(rate)
+                warm_up.setdefault(mode, seconds)
         for mode in args.modes:
-            run = replace(cfg, precision=precision, compile=mode == "compiled")
-            rate, warm_up = steps_per_second(fresh(), episodes, run, args.windows)
+            rate = statistics.median(rates[mode])
             achieved = flops * rate / 1e9
-            print(f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up:>9.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")
+            print(f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up[mode]:>9.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")
+        if len(args.modes) == 2:
+            ratios = [c / e for e, c in zip(rates["eager"], rates["compiled"])]
+            each = ", ".join(f"{r:.2f}" for r in ratios)
+            print(f"{precision:>9} compiled / eager steps/s: {statistics.median(ratios):.2f}x (rounds: {each})")
 
 
 if __name__ == "__main__":

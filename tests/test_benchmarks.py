@@ -35,7 +35,7 @@ def test_rollout_cache_dreams_the_same_with_and_without_the_cache():
 
 def test_train_throughput_reports_mfu_against_the_measured_peak():
     # Eager only: the compiled step has its own test (tests/test_train.py), and compiling costs ~40 s cold.
-    out = bench("train_throughput.py", "--preset", "tiny", "--episodes", "2", "--windows", "1", "--modes", "eager")
+    out = bench("train_throughput.py", "--preset", "tiny", "--episodes", "2", "--windows", "1", "--rounds", "1", "--modes", "eager")
     fp32 = next(line.split() for line in out.splitlines() if line.split()[:1] == ["fp32"])
     mode, peak, steps_per_s, mfu = fp32[1], float(fp32[2]), float(fp32[4]), fp32[-1]
     assert mode == "eager" and peak > 0 and steps_per_s > 0 and re.fullmatch(r"\d+\.\d%", mfu), out

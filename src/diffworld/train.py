@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -63,8 +64,8 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     #: Run the training step's forward and backward through `torch.compile` (inductor): some tens
     #: of seconds of compiling at the first step (a few with inductor's on-disk cache warm), then
-    #: fused kernels for the elementwise work around the matmuls (the demo's step: 1.19x the
-    #: eager steps/s, median of six interleaved pairs on a 2-core CPU: docs/design.md). On a CPU
+    #: fused kernels for the elementwise work around the matmuls (the demo's step: 1.15-1.19x
+    #: the eager steps/s on a 2-core AMD CPU; none on the sessions' first CPU: docs/design.md). On a CPU
     #: it needs a C++ compiler. The model, its EMA and the checkpoints are the eager modules: the
     #: compiled step shares their parameters.
     compile: bool = False
@@ -92,12 +93,12 @@ def native_bf16(device: torch.device) -> bool:
 
 def check_compiler(device: str | torch.device) -> None:
     """Raise ValueError (one line) if `torch.compile` cannot build kernels for `device`: on a CPU,
-    inductor compiles C++ with $CXX or the first of clang++, g++ it finds."""
+    inductor compiles C++ with $CXX, else g++ (clang++ on macOS), as its `cpp.cxx` setting says."""
     if torch.device(device).type != "cpu":
         return
-    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["clang++", "g++"]
-    if not any(shutil.which(name) for name in names):
-        raise ValueError(f"compiling the training step on a CPU needs a C++ compiler ({' or '.join(names)}); none found on PATH")
+    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(compiler) is None:
+        raise ValueError(f"compiling the training step on a CPU needs a C++ compiler ({compiler}, or another named by $CXX); none found on PATH")
 
 
 class StopTraining(Exception):
