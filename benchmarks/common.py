@@ -17,19 +17,20 @@ def synchronize(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def seconds(fn: Callable[[], Any], device: str | torch.device = "cpu") -> float:
+    """Wall time of one call of `fn()`, from an idle device until the work it queued is done."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu") -> float:
-    """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls; on a GPU
-    each call is timed until the work it queued is done."""
+    """Median wall time of `fn()` over `repeats` calls (`seconds`), after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(seconds(fn, device) for _ in range(repeats))
 
 
 def matmul_peak(dtype: torch.dtype, repeats: int = 7, device: str = "cpu") -> float:

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import replace
 
 import torch
 
-from common import machine, note_emulated_bf16, synchronize
+from common import machine, note_emulated_bf16, seconds
 
 from diffworld import WorldModel
 from diffworld.model.dit import PRESETS
@@ -72,21 +71,18 @@ def measure(
     actions = torch.randint(0, model.spec.action.n, (1, frames), generator=torch.Generator().manual_seed(0))
     dreams = {}
 
-    def seconds(use_cache: bool, horizon: int) -> float:
+    def run(use_cache: bool, horizon: int) -> None:
         gen = torch.Generator(device=model.device).manual_seed(1)
-        synchronize(model.device)
-        t0 = time.perf_counter()
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             dreams[use_cache] = model.rollout(context, actions[:, :horizon], n_samples=members, use_cache=use_cache, generator=gen)
-        synchronize(model.device)
-        return time.perf_counter() - t0
 
     for use_cache in (True, False):  # warm-up
-        seconds(use_cache, 1)
+        run(use_cache, 1)
     runs: dict[str, list[float]] = {}
     for _ in range(repeats):
         for name, use_cache in (("cached", True), ("full", False)):
-            first, whole = seconds(use_cache, 1), seconds(use_cache, frames)
+            first = seconds(lambda: run(use_cache, 1), model.device)
+            whole = seconds(lambda: run(use_cache, frames), model.device)
             runs.setdefault(f"{name}_whole", []).append(frames * members / whole)
             runs.setdefault(f"{name}_each", []).append((frames - 1) * members / max(whole - first, 1e-9))
         for kind in ("whole", "each"):
