@@ -125,7 +125,7 @@ def train_cmd(
     """
     from diffworld.model.world_model import ModelConfig
     from diffworld.recipes import recommended_loss, train_store, train_world
-    from diffworld.train import TrainConfig, check_compiler
+    from diffworld.train import TrainConfig
 
     dit_overrides = _json_overrides(dit, "--dit")
     model_cfg = ModelConfig.preset(preset, **dit_overrides)
@@ -136,8 +136,6 @@ def train_cmd(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
         loss=recommended_loss(source, **_json_overrides(loss, "--loss")), compile=compile_step,
     )  # fmt: skip
-    if compile_step:  # before any collecting
-        check_compiler(device)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)
     if data is None:

@@ -77,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
+        if self.compile:  # here, so every caller stops before collecting or training
+            check_compiler(self.device)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -220,8 +222,6 @@ def train(
         warnings.warn(f"this CPU ({cap}) has no native bf16 matmul: bf16 training runs several times slower than fp32 here", stacklevel=2)
     if cfg.batch_size % ranks.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {ranks.world_size} processes")
-    if cfg.compile:
-        check_compiler(dev)
     model.to(dev).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = make_optimizer(model, cfg)
