@@ -109,11 +109,11 @@ def main() -> None:
                 rate, seconds = steps_per_second(fresh(), episodes, run, args.windows)
                 rates[mode].append(rate)
                 warm_up.setdefault(mode, seconds)
-        for mode in args.modes:
-            rate = statistics.median(rates[mode])
+        for mode, values in rates.items():
+            rate = statistics.median(values)
             achieved = flops * rate / 1e9
             print(f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up[mode]:>9.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")
-        if len(args.modes) == 2:
+        if {"eager", "compiled"} <= rates.keys():
             ratios = [c / e for e, c in zip(rates["eager"], rates["compiled"])]
             each = ", ".join(f"{r:.2f}" for r in ratios)
             print(f"{precision:>9} compiled / eager steps/s: {statistics.median(ratios):.2f}x (rounds: {each})")
