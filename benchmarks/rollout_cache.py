@@ -3,6 +3,7 @@
     python benchmarks/rollout_cache.py                     # contexts 4, 16, 64; demo and large configs
     python benchmarks/rollout_cache.py --contexts 7 --configs demo --members 1
     python benchmarks/rollout_cache.py --device cuda --precision bf16
+    python benchmarks/rollout_cache.py --compile           # both paths through torch.compile
 
 For each network configuration and context length L, a pong model dreams from an L-frame
 context, and its window holds the context and every dreamed frame, so the cached and the
@@ -25,11 +26,15 @@ The models have random weights (every parameter N(0, 0.05²), so attention and i
 speed does not depend on the weights, and a window of 64 frames needs a model trained for it)
 and the shipped `pong` model's sampler (Euler, 1 step). `--model` measures a trained checkpoint
 instead, from a context of (its window − frames) frames so the dream stays inside its window.
+`--compile` runs both paths' denoising passes through `torch.compile` (`rollout(compile=True)`);
+compiling happens in the untimed warm-up, which dreams the whole `--frames` so every shape the
+timed runs meet is compiled.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from dataclasses import replace
 
@@ -61,8 +66,14 @@ def random_model(reference: WorldModel, config_name: str, window: int) -> WorldM
     return model
 
 
+def finite_median(values: list[float]) -> float:
+    """Median of the finite values (NaN when there are none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
 def measure(
-    model: WorldModel, context: torch.Tensor, frames: int, members: int, repeats: int, precision: str = "fp32"
+    model: WorldModel, context: torch.Tensor, frames: int, members: int, repeats: int, precision: str = "fp32", compile: bool = False
 ) -> dict[str, float]:
     """Frames/s of the whole dream and per frame after the first, cached and recomputed (medians
     of `repeats`), their ratios (medians of each repeat's ratio), and the share of dreamed pixels
@@ -74,20 +85,27 @@ def measure(
     def run(use_cache: bool, horizon: int) -> None:
         gen = torch.Generator(device=model.device).manual_seed(1)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            dreams[use_cache] = model.rollout(context, actions[:, :horizon], n_samples=members, use_cache=use_cache, generator=gen)
+            dreams[use_cache] = model.rollout(
+                context, actions[:, :horizon], n_samples=members, use_cache=use_cache, generator=gen, compile=compile
+            )
 
-    for use_cache in (True, False):  # warm-up
-        run(use_cache, 1)
+    for use_cache in (True, False):  # warm-up (and compiling): every shape the timed runs meet
+        run(use_cache, frames)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     runs: dict[str, list[float]] = {}
     for _ in range(repeats):
         for name, use_cache in (("cached", True), ("full", False)):
             first = seconds(lambda: run(use_cache, 1), model.device)
             whole = seconds(lambda: run(use_cache, frames), model.device)
             runs.setdefault(f"{name}_whole", []).append(frames * members / whole)
-            runs.setdefault(f"{name}_each", []).append((frames - 1) * members / max(whole - first, 1e-9))
+            # A repeat whose N-frame dream did not take longer than its 1-frame one (the machine
+            # stalled in between) has no per-frame figure: NaN, left out of the median.
+            runs.setdefault(f"{name}_each", []).append((frames - 1) * members / (whole - first) if whole > first else math.nan)
         for kind in ("whole", "each"):
             runs.setdefault(f"ratio_{kind}", []).append(runs[f"cached_{kind}"][-1] / runs[f"full_{kind}"][-1])
-    out = {key: statistics.median(values) for key, values in runs.items()}
+    if torch._dynamo.utils.counters["stats"]["unique_graphs"] != graphs:
+        raise SystemExit("torch.compile compiled during the timed runs: the warm-up missed a shape, so the figures would include compiling")
+    out = {key: finite_median(values) for key, values in runs.items()}
     out["differ"] = float((dreams[True] != dreams[False]).float().mean())
     return out
 
@@ -102,7 +120,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: the rollout under autocast")
+    parser.add_argument("--compile", action="store_true", help="both paths' denoising passes through torch.compile")
     args = parser.parse_args()
+    if args.compile:  # every model, context and batch is a new entry of the same compiled code: keep them
+        torch._dynamo.config.recompile_limit = torch._dynamo.config.accumulated_recompile_limit = 4096
+        torch._dynamo.config.fail_on_recompile_limit_hit = True  # never time an eager fallback as compiled
     if args.frames < 2:
         parser.error(f"--frames must be at least 2 (the per-frame figure is a difference of 1- and N-frame dreams), got {args.frames}")
     reference = WorldModel.from_pretrained(args.model or "pong", device=args.device)
@@ -113,7 +135,7 @@ def main() -> None:
         rows = [(args.model, reference.frames - args.frames, reference)]
     else:
         rows = [(name, length, None) for name in args.configs for length in args.contexts]
-    print(f"{machine(args.device)}, {args.precision}")
+    print(f"{machine(args.device)}, {args.precision}{', torch.compile' if args.compile else ''}")
     note_emulated_bf16(args.device, args.precision)
     print(f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); dreams of 1 and {args.frames} frames, median of {args.repeats}")
     print(f"{'':>32} {'whole dream, frames/s':^31} {'per frame after the first':^31}")
@@ -125,7 +147,7 @@ def main() -> None:
         model = model or random_model(reference, name, length + args.frames).to(args.device)
         context = torch.as_tensor(episode.frames[None, :length]).float()
         for members in args.members:
-            r = measure(model, context, args.frames, members, args.repeats, args.precision)
+            r = measure(model, context, args.frames, members, args.repeats, args.precision, args.compile)
             print(
                 f"{name:>10} {model.num_parameters() / 1e6:>6.2f}M {length:>7} {members:>7} "
                 f"{r['cached_whole']:>9.1f} {r['full_whole']:>10.1f} {r['ratio_whole']:>8.1f}x "

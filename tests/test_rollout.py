@@ -77,7 +77,7 @@ def test_ring_cache_keeps_the_newest_frames_and_attends_like_a_time_ordered_one(
     # A rollout step: the frame dreamed last (frames[7]) joins the cache and the new one (frames[8])
     # attends without the frame that just dropped out of the window (frames[3]).
     q = torch.randn(6, 2, 2, 8, generator=g)
-    got = cache.attend(0, q, torch.cat(frames[7:9], -2), torch.cat(frames[7:9], -2) * 2, keep=1)
+    got = cache.attend(0, q, torch.cat(frames[7:9], -2), torch.cat(frames[7:9], -2) * 2, cache.ring_pass(q.shape[-2], 1, q.device))
     fed = F.scaled_dot_product_attention(q[..., :1, :], torch.cat(frames[3:8], -2), torch.cat(frames[3:8], -2) * 2)
     new = F.scaled_dot_product_attention(q[..., 1:, :], torch.cat(frames[4:9], -2), torch.cat(frames[4:9], -2) * 2)
     assert torch.allclose(got, torch.cat([fed, new], -2), atol=1e-6)
@@ -109,7 +109,7 @@ def test_a_cache_may_start_at_any_frame_number():
     late.written = [9]
     k = torch.randn(3, 2, 2, 8, generator=g)
     q = torch.randn(3, 2, 2, 8, generator=g)
-    got = late.attend(0, q, k, k, keep=2)
+    got = late.attend(0, q, k, k, late.ring_pass(q.shape[-2], 2, q.device))
     want = F.scaled_dot_product_attention(q, k, k, is_causal=True)
     assert torch.allclose(got, want, atol=1e-6) and len(late) == 2 and late.written == [11]
 
@@ -222,7 +222,7 @@ def test_ring_cache_passes_of_any_mix_attend_like_an_explicit_window():
             m = int(torch.randint(1, 3, (1,), generator=g))
             keep = int(torch.randint(0, m + 1, (1,), generator=g))
             q, k = torch.randn(2, 2, m, 4, generator=g), torch.randn(2, 2, m, 4, generator=g)
-            got = cache.attend(0, q, k, k + 1, keep=keep)
+            got = cache.attend(0, q, k, k + 1, cache.ring_pass(q.shape[-2], keep, q.device))
             for j in range(m):
                 seen = torch.stack((held + list(k.unbind(-2))[: j + 1])[-(window + 1) :], -2)
                 want = F.scaled_dot_product_attention(q[..., j : j + 1, :], seen, seen + 1)
@@ -231,3 +231,33 @@ def test_ring_cache_passes_of_any_mix_attend_like_an_explicit_window():
         k_held, v_held = cache.get(0)
         assert len(cache) == len(held)
         assert k_held is None if not held else torch.equal(k_held, torch.stack(held, -2)) and torch.equal(v_held, k_held + 1)
+
+
+def test_compiled_rollouts_and_dreamers_equal_eager_ones(odd_spec):
+    """torch.compile changes how the denoising passes run, not what they compute: cached and
+    recomputed dreams, and a Dreamer's steps past the window (the ring rotating under the
+    compiled pass), equal the eager ones to float rounding; the model's state stays the same."""
+    from diffworld.dreamer import Dreamer
+
+    model = tiny_model(odd_spec)
+    keys = set(model.state_dict())
+    ctx, acts = torch.rand(2, 2, 3, 12, 20), torch.randint(0, 3, (2, 3))  # 2 + 3 frames: the window
+    sampler = SamplerConfig(steps=2)
+    for use_cache in (True, False):
+        eager = run(model, ctx, acts, sampler=sampler, use_cache=use_cache)
+        compiled = run(model, ctx, acts, sampler=sampler, use_cache=use_cache, compile=True)
+        assert torch.allclose(compiled, eager, atol=1e-4), (use_cache, float((compiled - eager).abs().max()))
+    steps = torch.randint(0, 3, (2, 8))
+    dreams = []
+    for compile in (False, True):
+        dreamer = Dreamer(model, 2, sampler, torch.Generator().manual_seed(0), compile=compile)
+        dreamer.reset(ctx)
+        dreams.append(torch.stack([dreamer.step(steps[:, h]) for h in range(8)], dim=1))
+    assert torch.allclose(dreams[1], dreams[0], atol=1e-4), float((dreams[1] - dreams[0]).abs().max())
+    assert set(model.state_dict()) == keys  # the compiled wrapper is kept outside the module's state
+
+
+def test_compiled_rollout_without_a_cpp_compiler_is_one_line(odd_spec, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler++")
+    with pytest.raises(ValueError, match=r"^torch.compile on a CPU needs a C\+\+ compiler \(no-such-compiler\+\+"):
+        tiny_model(odd_spec).rollout(torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 1)), compile=True)

@@ -42,12 +42,22 @@ class Dreamer:
         sampler: sampler settings; `dreamer.sampler` may be replaced between steps (play's
             live settings); σ_ctx applies to frames fed back from then on.
         generator: torch.Generator for every random draw.
+        compile: step through the model's compiled denoiser (`WorldModel.compiled_denoiser`;
+            encoding contexts stays eager): the first steps compile, later ones run fused kernels.
     """
 
-    def __init__(self, model: WorldModel, batch: int, sampler: SamplerConfig | None = None, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        model: WorldModel,
+        batch: int,
+        sampler: SamplerConfig | None = None,
+        generator: torch.Generator | None = None,
+        compile: bool = False,
+    ) -> None:
         if batch < 1:
             raise ValueError(f"a Dreamer needs batch >= 1, got {batch}")
         self.model = model.eval()
+        self.denoiser = model.compiled_denoiser() if compile else model.denoiser
         self.batch = batch
         self.sampler = sampler or model.sampler
         self.generator = generator
@@ -147,7 +157,7 @@ class Dreamer:
 
         def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
             fed, self.fed = self.fed, None
-            return denoise_new_frame(model, self.cache, x, torch.full((b, 1), sigma, device=dev), act, t, fed)  # type: ignore[arg-type]
+            return denoise_new_frame(model, self.cache, x, torch.full((b, 1), sigma, device=dev), act, t, fed, self.denoiser)  # type: ignore[arg-type]
 
         frame = sample_frame(model, run, a, b, s, self.generator)  # [batch, 1, *frame]
         x_fed = model.normalize(frame) + s.sigma_ctx * self._randn(tuple(frame.shape))

@@ -76,19 +76,28 @@ Fed = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
 def denoise_new_frame(
-    model: WorldModel, cache: KVCache, x: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor | None, t: torch.Tensor, fed: Fed | None
+    model: WorldModel,
+    cache: KVCache,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    actions: torch.Tensor | None,
+    t: torch.Tensor,
+    fed: Fed | None,
+    denoiser: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """D(x; σ) of one new frame x [R, 1, *frame] at time t against the cache; with `fed`, the frame
     dreamed last is written to the cache in the same pass (`commit`), as a write pass of its own
-    followed by this one would, for the cost of one pass."""
+    followed by this one would, for the cost of one pass. `denoiser`: the model's own (default)
+    or its compiled form (`WorldModel.compiled_denoiser`)."""
+    denoiser = model.denoiser if denoiser is None else denoiser
     if fed is None:
-        return model.denoiser(x, sigma, actions, t, cache=cache)
+        return denoiser(x, sigma, actions, t, cache=cache)
     fx, fsigma, fa, ft = fed
     if fa is not None or actions is not None:
         rows = x.shape[0]
         fa = null_actions(model, rows, 1, x.device) if fa is None else fa
         actions = torch.cat([fa, null_actions(model, rows, 1, x.device) if actions is None else actions], dim=1)
-    return model.denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1)
+    return denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1)
 
 
 def sample_frame(
@@ -136,6 +145,7 @@ def rollout(
     use_cache: bool = True,
     stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
     policy: Callable[[int, torch.Tensor | None], torch.Tensor] | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
     """Dream `horizon` frames after `context`, `n_samples` futures per context.
 
@@ -159,6 +169,11 @@ def rollout(
             h = 0) and returns the actions leading into frame h, [B·n_samples] (discrete) or
             [B·n_samples, d] (continuous): an agent acting in the dream, or exogenous features
             that follow the dreamed path (a market's volatility). Needs `horizon`.
+        compile: run the denoising passes through `torch.compile` (`WorldModel.compiled_denoiser`;
+            the context's encoding stays eager): the first dream of each shape pays tens of
+            seconds of compiling, later ones run fused kernels. It pays where a pass is many
+            small kernels (a one-dream step against the cache); the dreams equal the eager ones
+            up to float rounding (docs/design.md). Needs a C++ compiler on a CPU.
 
     Returns:
         [B, n_samples, H, *frame] dreamed frames in world units.
@@ -185,7 +200,7 @@ def rollout(
         context, length = context[:, -keep:], keep
         context_actions = None if context_actions is None else context_actions[:, -keep:]
 
-    denoiser = model.denoiser
+    denoiser = model.compiled_denoiser() if compile else model.denoiser
     m = b * n_samples
 
     def rep(t: torch.Tensor | None) -> torch.Tensor | None:  # [B, ...] -> [B·M, ...], members adjacent
@@ -199,8 +214,8 @@ def rollout(
     ctx_sigma = torch.full((b, length), s.sigma_ctx, device=dev)
     times = torch.arange(length, device=dev)
     if use_cache:
-        cache = denoiser.net.new_cache()
-        denoiser(x_ctx, ctx_sigma, context_actions, times, cache=cache, write_cache=True)
+        cache = model.denoiser.net.new_cache()
+        model.denoiser(x_ctx, ctx_sigma, context_actions, times, cache=cache, write_cache=True)  # once: eager
         cache = cache.repeat_interleave(n_samples, b)
     else:  # the full history, recomputed at every step
         hist_x, hist_sigma, hist_a, hist_t = rep(x_ctx), rep(ctx_sigma), rep(context_actions), times
@@ -227,7 +242,7 @@ def rollout(
         def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
             sig = torch.full((mr, 1), sigma, device=dev)
             if use_cache:
-                return denoise_new_frame(model, cache, x, sig, act, t, pending.pop() if pending else None)
+                return denoise_new_frame(model, cache, x, sig, act, t, pending.pop() if pending else None, denoiser)
             lo = -keep
             seq = torch.cat([hist_x[:, lo:], x], dim=1)
             seq_sigma = torch.cat([hist_sigma[:, lo:], sig], dim=1)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.loss import LossConfig, unforeseen_frequency, window_loss
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.model.world_model import ModelConfig, WorldModel, read_config
+from diffworld.model.world_model import ModelConfig, WorldModel, check_compiler, read_config
 from diffworld.spec import WorldSpec
 from diffworld.worlds import sampler_defaults
 
@@ -91,16 +89,6 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # torch without the probe: assume the best, do not warn
         return True
-
-
-def check_compiler(device: str | torch.device) -> None:
-    """Raise ValueError (one line) if `torch.compile` cannot build kernels for `device`: on a CPU,
-    inductor compiles C++ with $CXX, else g++ (clang++ on macOS), as its `cpp.cxx` setting says."""
-    if torch.device(device).type != "cpu":
-        return
-    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    if shutil.which(compiler) is None:
-        raise ValueError(f"compiling the training step on a CPU needs a C++ compiler ({compiler}, or another named by $CXX); none found on PATH")
 
 
 class StopTraining(Exception):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -140,27 +141,31 @@ class ActionEmbedder(nn.Module):
 
 
 def rope_angles(times: torch.Tensor, dh: int) -> torch.Tensor:
-    """The rotations e^{i·times[N]·ω} [N, dh/2] (complex64) of rotary positions, computed once per forward."""
+    """The rotations (cos, sin)(times[N]·ω) [N, dh/2, 2] of rotary positions, computed once per forward.
+
+    Real pairs, not complex numbers: inductor generates no code for complex operators, so a
+    compiled pass keeps them real; eager fp32 `rope` views them as complex for free.
+    """
     freqs = torch.exp(-math.log(10000.0) * torch.arange(0, dh, 2, device=times.device, dtype=torch.float32) / dh)
     angles = times.to(torch.float32)[:, None] * freqs[None]  # [N, dh/2]
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
 def rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding in time: x [..., N, dh] rotated pairwise, (x[2j], x[2j+1]) by `rope_angles` [N, dh/2].
+    """Rotary position embedding in time: x [..., N, dh] rotated pairwise, (x[2j], x[2j+1]) by `rope_angles` [N, dh/2, 2].
 
     One complex product in eager fp32; `rope_pairs` otherwise: torch has no bf16 complex, and
     inductor generates no code for complex products, so under `torch.compile` the real pairs
     fuse into the kernels around them instead.
     """
     if x.dtype == torch.float32 and not torch.compiler.is_compiling():
-        return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rotations).flatten(-2)
+        return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * torch.view_as_complex(rotations)).flatten(-2)
     return rope_pairs(x, rotations)
 
 
 def rope_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """`rope` written on the real pairs: a few elementwise kernels, in any dtype."""
-    cos, sin = rotations.real.to(x.dtype), rotations.imag.to(x.dtype)
+    cos, sin = rotations.to(x.dtype).unbind(-1)  # [N, dh/2] each
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)  # [..., N, dh/2, 2] -> [..., N, dh]
 
@@ -168,6 +173,15 @@ def rope_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
 #################################################################################
 #                                  KV cache                                     #
 #################################################################################
+
+
+class RingPass(NamedTuple):
+    """One rollout pass's place in a `KVCache` ring (`KVCache.ring_pass`)."""
+
+    #: [m] the slots the pass's frames are written to.
+    slots: torch.Tensor
+    #: [1, m, slots] additive attention mask (0 or −inf) of each frame over the ring.
+    mask: torch.Tensor
 
 
 class KVCache:
@@ -179,7 +193,8 @@ class KVCache:
     carry their own rotary positions. A rollout step writes its frames (the frame dreamed last,
     fed back, and the new one) into the spare slots and attends to the whole buffer at once, a
     mask keeping each frame to the `max_frames` frames before it and itself (`attend`); nothing
-    is copied, and a new frame costs the same whatever the history.
+    is copied, and a new frame costs the same whatever the history. The pass's slots and mask are
+    booked once for all blocks (`ring_pass`), outside a compiled pass: the counters stay Python.
     """
 
     #: Slots beyond the window: frames a pass may write before attending (`attend`).
@@ -192,7 +207,7 @@ class KVCache:
         self.slots = max_frames + self.spare
         self.written = [0] * depth  # frames ever kept per block: the next frame's number and slot
         self.origin = [0] * depth  # the number of the first frame written (a cache may start at any)
-        self._masks: dict[tuple, torch.Tensor] = {}
+        self._masks: dict[tuple, RingPass] = {}  # per ring position and pass size (`ring_pass`)
 
     def __len__(self) -> int:
         """Number of cached frames."""
@@ -240,36 +255,47 @@ class KVCache:
         self._write(layer, k, v)
         self.written[layer] += k.shape[-2]
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int) -> torch.Tensor:
-        """Attention of m ≤ `spare` frames that follow the cached ones, queries, keys and values
-        [B·S, heads, m, dh]: each frame sees the max_frames frames before it (cached or earlier in
-        the pass) and itself. The m frames go into the ring first; the first `keep` of them join
-        the cache, the rest are overwritten by the next pass. One attention call on the buffer in
-        place, whatever the ring's rotation, instead of a copy of the cache per call."""
-        (r, h, m, dh), w = q.shape, self.written[layer]
-        self._write(layer, k, v)
-        self.written[layer] = w + keep
-        keys, values = self.k[layer].view(r * h, self.slots, dh), self.v[layer].view(r * h, self.slots, dh)
-        # Written out rather than SDPA: CPU's fused kernel costs 2-4× more for a query of 1-2 frames.
-        mask = self._mask(w, self.origin[layer], m, keys.dtype, q.device)  # [1, m, slots]
-        logits = torch.baddbmm(mask, q.reshape(r * h, m, dh).to(keys.dtype), keys.mT, alpha=dh**-0.5)
-        weights = logits.softmax(-1, dtype=torch.float32).to(values.dtype)
-        return torch.bmm(weights, values).view(r, h, m, dh)
-
-    def _mask(self, first: int, origin: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """[1, m, slots] additive mask of `attend` for the frames first … first + m − 1 just
-        written into a ring whose first frame was `origin`; the pattern repeats with the ring once
-        every slot has been written, so each is kept."""
-        key = (first % self.slots, min(first - origin, self.slots), m, dtype, device)
+    @torch.compiler.disable
+    def ring_pass(self, m: int, keep: int, device: torch.device) -> RingPass:
+        """Book a pass of m ≤ `spare` frames that follow the cached ones, of which the first `keep`
+        join the cache (the rest are overwritten by the next pass): their slots and mask for
+        `attend`, the same for every block. Run eagerly under `torch.compile`, so the compiled pass
+        holds tensors only and the ring's counters never become guards (a recompile per frame)."""
+        first = self.written[0]
+        if any(w != first for w in self.written):
+            raise RuntimeError(f"KVCache: a rollout pass needs every block's cache in step, found frames written {self.written}")
+        if self.k[0] is None:  # the first write sets every block's origin (`_write`)
+            self.origin = [first] * len(self.k)
+        key = (first % self.slots, min(first - self.origin[0], self.slots), m, device)
         if key not in self._masks:
             last = first + m - 1
             slot = torch.arange(self.slots, device=device)
-            frame = last - (last - slot) % self.slots  # the frame each slot holds now
+            frame = last - (last - slot) % self.slots  # the frame each slot will hold
             query = first + torch.arange(m, device=device)[:, None]  # [m, 1]
-            seen = (frame >= origin) & (frame >= query - self.max_frames) & (frame <= query)  # [m, slots]
-            mask = torch.zeros(m, self.slots, dtype=dtype, device=device).masked_fill(~seen, float("-inf"))
-            self._masks[key] = mask[None]
+            seen = (frame >= self.origin[0]) & (frame >= query - self.max_frames) & (frame <= query)  # [m, slots]
+            mask = torch.zeros(m, self.slots, device=device).masked_fill(~seen, float("-inf"))[None]  # [1, m, slots]
+            self._masks[key] = RingPass((first + torch.arange(m, device=device)) % self.slots, mask)
+        self.written = [first + keep] * len(self.k)
         return self._masks[key]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ring: RingPass) -> torch.Tensor:
+        """Attention of the m frames booked by `ring_pass`, queries, keys and values [B·S, heads,
+        m, dh]: each frame sees the max_frames frames before it (cached or earlier in the pass) and
+        itself. The m frames go into their slots first; then one attention call on the buffer in
+        place, whatever the ring's rotation, instead of a copy of the cache per call."""
+        (r, h, m, dh), slots = q.shape, ring.slots
+        if self.k[layer] is None:  # zeros: a slot never written is masked, and must not hold NaN
+            shape = k.shape[:-2] + (self.slots, k.shape[-1])
+            self.k[layer], self.v[layer] = k.new_zeros(shape), v.new_zeros(shape)
+        kb, vb = self.k[layer], self.v[layer]
+        kb.index_copy_(-2, slots, k.to(kb.dtype))
+        vb.index_copy_(-2, slots, v.to(vb.dtype))
+        keys, values = kb.view(r * h, self.slots, dh), vb.view(r * h, self.slots, dh)
+        # Written out rather than SDPA: CPU's fused kernel costs 2-4× more for a query of 1-2 frames.
+        mask = ring.mask.to(keys.dtype)
+        logits = torch.baddbmm(mask, q.reshape(r * h, m, dh).to(keys.dtype), keys.mT, alpha=dh**-0.5)
+        weights = logits.softmax(-1, dtype=torch.float32).to(values.dtype)
+        return torch.bmm(weights, values).view(r, h, m, dh)
 
     def _derived(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> KVCache:
         out = KVCache(len(self.k), self.max_frames)
@@ -375,10 +401,11 @@ class Block(nn.Module):
         cache: KVCache | None,
         layer: int,
         write_cache: bool,
-        commit: int = 0,
+        ring: RingPass | None = None,
     ) -> torch.Tensor:
         """x [B, N, S, D]; c [B, N, D]; rotations: `rope_angles` of the N frames; mask [N, N] (None: causal);
-        see `DiT.forward` for the cache, `write_cache` and `commit`."""
+        see `DiT.forward` for the cache and `write_cache`; `ring`: a rollout step's pass booked in
+        the cache's ring (`KVCache.ring_pass`), attended in place."""
         b, n, s, d = x.shape
         mods = adaln_vectors(self.ada, c, self.ada_offset)  # 9 × [B, N, 1, D]
 
@@ -393,24 +420,24 @@ class Block(nn.Module):
 
         # Temporal attention: each token position attends to itself in earlier frames.
         h = modulate(self.norm2(x), mods[3], mods[4]).transpose(1, 2).reshape(b * s, n, d)  # [B·S, N, D]
-        cached = cache is not None and cache.held(layer) > 0
-        if n == 1 and not cached and not (write_cache or commit):  # one frame, no history: its only
-            y = self.temporal.values(h)  # key is itself, so attention returns its value (no q, k, softmax)
+        if ring is not None:  # a rollout step: in the ring, in place
+            qk, v = self.temporal.qk_v_heads(h)  # [2, B·S, H, N, dh], [B·S, H, N, dh]
+            q, k = rope(qk, rotations)
+            y = cache.attend(layer, q, k, v, ring)  # type: ignore[union-attr]
+        elif n == 1 and not write_cache and (cache is None or cache.held(layer) == 0):  # one frame, no
+            y = self.temporal.values(h)  # history: its only key is itself, so attention returns its value
         else:
             qk, v = self.temporal.qk_v_heads(h)  # [2, B·S, H, N, dh], [B·S, H, N, dh]
             q, k = rope(qk, rotations)
-            if cache is not None and mask is None and n <= cache.spare:  # a rollout step: in the ring, in place
-                y = cache.attend(layer, q, k, v, keep=n if write_cache else commit)
-            else:
-                past_k, past_v = cache.get(layer) if cached else (None, None)  # type: ignore[union-attr]
-                if past_k is None:  # the default causal mask goes to SDPA as is_causal (its fast kernels)
-                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and n > 1)
-                else:  # cached frames are all in the past: visible to every new frame
-                    keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+N, dh]
-                    own = mask if mask is not None else torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
-                    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=torch.cat([own.new_ones(n, past_k.shape[-2]), own], dim=-1))
-                if write_cache:  # after attending: the ring buffer overwrites its oldest frames in place
-                    cache.append(layer, k, v)  # type: ignore[union-attr]
+            past_k, past_v = cache.get(layer) if cache is not None else (None, None)  # type: ignore[union-attr]
+            if past_k is None:  # the default causal mask goes to SDPA as is_causal (its fast kernels)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+            else:  # cached frames are all in the past: visible to every new frame
+                keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+N, dh]
+                own = mask if mask is not None else torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=torch.cat([own.new_ones(n, past_k.shape[-2]), own], dim=-1))
+            if write_cache:  # after attending: the ring buffer overwrites its oldest frames in place
+                cache.append(layer, k, v)  # type: ignore[union-attr]
         y = self.temporal.out(y).reshape(b, s, n, d).transpose(1, 2)  # [B, N, S, D]
         x = torch.addcmul(x, mods[5], y)
 
@@ -528,6 +555,9 @@ class DiT(nn.Module):
             raise ValueError(
                 f"commit needs a cache, the default mask and 0 < commit < N <= {KVCache.spare}, got commit={commit}, N = {n}"
             )
+        # A pass of at most `spare` frames against a cache (a rollout step) is attended in the ring, in place.
+        in_ring = cache is not None and mask is None and n <= KVCache.spare
+        ring = cache.ring_pass(n, n if write_cache else commit, x.device) if in_ring else None  # type: ignore[union-attr]
         tokens = self.layout.to_tokens(x)  # [B, N, S, P]
         pos = self.pos if self.pos_embed is None else self.pos_embed(self.pos)  # [S, D]
         h = self.embed(tokens) + pos  # [B, N, S, D]
@@ -535,7 +565,7 @@ class DiT(nn.Module):
         biases = self.spatial_biases()  # depth × ([S, S], [H, S, S] or None)
         rotations = rope_angles(times, self.cfg.width // self.cfg.heads)
         for i, block in enumerate(self.blocks):
-            h = block(h, c, rotations, mask, biases[i], cache, i, write_cache, commit)
+            h = block(h, c, rotations, mask, biases[i], cache, i, write_cache, ring)
         if commit:  # the finished frames' outputs are never read: only their keys and values
             h, c = h[:, commit:], c[:, commit:]
         out = self.final(h, c)  # [B, N − commit, S, token values (× refine)]

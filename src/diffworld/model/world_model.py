@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +105,18 @@ class WorldModel(nn.Module):
         """Every cell drawn independently from its estimated mean (world units): the marginal sampler's frame."""
         return draw_marginal(mean, self.spec.value_kind, self.spec.channel_axis, self.spec.value_range or (0.0, 1.0), generator)
 
+    def compiled_denoiser(self) -> Callable[..., torch.Tensor]:
+        """The denoiser through `torch.compile`, built on the first call and kept (outside the
+        module's state, so checkpoints do not change): rollouts and Dreamers with `compile=True`
+        run their steps through it. Each new input shape compiles on its first call (tens of
+        seconds on a CPU; a few with inductor's on-disk cache warm). ValueError without a C++
+        compiler on a CPU."""
+        compiled = self.__dict__.get("_compiled_denoiser")
+        if compiled is None:
+            check_compiler(self.device)
+            compiled = self.__dict__["_compiled_denoiser"] = torch.compile(self.denoiser)
+        return compiled
+
     def rollout(self, context: torch.Tensor, actions: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """Dream the future; see `diffworld.rollout.rollout` for the arguments."""
         from diffworld.rollout import rollout  # the rollout engine sits above the model
@@ -163,6 +178,16 @@ class WorldModel(nn.Module):
                 raise ValueError(f"checkpoint tensor {k}: expected shape {list(v.shape)}, found {list(state[k].shape)}")
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.to(device).eval()
+
+
+def check_compiler(device: str | torch.device) -> None:
+    """Raise ValueError (one line) if `torch.compile` cannot build kernels for `device`: on a CPU,
+    inductor compiles C++ with $CXX, else g++ (clang++ on macOS), as its `cpp.cxx` setting says."""
+    if torch.device(device).type != "cpu":
+        return
+    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(compiler) is None:
+        raise ValueError(f"torch.compile on a CPU needs a C++ compiler ({compiler}, or another named by $CXX); none found on PATH")
 
 
 def resolve_pretrained(name_or_path: str | Path) -> Path:
