@@ -7,7 +7,8 @@
 Both networks get the same width, depth, heads, MLP ratio, patch size, channels and image size
 (so the same tokens per image) and the same batch; both are raw networks (no preconditioning),
 in fp32 (or both under bf16 autocast), with PyTorch's scaled-dot-product attention. Timed: the forward (no grad) and the
-forward + backward of a sum of the outputs, median of `--repeats` after a warm-up.
+forward + backward of a sum of the outputs, ours and theirs in turn in each of `--repeats` after a
+warm-up; the times are medians, and each ratio is the median of the repeats' own ratios.
 
 Two comparisons per configuration:
 - `image`: each of diffworld's inputs is one frame (a window of 1), so both run spatial
@@ -24,10 +25,12 @@ does are printed beside the times (torch's FLOP counter, matmuls and attention).
 from __future__ import annotations
 
 import argparse
+import statistics
+from collections.abc import Callable
 
 import torch
 
-from common import count_flops, machine, median_seconds, note_emulated_bf16
+from common import count_flops, machine, note_emulated_bf16, seconds
 
 from diffworld.layouts import make_layout
 from diffworld.model.dit import DiT, DiTConfig
@@ -63,8 +66,8 @@ def theirs(width: int, depth: int, heads: int, patch: int, channels: int, size: 
     )
 
 
-def timings(fn, repeats: int, device: str, precision: str) -> tuple[float, float, float]:
-    """(forward seconds, forward+backward seconds, forward GFLOP) of `fn()` -> output tensor."""
+def passes(fn, device: str, precision: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(forward without grad, forward + backward of the outputs' sum) of `fn()` -> output tensor."""
     autocast = lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")  # noqa: E731
 
     def forward() -> None:
@@ -76,8 +79,17 @@ def timings(fn, repeats: int, device: str, precision: str) -> tuple[float, float
             out = fn()
         out.float().sum().backward()
 
-    flops = count_flops(forward)
-    return median_seconds(forward, repeats, device=device), median_seconds(forward_backward, repeats, device=device), flops / 1e9
+    return forward, forward_backward
+
+
+def paired(ours_fn: Callable[[], None], theirs_fn: Callable[[], None], repeats: int, device: str) -> tuple[float, float, float]:
+    """(our median seconds, theirs, the median of the repeats' own ratios): the two are timed in
+    turn within each repeat, so a drift of the machine between repeats stays out of the ratio."""
+    for fn in (ours_fn, theirs_fn):  # warm-up
+        fn()
+    times = [(seconds(ours_fn, device), seconds(theirs_fn, device)) for _ in range(repeats)]
+    mine, theirs_ = zip(*times)
+    return statistics.median(mine), statistics.median(theirs_), statistics.median(a / b for a, b in times)
 
 
 def main() -> None:
@@ -111,14 +123,16 @@ def main() -> None:
             images = x.flatten(0, 1)
             steps = (c_noise.flatten() * 1000).long()
             labels = acts.flatten()
-            ours_fwd, ours_fb, ours_flops = timings(lambda: net_ours(x, c_noise, acts, times), args.repeats, args.device, args.precision)
-            theirs_fwd, theirs_fb, theirs_flops = timings(
-                lambda: net_theirs(images, timestep=steps, class_labels=labels, return_dict=False)[0], args.repeats, args.device, args.precision
+            ours_fwd, ours_fb = passes(lambda: net_ours(x, c_noise, acts, times), args.device, args.precision)
+            theirs_fwd, theirs_fb = passes(
+                lambda: net_theirs(images, timestep=steps, class_labels=labels, return_dict=False)[0], args.device, args.precision
             )
+            fwd = paired(ours_fwd, theirs_fwd, args.repeats, args.device)
+            fb = paired(ours_fb, theirs_fb, args.repeats, args.device)
+            flops = f"{count_flops(ours_fwd) / 1e9:.2f}/{count_flops(theirs_fwd) / 1e9:.2f}"
             tokens = b * frames * (size // patch) ** 2
-            print(f"{name:>8} {mode:>6} {tokens:>7} {ours_fwd * 1e3:>11.1f} {theirs_fwd * 1e3:>13.1f} {ours_fwd / theirs_fwd:>6.2f} "
-                  f"{ours_fb * 1e3:>11.1f} {theirs_fb * 1e3:>13.1f} {ours_fb / theirs_fb:>6.2f} "
-                  f"{f'{ours_flops:.2f}/{theirs_flops:.2f}':>17}")
+            print(f"{name:>8} {mode:>6} {tokens:>7} {fwd[0] * 1e3:>11.1f} {fwd[1] * 1e3:>13.1f} {fwd[2]:>6.2f} "
+                  f"{fb[0] * 1e3:>11.1f} {fb[1] * 1e3:>13.1f} {fb[2]:>6.2f} {flops:>17}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from diffworld.diffusion.loss import teacher_mask
-from diffworld.model.dit import DiT, DiTConfig, KVCache
+from diffworld.model.dit import DiT, DiTConfig, KVCache, rope_angles
 from diffworld.layouts import GridLayout
 from tests.conftest import perturb
 
@@ -207,3 +207,23 @@ def test_rope_rotates_pairs_and_attends_by_time_difference():
     near = (qr[..., 0, :] * kr[..., 1, :]).sum(-1)  # times 5 and 2
     far = (qr[..., 2, :] * kr[..., 3, :]).sum(-1)  # times 105 and 102: the same difference
     assert torch.allclose(near, far, atol=1e-4) and not torch.allclose(near, (q * k).sum(-1).squeeze(-1), atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 5])  # one frame (its temporal branch folded to one map) and a window
+def test_inference_without_autograd_equals_the_differentiable_forward_and_leaves_inputs_alone(n):
+    """Without autograd the blocks update their residual stream and MLP in place: same outputs,
+    and the caller's tensors unchanged."""
+    net = make_dit()
+    x, c, a, t = inputs(n=n)
+    want = net(x, c, a, t)
+    assert want.requires_grad
+    x0, c0 = x.clone(), c.clone()
+    with torch.no_grad():
+        got = net(x, c, a, t)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(x, x0) and torch.equal(c, c0)
+    h = torch.randn(2, n, net.layout.num_tokens, 32)
+    h0 = h.clone()
+    with torch.no_grad():
+        net.blocks[0](h, torch.randn(2, n, 32), rope_angles(t, 16), None, None, None, 0, False)
+    assert torch.equal(h, h0)

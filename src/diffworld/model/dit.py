@@ -362,11 +362,13 @@ class Attention(nn.Module):
         qk = F.rms_norm(qkv[:, :, :2], norm.normalized_shape, None, norm.eps) * weight  # [M, L, 2, H, dh]
         return qk.permute(2, 0, 3, 1, 4), qkv[:, :, 2].transpose(1, 2)
 
-    def values(self, x: torch.Tensor) -> torch.Tensor:
-        """x [M, L, D] -> v [M, heads, L, dh] alone (the last third of the qkv projection)."""
-        m, length, d = x.shape
-        v = F.linear(x, self.qkv.weight[2 * d :], self.qkv.bias[2 * d :])
-        return v.reshape(m, length, self.heads, d // self.heads).transpose(1, 2)
+    def value_out(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, L, D] -> [M, L, D]: the output of attention where each query's only key is its own
+        (its value, projected out). The value and output projections fold into one map, W_o·W_v
+        and W_o·b_v + b_o, a D×D product per call instead of a second pass over the tokens."""
+        d = x.shape[-1]
+        w_v, b_v = self.qkv.weight[2 * d :], self.qkv.bias[2 * d :]
+        return F.linear(x, self.proj.weight @ w_v, torch.addmv(self.proj.bias, self.proj.weight, b_v))
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
         """[M, heads, L, dh] -> [M, L, D]."""
@@ -408,6 +410,10 @@ class Block(nn.Module):
         the cache's ring (`KVCache.ring_pass`), attended in place."""
         b, n, s, d = x.shape
         mods = adaln_vectors(self.ada, c, self.ada_offset)  # 9 × [B, N, 1, D]
+        # Without autograd the residual stream and the MLP's hidden layer are updated in place
+        # (fresh buffers of a large batch cost page faults on a CPU); the first residual makes the
+        # stream this block's own, so the caller's x is never written.
+        in_place = not torch.is_grad_enabled()
 
         # Spatial attention: the S tokens of each frame attend to each other.
         h = modulate(self.norm1(x), mods[0], mods[1]).reshape(b * n, s, d)  # [B·N, S, D]
@@ -423,9 +429,9 @@ class Block(nn.Module):
         if ring is not None:  # a rollout step: in the ring, in place
             qk, v = self.temporal.qk_v_heads(h)  # [2, B·S, H, N, dh], [B·S, H, N, dh]
             q, k = rope(qk, rotations)
-            y = cache.attend(layer, q, k, v, ring)  # type: ignore[union-attr]
-        elif n == 1 and not write_cache and (cache is None or cache.held(layer) == 0):  # one frame, no
-            y = self.temporal.values(h)  # history: its only key is itself, so attention returns its value
+            y = self.temporal.out(cache.attend(layer, q, k, v, ring))  # type: ignore[union-attr]
+        elif n == 1 and not write_cache and (cache is None or cache.held(layer) == 0):  # one frame, no history:
+            y = self.temporal.value_out(h)  # its only key is itself
         else:
             qk, v = self.temporal.qk_v_heads(h)  # [2, B·S, H, N, dh], [B·S, H, N, dh]
             q, k = rope(qk, rotations)
@@ -438,12 +444,14 @@ class Block(nn.Module):
                 y = F.scaled_dot_product_attention(q, keys, values, attn_mask=torch.cat([own.new_ones(n, past_k.shape[-2]), own], dim=-1))
             if write_cache:  # after attending: the ring buffer overwrites its oldest frames in place
                 cache.append(layer, k, v)  # type: ignore[union-attr]
-        y = self.temporal.out(y).reshape(b, s, n, d).transpose(1, 2)  # [B, N, S, D]
-        x = torch.addcmul(x, mods[5], y)
+            y = self.temporal.out(y)
+        y = y.reshape(b, s, n, d).transpose(1, 2)  # [B·S, N, D] -> [B, N, S, D]
+        x = x.addcmul_(mods[5], y) if in_place else torch.addcmul(x, mods[5], y)
 
         # MLP.
-        h = modulate(self.norm3(x), mods[6], mods[7])
-        return torch.addcmul(x, mods[8], self.mlp(h))
+        hidden = self.mlp[0](modulate(self.norm3(x), mods[6], mods[7]))
+        y = self.mlp[2](F.silu(hidden, inplace=in_place))
+        return x.addcmul_(mods[8], y) if in_place else torch.addcmul(x, mods[8], y)
 
 
 class FinalLayer(nn.Module):
