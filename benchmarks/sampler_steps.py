@@ -17,7 +17,6 @@ cases for scale.
 from __future__ import annotations
 
 import argparse
-import statistics
 from dataclasses import replace
 
 import numpy as np
@@ -82,7 +81,7 @@ def main() -> None:
             sampler = replace(model.sampler, method=method, steps=steps)
             fct = model_forecast(model, cases.context, cases.actions, args.members, cases.context_actions, sampler)
             evals = steps if method == "euler" else 2 * steps - 1  # Heun's last step is an Euler step
-            fps = statistics.median(rollout_fps(model, cases, sampler) for _ in range(args.repeats))
+            fps = rollout_fps(model, cases, sampler, repeats=args.repeats)
             row(f"{method} {steps}", f"{evals}", fct, f"{fps:.0f}")
     print("The first evaluation of each frame also writes the frame before it into the KV cache (two frames, one pass).")
 
