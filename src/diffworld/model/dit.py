@@ -388,6 +388,8 @@ class Block(nn.Module):
         self.temporal = Attention(d, cfg.heads)
         self.norm3 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(d * cfg.mlp_ratio)
+        # forward applies mlp[0] and mlp[2] itself (the SiLU between them in place without autograd);
+        # the SiLU module stays so the checkpoint keys keep their numbers (mlp.0, mlp.2).
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, d))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 9 * d))
         # Added to the ada bias at use, so the three scales come out as 1 + scale in the same kernel.
