@@ -8,7 +8,8 @@ Both networks get the same width, depth, heads, MLP ratio, patch size, channels 
 (so the same tokens per image) and the same batch; both are raw networks (no preconditioning),
 in fp32 (or both under bf16 autocast), with PyTorch's scaled-dot-product attention. Timed: the forward (no grad) and the
 forward + backward of a sum of the outputs, ours and theirs in turn in each of `--repeats` after a
-warm-up; the times are medians, and each ratio is the median of the repeats' own ratios.
+warm-up (which goes first alternates); the times are medians, and each ratio is the median of the
+repeats' own ratios.
 
 Two comparisons per configuration:
 - `image`: each of diffworld's inputs is one frame (a window of 1), so both run spatial
@@ -84,10 +85,19 @@ def passes(fn, device: str, precision: str) -> tuple[Callable[[], None], Callabl
 
 def paired(ours_fn: Callable[[], None], theirs_fn: Callable[[], None], repeats: int, device: str) -> tuple[float, float, float]:
     """(our median seconds, theirs, the median of the repeats' own ratios): the two are timed in
-    turn within each repeat, so a drift of the machine between repeats stays out of the ratio."""
+    turn within each repeat, so a drift of the machine between repeats stays out of the ratio, and
+    which goes first alternates, so neither always inherits the other's state (on a CPU, the heap
+    the other left: glibc returns freed memory to the system, and reusing it costs page faults)."""
     for fn in (ours_fn, theirs_fn):  # warm-up
         fn()
-    times = [(seconds(ours_fn, device), seconds(theirs_fn, device)) for _ in range(repeats)]
+    times = []
+    for i in range(repeats):
+        if i % 2 == 0:
+            mine = seconds(ours_fn, device)
+            times.append((mine, seconds(theirs_fn, device)))
+        else:
+            theirs_ = seconds(theirs_fn, device)
+            times.append((seconds(ours_fn, device), theirs_))
     mine, theirs_ = zip(*times)
     return statistics.median(mine), statistics.median(theirs_), statistics.median(a / b for a, b in times)
 
