@@ -92,12 +92,9 @@ def paired(ours_fn: Callable[[], None], theirs_fn: Callable[[], None], repeats: 
         fn()
     times = []
     for i in range(repeats):
-        if i % 2 == 0:
-            mine = seconds(ours_fn, device)
-            times.append((mine, seconds(theirs_fn, device)))
-        else:
-            theirs_ = seconds(theirs_fn, device)
-            times.append((seconds(ours_fn, device), theirs_))
+        order = (ours_fn, theirs_fn) if i % 2 == 0 else (theirs_fn, ours_fn)
+        took = {fn: seconds(fn, device) for fn in order}  # timed in `order`
+        times.append((took[ours_fn], took[theirs_fn]))
     mine, theirs_ = zip(*times)
     return statistics.median(mine), statistics.median(theirs_), statistics.median(a / b for a, b in times)
 
