@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -9,6 +10,8 @@ from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from diffworld.model import linear
 
 
 def synchronize(device: str | torch.device) -> None:
@@ -36,13 +39,20 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, dev
 def matmul_peak(dtype: torch.dtype, repeats: int = 7, device: str = "cpu") -> float:
     """The machine's practical peak in `dtype`: GFLOP/s of square n×n matmuls, the median of
     `repeats` per size, the best size (on this 2-core CPU single runs vary by ±20%). Sizes
-    512–2048 on the CPU, 2048–8192 on a GPU (smaller ones do not fill it)."""
-    sizes = (2048, 4096, 8192) if torch.device(device).type == "cuda" else (512, 1024, 2048)
+    512–2048 on the CPU, 2048–8192 on a GPU (smaller ones do not fill it). On a CPU in fp32 the
+    best of PyTorch's matmul (MKL) and oneDNN's, which `diffworld.model.linear` uses where it is
+    faster (on AMD processors MKL's fp32 GEMM runs AVX2 kernels on AVX-512 hardware)."""
+    cpu = torch.device(device).type == "cpu"
+    sizes = (512, 1024, 2048) if cpu else (2048, 4096, 8192)
     best = 0.0
     for n in sizes:
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
-        best = max(best, 2 * n**3 / median_seconds(lambda: a @ b, repeats, warmup=3, device=device) / 1e9)
+        products = [lambda: a @ b]
+        if cpu and dtype == torch.float32 and linear.ONEDNN:
+            products.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
+        for product in products:
+            best = max(best, 2 * n**3 / median_seconds(product, repeats, warmup=3, device=device) / 1e9)
     return best
 
 
@@ -55,16 +65,23 @@ def _cpu_sdpa_backward(grad_out, query, key, value, *args, out_shape=None, **kwa
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-#: torch's FLOP counter knows the CUDA attention kernels but not the CPU flash kernel.
-CPU_ATTENTION_FLOPS = {
+def _onednn_linear(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(x_shape) * weight_shape[0]
+
+
+#: torch's FLOP counter knows the CUDA attention kernels but not the CPU flash kernel, nor the
+#: oneDNN linear map `diffworld.model.linear` uses on x86 CPUs.
+CPU_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward,
 }
+if linear.ONEDNN:  # builds without oneDNN lack the op
+    CPU_FLOPS[torch.ops.mkldnn._linear_pointwise] = _onednn_linear
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """Matmul and attention FLOPs of one call of `fn` (forward, and backward if `fn` runs one)."""
-    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_FLOPS)
     with counter:
         fn()
     return counter.get_total_flops()

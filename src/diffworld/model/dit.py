@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffworld.layouts import Layout
+from diffworld.model.linear import Linear, linear
 
 #################################################################################
 #                                  Config                                       #
@@ -342,8 +343,8 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
+        self.qkv = Linear(width, 3 * width)
+        self.proj = Linear(width, width)
         # Holders of the query and key norms' weights, applied together in `qk_v_heads`.
         self.q_norm = nn.RMSNorm(width // heads, eps=1e-6)
         self.k_norm = nn.RMSNorm(width // heads, eps=1e-6)
@@ -368,7 +369,7 @@ class Attention(nn.Module):
         and W_o·b_v + b_o, a D×D product per call instead of a second pass over the tokens."""
         d = x.shape[-1]
         w_v, b_v = self.qkv.weight[2 * d :], self.qkv.bias[2 * d :]
-        return F.linear(x, self.proj.weight @ w_v, torch.addmv(self.proj.bias, self.proj.weight, b_v))
+        return linear(x, self.proj.weight @ w_v, torch.addmv(self.proj.bias, self.proj.weight, b_v))
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
         """[M, heads, L, dh] -> [M, L, D]."""
@@ -388,9 +389,9 @@ class Block(nn.Module):
         self.temporal = Attention(d, cfg.heads)
         self.norm3 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         hidden = int(d * cfg.mlp_ratio)
-        # forward applies mlp[0] and mlp[2] itself (the SiLU between them in place without autograd);
-        # the SiLU module stays so the checkpoint keys keep their numbers (mlp.0, mlp.2).
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, d))
+        # forward applies mlp[0] with its SiLU through `linear` (fused into the product without
+        # autograd); the SiLU module stays so the checkpoint keys keep their numbers (mlp.0, mlp.2).
+        self.mlp = nn.Sequential(Linear(d, hidden), nn.SiLU(), Linear(hidden, d))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 9 * d))
         # Added to the ada bias at use, so the three scales come out as 1 + scale in the same kernel.
         self.register_buffer("ada_offset", scale_offset(d, 9, (1, 4, 7)), persistent=False)
@@ -451,8 +452,8 @@ class Block(nn.Module):
         x = x.addcmul_(mods[5], y) if in_place else torch.addcmul(x, mods[5], y)
 
         # MLP.
-        hidden = self.mlp[0](modulate(self.norm3(x), mods[6], mods[7]))
-        y = self.mlp[2](F.silu(hidden, inplace=in_place))
+        up = self.mlp[0]
+        y = self.mlp[2](linear(modulate(self.norm3(x), mods[6], mods[7]), up.weight, up.bias, silu=True))
         return x.addcmul_(mods[8], y) if in_place else torch.addcmul(x, mods[8], y)
 
 
@@ -463,7 +464,7 @@ class FinalLayer(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
-        self.linear = nn.Linear(width, out_dim)
+        self.linear = Linear(width, out_dim)
         self.register_buffer("ada_offset", scale_offset(width, 2, (1,)), persistent=False)  # see Block
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -484,7 +485,7 @@ class DiT(nn.Module):
         if cfg.width % cfg.heads or (cfg.width // cfg.heads) % 2:
             raise ValueError(f"width {cfg.width} must split into {cfg.heads} heads of even size")
         self.cfg, self.layout = cfg, layout
-        self.embed = nn.Linear(layout.token_dim, cfg.width)
+        self.embed = Linear(layout.token_dim, cfg.width)
         learned_pos = layout.learned_positions
         # Grid: fixed [S, D] sin-cos, rebuilt at load. Graph: [S, k] eigenvectors, saved with the
         # weights since a degenerate eigenspace has no canonical basis to rebuild.
