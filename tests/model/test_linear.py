@@ -46,16 +46,20 @@ def test_forward_matches_f_linear(shape, silu, bias):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("silu", [False, True])
-def test_gradients_match_f_linear(shape, silu):
+@pytest.mark.parametrize("bias", [False, True])
+def test_gradients_match_f_linear(shape, silu, bias):
     reference = lambda x, w, b: F.silu(F.linear(x, w, b)) if silu else F.linear(x, w, b)  # noqa: E731
     grads = []
     for fn in (reference, lambda x, w, b: lin.linear(x, w, b, silu=silu)):
         x, w, b = (t.requires_grad_() for t in operands(shape))
-        y = fn(x, w, b)
+        y = fn(x, w, b if bias else None)
         (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
         grads.append((x.grad, w.grad, b.grad))
     for got, want in zip(grads[1], grads[0]):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        if want is None:  # no bias: neither path gives it a gradient
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_only_the_inputs_that_need_it_get_a_gradient():

@@ -34,7 +34,8 @@ ONEDNN = (
 )
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool = False) -> torch.Tensor:
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
+    """x·Wᵀ + b (then SiLU) through oneDNN, whatever the size; `linear` decides when to call it."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "swish" if silu else "none", [], "")
 
 
@@ -55,18 +56,17 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return onednn_linear(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
-        grad_x = _onednn(grad, weight.t(), None) if need_x else None  # [..., in]
+        grad_x = onednn_linear(grad, weight.t()) if need_x else None  # [..., in]
         rows = grad.reshape(-1, grad.shape[-1])  # [M, out]
         grad_w = rows.t() @ x.reshape(-1, x.shape[-1]) if need_w else None  # [out, in]
-        grad_b = rows.sum(0) if need_b and ctx.has_bias else None
+        grad_b = rows.sum(0) if need_b else None  # False without a bias
         return grad_x, grad_w, grad_b
 
 
@@ -77,7 +77,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         y = F.linear(x, weight, bias)
         return F.silu(y, inplace=not torch.is_grad_enabled()) if silu else y
     if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
-        return _onednn(x, weight, bias, silu)
+        return onednn_linear(x, weight, bias, silu)
     y = _OneDNNLinear.apply(x, weight, bias)
     return F.silu(y) if silu else y
 
