@@ -105,7 +105,7 @@ def train_cmd(
     world: str = typer.Option("pong", help="Built-in world to collect and learn when no --data is given."),
     episodes: int = typer.Option(200, help="Training episodes to collect (seeds 0..N-1), without --data."),
     preset: str = typer.Option("small", help="Model size: tiny, small or base."),
-    dit: Optional[str] = typer.Option(None, help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'.'),
+    dit: Optional[str] = typer.Option(None, help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'; "target": "change" diffuses each frame\'s change from the one before.'),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Windows per step, over all processes."),
     lr: float = typer.Option(1e-3),

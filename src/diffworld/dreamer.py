@@ -155,11 +155,12 @@ class Dreamer:
             self._rebase()
         b, t = self.batch, torch.tensor([self.t], device=dev)
 
-        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
+        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None, base: torch.Tensor | None) -> torch.Tensor:
             fed, self.fed = self.fed, None
-            return denoise_new_frame(model, self.cache, x, torch.full((b, 1), sigma, device=dev), act, t, fed, self.denoiser)  # type: ignore[arg-type]
+            sig = torch.full((b, 1), sigma, device=dev)
+            return denoise_new_frame(model, self.cache, x, sig, act, t, fed, self.denoiser, base)  # type: ignore[arg-type]
 
-        frame = sample_frame(model, run, a, b, s, self.generator)  # [batch, 1, *frame]
+        frame = sample_frame(model, run, a, b, s, self.generator, self.history[:, -1:])  # [batch, 1, *frame]
         x_fed = model.normalize(frame) + s.sigma_ctx * self._randn(tuple(frame.shape))
         self.fed = (x_fed, torch.full((b, 1), s.sigma_ctx, device=dev), a, t)
         self.t += 1

@@ -59,7 +59,7 @@ def train_world(
     frames = sum(len(e) for e in data)
     log(f"collected {len(data)} episodes of {world} ({frames} frames) in {time.perf_counter() - t0:.1f}s")
     model = build_model(make().spec, data, model_config, sampler, seed=train_config.seed)
-    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.dit}")
+    log(model_summary(model))
     seeds = collect_cfg.seeds
     extra = {
         "data": {
@@ -75,6 +75,12 @@ def train_world(
     )
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
+
+
+def model_summary(model: WorldModel) -> str:
+    """One log line: the network's size and settings, and what it diffuses when not the frame."""
+    target = f"; diffuses the change (std {model.config.change_std:.4f} in model units)" if model.config.target == "change" else ""
+    return f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model.config.dit}{target}"
 
 
 def train_store(
@@ -99,7 +105,7 @@ def train_store(
     model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
     check_data(model, store)
     log(f"store {data}: {len(store)} episodes of {store.spec.name} ({store.num_frames} frames)")
-    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.dit}")
+    log(model_summary(model))
     known = store.seeds[store.seeds >= 0]
     extra = {
         "data": {

@@ -84,51 +84,66 @@ def denoise_new_frame(
     t: torch.Tensor,
     fed: Fed | None,
     denoiser: Callable[..., torch.Tensor] | None = None,
+    base: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """D(x; σ) of one new frame x [R, 1, *frame] at time t against the cache; with `fed`, the frame
     dreamed last is written to the cache in the same pass (`commit`), as a write pass of its own
     followed by this one would, for the cost of one pass. `denoiser`: the model's own (default)
-    or its compiled form (`WorldModel.compiled_denoiser`)."""
+    or its compiled form (`WorldModel.compiled_denoiser`). `base` [R, 1, *frame]: the clean
+    frame before, for a model that diffuses the change."""
     denoiser = model.denoiser if denoiser is None else denoiser
     if fed is None:
-        return denoiser(x, sigma, actions, t, cache=cache)
+        return denoiser(x, sigma, actions, t, cache=cache, base=base)
     fx, fsigma, fa, ft = fed
     if fa is not None or actions is not None:
         rows = x.shape[0]
         fa = null_actions(model, rows, 1, x.device) if fa is None else fa
         actions = torch.cat([fa, null_actions(model, rows, 1, x.device) if actions is None else actions], dim=1)
-    return denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1)
+    return denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1, base=base)
 
 
 def sample_frame(
     model: WorldModel,
-    run: Callable[[torch.Tensor, float, torch.Tensor | None], torch.Tensor],
+    run: Callable[[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None], torch.Tensor],
     actions: torch.Tensor | None,
     rows: int,
     sampler: SamplerConfig,
     generator: torch.Generator | None = None,
+    previous: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One new frame for each of `rows` dreams, [rows, 1, *frame] in world units (on the world's values).
 
-    `run(x, sigma, actions)` is the denoiser at the new frame's position, x [rows, 1, *frame] at
-    noise level sigma; with guidance ≠ 1 and actions given, it is also run under "no action" and
-    the two are mixed (classifier-free guidance).
+    `run(x, sigma, actions, base)` is the denoiser at the new frame's position, x [rows, 1, *frame]
+    at noise level sigma (model units), `base` the frame before (model units) for a model that
+    diffuses the change, else None; with guidance ≠ 1 and actions given, it is also run under
+    "no action" and the two are mixed (classifier-free guidance). `previous` [rows, 1, *frame]
+    (world units): each dream's newest frame, which a model that diffuses the change needs.
     """
     s, dev, shape = sampler, model.device, (rows, 1) + tuple(model.spec.frame_shape)
     null = null_actions(model, rows, 1, dev)
+    base = None
+    if model.config.target == "change":
+        if previous is None:
+            raise ValueError("a model that diffuses the change needs each dream's previous frame")
+        base = model.normalize(previous)
+    scale = model.config.change_scale  # the sampler's levels count in units of the target
 
-    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        d = run(x, sigma, actions)
+    def denoise(y: torch.Tensor, sigma: float) -> torch.Tensor:  # y: the target, in its own units
+        x = y * scale if base is None else base + y * scale
+        d = run(x, sigma * scale, actions, base)
         if s.guidance != 1.0 and actions is not None:  # classifier-free guidance on the action
-            d_uncond = run(x, sigma, null)
+            d_uncond = run(x, sigma * scale, null, base)
             d = d_uncond + s.guidance * (d - d_uncond)
-        return d
+        return d / scale if base is None else (d - base) / scale
 
     if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
+        if base is not None:
+            raise ValueError("the marginal sampler draws frames, not changes; a model that diffuses the change needs an ODE sampler")
         x = s.sigma_max * torch.randn(shape, generator=generator, device=dev)
         return model.draw_marginal(model.denormalize(denoise(x, s.sigma_max)), generator)
     sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
-    x0 = sample(denoise, shape, sigmas, generator, s.method, dev, churn=s.churn)
+    y0 = sample(denoise, shape, sigmas, generator, s.method, dev, churn=s.churn)
+    x0 = y0 * scale if base is None else base + y0 * scale
     return model.project(model.denormalize(x0))
 
 
@@ -239,17 +254,20 @@ def rollout(
             a = rep(actions[:, h : h + 1])[running] if actions is not None else None  # [m', 1]
         mr = len(running)
 
-        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None) -> torch.Tensor:
+        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None, base: torch.Tensor | None) -> torch.Tensor:
             sig = torch.full((mr, 1), sigma, device=dev)
             if use_cache:
-                return denoise_new_frame(model, cache, x, sig, act, t, pending.pop() if pending else None, denoiser)
+                return denoise_new_frame(model, cache, x, sig, act, t, pending.pop() if pending else None, denoiser, base)
             lo = -keep
             seq = torch.cat([hist_x[:, lo:], x], dim=1)
             seq_sigma = torch.cat([hist_sigma[:, lo:], sig], dim=1)
             seq_a = None if act is None else torch.cat([hist_a[:, lo:], act], dim=1)
-            return denoiser(seq, seq_sigma, seq_a, torch.cat([hist_t[lo:], t]))[:, -1:]
+            return denoiser(seq, seq_sigma, seq_a, torch.cat([hist_t[lo:], t]), base=base)[:, -1:]
 
-        frame = sample_frame(model, run, a, mr, s, generator)  # [m', 1, *frame]
+        previous = None  # each member's newest frame [m', 1, *frame], for a model that diffuses the change
+        if model.config.target == "change":
+            previous = rep(context[:, -1:])[running] if h == 0 else out[running, h - 1 : h]
+        frame = sample_frame(model, run, a, mr, s, generator, previous)  # [m', 1, *frame]
         out[running, h] = frame[:, 0]
         if stop is not None and h + 1 < horizon:
             goes_on = ~torch.as_tensor(stop(frame[:, 0]), dtype=torch.bool, device=dev)  # [m']

@@ -15,7 +15,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,9 +138,26 @@ def build_model(
     """
     sampler = sampler or SamplerConfig(**sampler_defaults(spec.name))
     mean, std = frame_stats(data) if isinstance(data, list) else data.stats()
+    if config.target == "change" and not config.change_std:
+        config = replace(config, change_std=change_std(data, spec, std, config.sigma_data))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return WorldModel(spec, config, mean, std, sampler)
+
+
+def change_std(data: TrainingData, spec: WorldSpec, std: np.ndarray, sigma_data: float) -> float:
+    """RMS of one step's change in model units (frames scaled by σ_data / the channel's std), over
+    every channel and every consecutive pair of frames within an episode of `data`."""
+    shape = (-1,) + (1,) * (-1 - spec.channel_axis)  # per-channel scale, broadcast over a frame
+    scale = (sigma_data / np.asarray(std, dtype=np.float64)).reshape(shape)
+    total, count = 0.0, 0
+    episodes = data if isinstance(data, list) else (data.episode(i) for i in range(len(data)))
+    for episode in episodes:
+        delta = np.diff(np.asarray(episode.frames, dtype=np.float64), axis=0) * scale
+        total, count = total + float(np.square(delta).sum()), count + delta.size
+    if count == 0 or not total > 0:
+        raise ValueError(f"a model that diffuses the change needs episodes of >= 2 frames that change; found {count} changes, all zero")
+    return math.sqrt(total / count)
 
 
 def make_optimizer(model: WorldModel, cfg: TrainConfig) -> torch.optim.AdamW:

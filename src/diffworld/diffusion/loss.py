@@ -284,7 +284,18 @@ def window_loss(
             raise ValueError("random_shift would move the frames under the fixed surprise map; set surprise_weight and event_weight to 0")
         frames = shift_windows(frames, draw(_rand, (b, 2), generator, frames.device))
     k = min(cfg.min_context, t - 1)  # index of the first target frame
-    sigma_data = getattr(denoiser, "module", denoiser).sigma_data  # through a DDP wrapper too
+    module = getattr(denoiser, "module", denoiser)  # through a DDP wrapper too
+    sigma_data = module.sigma_data
+    # A model that diffuses the change (`ModelConfig.target`) draws target levels in units of the
+    # change: σ in the frame's units is `scale` times the drawn level; its error counts in the
+    # change's units.
+    change = getattr(module, "change_std", None)
+    scale = 1.0 if change is None else change / sigma_data
+    if change is not None and (cfg.context != "teacher" or cfg.self_context or k < 1):
+        raise ValueError(
+            f"a model that diffuses the change trains with context='teacher', no self_context and min_context >= 1; "
+            f"got context={cfg.context!r}, self_context={cfg.self_context}, min_context={cfg.min_context}"
+        )
     dev = frames.device
     expand = (...,) + (None,) * (frames.ndim - 2)
     grid = frames.ndim == 5
@@ -309,9 +320,13 @@ def window_loss(
                 predicted = own_predictions(denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, times, mask)
                 context[own, k:] = predicted if project is None else project(predicted)
         clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
-        sigma = torch.cat([sig_c, sig_t], dim=1)  # [B, T + T']
-        denoised = denoiser(clean + sigma[expand] * noise, sigma, acts, times, mask)
-        err = (denoised[:, t:] - frames[:, k:]).square()  # targets only
+        sigma = torch.cat([sig_c, scale * sig_t], dim=1)  # [B, T + T']
+        noisy = clean + sigma[expand] * noise
+        if change is None:
+            denoised = denoiser(noisy, sigma, acts, times, mask)
+        else:  # each target is the change from the clean frame before it
+            denoised = denoiser(noisy, sigma, acts, times, mask, base=frames[:, k - 1 : t - 1])
+        err = (denoised[:, t:] - frames[:, k:]).square() / scale**2  # targets only
         weight = edm_weight(sig_t, sigma_data)
         if grid:
             pixel, frame = loss_weights(frames, cfg, surprise)

@@ -19,12 +19,20 @@ def edm_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, 
 
 
 class Denoiser(nn.Module):
-    """D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise), with its own σ for every frame."""
+    """D(x; σ) = c_skip·x + c_out·F(c_in·x; c_noise), with its own σ for every frame.
 
-    def __init__(self, net: DiT, sigma_data: float = 0.5) -> None:
+    With `change_std` (a model that diffuses the change, `ModelConfig.target`), frames given a
+    `base` — the frame before each, clean — are denoised as base + the change: the same EDM
+    preconditioning applied to x − base with the change's std as σ_data,
+    D = base + c_skip(σ; s)·(x − base) + c_out(σ; s)·F, s = `change_std`. The network's input
+    stays c_in(σ; σ_data)·x, a frame, so context and target tokens mean the same to it.
+    """
+
+    def __init__(self, net: DiT, sigma_data: float = 0.5, change_std: float | None = None) -> None:
         super().__init__()
         self.net = net
         self.sigma_data = sigma_data
+        self.change_std = change_std
 
     def forward(
         self,
@@ -36,11 +44,23 @@ class Denoiser(nn.Module):
         cache: KVCache | None = None,
         write_cache: bool = False,
         commit: int = 0,
+        base: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, N, *frame] noisy frames, sigma [B, N] -> denoised frames [B, N, *frame] (with
         `commit`, only the N − commit frames after the finished ones; cache, write_cache and commit:
-        see `DiT.forward`)."""
+        see `DiT.forward`). `base` [B, K, *frame]: the clean frames before the last K frames, which
+        are then denoised as changes from them (needs `change_std`)."""
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
         expand = (...,) + (None,) * (x.ndim - 2)  # [B, N] -> [B, N, 1, ..., 1]
-        f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache, commit)
-        return c_skip[expand][:, commit:] * x[:, commit:] + c_out[expand][:, commit:] * f.to(x.dtype)
+        f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache, commit).to(x.dtype)
+        out = c_skip[expand][:, commit:] * x[:, commit:] + c_out[expand][:, commit:] * f
+        if base is None:
+            return out
+        if not self.change_std:
+            raise ValueError("denoising a change from a base frame needs a model whose target is the change (change_std > 0)")
+        k = base.shape[1]
+        if k > out.shape[1] or base.shape[0] != x.shape[0] or base.shape[2:] != x.shape[2:]:
+            raise ValueError(f"base: expected [{x.shape[0]}, K <= {out.shape[1]}, {', '.join(map(str, x.shape[2:]))}], got {list(base.shape)}")
+        r_skip, r_out, _, _ = edm_scalings(sigma[:, -k:], self.change_std)
+        change = r_skip[expand] * (x[:, -k:] - base) + r_out[expand] * f[:, -k:]
+        return torch.cat([out[:, :-k], base + change], dim=1)

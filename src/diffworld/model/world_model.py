@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -10,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from diffworld.spec import WorldSpec
 FORMAT = "diffworld.world_model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
+TARGETS = ("frame", "change")
 CONFIG = "config.json"
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
@@ -38,16 +40,45 @@ class ModelConfig:
     dit: DiTConfig = field(default_factory=DiTConfig)
     #: Standard deviation of the normalised data (EDM's σ_data).
     sigma_data: float = 0.5
+    #: What a new frame is diffused as. "frame": the frame itself. "change": its difference from
+    #: the frame before, preconditioned with the change's own scale (`change_std`), as ML weather
+    #: models predict the residual to the current state: where a step changes a field by a small
+    #: fraction of its range (`fields`: 18%), the network's errors scale with the change, not with
+    #: the field, and noise levels in the sampler's and the loss's settings count in units of the
+    #: change. The network still sees frames; only the denoiser's skip connection (around the
+    #: previous frame) and its output scale differ (docs/design.md, "Fields: diffusing the change").
+    target: Literal["frame", "change"] = "frame"
+    #: Std of one step's change in model units (RMS over channels), set from the training data by
+    #: `train.build_model` when `target` is "change"; 0 until then.
+    change_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"model target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if not (math.isfinite(self.change_std) and self.change_std >= 0):
+            raise ValueError(f"change_std must be a finite number >= 0, got {self.change_std!r}")
+
+    @property
+    def change_scale(self) -> float:
+        """Model units per unit of the change's noise levels: change_std / σ_data (1 for frame targets)."""
+        if self.target == "frame":
+            return 1.0
+        if self.change_std <= 0:
+            raise ValueError("a model that diffuses the change needs change_std > 0 (set by train.build_model from the data)")
+        return self.change_std / self.sigma_data
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
-        """A named size preset (see `diffworld.model.dit.PRESETS`), with DiT fields overridden."""
+        """A named size preset (see `diffworld.model.dit.PRESETS`), with DiT fields overridden
+        (and `target`, the one model-level setting an override may name)."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; expected one of: {', '.join(PRESETS)}")
+        target = overrides.pop("target", "frame")
         unknown = set(overrides) - set(DiTConfig.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown model setting(s) {sorted(unknown)}; expected some of {sorted(DiTConfig.__dataclass_fields__)}")
-        return cls(dit=replace(PRESETS[name], **overrides))
+            expected = sorted(DiTConfig.__dataclass_fields__) + ["target"]
+            raise ValueError(f"unknown model setting(s) {sorted(unknown)}; expected some of {expected}")
+        return cls(dit=replace(PRESETS[name], **overrides), target=target)
 
 
 class WorldModel(nn.Module):
@@ -65,7 +96,8 @@ class WorldModel(nn.Module):
         self.spec, self.config = spec, config
         self.sampler = sampler or SamplerConfig()
         self.layout = make_layout(spec, config.dit.patch)
-        self.denoiser = Denoiser(DiT(config.dit, self.layout, spec.action.kind, spec.action.n), config.sigma_data)
+        change_std = config.change_std if config.target == "change" else None
+        self.denoiser = Denoiser(DiT(config.dit, self.layout, spec.action.kind, spec.action.n), config.sigma_data, change_std)
         # Per-channel statistics, shaped to broadcast over frames [..., *frame_shape].
         stat_shape = (-1,) + (1,) * (-1 - spec.channel_axis)
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(stat_shape))
@@ -135,7 +167,12 @@ class WorldModel(nn.Module):
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "spec": self.spec.to_dict(),
-            "model": {"dit": asdict(self.config.dit), "sigma_data": self.config.sigma_data},
+            "model": {
+                "dit": asdict(self.config.dit),
+                "sigma_data": self.config.sigma_data,
+                "target": self.config.target,
+                "change_std": self.config.change_std,
+            },
             "sampler": asdict(self.sampler),
             **(extra or {}),
         }
@@ -157,7 +194,10 @@ class WorldModel(nn.Module):
         config = read_config(directory)
         try:
             spec = WorldSpec.from_dict(config["spec"])
-            model_cfg = ModelConfig(dit=DiTConfig(**config["model"]["dit"]), sigma_data=config["model"]["sigma_data"])
+            m = config["model"]
+            model_cfg = ModelConfig(
+                dit=DiTConfig(**m["dit"]), sigma_data=m["sigma_data"], target=m.get("target", "frame"), change_std=m.get("change_std", 0.0)
+            )
             sampler = SamplerConfig(**_known(SamplerConfig, config.get("sampler", {})))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"checkpoint config {directory / CONFIG} is invalid: {e}") from None
