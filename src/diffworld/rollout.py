@@ -126,15 +126,16 @@ def sample_frame(
         if previous is None:
             raise ValueError("a model that diffuses the change needs each dream's previous frame")
         base = model.normalize(previous)
-    scale = model.config.change_scale  # the sampler's levels count in units of the target
+    # The sampler works on the target y in its own units: frame = origin + scale·y (model units).
+    origin, scale = (0.0 if base is None else base), model.config.change_scale
 
-    def denoise(y: torch.Tensor, sigma: float) -> torch.Tensor:  # y: the target, in its own units
-        x = y * scale if base is None else base + y * scale
+    def denoise(y: torch.Tensor, sigma: float) -> torch.Tensor:
+        x = origin + y * scale
         d = run(x, sigma * scale, actions, base)
         if s.guidance != 1.0 and actions is not None:  # classifier-free guidance on the action
             d_uncond = run(x, sigma * scale, null, base)
             d = d_uncond + s.guidance * (d - d_uncond)
-        return d / scale if base is None else (d - base) / scale
+        return (d - origin) / scale
 
     if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
         if base is not None:
@@ -143,8 +144,7 @@ def sample_frame(
         return model.draw_marginal(model.denormalize(denoise(x, s.sigma_max)), generator)
     sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
     y0 = sample(denoise, shape, sigmas, generator, s.method, dev, churn=s.churn)
-    x0 = y0 * scale if base is None else base + y0 * scale
-    return model.project(model.denormalize(x0))
+    return model.project(model.denormalize(origin + y0 * scale))
 
 
 @torch.no_grad()
