@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from diffworld.diffusion.loss import LossConfig, drop_actions, loss_weights, motion_weights, shift_windows, unforeseen_frequency, window_loss
+from diffworld.diffusion.sampling import karras_sigmas
 from diffworld.model.denoiser import Denoiser
 from tests.model.test_dit import make_dit
 
@@ -139,11 +140,11 @@ def test_self_context_off_draws_leave_the_plain_loss_unchanged_and_parts_agree()
     plain = window_loss(den, frames, acts, LossConfig(), torch.Generator().manual_seed(2))
     never = window_loss(den, frames, acts, LossConfig(self_context=1e-12), torch.Generator().manual_seed(2))
     assert plain.item() == never.item()  # the extra draws come after every draw of the plain loss
-    cfg = LossConfig(self_context=0.5)
-    full = window_loss(den, frames, acts, cfg, torch.Generator().manual_seed(3))
-    halves = [window_loss(den, frames[i * 2 : i * 2 + 2], acts[i * 2 : i * 2 + 2], cfg, torch.Generator().manual_seed(3), part=(i, 2)) for i in range(2)]
-    assert full.item() != window_loss(den, frames, acts, LossConfig(), torch.Generator().manual_seed(3)).item()
-    assert torch.allclose(full, sum(halves) / 2, rtol=1e-5)
+    for cfg in (LossConfig(self_context=0.5), LossConfig(self_context=0.5, self_context_steps=3, self_context_churn=1.0)):
+        full = window_loss(den, frames, acts, cfg, torch.Generator().manual_seed(3))
+        halves = [window_loss(den, frames[i * 2 : i * 2 + 2], acts[i * 2 : i * 2 + 2], cfg, torch.Generator().manual_seed(3), part=(i, 2)) for i in range(2)]
+        assert full.item() != window_loss(den, frames, acts, LossConfig(), torch.Generator().manual_seed(3)).item()
+        assert torch.allclose(full, sum(halves) / 2, rtol=1e-5)
 
 
 def test_self_context_settings_are_checked():
@@ -151,6 +152,59 @@ def test_self_context_settings_are_checked():
         LossConfig(self_context=1.5)
     with pytest.raises(ValueError, match="teacher"):
         LossConfig(context="forcing", self_context=0.5)
+    for steps in (0, 2.5):
+        with pytest.raises(ValueError, match=f"self_context_steps must be an integer >= 1, got {steps}"):
+            LossConfig(self_context_steps=steps)
+    with pytest.raises(ValueError, match="self_context_churn must be >= 0, got -1"):
+        LossConfig(self_context_churn=-1)
+
+
+def test_self_context_draws_its_context_with_the_sampler():
+    """With `self_context_steps` the first pass is the sampler: Euler down the Karras levels from
+    `self_context_sigma`, each level after the first lifted by churn; a denoiser that always answers
+    7 is landed on exactly, whatever the noise."""
+    frames = torch.randn(3, 5, 1, 4, 4)
+    rec = Recorder(7.0)
+    cfg = LossConfig(self_context=1.0, self_context_steps=4, self_context_churn=2.0, self_context_sigma=3.0, min_context=2, motion_weight=0.0, surprise_weight=0.0)
+    window_loss(rec, frames, None, cfg, torch.Generator().manual_seed(0))
+    assert len(rec.calls) == 5  # four sampler steps, then the training pass
+    gamma = min(2.0 / 4, 2**0.5 - 1)
+    levels = karras_sigmas(4, 0.002, 3.0)[:4] * torch.tensor([1.0, 1 + gamma, 1 + gamma, 1 + gamma])
+    for (_, sigma, _), level in zip(rec.calls[:4], levels):
+        assert torch.allclose(sigma[:, 5:], torch.full((3, 3), float(level)))
+    second, sigma, _ = rec.calls[4]
+    ctx_noise = (rec.calls[0][0][:, :5] - frames) / rec.calls[0][1][:, :5, None, None, None]
+    assert torch.allclose(second[:, 2:5], 7.0 + sigma[:, 2:5, None, None, None] * ctx_noise[:, 2:], atol=1e-5)
+
+
+class ChangeRecorder(torch.nn.Module):
+    """A stand-in for a model that diffuses the change: every target changes by 0.1 from its base."""
+
+    sigma_data, change_std = 0.5, 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, sigma, actions, times, mask=None, base=None):
+        self.calls.append((sigma.clone(), base.clone()))
+        out = x.clone()
+        out[:, -base.shape[1] :] = base + 0.1
+        return out
+
+
+def test_a_change_model_fed_its_own_frames_changes_them_as_a_rollout_would():
+    """The first pass changes each true frame; the training pass's targets then change the model's
+    own frames (the first target still the last true context frame), as a rollout feeds them back."""
+    frames = torch.randn(2, 5, 1, 4, 4)
+    rec = ChangeRecorder()
+    cfg = LossConfig(self_context=1.0, self_context_steps=3, self_context_sigma=3.0, min_context=2)
+    window_loss(rec, frames, None, cfg, torch.Generator().manual_seed(0))
+    (first_sigma, first_base), _, _, (sigma, base) = rec.calls
+    assert torch.equal(first_base, frames[:, 1:4])  # targets 2..4 drawn from the true frames before them
+    assert torch.allclose(first_sigma[:, 5:], torch.full((2, 3), 3.0 * 0.05 / 0.5))  # levels in the change's units
+    own = frames[:, 1:4] + 0.1  # the drawn frames 2..4
+    assert torch.equal(base[:, 0], frames[:, 1]) and torch.allclose(base[:, 1:], own[:, :2], atol=1e-6)
 
 
 @pytest.mark.parametrize(

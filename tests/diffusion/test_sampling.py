@@ -65,6 +65,29 @@ def test_churn_keeps_the_distribution_and_renoises_along_the_way():
     assert (churned - plain).abs().mean() > 0.1
 
 
+def test_given_draws_replace_the_generators_in_order():
+    """`draws` feeds the start and each churn's noise: the same numbers give the same sample."""
+    den, sigmas, gen = gaussian_denoiser(0.5), karras_sigmas(6, 0.002, 5.0), torch.Generator().manual_seed(5)
+    noise = [torch.randn(7, generator=torch.Generator().manual_seed(9 + i)) for i in range(6)]
+
+    seeded = sample(den, (7,), sigmas, torch.Generator().manual_seed(1), churn=3.0)
+    given = sample(den, (7,), sigmas, gen, churn=3.0, draws=iter(noise))
+    by_hand = noise[0] * sigmas[0]
+    gamma = min(3.0 / 6, 2**0.5 - 1)
+    for i in range(6):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        if i > 0:
+            by_hand = by_hand + ((s * (1 + gamma)) ** 2 - s**2) ** 0.5 * noise[i]
+            s = s * (1 + gamma)
+        by_hand = by_hand + (s_next - s) * (by_hand - den(by_hand, s)) / s
+    assert torch.allclose(given, by_hand, atol=1e-6) and not torch.allclose(given, seeded)
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(5).get_state())  # the generator untouched
+    with pytest.raises(ValueError, match=r"one draw of shape \(7,\) for the start and each churn; got None"):
+        sample(den, (7,), sigmas, churn=3.0, draws=iter(noise[:3]))  # too few: an error, not a silent reuse
+    with pytest.raises(ValueError, match=r"got \(8,\)"):
+        sample(den, (7,), sigmas, draws=iter([torch.zeros(8)]))
+
+
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(method="ddim"), dict(sigma_min=0.0), dict(sigma_ctx=0.0), dict(churn=-1.0)])
 def test_bad_sampler_settings(bad):
     with pytest.raises(ValueError):

@@ -106,7 +106,7 @@ def test_the_loss_of_the_exact_gaussian_denoiser_is_one(field_episodes, target):
 def test_training_a_change_model_needs_teacher_windows_with_a_frame_before(field_episodes):
     model = field_model(field_episodes, "change")
     x = model.normalize(torch.as_tensor(field_episodes[0].frames[None, :6]))
-    for bad in (LossConfig(context="forcing"), LossConfig(min_context=0), LossConfig(self_context=0.5)):
+    for bad in (LossConfig(context="forcing"), LossConfig(min_context=0)):
         with pytest.raises(ValueError, match="diffuses the change trains with context='teacher'"):
             window_loss(model.denoiser, x, None, bad, seeded())
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 
+from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
 from diffworld.distributed import part_rows
 from diffworld.model.denoiser import Denoiser
 
@@ -63,16 +64,21 @@ class LossConfig:
     min_context: int = 2
     #: Probability that a window's context continues from the model's *own* one-step predictions
     #: (teacher mode; the pushforward trick of Brandstetter et al. 2022). A first pass without
-    #: gradients predicts every frame after the first `min_context` from the true frames before it
-    #: (one Euler step from `self_context_sigma`: the posterior mean); those predictions replace
-    #: the true context frames, and the targets stay the true frames: the model is to learn to pull
-    #: its own errors back toward the data instead of amplifying them. Costs one extra forward pass
-    #: on the chosen windows. Measured on Lorenz-96 (docs/design.md) it made free runs *worse*: one
-    #: Euler step forecasts far worse than the sampler the rollouts use, so the model learned to
+    #: gradients draws every frame after the first `min_context` from the true frames before it
+    #: (`self_context_steps` Euler steps down from `self_context_sigma`, with `self_context_churn`;
+    #: one step is the posterior mean); those draws replace the true context frames — for a model
+    #: that diffuses the change, they are also the frames the targets' changes start from, as in a
+    #: rollout — and the targets stay the true frames: the model is to learn to pull its own errors
+    #: back toward the data instead of amplifying them. Costs `self_context_steps` extra forward
+    #: passes on the chosen windows. Measured on Lorenz-96 (docs/design.md) one step made free runs
+    #: *worse*: it forecasts far worse than the sampler the rollouts use, so the model learned to
     #: distrust recent context; on pong (one Euler step is its sampler; predictions binarised by
     #: `window_loss`'s `project`, as a rollout feeds them back) it slowed learning badly. Off by default.
     self_context: float = 0.0
+    #: Where the first pass starts, in the target's units (a model's `change_scale` for changes).
     self_context_sigma: float = 5.0
+    self_context_steps: int = 1
+    self_context_churn: float = 0.0
     #: Shift every window by a random offset along its periodic axes — the node axis of graph or
     #: series frames [N, F], both axes of grid frames [C, H, W] — wrapping around. An exact symmetry
     #: of worlds whose physics is the same at every place of a periodic domain (Lorenz-96's ring),
@@ -98,6 +104,10 @@ class LossConfig:
             raise ValueError(f"self_context needs context='teacher', got context={self.context!r}")
         if self.self_context_sigma <= 0:
             raise ValueError(f"self_context_sigma must be > 0, got {self.self_context_sigma}")
+        if not isinstance(self.self_context_steps, int) or self.self_context_steps < 1:
+            raise ValueError(f"self_context_steps must be an integer >= 1, got {self.self_context_steps!r}")
+        if self.self_context_churn < 0:
+            raise ValueError(f"self_context_churn must be >= 0, got {self.self_context_churn}")
 
 
 def sample_target_sigmas(shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu") -> torch.Tensor:
@@ -241,17 +251,36 @@ def own_predictions(
     actions: torch.Tensor | None,
     times: torch.Tensor,
     mask: torch.Tensor,
+    steps: int = 1,
+    churn: float = 0.0,
+    churn_noise: Sequence[torch.Tensor] = (),
+    base: torch.Tensor | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """One Euler step from σ = `sigma` for the targets of teacher windows, each from the frames before it.
+    """The sampler's draw for the targets of teacher windows, each from the frames before it.
 
     `context` [B, T, *frame] are the noised context frames (σ = `ctx_sigmas` [B, T]), `start`
-    [B, T', *frame] the unit noise the targets' steps start from; `actions`, `times` and `mask`
-    are the teacher pass's (`window_loss`). Returns [B, T', *frame]: the denoiser's estimate of
-    E[frame | past] for every target.
+    [B, T', *frame] the unit noise the targets' draws start from at σ = `sigma`; `actions`,
+    `times` and `mask` are the teacher pass's (`window_loss`). `steps` Euler steps on the Karras
+    schedule down to 0 (one step: the denoiser's estimate of E[frame | past]); with `churn` > 0,
+    each step after the first lifts σ_i as `SamplerConfig.churn` does, by `churn_noise[i − 1]`
+    (unit noise [B, T', *frame], one per step after the first): `diffusion.sampling.sample`. For a model that diffuses the change, `base`
+    [B, T', *frame] holds the clean frame before each target and levels count in the change's
+    units (`scale` = change_std / σ_data). Returns [B, T', *frame] in model units.
     """
     module = getattr(denoiser, "module", denoiser)  # the bare network: no DDP hooks for a pass without gradients
-    sigmas = torch.cat([ctx_sigmas, ctx_sigmas.new_full(start.shape[:2], sigma)], dim=1)
-    return module(torch.cat([context, sigma * start], dim=1), sigmas, actions, times, mask)[:, context.shape[1] :]
+    t, n = context.shape[1], start.shape[1]
+    origin = 0.0 if base is None else base
+    extra = {} if base is None else {"base": base}
+
+    def denoise(y: torch.Tensor, s: float) -> torch.Tensor:  # the target y in its own units: frame = origin + scale·y
+        levels = torch.cat([ctx_sigmas, ctx_sigmas.new_full((start.shape[0], n), s * scale)], dim=1)
+        d = module(torch.cat([context, origin + scale * y], dim=1), levels, actions, times, mask, **extra)[:, t:]
+        return (d - origin) / scale
+
+    sigmas = karras_sigmas(steps, SamplerConfig.sigma_min, sigma)
+    y = sample(denoise, tuple(start.shape), sigmas, churn=churn, draws=iter([start, *churn_noise]), device=start.device, dtype=start.dtype)
+    return origin + scale * y
 
 
 def window_loss(
@@ -291,10 +320,10 @@ def window_loss(
     # change's units.
     change = getattr(module, "change_std", None)
     scale = 1.0 if change is None else change / sigma_data
-    if change is not None and (cfg.context != "teacher" or cfg.self_context or k < 1):
+    if change is not None and (cfg.context != "teacher" or k < 1):
         raise ValueError(
-            f"a model that diffuses the change trains with context='teacher', no self_context and min_context >= 1; "
-            f"got context={cfg.context!r}, self_context={cfg.self_context}, min_context={cfg.min_context}"
+            f"a model that diffuses the change trains with context='teacher' and min_context >= 1; "
+            f"got context={cfg.context!r}, min_context={cfg.min_context}"
         )
     dev = frames.device
     expand = (...,) + (None,) * (frames.ndim - 2)
@@ -313,19 +342,25 @@ def window_loss(
         if cfg.self_context > 0:  # drawn whatever the outcome, so every rank draws alike
             own = draw(_rand, (b,), generator, dev) < cfg.self_context  # [B] windows fed their own predictions
             start = draw(_randn, (b, n) + frames.shape[2:], generator, dev)
+            steps = cfg.self_context_steps
+            churn_noise = [draw(_randn, (b, n) + frames.shape[2:], generator, dev) for _ in range(steps - 1)] if cfg.self_context_churn else []
             if own.any():
                 noised = frames[own] + sig_c[own][expand] * noise[own, :t]
                 true_acts = None if actions is None else torch.cat([actions, actions[:, k:]], dim=1)[own]
                 context = frames.clone()
-                predicted = own_predictions(denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, times, mask)
+                predicted = own_predictions(
+                    denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, times, mask,
+                    steps, cfg.self_context_churn, [z[own] for z in churn_noise],
+                    None if change is None else frames[own, k - 1 : t - 1], scale,
+                )  # fmt: skip
                 context[own, k:] = predicted if project is None else project(predicted)
         clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
         sigma = torch.cat([sig_c, scale * sig_t], dim=1)  # [B, T + T']
         noisy = clean + sigma[expand] * noise
         if change is None:
             denoised = denoiser(noisy, sigma, acts, times, mask)
-        else:  # each target is the change from the clean frame before it
-            denoised = denoiser(noisy, sigma, acts, times, mask, base=frames[:, k - 1 : t - 1])
+        else:  # each target is the change from the clean frame before it, as the rollout would hold it
+            denoised = denoiser(noisy, sigma, acts, times, mask, base=context[:, k - 1 : t - 1])
         err = (denoised[:, t:] - frames[:, k:]).square() / scale**2  # targets only
         weight = edm_weight(sig_t, sigma_data)
         if grid:

@@ -18,7 +18,7 @@ hubs worse (Kendall τ 0.78 → 0.72), so the draw stays (docs/design.md, "Spuri
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,19 +84,31 @@ def sample(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     churn: float = 0.0,
+    draws: Iterator[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Integrate the probability-flow ODE from pure noise at sigmas[0] down to sigmas[-1] = 0.
 
     `denoise(x, sigma)` returns D(x; σ). With `churn` > 0, each step first adds noise that lifts
-    σ_i to σ_i·(1 + γ) (see `SamplerConfig.churn`). Returns x_0 of `shape`.
+    σ_i to σ_i·(1 + γ) (see `SamplerConfig.churn`). `draws`, if given, yields the unit normal
+    noise of `shape` to use in turn (the start, then each churn) instead of the generator's.
+    Returns x_0 of `shape`.
     """
-    x = torch.randn(shape, generator=generator, device=device, dtype=dtype) * sigmas[0]
+
+    def randn() -> torch.Tensor:
+        if draws is None:
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        z = next(draws, None)
+        if z is None or tuple(z.shape) != tuple(shape):
+            raise ValueError(f"sample needs one draw of shape {tuple(shape)} for the start and each churn; got {None if z is None else tuple(z.shape)}")
+        return z
+
+    x = randn() * sigmas[0]
     gamma = min(churn / (len(sigmas) - 1), math.sqrt(2.0) - 1.0)
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         if gamma > 0 and i > 0:  # the first step already starts from pure noise
             s_hat = s * (1 + gamma)
-            x = x + math.sqrt(s_hat**2 - s**2) * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            x = x + math.sqrt(s_hat**2 - s**2) * randn()
             s = s_hat
         d = (x - denoise(x, s)) / s  # dx/dσ at σ_i
         x_next = x + (s_next - s) * d  # Euler step
