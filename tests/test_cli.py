@@ -50,6 +50,7 @@ def test_eval_and_rollout_on_the_demo_checkpoint(demo_dir, tmp_path):
     assert (tmp_path / "d.gif").stat().st_size > 1000
     one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e1", "--members", "1", check=False), "--members must be at least 2, got 1")
     one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e0", "--cases", "0", check=False), "--cases must be at least 1, got 0")
+    one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "ev", "--validation", check=False), "--validation is for lorenz96 and fields")
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e0").exists()
     before = (demo_dir / "metrics.json").read_bytes()  # the demo's own scores: an eval must not replace them
     one_line_error(cli("eval", demo_dir / "checkpoint", "--out", demo_dir, "--cases", "4", check=False), "metrics.json exists", "choose another --out")

@@ -143,6 +143,16 @@ def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
     refused = CliRunner().invoke(app, args + ["--seed-offset", "500000"])
     assert refused.exit_code == 2 and "--seed-offset is for game worlds" in refused.output
 
+    # --validation: the same scores from the validation trajectories, the split named in metrics.json.
+    val = tmp_path / "val"
+    result = CliRunner().invoke(app, ["eval", args[1], "--out", str(val), "--cases", "3", "--members", "2", "--horizon", "5", "--validation"])
+    assert result.exit_code == 0, result.output
+    checked = json.loads((val / "metrics.json").read_text())
+    assert (saved["cases"]["split"], saved["cases"]["seeds_from"]) == ("held-out", 1_000_000)
+    assert (checked["cases"]["split"], checked["cases"]["seeds_from"]) == ("validation", 200_000)
+    persistence = [m["headline"]["crps_by_lead"]["persistence"] for m in (saved, checked)]
+    assert persistence[0] != persistence[1]  # other trajectories (persistence ignores the sampler)
+
 
 def test_forecast_evaluation_refuses_a_game_checkpoint(tmp_path):
     from diffworld.forecast_demo import evaluate_forecast_checkpoint

@@ -161,6 +161,9 @@ def eval_cmd(
     horizon: Optional[int] = typer.Option(None, help="Leads 1..horizon (default: 16; lorenz96/fields: 48)."),
     seed: int = typer.Option(0),
     seed_offset: int = typer.Option(0, help="Offset of the held-out episode seeds (500000: the validation set; games only)."),
+    validation: bool = typer.Option(
+        False, help="lorenz96/fields: forecast from the validation start dates (seeds 200000+), for choosing settings; the held-out dates only score the choice."
+    ),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
     method: Optional[str] = typer.Option(None, help="euler, heun or marginal (default: the model's)."),
     sigma_max: Optional[float] = typer.Option(None, help="Noise level sampling starts from (default: the model's)."),
@@ -174,8 +177,8 @@ def eval_cmd(
     from rich.console import Console
 
     from diffworld.evaluate.run import EvalConfig
+    from diffworld.forecast_demo import VALIDATION_START_SEED_BASE, evaluate_forecast_checkpoint
     from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
-    from diffworld.forecast_demo import evaluate_forecast_checkpoint
     from diffworld.model.world_model import WorldModel
     from diffworld.recipes import evaluate_checkpoint
 
@@ -187,7 +190,11 @@ def eval_cmd(
         if value < least:
             raise ValueError(f"--{name} must be at least {least}, got {value}")
     if model.spec.name in FORECAST_WORLDS and seed_offset:
-        raise ValueError(f"--seed-offset is for game worlds; {model.spec.name} forecasts start from its held-out seeds")
+        raise ValueError(f"--seed-offset is for game worlds; {model.spec.name} forecasts start from its held-out seeds (or, with --validation, its validation seeds)")
+    if validation and model.spec.name not in FORECAST_WORLDS:
+        raise ValueError(f"--validation is for lorenz96 and fields; a {model.spec.name} model's validation set is --seed-offset 500000")
+    if validation:
+        sizes["seed_base"] = VALIDATION_START_SEED_BASE
     if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
         raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     if model.spec.name in FORECAST_WORLDS:

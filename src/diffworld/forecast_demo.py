@@ -57,6 +57,10 @@ WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
 WORLDS = tuple(WORLD_DEFAULTS)
 #: Seeds of the validation trajectories early stopping uses (training: 0.., scoring: HELD_OUT_SEED_BASE..).
 VALIDATION_SEED_BASE = 700_000
+#: First seed of the validation start dates (`ForecastDemoConfig.seed_base`; `diffworld eval
+#: --validation`): settings are chosen on these, the held-out seeds only score the choice. Their
+#: free runs start from seed_base + 500,000 = VALIDATION_SEED_BASE, early stopping's trajectories.
+VALIDATION_START_SEED_BASE = 200_000
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ class ForecastDemoConfig:
     train: TrainConfig = TrainConfig(steps=2000, batch_size=16)
     #: Start dates (one per held-out trajectory), members per ensemble, leads 1..horizon.
     cases: int = 32
+    #: Seed of the first start date's trajectory; the free runs start from seed_base + 500,000.
+    #: HELD_OUT_SEED_BASE scores a model; VALIDATION_START_SEED_BASE is for choosing settings.
+    seed_base: int = HELD_OUT_SEED_BASE
     members: int = 16
     horizon: int = 48
     #: Beat persistence and AR(1) at leads up to this many of the world's time units (Lorenz-96:
@@ -107,10 +114,11 @@ def evaluate_forecasts(model: WorldModel, cfg: ForecastDemoConfig, log: Callable
     world = make()
     rng = np.random.default_rng(cfg.seed)
     context = model.frames - 1
-    seeds = list(range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + cfg.cases))
+    seeds = list(range(cfg.seed_base, cfg.seed_base + cfg.cases))
     cases = make_cases(make, seeds, random_policy, cfg.cases, context, cfg.horizon, rng, max_steps=context + cfg.horizon + 200)
     climate = [e.frames for e in collect_episodes(make, range(cfg.climate_episodes), random_policy)]
-    log(f"{cfg.cases} held-out start dates (seeds from {HELD_OUT_SEED_BASE}), {cfg.members} members, leads 1..{cfg.horizon}")
+    split = "held-out" if cfg.seed_base == HELD_OUT_SEED_BASE else "validation" if cfg.seed_base == VALIDATION_START_SEED_BASE else "other"
+    log(f"{cfg.cases} {split} start dates (seeds from {cfg.seed_base}), {cfg.members} members, leads 1..{cfg.horizon}")
     t0 = time.perf_counter()
     forecasts = {"model": model_forecast(model, cases.context, cases.actions, cfg.members, seed=cfg.seed)}
     fps = cfg.cases * cfg.members * cfg.horizon / (time.perf_counter() - t0)
@@ -165,7 +173,7 @@ def evaluate_forecasts(model: WorldModel, cfg: ForecastDemoConfig, log: Callable
         "free_run": free,
         "oracle": oracle_kind,
         "rollout_fps_ensemble": fps,
-        "cases": {"seeds_from": HELD_OUT_SEED_BASE, "cases": cfg.cases, "context": context, "members": cfg.members},
+        "cases": {"split": split, "seeds_from": cfg.seed_base, "cases": cfg.cases, "context": context, "members": cfg.members},
         "_pictures": {"truth": cases.truth, "forecasts": forecasts},
     }
     return report
@@ -208,12 +216,12 @@ def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = prin
 def free_run(model: WorldModel, make: Callable[[], Any], cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Free-running rollouts free_factor × the training window long, against true runs as long.
 
-    Starts: held-out trajectories (seeds after the forecast cases'). The climate of each is its
+    Starts: trajectories from seed `cfg.seed_base` + 500,000 (past the forecast cases'). The climate of each is its
     pooled mean, variance and spectrum over all frames and runs.
     """
     length = cfg.free_factor * model.frames
     context = model.frames - 1
-    base = HELD_OUT_SEED_BASE + 500_000
+    base = cfg.seed_base + 500_000
     runs = np.stack([true_run(make(), seed, context + length) for seed in range(base, base + cfg.free_runs)])
     starts, truth = runs[:, :context], runs[:, context:]  # [R, L, *frame]
     no_actions = np.full((cfg.free_runs, length), -1)
@@ -289,11 +297,11 @@ def evaluate_forecast_checkpoint(
     if world not in WORLDS or data.get("store"):
         source = f"store {data['store']}" if data.get("store") else f"world {world!r}"
         raise ValueError(f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, got one trained on {source}")
-    seeds = data.get("train_seeds")
-    if seeds and seeds[1] >= HELD_OUT_SEED_BASE:
-        raise ValueError(f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, which reach the held-out seeds from {HELD_OUT_SEED_BASE}")
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = ForecastDemoConfig.for_world(world, world_options=dict(options), **overrides)
+    seeds = data.get("train_seeds")
+    if seeds and seeds[1] >= cfg.seed_base:
+        raise ValueError(f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, which reach the start dates' seeds from {cfg.seed_base}")
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:
         model.sampler = sampler
@@ -334,4 +342,4 @@ def evaluate_and_draw(model: WorldModel, cfg: ForecastDemoConfig, out: Path, log
     return report
 
 
-__all__ = ["WORLDS", "ForecastDemoConfig", "evaluate_and_draw", "evaluate_forecast_checkpoint", "evaluate_forecasts", "free_run", "run_forecast_demo", "true_run"]
+__all__ = ["VALIDATION_START_SEED_BASE", "WORLDS", "ForecastDemoConfig", "evaluate_and_draw", "evaluate_forecast_checkpoint", "evaluate_forecasts", "free_run", "run_forecast_demo", "true_run"]
