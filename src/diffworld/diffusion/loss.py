@@ -75,7 +75,8 @@ class LossConfig:
     #: distrust recent context; on pong (one Euler step is its sampler; predictions binarised by
     #: `window_loss`'s `project`, as a rollout feeds them back) it slowed learning badly. Off by default.
     self_context: float = 0.0
-    #: Where the first pass starts, in the target's units (a model's `change_scale` for changes).
+    #: Where the first pass starts: σ in the target's units (for a model that diffuses the
+    #: change, in units of its `change_scale`, as the sampler's levels are).
     self_context_sigma: float = 5.0
     self_context_steps: int = 1
     self_context_churn: float = 0.0
@@ -262,11 +263,12 @@ def own_predictions(
     `context` [B, T, *frame] are the noised context frames (σ = `ctx_sigmas` [B, T]), `start`
     [B, T', *frame] the unit noise the targets' draws start from at σ = `sigma`; `actions`,
     `times` and `mask` are the teacher pass's (`window_loss`). `steps` Euler steps on the Karras
-    schedule down to 0 (one step: the denoiser's estimate of E[frame | past]); with `churn` > 0,
-    each step after the first lifts σ_i as `SamplerConfig.churn` does, by `churn_noise[i − 1]`
-    (unit noise [B, T', *frame], one per step after the first): `diffusion.sampling.sample`. For a model that diffuses the change, `base`
-    [B, T', *frame] holds the clean frame before each target and levels count in the change's
-    units (`scale` = change_std / σ_data). Returns [B, T', *frame] in model units.
+    schedule down to 0 (one step: the denoiser's estimate of E[frame | past]), by
+    `diffusion.sampling.sample`; with `churn` > 0 each step after the first lifts σ_i as
+    `SamplerConfig.churn` does, by `churn_noise[i − 1]` (unit noise [B, T', *frame]). For a
+    model that diffuses the change, `base` [B, T', *frame] holds the clean frame before each
+    target and levels count in the change's units (`scale` = change_std / σ_data). Returns
+    [B, T', *frame] in model units.
     """
     module = getattr(denoiser, "module", denoiser)  # the bare network: no DDP hooks for a pass without gradients
     t, n = context.shape[1], start.shape[1]
