@@ -216,8 +216,8 @@ def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = prin
 def free_run(model: WorldModel, make: Callable[[], Any], cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Free-running rollouts free_factor × the training window long, against true runs as long.
 
-    Starts: trajectories from seed `cfg.seed_base` + 500,000 (past the forecast cases'). The climate of each is its
-    pooled mean, variance and spectrum over all frames and runs.
+    Starts: trajectories from seed `cfg.seed_base` + 500,000 (past the forecast cases'). The
+    climate of each is its pooled mean, variance and spectrum over all frames and runs.
     """
     length = cfg.free_factor * model.frames
     context = model.frames - 1

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
+from diffworld.diffusion.sampling import SamplerConfig, in_target_units, karras_sigmas, sample
 from diffworld.model.dit import KVCache
 from diffworld.model.world_model import WorldModel
 
@@ -126,24 +126,23 @@ def sample_frame(
         if previous is None:
             raise ValueError("a model that diffuses the change needs each dream's previous frame")
         base = model.normalize(previous)
-    # The sampler works on the target y in its own units: frame = origin + scale·y (model units).
-    origin, scale = (0.0 if base is None else base), model.config.change_scale
 
-    def denoise(y: torch.Tensor, sigma: float) -> torch.Tensor:
-        x = origin + y * scale
-        d = run(x, sigma * scale, actions, base)
+    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:  # frames and levels in model units
+        d = run(x, sigma, actions, base)
         if s.guidance != 1.0 and actions is not None:  # classifier-free guidance on the action
-            d_uncond = run(x, sigma * scale, null, base)
+            d_uncond = run(x, sigma, null, base)
             d = d_uncond + s.guidance * (d - d_uncond)
-        return (d - origin) / scale
+        return d
 
     if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
         if base is not None:
             raise ValueError("the marginal sampler draws frames, not changes; a model that diffuses the change needs an ODE sampler")
         x = s.sigma_max * torch.randn(shape, generator=generator, device=dev)
         return model.draw_marginal(model.denormalize(denoise(x, s.sigma_max)), generator)
+    # The sampler works on the target y in its own units: frame = origin + scale·y (model units).
+    origin, scale = (0.0 if base is None else base), model.config.change_scale
     sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
-    y0 = sample(denoise, shape, sigmas, generator, s.method, dev, churn=s.churn)
+    y0 = sample(in_target_units(denoise, origin, scale), shape, sigmas, generator, s.method, dev, churn=s.churn)
     return model.project(model.denormalize(origin + y0 * scale))
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from diffworld.diffusion.sampling import SamplerConfig, karras_sigmas, sample
+from diffworld.diffusion.sampling import SamplerConfig, in_target_units, karras_sigmas, sample
 from diffworld.distributed import part_rows
 from diffworld.model.denoiser import Denoiser
 
@@ -275,14 +275,14 @@ def own_predictions(
     origin = 0.0 if base is None else base
     extra = {} if base is None else {"base": base}
 
-    def denoise(y: torch.Tensor, s: float) -> torch.Tensor:  # the target y in its own units: frame = origin + scale·y
-        levels = torch.cat([ctx_sigmas, ctx_sigmas.new_full((start.shape[0], n), s * scale)], dim=1)
-        d = module(torch.cat([context, origin + scale * y], dim=1), levels, actions, times, mask, **extra)[:, t:]
-        return (d - origin) / scale
+    def denoise(x: torch.Tensor, s: float) -> torch.Tensor:  # the targets' frames and level in model units
+        levels = torch.cat([ctx_sigmas, ctx_sigmas.new_full((start.shape[0], n), s)], dim=1)
+        return module(torch.cat([context, x], dim=1), levels, actions, times, mask, **extra)[:, t:]
 
     sigmas = karras_sigmas(steps, SamplerConfig.sigma_min, sigma)
-    y = sample(denoise, tuple(start.shape), sigmas, churn=churn, draws=iter([start, *churn_noise]), device=start.device, dtype=start.dtype)
-    return origin + scale * y
+    target = in_target_units(denoise, origin, scale)
+    y = sample(target, tuple(start.shape), sigmas, churn=churn, draws=iter([start, *churn_noise]), device=start.device, dtype=start.dtype)
+    return origin + y * scale
 
 
 def window_loss(

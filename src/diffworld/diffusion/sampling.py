@@ -75,6 +75,17 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 
 
+def in_target_units(denoise: Denoise, origin: torch.Tensor | float, scale: float) -> Denoise:
+    """`denoise` (frames and levels in model units) as the denoiser of the target y the sampler
+    integrates, frame = origin + scale·y: for a model that diffuses the change, origin is the frame
+    before and scale its `ModelConfig.change_scale`; for one that diffuses the frame, (0, 1)."""
+
+    def target(y: torch.Tensor, sigma: float) -> torch.Tensor:
+        return (denoise(origin + y * scale, sigma * scale) - origin) / scale
+
+    return target
+
+
 def sample(
     denoise: Denoise,
     shape: tuple[int, ...],
