@@ -37,6 +37,8 @@ def test_demo_writes_metrics_and_pictures(tmp_path, device):
     assert 1 <= head["oracle_saturation_lead"] <= 6
     lo, hi = head["spread_skill_range_to_saturation"]
     assert 0 < lo <= hi
+    oracle = np.asarray(saved["scores"]["oracle"]["spread_skill"])[: head["oracle_saturation_lead"]]
+    assert head["oracle_spread_skill_range_to_saturation"] == [oracle.min(), oracle.max()]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -84,6 +86,7 @@ def test_cli_demo_passes_options_and_prints_the_headline(tmp_path, monkeypatch):
             "headline_leads": 40, "beats_persistence_and_ar1": False, "first_lead_not_beating": 33,
             "free_run_mean_rel_error": 0.04, "free_run_var_rel_error": 0.12, "oracle_saturation_lead": 48,
             "skill_vs_oracle_min_to_saturation": 0.58, "spread_skill_range_to_saturation": [0.6, 1.1],
+            "oracle_spread_skill_range_to_saturation": [0.85, 1.3],
             "spectrum_ratio_range": [0.7, 1.9],
         }  # fmt: skip
         return {"headline": head, "lead_time": [0.05 * (i + 1) for i in range(cfg.horizon)], "total_seconds": 1.0}
@@ -97,6 +100,7 @@ def test_cli_demo_passes_options_and_prints_the_headline(tmp_path, monkeypatch):
     assert cfg.train.batch_size == 12 and cfg.validate_every == 5
     assert cfg.train.loss.motion_weight == 0.0  # the fields world's own loss settings survive the override
     assert "first miss at lead 33" in result.output and "variance by 12.0%" in result.output
+    assert "spread/skill to saturation: 0.60..1.10 (the oracle's 0.85..1.30)" in result.output
     assert "forecast.gif" in result.output
 
 
