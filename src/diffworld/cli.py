@@ -360,9 +360,8 @@ def _print_forecast_headline(m: dict[str, Any]) -> None:
     typer.echo(f"free run: mean off by {head['free_run_mean_rel_error']:.1%}, variance by {head['free_run_var_rel_error']:.1%}")
     typer.echo(f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): min {head['skill_vs_oracle_min_to_saturation']:.2f}")
     lo, hi = head["spread_skill_range_to_saturation"]
-    oracle = head.get("oracle_spread_skill_range_to_saturation")  # absent from metrics written before 2026-12-05
-    beside = f" (the oracle's {oracle[0]:.2f}..{oracle[1]:.2f})" if oracle else ""
-    typer.echo(f"spread/skill to saturation: {lo:.2f}..{hi:.2f}{beside}; forecast/truth spectrum: {head['spectrum_ratio_range'][0]:.2f}..{head['spectrum_ratio_range'][1]:.2f}")
+    o_lo, o_hi = head["oracle_spread_skill_range_to_saturation"]
+    typer.echo(f"spread/skill to saturation: {lo:.2f}..{hi:.2f} (the oracle's {o_lo:.2f}..{o_hi:.2f}); forecast/truth spectrum: {head['spectrum_ratio_range'][0]:.2f}..{head['spectrum_ratio_range'][1]:.2f}")
 
 
 def _market_demo(out: Path, preset: Optional[str], members: Optional[int], series: Optional[str], train: Callable[[Any], Any]) -> None:
