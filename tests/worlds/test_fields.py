@@ -55,6 +55,18 @@ def test_damping_and_sources():
     np.testing.assert_allclose(quiet.step()[0], np.exp(-0.1), rtol=1e-6)
 
 
+def test_source_amplitude_scales_every_source_and_leaves_the_draws_alone():
+    full, half = (Fields(source_amplitude=a, spinup=0) for a in (1.0, 0.5))
+    full.reset(2)
+    half.reset(2)
+    for _ in range(30):
+        full.step()
+        half.step()
+    assert len(full.sources) > 3 and len(full.sources) == len(half.sources)  # the same births, in the same places
+    np.testing.assert_allclose(half.sources[:, :3], full.sources[:, :3])
+    np.testing.assert_allclose(half.sources[:, 3:], 0.5 * full.sources[:, 3:])
+
+
 def test_noise_gives_the_predicted_small_scale_spectrum():
     kappa, mu, eta = 0.15, 0.05, 0.02
     w = Fields(channels=1, diffusivity=(kappa,), damping=(mu,), noise=eta, source_rate=0.0, spinup=100)
@@ -81,7 +93,7 @@ def test_branching_replays_and_reseeding_changes_the_future():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"size": 4}, "size >= 8"), ({"channels": 3}, "channels"), ({"diffusivity": (-1.0, 0.1)}, ">= 0"), ({"noise": -0.1}, "noise"), ({"switch": 2.0}, "switch")],
+    [({"size": 4}, "size >= 8"), ({"channels": 3}, "channels"), ({"diffusivity": (-1.0, 0.1)}, ">= 0"), ({"noise": -0.1}, "noise"), ({"switch": 2.0}, "switch"), ({"source_amplitude": -1.0}, "source_amplitude")],
 )
 def test_bad_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -99,3 +111,23 @@ def test_a_64_grid_works():
     w = make_world("fields", size=64, spinup=5)
     frames = np.array([w.reset(0)] + [w.step()[0] for _ in range(5)])
     assert frames.shape == (6, 2, 64, 64) and np.isfinite(frames).all() and frames.std() > 0
+
+
+def test_read_steps_finds_the_wind_and_leaves_the_emission():
+    w = Fields()
+    w.reset(3)
+    frames, regimes = [w.render()], []
+    for _ in range(200):
+        frames.append(w.step()[0])
+        regimes.append(w.regime)
+    f = np.stack(frames)
+    regime, residual = w.read_steps(f[:-1], f[1:])
+    assert regime.shape == (200,) and residual.shape == f[1:].shape
+    assert len(set(regimes)) > 1 and (regime == np.array(regimes)).mean() > 0.98  # turns happened and were read
+    quiet = Fields(channels=1, **QUIET)  # a pure transport leaves nothing to explain
+    set_field(quiet, blob()[None], regime=2)
+    before = quiet.render()
+    regime, residual = quiet.read_steps(before, quiet.step()[0])
+    assert regime == 2 and np.abs(residual).max() < 1e-5
+    with pytest.raises(ValueError, match=r"expected two arrays of frames \[\.\.\., 2, 32, 32\]"):
+        w.read_steps(f[:2], f[1:4])

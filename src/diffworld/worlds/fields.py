@@ -10,7 +10,8 @@ Each channel c (default: temperature and moisture) is a field φ_c on an n × n 
 - it relaxes to zero at rate μ_c (a loss to the outside, so the climate is stationary);
 - sources appear at random (Poisson, `source_rate` per step) at a random cell, each a Gaussian
   blob g_s of width `source_width` cells, fixed on the ground; a source emits into every
-  channel with its own amplitude, which decays exponentially (lifetime `source_life` steps);
+  channel with its own amplitude (the first channel's uniform in 0.5–1.5 × `source_amplitude`),
+  which decays exponentially (lifetime `source_life` steps);
 - white noise ξ of intensity η = `noise` (per cell and step) stands for unresolved small-scale
   processes. It gives the fields power at every scale: in equilibrium the power at wavenumber k
   is about η² / (1 − exp(−2(κk² + μ))), a k⁻² tail instead of the near-zero small-scale power of
@@ -54,6 +55,7 @@ class Fields:
         source_rate: float = 0.3,
         source_width: float = 1.5,
         source_life: float = 8.0,
+        source_amplitude: float = 1.0,
         noise: float = 0.02,
         spinup: int = 100,
         max_steps: int = MAX_STEPS,
@@ -72,14 +74,15 @@ class Fields:
                 f"need regimes >= 1, 0 <= switch <= 1, source_rate >= 0, source_width > 0, source_life > 0; got "
                 f"{regimes}, {switch}, {source_rate}, {source_width}, {source_life}"
             )
-        if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+        if noise < 0 or source_amplitude < 0:
+            raise ValueError(f"noise and source_amplitude must be >= 0, got {noise}, {source_amplitude}")
         if max_steps < 1 or spinup < 0:
             raise ValueError(f"need max_steps >= 1 and spinup >= 0, got {max_steps}, {spinup}")
         self.size, self.channels = int(size), int(channels)
         self.kappa, self.mu = kappa, mu
         self.switch, self.source_rate = float(switch), float(source_rate)
         self.source_width, self.source_life, self.noise = float(source_width), float(source_life), float(noise)
+        self.source_amplitude = float(source_amplitude)
         self.spinup, self.max_steps = int(spinup), int(max_steps)
         angles = 2 * np.pi * np.arange(regimes) / regimes
         self.winds = wind * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # [R, 2] (u_x, u_y) cells/step
@@ -130,7 +133,7 @@ class Fields:
         born = rng.poisson(self.source_rate)
         if born:
             pos = rng.uniform(0, self.size, size=(born, 2))
-            amp = rng.uniform(0.5, 1.5, size=(born, 1)) * np.concatenate([np.ones((born, 1)), rng.uniform(0.2, 1.0, (born, self.channels - 1))], 1)
+            amp = self.source_amplitude * rng.uniform(0.5, 1.5, size=(born, 1)) * np.concatenate([np.ones((born, 1)), rng.uniform(0.2, 1.0, (born, self.channels - 1))], 1)
             self.sources = np.concatenate([self.sources, np.concatenate([pos, np.zeros((born, 1)), amp], 1)])
         if len(self.sources):
             strength = self.sources[:, 3:] * np.exp(-self.sources[:, 2:3] / self.source_life)  # [S, C]
@@ -150,6 +153,22 @@ class Fields:
     def render(self) -> np.ndarray:
         """The current fields, float32 (C, n, n)."""
         return self.phi.astype(np.float32)
+
+    def read_steps(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Read steps before → after ([..., C, n, n] each, any source: the world, a model) back as this world's physics.
+
+        Returns (regime [...], residual [..., C, n, n]): the wind regime whose exact transport of
+        `before` (shift and diffusion of one step) lies nearest `after` in least squares, and what
+        that transport leaves unexplained — the step's source emission and noise, plus, for a
+        model's step, its error. On the simulator's own steps the regime read back is the true one
+        in all but a fraction of a percent of steps (tested).
+        """
+        if before.shape != after.shape or before.shape[-3:] != (self.channels, self.size, self.size):
+            raise ValueError(f"expected two arrays of frames [..., {self.channels}, {self.size}, {self.size}], got {before.shape} and {after.shape}")
+        moved = np.fft.ifft2(np.fft.fft2(before)[..., None, :, :, :] * self.transport).real  # [..., R, C, n, n]
+        residual = after[..., None, :, :, :] - moved
+        regime = (residual**2).sum(axis=(-1, -2, -3)).argmin(-1)
+        return regime, np.take_along_axis(residual, regime[..., None, None, None, None], axis=-4)[..., 0, :, :, :]
 
     # --- branching --------------------------------------------------------------------------
 
