@@ -17,7 +17,8 @@ the residual it leaves — the step's emission and noise, and a model's error):
   the next 8 steps (the simulator: a 3×3 mean of ~0.69 at birth, decaying about as exp(−age/8));
 - *wind*: the share of members whose wind differs from the start's by lead (a Markov chain
   turning 5% a step: 0.75·(1 − 0.933^lead)), and after a turn, the share of next steps back on
-  the old wind (the simulator: ~1/60; turns that do not stick make no spread);
+  the old wind (the simulator: 1/60 by its law, ~0.04 as read back; turns that do not stick make
+  no spread);
 - *the field* (first channel): its spatial mean and variance by lead, averaged over members;
 - *the ensemble*: spread/skill by lead (`evaluate.metrics.spread_skill`) and the spread (RMS of
   members about their mean, all channels) as a share of the simulator's.
