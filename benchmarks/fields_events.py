@@ -45,7 +45,7 @@ from scipy import ndimage
 from diffworld import WorldModel
 from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast
-from diffworld.evaluate.metrics import spread_skill
+from diffworld.evaluate.metrics import ensemble_spread, spread_skill
 from diffworld.forecast_demo import VALIDATION_START_SEED_BASE
 from diffworld.worlds import make_world, random_policy
 from diffworld.worlds.fields import Fields
@@ -107,11 +107,6 @@ def summarize(ev: dict[str, np.ndarray]) -> dict[str, object]:
     }
 
 
-def spread(futures: np.ndarray) -> np.ndarray:
-    """[H]: RMS over starts and cells of the members' standard deviation, futures [S, M, H, ...]."""
-    return np.sqrt(futures.astype(np.float64).var(axis=1, ddof=1).mean(axis=(0, *range(2, futures.ndim - 1))))
-
-
 def report(name: str, r: dict[str, object]) -> str:
     row = lambda key: " ".join(f"{v:.2f}" for v in r[key])  # noqa: E731
     return "\n".join([
@@ -155,7 +150,7 @@ def main() -> None:
     def show(name: str, futures: np.ndarray) -> None:
         r = summarize(read_events(world, cases.context, futures))
         r["spread/skill by lead"] = spread_skill(futures, cases.truth)
-        r["spread ratio by lead"] = spread(futures) / spread(oracle)
+        r["spread ratio by lead"] = ensemble_spread(futures) / ensemble_spread(oracle)
         print(report(name, r), flush=True)
 
     show("the simulator (oracle)", oracle)

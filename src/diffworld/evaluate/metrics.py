@@ -27,16 +27,20 @@ def ensemble_mean_rmse(fct: np.ndarray, obs: np.ndarray) -> np.ndarray:
     return np.sqrt((err.reshape(err.shape[0], err.shape[1], -1) ** 2).mean(axis=(0, 2)))
 
 
+def ensemble_spread(fct: np.ndarray) -> np.ndarray:
+    """Per-horizon spread [H]: the root of the members' variance (unbiased, M ≥ 2) averaged over starts and variables."""
+    var = np.asarray(fct, np.float64).var(axis=1, ddof=1)  # [S, H, ...]
+    return np.sqrt(var.reshape(var.shape[0], var.shape[1], -1).mean(axis=(0, 2)))
+
+
 def spread_skill(fct: np.ndarray, obs: np.ndarray) -> np.ndarray | None:
     """Per-horizon sqrt((M+1)/M)·spread/RMSE [H] (1 = calibrated); None for a single member."""
     m = fct.shape[1]
     if m < 2:
         return None
-    var = np.asarray(fct, np.float64).var(axis=1, ddof=1)  # [S, H, ...]
-    spread = np.sqrt(var.reshape(var.shape[0], var.shape[1], -1).mean(axis=(0, 2)))
     rmse = ensemble_mean_rmse(fct, obs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sqrt((m + 1) / m) * spread / rmse
+        return np.sqrt((m + 1) / m) * ensemble_spread(fct) / rmse
 
 
 def fill_missing(state: np.ndarray, truth: np.ndarray, bounds: np.ndarray) -> np.ndarray:
