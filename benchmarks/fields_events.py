@@ -31,6 +31,9 @@ missing spread its weak sources alone would explain.
 The counts are the read-back's, not the simulator's own: on its steps the reader finds ~0.38
 births a step for the 0.3 it draws (blobs split at the grid's edge or by noise, births that
 overlap) — compare a model with the simulator's row, not with 0.3.
+
+`--guide CKPT --guide-weights W …` reads the model's forecasts autoguided by a weaker checkpoint
+of the same world (`WorldModel.guide_with`), one block per weight.
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ def main() -> None:
     parser.add_argument("--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)")
     parser.add_argument("--held-out", action="store_true", help="start dates of the held-out (scoring) trajectories instead of validation ones")
     parser.add_argument("--weakened", nargs=2, type=float, metavar=("A", "LIFE"), help="also branch a simulator with source amplitudes × A and emission lifetime LIFE steps")
+    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (WorldModel.guide_with)")
+    parser.add_argument("--guide-weights", type=float, nargs="+", default=[2.0], help="autoguidance weights to read with --guide (1: the model alone)")
     args = parser.parse_args()
     if args.horizon < AGES:
         raise SystemExit(f"--horizon must be at least {AGES} to follow a birth's strength, got {args.horizon}")
@@ -158,9 +163,13 @@ def main() -> None:
         amplitude, life = args.weakened
         weak = lambda: make_world("fields", source_amplitude=amplitude, source_life=life)  # noqa: E731
         show(f"the simulator with sources × {amplitude:g}, lifetime {life:g}", oracle_forecast(weak, cases, args.members, seed=7))
+    guide = None if args.guide is None else WorldModel.from_pretrained(args.guide)
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
-        show(f"model {json.dumps(overrides)}: {sampler}", model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0))
+        for weight in args.guide_weights if guide is not None else [None]:
+            model.guide_with(guide, weight if weight is not None else 1.0)
+            guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"
+            show(f"model {json.dumps(overrides)}: {sampler}{guided}", model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0))
 
 
 if __name__ == "__main__":

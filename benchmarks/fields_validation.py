@@ -2,6 +2,7 @@
 
     python benchmarks/fields_validation.py --model runs/fields/checkpoint
     python benchmarks/fields_validation.py --model runs/fields/checkpoint --samplers '[{}, {"sigma_max": 20}]'
+    python benchmarks/fields_validation.py --model runs/long/checkpoint --guide runs/short/checkpoint --guide-weights 1.5 2
 
 The forecast demo's weather-centre evaluation (`forecast_demo.evaluate_forecasts`) from start
 dates of validation trajectories (seeds 200,000+, never trained on; `diffworld eval --validation`
@@ -56,10 +57,13 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--free-runs", type=int, default=2)
     parser.add_argument("--free-frames", type=int, default=300)
+    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (WorldModel.guide_with)")
+    parser.add_argument("--guide-weights", type=float, nargs="+", default=[2.0], help="autoguidance weights to score with --guide (1: the model alone)")
     args = parser.parse_args()
     model = WorldModel.from_pretrained(args.model)
     if model.spec.name not in WORLDS:
         raise SystemExit(f"this benchmark scores {' or '.join(WORLDS)} models, got one of {model.spec.name!r}")
+    guide = None if args.guide is None else WorldModel.from_pretrained(args.guide)
     cfg = ForecastDemoConfig.for_world(
         model.spec.name, seed_base=VALIDATION_START_SEED_BASE, cases=args.cases, members=args.members, horizon=args.horizon,
         free_runs=args.free_runs, free_factor=max(1, args.free_frames // model.frames),
@@ -67,10 +71,13 @@ def main() -> None:
     own = model.sampler
     print(f"model {args.model}: {cfg.cases} validation starts (seeds from {cfg.seed_base}) × {cfg.members} members, leads 1..{cfg.horizon}; {cfg.free_runs} free runs × {cfg.free_factor * model.frames} frames", flush=True)
     for overrides in json.loads(args.samplers):
-        model.sampler = replace(own, **overrides)
-        t0 = time.perf_counter()
-        r = evaluate_forecasts(model, cfg, log=lambda _: None)
-        print(f"sampler {json.dumps(overrides)}: {model.sampler}\n{report(r, time.perf_counter() - t0)}", flush=True)
+        for weight in args.guide_weights if guide is not None else [None]:
+            model.sampler = replace(own, **overrides)
+            model.guide_with(guide, weight if weight is not None else 1.0)
+            t0 = time.perf_counter()
+            r = evaluate_forecasts(model, cfg, log=lambda _: None)
+            guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"
+            print(f"sampler {json.dumps(overrides)}: {model.sampler}{guided}\n{report(r, time.perf_counter() - t0)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The forecast demo (Lorenz-96) end to end at tiny size: files and headline numbers."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -146,6 +147,27 @@ def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
 
     refused = CliRunner().invoke(app, args + ["--seed-offset", "500000"])
     assert refused.exit_code == 2 and "--seed-offset is for game worlds" in refused.output
+    refused = CliRunner().invoke(app, args + ["--guide-weight", "2", "--out", str(tmp_path / "unguided")])
+    assert refused.exit_code == 2 and "--guide-weight needs --guide" in refused.output
+
+    # Autoguided by itself, D₀ + w·(D₁ − D₀) is D₁: the same forecasts, the guide named in metrics.json.
+    self_guided = tmp_path / "self-guided"
+    guide = ["--guide", args[1], "--guide-weight", "3", "--out", str(self_guided)]
+    result = CliRunner().invoke(app, args + ["--sigma-max", "3", "--steps", "2", "--churn", "0.5"] + guide)
+    assert result.exit_code == 0, result.output
+    guided = json.loads((self_guided / "metrics.json").read_text())
+    assert guided["guide"] == {"checkpoint": args[1], "weight": 3.0} and saved["guide"] is None
+    crps = [np.asarray(m["headline"]["crps_by_lead"]["model"]) for m in (saved, guided)]
+    assert np.allclose(crps[0], crps[1], rtol=1e-3), crps
+    # A guide trained on the start dates' trajectories would leak them: refused, nothing written.
+    leaky = tmp_path / "leaky"
+    shutil.copytree(args[1], leaky)
+    config = json.loads((leaky / "config.json").read_text())
+    config["data"]["train_seeds"] = [0, 1_000_010]
+    (leaky / "config.json").write_text(json.dumps(config))
+    refused = CliRunner().invoke(app, args + ["--guide", str(leaky), "--out", str(tmp_path / "leaky-eval")])
+    assert refused.exit_code == 2 and "guide trained on seeds 0..1000010, which reach the start dates' seeds from 1000000" in refused.output
+    assert not (tmp_path / "leaky-eval").exists()
 
     # --validation: the same scores from the validation trajectories, the split named in metrics.json.
     val = tmp_path / "val"

@@ -261,3 +261,47 @@ def test_compiled_rollout_without_a_cpp_compiler_is_one_line(odd_spec, monkeypat
     monkeypatch.setenv("CXX", "no-such-compiler++")
     with pytest.raises(ValueError, match=r"^torch.compile on a CPU needs a C\+\+ compiler \(no-such-compiler\+\+"):
         tiny_model(odd_spec).rollout(torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 1)), compile=True)
+
+
+# ---------------------------------------------------------------- autoguidance
+
+
+def test_autoguided_rollout_mixes_the_two_denoisers(odd_spec):
+    """w = 0 dreams what the guide alone dreams, w = 1 what the model alone dreams; any w is the
+    same with and without the caches (two of them), with classifier-free guidance on top too."""
+    model, guide = tiny_model(odd_spec, refine=3, seed=0), tiny_model(odd_spec, refine=3, seed=1)
+    ctx, acts = torch.rand(2, 2, 3, 12, 20), torch.randint(0, 3, (2, 2))
+    kw = dict(n_samples=3, sampler=SamplerConfig(steps=3, guidance=1.5))
+    alone, guide_alone = run(model, ctx, acts, **kw), run(guide, ctx, acts, **kw)
+    assert not torch.allclose(alone, guide_alone, atol=1e-3)  # two different models
+    assert torch.equal(run(model, ctx, acts, guide=guide, guide_weight=1.0, **kw), alone)
+    assert torch.allclose(run(model, ctx, acts, guide=guide, guide_weight=0.0, **kw), guide_alone, atol=1e-5)
+    guided = run(model, ctx, acts, guide=guide, guide_weight=2.5, **kw)
+    assert not torch.allclose(guided, alone, atol=1e-3) and torch.isfinite(guided).all()
+    assert torch.allclose(guided, run(model, ctx, acts, guide=guide, guide_weight=2.5, use_cache=False, **kw), atol=1e-5)
+
+
+def test_autoguided_members_that_stop_keep_both_caches_in_step():
+    from diffworld.worlds import make_world
+
+    spec = make_world("cascade", graph="karate").spec
+    model, guide = tiny_model(spec, seed=0), tiny_model(spec, seed=1)
+    ctx = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 2, 34)), 3).float()
+    ended = lambda f: f[:, :, 1].sum(-1) % 2 == 1  # noqa: E731
+    kw = dict(horizon=6, n_samples=8, sampler=SamplerConfig(steps=2), stop=ended, guide=guide, guide_weight=2.0)
+    out, full = run(model, ctx, None, **kw), run(model, ctx, None, use_cache=False, **kw)
+    assert (out == full).all(-1).float().mean() > 0.95  # near-ties may flip a node (see above)
+
+
+def test_a_guide_that_does_not_match_the_model_is_refused(odd_spec):
+    model, ctx, acts = tiny_model(odd_spec), torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 2))
+    with pytest.raises(ValueError, match="guide must share the model's world.*window"):
+        run(model, ctx, acts, guide=tiny_model(odd_spec, frames=4), guide_weight=2.0)
+    other_stats = tiny_model(odd_spec, seed=1)
+    other_stats.std.mul_(2)
+    with pytest.raises(ValueError, match="normalise frames as the model does"):
+        run(model, ctx, acts, guide=other_stats, guide_weight=2.0)
+    with pytest.raises(ValueError, match="guide_weight 2.0 needs a guide model"):
+        run(model, ctx, acts, guide_weight=2.0)
+    with pytest.raises(ValueError, match="guide_weight must be a finite number, got nan"):
+        run(model, ctx, acts, guide=tiny_model(odd_spec, seed=1), guide_weight=float("nan"))

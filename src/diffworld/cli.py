@@ -170,6 +170,10 @@ def eval_cmd(
     churn: Optional[float] = typer.Option(None, help="Stochastic churn of the sampler (default: the model's)."),
     sigma_ctx: Optional[float] = typer.Option(None, help="Context noise level (default: the model's)."),
     guidance: Optional[float] = typer.Option(None, help="Action guidance weight (default: the model's)."),
+    guide: Optional[str] = typer.Option(
+        None, help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) that autoguides every forecast."
+    ),
+    guide_weight: Optional[float] = typer.Option(None, help="Autoguidance weight with --guide (default 2; 1: the model alone)."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Evaluate a model on held-out episodes against persistence, climatology and the oracle
@@ -195,10 +199,14 @@ def eval_cmd(
         raise ValueError(f"--validation is for lorenz96 and fields; a {model.spec.name} model's validation set is --seed-offset 500000")
     if validation:
         sizes["seed_base"] = VALIDATION_START_SEED_BASE
+    if guide is not None and model.spec.name not in FORECAST_WORLDS:
+        raise ValueError(f"--guide is for lorenz96 and fields; got a {model.spec.name} model")
+    if guide is None and guide_weight is not None:
+        raise ValueError("--guide-weight needs --guide, the checkpoint that guides")
     if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
         raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     if model.spec.name in FORECAST_WORLDS:
-        m = evaluate_forecast_checkpoint(checkpoint, out, sampler, device=device, log=typer.echo, seed=seed, **sizes)
+        m = evaluate_forecast_checkpoint(checkpoint, out, sampler, device=device, log=typer.echo, guide=guide, guide_weight=2.0 if guide_weight is None else guide_weight, seed=seed, **sizes)
         _print_forecast_headline(m)
         typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png and {_forecast_picture(m['world'])} in {m['total_seconds']:.0f}s")
         return

@@ -287,6 +287,8 @@ def evaluate_forecast_checkpoint(
     sampler: SamplerConfig | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    guide: str | Path | None = None,
+    guide_weight: float = 2.0,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Score a trained checkpoint of a forecast world as the demo scores its own model.
@@ -294,7 +296,9 @@ def evaluate_forecast_checkpoint(
     The held-out start dates, baselines, free runs and pictures of `evaluate_and_draw`, with the
     world options the checkpoint's data was collected with; `overrides` go to the world's
     `ForecastDemoConfig` (cases, members, horizon, seed, …), `sampler` replaces the checkpoint's.
-    Writes `out`/metrics.json and the pictures; returns the metrics.
+    `guide`: a weaker checkpoint of the same world that autoguides every forecast and free run
+    with weight `guide_weight` (`WorldModel.guide_with`). Writes `out`/metrics.json and the
+    pictures; returns the metrics.
     """
     config = read_config(resolve_pretrained(path))
     world, data = config["spec"]["name"], config.get("data") or {}
@@ -303,21 +307,25 @@ def evaluate_forecast_checkpoint(
         raise ValueError(f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, got one trained on {source}")
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = ForecastDemoConfig.for_world(world, world_options=dict(options), **overrides)
-    seeds = data.get("train_seeds")
-    if seeds and seeds[1] >= cfg.seed_base:
-        raise ValueError(f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, which reach the start dates' seeds from {cfg.seed_base}")
+    for name, checkpoint in (("checkpoint", path), ("guide", guide)):
+        seeds = None if checkpoint is None else (read_config(resolve_pretrained(checkpoint)).get("data") or {}).get("train_seeds")
+        if seeds and seeds[1] >= cfg.seed_base:
+            raise ValueError(f"{name} trained on seeds {seeds[0]}..{seeds[1]}, which reach the start dates' seeds from {cfg.seed_base}")
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:
         model.sampler = sampler
+    if guide is not None:
+        model.guide_with(WorldModel.from_pretrained(guide, device=device), guide_weight)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    log(f"sampler: {model.sampler}")
+    log(f"sampler: {model.sampler}" + ("" if guide is None else f", autoguided by {guide} with weight {guide_weight}"))
     report = evaluate_and_draw(model, cfg, out, log)
     metrics = {
         "world": world,
         "checkpoint": str(path),
         "sampler": asdict(model.sampler),
+        "guide": None if guide is None else {"checkpoint": str(guide), "weight": guide_weight},
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "train_seconds": config.get("train_seconds"),
         **report,

@@ -10,6 +10,7 @@ history — the reference the cache is tested against.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -69,6 +70,29 @@ def check_sampler(model: WorldModel, sampler: SamplerConfig) -> None:
     """Raise ValueError where `sampler` cannot serve `model`'s world (the marginal sampler needs discrete cells)."""
     if sampler.method == "marginal" and model.spec.value_kind not in ("binary", "categorical"):
         raise ValueError(f"the marginal sampler needs a binary or categorical world; {model.spec.name!r} is {model.spec.value_kind}")
+
+
+def check_guide(model: WorldModel, guide: WorldModel | None, weight: float) -> None:
+    """Raise ValueError where `guide` cannot guide `model` (autoguidance, see `rollout`)."""
+    if not math.isfinite(weight):
+        raise ValueError(f"guide_weight must be a finite number, got {weight!r}")
+    if guide is None:
+        if weight != 1.0:
+            raise ValueError(f"guide_weight {weight} needs a guide model (1 is the model alone)")
+        return
+    found = lambda m: (m.spec.name, tuple(m.spec.frame_shape), m.spec.action.kind, m.frames, m.config.target, m.config.sigma_data)  # noqa: E731
+    if found(guide) != found(model):
+        raise ValueError(
+            "a guide must share the model's world, frame shape, actions, window, target and σ_data: "
+            f"expected {found(model)}, got {found(guide)}"
+        )
+    if guide.device != model.device:
+        raise ValueError(f"a guide must sit on the model's device: expected {model.device}, got {guide.device}")
+    same_stats = guide.mean.shape == model.mean.shape and torch.allclose(guide.mean.cpu(), model.mean.cpu()) and torch.allclose(guide.std.cpu(), model.std.cpu())
+    if not same_stats:
+        raise ValueError("a guide must normalise frames as the model does (trained on the same data): their mean and std differ")
+    if model.config.target == "change" and not math.isclose(guide.config.change_std, model.config.change_std, rel_tol=1e-6):
+        raise ValueError(f"a guide must diffuse the change at the model's scale: change_std {model.config.change_std} against {guide.config.change_std}")
 
 
 #: A finished frame waiting to be written to the KV cache: (x at σ_ctx, σ, action or None, time), each [rows, 1, ...].
@@ -160,6 +184,8 @@ def rollout(
     stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
     policy: Callable[[int, torch.Tensor | None], torch.Tensor] | None = None,
     compile: bool = False,
+    guide: WorldModel | None = None,
+    guide_weight: float = 1.0,
 ) -> torch.Tensor:
     """Dream `horizon` frames after `context`, `n_samples` futures per context.
 
@@ -188,6 +214,14 @@ def rollout(
             seconds of compiling, later ones run fused kernels. It pays where a pass is many
             small kernels (a one-dream step against the cache); the dreams equal the eager ones
             up to float rounding (docs/design.md). Needs a C++ compiler on a CPU.
+        guide: autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
+            itself"): a weaker model of the same world — fewer training steps or a smaller
+            network, trained on the same data — whose denoiser D₀ is run beside the model's D₁ at
+            every step, with its own KV cache; the sampler then follows D₀ + w·(D₁ − D₀), w =
+            `guide_weight`, which pushes each draw along the direction in which more training
+            moved the model. It must share the model's frames, window, normalisation and target;
+            it runs eager under `compile` too. Each step then costs two passes.
+        guide_weight: the autoguidance weight w; 1 is the model alone (the guide is not run).
 
     Returns:
         [B, n_samples, H, *frame] dreamed frames in world units.
@@ -197,6 +231,10 @@ def rollout(
     dev = model.device
     frame_shape = tuple(model.spec.frame_shape)
     check_sampler(model, s)
+    check_guide(model, guide, guide_weight)
+    guided = guide is not None and guide_weight != 1.0
+    if guided:
+        guide.eval()
     context = check_context(model, context)
     b, length = context.shape[:2]
     if policy is not None and (actions is not None or horizon is None):
@@ -231,6 +269,10 @@ def rollout(
         cache = model.denoiser.net.new_cache()
         model.denoiser(x_ctx, ctx_sigma, context_actions, times, cache=cache, write_cache=True)  # once: eager
         cache = cache.repeat_interleave(n_samples, b)
+        if guided:
+            guide_cache = guide.denoiser.net.new_cache()
+            guide.denoiser(x_ctx, ctx_sigma, context_actions, times, cache=guide_cache, write_cache=True)
+            guide_cache = guide_cache.repeat_interleave(n_samples, b)
     else:  # the full history, recomputed at every step
         hist_x, hist_sigma, hist_a, hist_t = rep(x_ctx), rep(ctx_sigma), rep(context_actions), times
 
@@ -256,12 +298,22 @@ def rollout(
         def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None, base: torch.Tensor | None) -> torch.Tensor:
             sig = torch.full((mr, 1), sigma, device=dev)
             if use_cache:
-                return denoise_new_frame(model, cache, x, sig, act, t, pending.pop() if pending else None, denoiser, base)
+                fed = pending.pop() if pending else None
+                d = denoise_new_frame(model, cache, x, sig, act, t, fed, denoiser, base)
+                if not guided:
+                    return d
+                d_guide = denoise_new_frame(guide, guide_cache, x, sig, act, t, fed, None, base)
+                return d_guide + guide_weight * (d - d_guide)
             lo = -keep
             seq = torch.cat([hist_x[:, lo:], x], dim=1)
             seq_sigma = torch.cat([hist_sigma[:, lo:], sig], dim=1)
             seq_a = None if act is None else torch.cat([hist_a[:, lo:], act], dim=1)
-            return denoiser(seq, seq_sigma, seq_a, torch.cat([hist_t[lo:], t]), base=base)[:, -1:]
+            seq_t = torch.cat([hist_t[lo:], t])
+            d = denoiser(seq, seq_sigma, seq_a, seq_t, base=base)[:, -1:]
+            if not guided:
+                return d
+            d_guide = guide.denoiser(seq, seq_sigma, seq_a, seq_t, base=base)[:, -1:]
+            return d_guide + guide_weight * (d - d_guide)
 
         previous = None  # each member's newest frame [m', 1, *frame], for a model that diffuses the change
         if model.config.target == "change":
@@ -274,6 +326,8 @@ def rollout(
                 running, frame, a = running[goes_on], frame[goes_on], None if a is None else a[goes_on]
                 if use_cache:
                     cache = cache.select(goes_on, mr)
+                    if guided:
+                        guide_cache = guide_cache.select(goes_on, mr)
                 else:
                     hist_x, hist_sigma = hist_x[goes_on], hist_sigma[goes_on]
                     hist_a = None if hist_a is None else hist_a[goes_on]
