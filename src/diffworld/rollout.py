@@ -255,6 +255,13 @@ def rollout(
     denoiser = model.compiled_denoiser() if compile else model.denoiser
     m = b * n_samples
 
+    def mix(d: torch.Tensor, guide_denoised: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The model's D₁, autoguided: D₀ + w·(D₁ − D₀) with the guide's D₀ (run only when guided)."""
+        if not guided:
+            return d
+        d0 = guide_denoised()
+        return d0 + guide_weight * (d - d0)
+
     def rep(t: torch.Tensor | None) -> torch.Tensor | None:  # [B, ...] -> [B·M, ...], members adjacent
         return None if t is None else t.repeat_interleave(n_samples, dim=0)
 
@@ -300,20 +307,14 @@ def rollout(
             if use_cache:
                 fed = pending.pop() if pending else None
                 d = denoise_new_frame(model, cache, x, sig, act, t, fed, denoiser, base)
-                if not guided:
-                    return d
-                d_guide = denoise_new_frame(guide, guide_cache, x, sig, act, t, fed, None, base)
-                return d_guide + guide_weight * (d - d_guide)
+                return mix(d, lambda: denoise_new_frame(guide, guide_cache, x, sig, act, t, fed, None, base))
             lo = -keep
             seq = torch.cat([hist_x[:, lo:], x], dim=1)
             seq_sigma = torch.cat([hist_sigma[:, lo:], sig], dim=1)
             seq_a = None if act is None else torch.cat([hist_a[:, lo:], act], dim=1)
             seq_t = torch.cat([hist_t[lo:], t])
             d = denoiser(seq, seq_sigma, seq_a, seq_t, base=base)[:, -1:]
-            if not guided:
-                return d
-            d_guide = guide.denoiser(seq, seq_sigma, seq_a, seq_t, base=base)[:, -1:]
-            return d_guide + guide_weight * (d - d_guide)
+            return mix(d, lambda: guide.denoiser(seq, seq_sigma, seq_a, seq_t, base=base)[:, -1:])
 
         previous = None  # each member's newest frame [m', 1, *frame], for a model that diffuses the change
         if model.config.target == "change":
