@@ -166,8 +166,8 @@ def main() -> None:
     guide = None if args.guide is None else WorldModel.from_pretrained(args.guide)
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
-        for weight in args.guide_weights if guide is not None else [None]:
-            model.guide_with(guide, weight if weight is not None else 1.0)
+        for weight in args.guide_weights if guide is not None else [1.0]:
+            model.guide_with(guide, weight)
             guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"
             show(f"model {json.dumps(overrides)}: {sampler}{guided}", model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0))
 

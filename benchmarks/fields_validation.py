@@ -71,9 +71,9 @@ def main() -> None:
     own = model.sampler
     print(f"model {args.model}: {cfg.cases} validation starts (seeds from {cfg.seed_base}) × {cfg.members} members, leads 1..{cfg.horizon}; {cfg.free_runs} free runs × {cfg.free_factor * model.frames} frames", flush=True)
     for overrides in json.loads(args.samplers):
-        for weight in args.guide_weights if guide is not None else [None]:
+        for weight in args.guide_weights if guide is not None else [1.0]:
             model.sampler = replace(own, **overrides)
-            model.guide_with(guide, weight if weight is not None else 1.0)
+            model.guide_with(guide, weight)
             t0 = time.perf_counter()
             r = evaluate_forecasts(model, cfg, log=lambda _: None)
             guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"

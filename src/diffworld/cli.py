@@ -206,7 +206,7 @@ def eval_cmd(
     if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
         raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     if model.spec.name in FORECAST_WORLDS:
-        m = evaluate_forecast_checkpoint(checkpoint, out, sampler, device=device, log=typer.echo, guide=guide, guide_weight=2.0 if guide_weight is None else guide_weight, seed=seed, **sizes)
+        m = evaluate_forecast_checkpoint(checkpoint, out, sampler, device=device, log=typer.echo, guide=guide, **({} if guide_weight is None else {"guide_weight": guide_weight}), seed=seed, **sizes)
         _print_forecast_headline(m)
         typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png and {_forecast_picture(m['world'])} in {m['total_seconds']:.0f}s")
         return

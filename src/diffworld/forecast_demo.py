@@ -35,6 +35,7 @@ from diffworld.evaluate.forecasts import (
 )
 from diffworld.evaluate.pictures import field_forecast_gif, plot_lead_scores, plot_ring_forecast, plot_spectra
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
+from diffworld.rollout import GUIDE_WEIGHT
 from diffworld.train import TrainConfig
 from diffworld.worlds import collect_episodes, make_world, random_policy, training_defaults
 
@@ -288,7 +289,7 @@ def evaluate_forecast_checkpoint(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     guide: str | Path | None = None,
-    guide_weight: float = 2.0,
+    guide_weight: float = GUIDE_WEIGHT,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Score a trained checkpoint of a forecast world as the demo scores its own model.
@@ -307,8 +308,8 @@ def evaluate_forecast_checkpoint(
         raise ValueError(f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, got one trained on {source}")
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = ForecastDemoConfig.for_world(world, world_options=dict(options), **overrides)
-    for name, checkpoint in (("checkpoint", path), ("guide", guide)):
-        seeds = None if checkpoint is None else (read_config(resolve_pretrained(checkpoint)).get("data") or {}).get("train_seeds")
+    guide_data = {} if guide is None else read_config(resolve_pretrained(guide)).get("data") or {}
+    for name, seeds in (("checkpoint", data.get("train_seeds")), ("guide", guide_data.get("train_seeds"))):
         if seeds and seeds[1] >= cfg.seed_base:
             raise ValueError(f"{name} trained on seeds {seeds[0]}..{seeds[1]}, which reach the start dates' seeds from {cfg.seed_base}")
     model = WorldModel.from_pretrained(path, device=device)

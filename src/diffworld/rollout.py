@@ -72,6 +72,10 @@ def check_sampler(model: WorldModel, sampler: SamplerConfig) -> None:
         raise ValueError(f"the marginal sampler needs a binary or categorical world; {model.spec.name!r} is {model.spec.value_kind}")
 
 
+#: The autoguidance weight w where a guide is given without one (`WorldModel.guide_with`, `diffworld eval --guide`).
+GUIDE_WEIGHT = 2.0
+
+
 def check_guide(model: WorldModel, guide: WorldModel | None, weight: float) -> None:
     """Raise ValueError where `guide` cannot guide `model` (autoguidance, see `rollout`)."""
     if not math.isfinite(weight):

@@ -158,16 +158,17 @@ class WorldModel(nn.Module):
             kwargs = {**kwargs, "guide": self.guide[0], "guide_weight": kwargs.get("guide_weight", self.guide[1])}
         return rollout(self, context, actions, **kwargs)
 
-    def guide_with(self, guide: WorldModel | None, weight: float = 2.0) -> WorldModel:
+    def guide_with(self, guide: WorldModel | None, weight: float | None = None) -> WorldModel:
         """Autoguide every `rollout` of this model from now on: `guide` is a weaker model of the same
         world (see `diffworld.rollout.rollout`), `weight` the autoguidance weight w (1: the model
-        alone); None stops. Kept outside the module's state, so checkpoints and `.to()` leave it
+        alone; default `rollout.GUIDE_WEIGHT`); None stops. Kept outside the module's state, so checkpoints and `.to()` leave it
         alone (move both models together). Stepped dreams (`Dreamer`) do not use it. Returns self."""
-        from diffworld.rollout import check_guide
+        from diffworld.rollout import GUIDE_WEIGHT, check_guide
 
         if guide is None:
             self.__dict__.pop("_guide", None)
             return self
+        weight = GUIDE_WEIGHT if weight is None else weight
         check_guide(self, guide, weight)
         self.__dict__["_guide"] = (guide, float(weight))
         return self
