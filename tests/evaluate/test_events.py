@@ -217,3 +217,18 @@ def test_eval_writes_and_prints_the_events_of_a_pong_model(tmp_path):
     assert serve["moments"] * serve["members"] >= 480 and serve["seeds"][0] >= 1_000_000
     assert serve["oracle"]["served"] == 1.0 and serve["oracle"]["p"] > 0.01
     assert "births a frame, mean over h = 1..3" in result.output and "serve, 512 draws from 32 moments" in result.output
+
+
+def test_a_minatar_evaluation_reports_births_by_channel():
+    pytest.importorskip("minatar")
+    from diffworld.evaluate.run import evaluate
+
+    world = make_world("minatar:space_invaders")
+    model = tiny_model(world.spec, frames=4, patch=2)
+    cfg = EvalConfig(cases=3, episodes=3, members=2, horizon=4, fidelity_rollouts=2, climatology_episodes=2)
+    events = evaluate(model, "minatar:space_invaders", cfg, train_seeds=[0, 1])["events"]
+    assert set(events) == {"births"}  # no serve outside pong
+    oracle = events["births"]["oracle"]
+    assert set(oracle["rate_by_channel"]) == set(world.spec.variables) and len(oracle["rate"]) == 4
+    assert np.allclose(oracle["rate"], np.sum(list(oracle["rate_by_channel"].values()), axis=0))
+    assert all(len(r) == 10 for r in oracle["rows"].values() if r is not None)
