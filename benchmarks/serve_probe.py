@@ -11,9 +11,11 @@ serve and, for each sampler setting, dreams the next frame `--members` times fro
 context under the true action:
 
 - *valid*: the dreamed frame decodes as a game frame; *served*: valid with the ball at the serve
-  column; *no ball*: nothing decodes as a ball; *rows*: how the served balls spread over the 15
-  rows (the game draws them uniformly); *control*: valid share at ordinary moments (10 frames
-  before each serve), so a setting that serves by breaking ordinary frames shows.
+  column in one of the rows the game serves from; *no ball*: nothing decodes as a ball; *rows*:
+  how the served balls spread over the 15 rows, and the chi-square test's p against the uniform
+  law the game draws them from (`pong.read_serve`, `evaluate.events.serve_report`: the measure
+  `diffworld eval pong` reports on held-out seeds); *control*: valid share at ordinary moments
+  (10 frames before each serve), so a setting that serves by breaking ordinary frames shows.
 
 Then it asks what a sampler can ask of the network: the true serve frame plus noise σ (context
 clean, at the sampler's σ_ctx) goes through the denoiser once, and the table gives D's mean on
@@ -32,41 +34,42 @@ import numpy as np
 import torch
 
 from diffworld import WorldModel
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.evaluate.events import serve_report
+from diffworld.evaluate.forecasts import Cases, cases_at, model_forecast
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import run_episode
-from diffworld.worlds.pong import SERVE_X, SERVE_Y_HIGH, SERVE_Y_LOW, decode
+from diffworld.worlds.pong import SERVE_ROWS, read_serve, serve_frames
 
 SEED_BASE = 1_600_000
 PLAY = (slice(1, 31), slice(2, 30))  # rows and columns a ball can occupy
+CONTROL_GAP = 10  # control moments: this many frames before each serve
 
 
-def serve_moments(context: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`n` windows (frames [context + 1, 1, 32, 32], actions [context + 1]) whose last frame is a
-    serve, each with a control window ending 10 frames earlier: [(serve, control), ...]."""
-    found, seed = [], SEED_BASE
-    while len(found) < n:
+def serve_moments(context: int, n: int) -> tuple[Cases, Cases]:
+    """`n` cases (horizon 1) whose true next frame is a serve, from validation episodes, and a control
+    case `CONTROL_GAP` frames before each: (serves, controls)."""
+    serves, controls, seed = [], [], SEED_BASE
+    while len(serves) < n:
         ep = run_episode(make_world("pong"), seed=seed, policy=default_policy("pong"), max_steps=400)
         seed += 1
-        for t in np.flatnonzero(ep.rewards != 0):  # a point ends at t: frame t shows the new serve
-            if t >= context + 10 and len(found) < n:
-                u = t - 10
-                found.append(((ep.frames[t - context : t + 1], ep.actions[t - context : t + 1]), (ep.frames[u - context : u + 1], ep.actions[u - context : u + 1])))
-    return found
+        for t in serve_frames(ep.rewards):
+            if t >= context + CONTROL_GAP and len(serves) < n:
+                serves.append((ep, int(t) - 1))
+                controls.append((ep, int(t) - 1 - CONTROL_GAP))
+    return cases_at(serves, context, 1), cases_at(controls, context, 1)
 
 
-def sample_next(model: WorldModel, windows: list, members: int, sampler) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded (state [S, M, 4], valid [S, M]) of the frame after each window's context."""
-    frames = torch.as_tensor(np.stack([w[0][:-1] for w in windows])).float()
-    actions = torch.as_tensor(np.stack([w[1] for w in windows]))
-    dream = model.rollout(frames, actions[:, -1:], n_samples=members, context_actions=actions[:, :-1], sampler=sampler, generator=torch.Generator().manual_seed(0))
-    return decode(dream[:, :, 0].cpu().numpy())
+def sample_next(model: WorldModel, cases: Cases, members: int, sampler: SamplerConfig) -> np.ndarray:
+    """[S, M, 1, 32, 32]: the frame after each case's context, dreamed `members` times under the true action."""
+    return model_forecast(model, cases.context, cases.actions, members, cases.context_actions, sampler, seed=0)
 
 
 @torch.no_grad()
-def denoiser_reading(model: WorldModel, windows: list, sigmas: list[float]) -> list[tuple[float, float, float]]:
-    """(σ, D's mean on the true ball pixels, D's largest value elsewhere in the play field) of the true last frame + σ noise."""
-    frames = torch.as_tensor(np.stack([w[0] for w in windows])).float().to(model.device)
-    actions = torch.as_tensor(np.stack([w[1] for w in windows])).to(model.device)
+def denoiser_reading(model: WorldModel, cases: Cases, sigmas: list[float]) -> list[tuple[float, float, float]]:
+    """(σ, D's mean on the true ball pixels, D's largest value elsewhere in the play field) of the true next frame + σ noise."""
+    frames = torch.as_tensor(np.concatenate([cases.context, cases.truth], axis=1)).float().to(model.device)
+    actions = torch.as_tensor(np.concatenate([cases.context_actions, cases.actions], axis=1)).to(model.device)
     x0 = model.normalize(frames)
     ball = frames[:, -1, 0][(slice(None),) + PLAY] > 0.5
     times = torch.arange(frames.shape[1], device=model.device)
@@ -92,18 +95,15 @@ def main() -> None:
     model = WorldModel.from_pretrained(args.model)
     if model.spec.name != "pong":
         raise SystemExit(f"this probe needs a pong model, got one of {model.spec.name!r}")
-    windows = serve_moments(model.frames - 1, args.moments)
-    serves, controls = [w[0] for w in windows], [w[1] for w in windows]
-    print(f"model {args.model}: {len(serves)} serve moments × {args.members} members (seeds {SEED_BASE}+), default sampler {model.sampler}")
-    print("| sampler | valid | served | no ball | served rows 8..22 | control valid |\n|---|---|---|---|---|---|")
+    serves, controls = serve_moments(model.frames - 1, args.moments)
+    print(f"model {args.model}: {args.moments} serve moments × {args.members} members (seeds {SEED_BASE}+), default sampler {model.sampler}")
+    print("| sampler | valid | served | no ball | served rows 8..22 | chi-square p | control valid |\n|---|---|---|---|---|---|---|")
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
-        state, valid = sample_next(model, serves, args.members, sampler)
-        served = valid & (np.abs(state[..., 0] - SERVE_X) < 0.5)
-        span = SERVE_Y_HIGH - SERVE_Y_LOW
-        rows = np.bincount(np.clip(np.round(state[..., 1][served]).astype(int) - SERVE_Y_LOW, 0, span), minlength=span + 1)
-        _, control_valid = sample_next(model, controls, args.members, sampler)
-        print(f"| {json.dumps(overrides)} | {valid.mean():.3f} | {served.mean():.3f} | {np.isnan(state[..., 0]).mean():.3f} | {rows.tolist()} | {control_valid.mean():.3f} |", flush=True)
+        r = serve_report(*read_serve(sample_next(model, serves, args.members, sampler)[:, :, 0]), SERVE_ROWS)
+        control_valid = read_serve(sample_next(model, controls, args.members, sampler)[:, :, 0])[0]
+        p = "-" if r["p"] is None else f"{r['p']:.3f}"
+        print(f"| {json.dumps(overrides)} | {r['valid']:.3f} | {r['served']:.3f} | {r['no_ball']:.3f} | {r['counts']} | {p} | {control_valid.mean():.3f} |", flush=True)
     print("\n| σ | D on the true ball (serve) | largest elsewhere (serve) | D on the true ball (control) | largest elsewhere (control) |\n|---|---|---|---|---|")
     for (s, on, off), (_, c_on, c_off) in zip(denoiser_reading(model, serves, args.sigmas), denoiser_reading(model, controls, args.sigmas)):
         print(f"| {s:g} | {on:.2f} | {off:.2f} | {c_on:.2f} | {c_off:.2f} |")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -56,26 +55,3 @@ def test_vs_diffusers_times_both_networks():
     out = bench("vs_diffusers.py", "--configs", "demo", "--modes", "image", "--batch", "2", "--repeats", "1")
     row = next(line.split() for line in out.splitlines() if line.split()[:2] == ["demo", "image"])
     assert len(row) == 10 and float(row[5]) > 0, out
-
-
-def test_fields_events_reads_the_simulators_births_back():
-    # The benchmark compares a model's events with the simulator's as its reader sees them; the
-    # reader must see the simulator's births (counted from its source list) at about their rate,
-    # and their emission decaying over the ages it follows.
-    from diffworld.worlds.fields import Fields
-
-    spec = importlib.util.spec_from_file_location("fields_events", BENCHMARKS / "fields_events.py")
-    events = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(events)
-    w = Fields()
-    w.reset(11)
-    context = np.stack([w.render()] + [w.step()[0] for _ in range(5)])
-    born, futures = 0, []
-    for _ in range(300):
-        futures.append(w.step()[0])
-        born += int((w.sources[:, 2] == 1).sum())  # a source is aged 1 right after the step it was born in
-    ev = events.read_events(w, context[None], np.stack(futures)[None, None])
-    found = int(ev["births"].sum())
-    assert born > 50 and 0.9 * born <= found <= 1.6 * born, (born, found)
-    curve = ev["strength"].mean(0)
-    assert 0.5 < curve[0] < 0.9 and 0.25 < curve[-1] / curve[0] < 0.55, curve  # exp(-8/8) = 0.37 plus background

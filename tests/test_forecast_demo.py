@@ -30,6 +30,7 @@ def test_demo_writes_metrics_and_pictures(tmp_path, device):
     if not head["beats_persistence_and_ar1"]:
         assert 1 <= head["first_lead_not_beating"] <= 4
     assert saved["oracle"].startswith("twin ensemble")  # Lorenz-96 without noise is deterministic
+    assert saved["events"] is None  # Lorenz-96 has no discrete chance events
     free = saved["free_run"]
     assert free["frames"] == 2 * 4 and free["finite"] and free["var"]["truth"] > 0
     assert np.isclose(head["free_run_var_rel_error"], abs(free["var"]["model"] - free["var"]["truth"]) / free["var"]["truth"])
@@ -55,6 +56,10 @@ def test_fields_demo_writes_a_forecast_gif(tmp_path, device):
     assert m["oracle"] == "the true simulator branched with fresh noise"
     assert np.asarray(m["forecast_spectrum_ratio_by_lead"]).shape == (4, 8)
     assert m["headline"]["headline_leads"] == m["headline"]["oracle_saturation_lead"]  # fields: bar to saturation
+    events = m["events"]  # the model's and the oracle's, from the same starts
+    assert set(events) == {"source_births", "wind", "field"}
+    assert all(set(e) == {"model", "oracle"} for e in events.values())
+    assert len(events["source_births"]["oracle"]["rate"]) == 4 and len(events["wind"]["model"]["turned_by_lead"]) == 4
 
 
 def test_demo_refuses_other_worlds(tmp_path):
@@ -144,6 +149,7 @@ def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
     for name in ("scores.png", "spectra.png", "forecast.gif"):
         assert (out / name).is_file(), name
     assert "spread/skill to saturation" in result.output
+    assert "events, model / oracle" in result.output and "source births a step" in result.output
 
     refused = CliRunner().invoke(app, args + ["--seed-offset", "500000"])
     assert refused.exit_code == 2 and "--seed-offset is for game worlds" in refused.output

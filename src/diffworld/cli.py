@@ -370,6 +370,8 @@ def _print_forecast_headline(m: dict[str, Any]) -> None:
     lo, hi = head["spread_skill_range_to_saturation"]
     o_lo, o_hi = head["oracle_spread_skill_range_to_saturation"]
     typer.echo(f"spread/skill to saturation: {lo:.2f}..{hi:.2f} (the oracle's {o_lo:.2f}..{o_hi:.2f}); forecast/truth spectrum: {head['spectrum_ratio_range'][0]:.2f}..{head['spectrum_ratio_range'][1]:.2f}")
+    for line in event_lines(m.get("events")):
+        typer.echo(line)
 
 
 def _market_demo(out: Path, preset: Optional[str], members: Optional[int], series: Optional[str], train: Callable[[Any], Any]) -> None:
@@ -515,6 +517,41 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
     for key in ("valid_frac", "action_fidelity", "rollout_fps"):
         if key in metrics:
             console.print(f"{key}: {metrics[key]:.3f}")
+    for line in event_lines(metrics.get("events")):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def event_lines(events: dict[str, Any] | None) -> list[str]:
+    """The chance events of an evaluation in a few lines: the model's numbers beside the oracle's."""
+    if not events:
+        return []
+
+    def both(read: Callable[[dict[str, Any]], Any], numbers: dict[str, Any], fmt: str = ".3f") -> str:
+        values = (read(numbers[name]) for name in ("model", "oracle"))
+        return " / ".join("-" if v is None else format(v, fmt) for v in values)
+
+    mean = lambda xs: sum(xs) / len(xs)
+    lines = ["events, model / oracle from the same held-out starts:"]
+    if "births" in events:
+        b = events["births"]
+        lines.append(
+            f"  births a frame, mean over h = 1..{len(b['model']['rate'])}: {both(lambda r: mean(r['rate']), b)} "
+            f"(h = 1: {both(lambda r: r['rate'][0], b)}; persistence {mean(b['persistence']['rate']):.3f})"
+        )
+    if "serve" in events:
+        sv = events["serve"]
+        lines.append(
+            f"  serve, {sv['model']['frames']} draws from {sv['moments']} moments: valid ball {both(lambda r: r['served'], sv)}, "
+            f"no ball {both(lambda r: r['no_ball'], sv)}, rows vs uniform chi-square p {both(lambda r: r['p'], sv)}"
+        )
+    if "source_births" in events:
+        sb, wind = events["source_births"], events["wind"]
+        at_birth = lambda r: None if r["strength_by_age"] is None else r["strength_by_age"][0]
+        lines.append(
+            f"  source births a step {both(lambda r: mean(r['rate']), sb)}, emission at birth {both(at_birth, sb, '.2f')}; "
+            f"wind turns a step {both(lambda r: r['turns_a_step'], wind)}"
+        )
+    return lines
 
 
 def main() -> None:

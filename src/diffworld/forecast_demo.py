@@ -26,6 +26,7 @@ from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate import weather
+from diffworld.evaluate.events import by_event, fields_report
 from diffworld.evaluate.forecasts import (
     climatology_forecast,
     make_cases,
@@ -171,6 +172,7 @@ def evaluate_forecasts(model: WorldModel, cfg: ForecastDemoConfig, log: Callable
     }
     report = {
         "headline": headline,
+        "events": forecast_events(world, cases.context, forecasts),
         "leads": leads.tolist(),
         "lead_time": (leads * step).tolist(),
         "scores": scores,
@@ -182,6 +184,14 @@ def evaluate_forecasts(model: WorldModel, cfg: ForecastDemoConfig, log: Callable
         "_pictures": {"truth": cases.truth, "forecasts": forecasts},
     }
     return report
+
+
+def forecast_events(world: Any, context: np.ndarray, forecasts: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """The chance events of the model's and the oracle's forecasts, each event's numbers side by side
+    (`events.fields_report`); None for a world without discrete events (Lorenz-96)."""
+    if not hasattr(world, "read_events"):
+        return None
+    return by_event({name: fields_report(world.read_events(context, forecasts[name])) for name in ("model", "oracle")})
 
 
 def spectrum_fn(spec: Any) -> Callable[[np.ndarray], np.ndarray]:

@@ -5,7 +5,7 @@ import pytest
 
 from diffworld.evaluate.weather import radial_spectrum
 from diffworld.worlds import BranchableWorld, make_world
-from diffworld.worlds.fields import Fields
+from diffworld.worlds.fields import EVENT_AGES, Fields
 
 QUIET = {"source_rate": 0.0, "noise": 0.0, "spinup": 0, "switch": 0.0}
 
@@ -131,3 +131,26 @@ def test_read_steps_finds_the_wind_and_leaves_the_emission():
     assert regime == 2 and np.abs(residual).max() < 1e-5
     with pytest.raises(ValueError, match=r"expected two arrays of frames \[\.\.\., 2, 32, 32\]"):
         w.read_steps(f[:2], f[1:4])
+
+
+def test_read_events_finds_the_simulators_births_and_their_decay():
+    # Evaluations compare a model's events with the simulator's as this reader sees them; it must
+    # see the simulator's births (counted from its source list) at about their rate, and their
+    # emission decaying over the ages it follows.
+    w = Fields()
+    w.reset(11)
+    context = np.stack([w.render()] + [w.step()[0] for _ in range(5)])
+    born, futures, regimes = 0, [], []
+    for _ in range(300):
+        futures.append(w.step()[0])
+        regimes.append(w.regime)
+        born += int((w.sources[:, 2] == 1).sum())  # a source is aged 1 right after the step it was born in
+    ev = w.read_events(context[None], np.stack(futures)[None, None])
+    found = int(ev["births"].sum())
+    assert ev["births"].shape == (1, 1, 300) and ev["strength"].shape[1] == EVENT_AGES
+    assert born > 50 and 0.9 * born <= found <= 1.6 * born, (born, found)
+    curve = ev["strength"].mean(0)
+    assert 0.5 < curve[0] < 0.9 and 0.25 < curve[-1] / curve[0] < 0.55, curve  # exp(-8/8) = 0.37 plus background
+    assert (ev["regime"][0, 0] == np.array(regimes)).mean() > 0.98
+    with pytest.raises(ValueError, match="expected contexts"):
+        w.read_events(context[None, -1:], np.stack(futures)[None, None])

@@ -14,7 +14,16 @@ from diffworld.worlds import (
     random_policy,
     run_episode,
 )
-from diffworld.worlds.pong import POINTS_TO_WIN, SERVE_X, Pong, controlled_next, tracker_policy
+from diffworld.worlds.pong import (
+    POINTS_TO_WIN,
+    SERVE_X,
+    SERVE_Y_LOW,
+    Pong,
+    controlled_next,
+    read_serve,
+    serve_frames,
+    tracker_policy,
+)
 
 
 def _state(world: Pong, **overrides: int) -> dict:
@@ -384,3 +393,15 @@ def test_registry() -> None:
         make_world("nope")
     with pytest.raises(ValueError, match="pong"):
         default_policy("nope")
+
+
+def test_serve_frames_are_the_frames_after_a_point_and_read_serve_reads_their_row(episodes: list) -> None:
+    for ep in episodes:
+        t = serve_frames(ep.rewards)
+        assert len(t) >= 1 and (ep.rewards[t] != 0).all()
+        valid, no_ball, row = read_serve(ep.frames[t])
+        state = [s for i, s in enumerate(ep.states) if i in set(t.tolist())]
+        assert valid.all() and not no_ball.any()
+        assert row.tolist() == [s["by"] - SERVE_Y_LOW for s in state] and all(s["bx"] == SERVE_X for s in state)
+        others = np.setdiff1d(np.arange(len(ep)), t)
+        assert (read_serve(ep.frames[others])[2] == -1).mean() > 0.9  # elsewhere the ball is rarely at the serve column

@@ -53,6 +53,17 @@ def make_cases(
         ep = usable[i % len(usable)]
         t0 = int(rng.integers(context - 1, len(ep) - horizon))  # index of the last context frame
         picks.append((ep, t0))
+    return cases_at(picks, context, horizon)
+
+
+def cases_at(picks: list[tuple[Episode, int]], context: int, horizon: int) -> Cases:
+    """Cases at chosen moments: (episode, index of the last context frame) each, `horizon` true frames after it."""
+    for ep, t0 in picks:
+        if not context - 1 <= t0 <= len(ep) - 1 - horizon:
+            raise ValueError(
+                f"a case needs {context} context frames up to frame {t0} and {horizon} after it; "
+                f"episode {ep.seed} has {len(ep)}"
+            )
     return Cases(
         context=np.stack([ep.frames[t0 - context + 1 : t0 + 1] for ep, t0 in picks]),
         context_actions=np.stack([ep.actions[t0 - context + 1 : t0 + 1] for ep, t0 in picks]),

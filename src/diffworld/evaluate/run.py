@@ -13,8 +13,10 @@ import torch
 
 from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.evaluate.events import birth_report, by_event, serve_report
 from diffworld.evaluate.forecasts import (
     Cases,
+    cases_at,
     climatology_forecast,
     make_cases,
     model_forecast,
@@ -25,7 +27,8 @@ from diffworld.evaluate.forecasts import (
 from diffworld.evaluate.metrics import cell_f1, decoded_state, score_forecast, skill_vs_reference
 from diffworld.model.world_model import WorldModel
 from diffworld.worlds import default_policy, make_world
-from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World
+from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World, run_episode
+from diffworld.worlds.pong import SERVE_ROWS, Pong, read_serve, serve_frames
 
 
 
@@ -50,6 +53,10 @@ class EvalConfig:
     seed: int = 0
     #: Rollouts per batch on the device.
     batch: int = 512
+    #: Pong's serve: moments of held-out episodes whose next frame is a serve, each drawn this
+    #: many times by the model and by the true game (32 × 16 = 512 draws of 15 rows).
+    serve_moments: int = 32
+    serve_members: int = 16
 
 
 def evaluate(
@@ -149,9 +156,85 @@ def evaluate(
         name: {k: float(np.mean(v)) for k, v in entry.items() if k in ("state_crps", "pixel_crps", "state_rmse", "cell_f1")}
         for name, entry in metrics.items()
     }
+    result["events"] = None
+    if model.spec.layout == "grid" and model.spec.value_kind in ("binary", "categorical"):
+        serves = f"; serves: {cfg.serve_moments} moments × {cfg.serve_members} draws" if isinstance(probe, Pong) else ""
+        log("events: births in every forecast" + serves)
+        result["events"] = game_events(model, make, cases, forecasts, cfg, sampler, train_seeds, policy, max_steps)
     result["rollout_fps"] = rollout_fps(model, cases, sampler)
     result["rollout_fps_ensemble"] = ensemble_fps
     return result
+
+
+def game_events(
+    model: WorldModel,
+    make: Callable[[], World],
+    cases: Cases,
+    forecasts: dict[str, np.ndarray],
+    cfg: EvalConfig,
+    sampler: SamplerConfig,
+    train_seeds: list[int],
+    policy: Policy,
+    max_steps: int,
+) -> dict[str, Any]:
+    """The chance events of a grid game's forecasts, each event's numbers by forecaster (`events.by_event`).
+
+    `births` for every forecast but climatology (its frames are independent draws, so everything
+    in them is born); persistence has none by construction. For pong, `serve` too (`serve_draws`).
+    """
+    spec = model.spec
+    channels = list(spec.variables) or [f"c{c}" for c in range(spec.frame_shape[0])]
+    value_range = spec.value_range or (0.0, 1.0)
+    reports = {
+        name: {"births": birth_report(cases.context[:, -1], fct, spec.value_kind, channels, value_range)}
+        for name, fct in forecasts.items()
+        if name != "climatology"
+    }
+    events = by_event(reports)
+    if isinstance(make(), Pong):
+        events["serve"] = serve_draws(model, make, cfg, sampler, train_seeds, policy, max_steps)
+    return events
+
+
+def serve_draws(
+    model: WorldModel,
+    make: Callable[[], World],
+    cfg: EvalConfig,
+    sampler: SamplerConfig,
+    train_seeds: list[int],
+    policy: Policy,
+    max_steps: int,
+) -> dict[str, Any]:
+    """Pong's serve drawn from true contexts, by the model and by the true game (`serve_report` each).
+
+    Moments: the first `cfg.serve_moments` frames of held-out episodes (seeds from
+    HELD_OUT_SEED_BASE + seed_offset, as many as it takes) that show a new serve, with the whole
+    context before them; each is drawn `cfg.serve_members` times from the true context under the
+    true action, and by the true game branched from the frame before with fresh noise.
+    """
+    context = model.frames - 1
+    world, picks, seeds, trained = make(), [], [], set(train_seeds)
+    first = HELD_OUT_SEED_BASE + cfg.seed_offset
+    for seed in range(first, first + 10 * cfg.serve_moments + cfg.episodes):  # a pong episode has 3 points or more
+        if seed in trained:
+            raise ValueError(f"held-out seed {seed} of the serve moments is a training seed")
+        ep = run_episode(world, seed, policy, max_steps, keep_states=True)
+        picks += [(ep, int(t) - 1) for t in serve_frames(ep.rewards) if t >= context][: cfg.serve_moments - len(picks)]
+        seeds.append(seed)
+        if len(picks) == cfg.serve_moments:
+            break
+    else:
+        raise ValueError(f"found {len(picks)} serve moments in {len(seeds)} held-out episodes, wanted {cfg.serve_moments}")
+    at = cases_at(picks, context, 1)
+    m, noise = cfg.serve_members, cfg.seed + 2
+    drawn = {
+        "model": model_forecast(model, at.context, at.actions, m, at.context_actions, sampler, noise, cfg.batch),
+        "oracle": oracle_forecast(make, at, m, noise),
+    }
+    report: dict[str, Any] = {"moments": len(picks), "members": m, "seeds": [seeds[0], seeds[-1]]}
+    for name, frames in drawn.items():
+        report[name] = serve_report(*read_serve(frames[:, :, 0]), SERVE_ROWS)
+    return report
 
 
 def _nanmean_rows(a: np.ndarray) -> list[float]:

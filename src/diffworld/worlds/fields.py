@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from diffworld.spec import ActionSpace, WorldSpec
 from diffworld.worlds.base import check_no_action, generator_state, restore_generator
@@ -170,6 +171,38 @@ class Fields:
         regime = (residual**2).sum(axis=(-1, -2, -3)).argmin(-1)
         return regime, np.take_along_axis(residual, regime[..., None, None, None, None], axis=-4)[..., 0, :, :, :]
 
+    def read_events(self, context: np.ndarray, futures: np.ndarray) -> dict[str, np.ndarray]:
+        """Read an ensemble's chance events back as this world's physics (`read_steps`, then `source_births`).
+
+        context [S, L, C, n, n] (L ≥ 2), futures [S, M, H, C, n, n] (the simulator's or a model's).
+        Returns regime [S, M, H] (the wind read at each step), start_regime [S] (the last context
+        step's), births [S, M, H] (new sources a step), strength [B, EVENT_AGES] (the emission of each
+        birth early enough to be followed, by age) and field [S, M, H, n, n] (the first channel).
+        """
+        s, m, h = futures.shape[:3]
+        if context.ndim != futures.ndim - 1 or context.shape[1] < 2 or context.shape[0] != s:
+            raise ValueError(
+                f"expected contexts [{s}, L >= 2, ...] for futures {list(futures.shape)}, got {list(context.shape)}"
+            )
+        start_regime, start_residual = self.read_steps(context[:, -2], context[:, -1])
+        regime = np.zeros((s, m, h), dtype=np.int64)
+        born = np.zeros((s, m, h), dtype=np.int64)
+        curves = []  # emission at ages 0..EVENT_AGES−1 of births early enough to be followed that long
+        for i in range(s):  # one start at a time: read_steps holds every regime's transport of every frame
+            start = np.repeat(context[i, None, -1:], m, axis=0)  # [M, 1, C, n, n]
+            frames = np.concatenate([start, futures[i]], axis=1)  # [M, H + 1, C, n, n]
+            regime[i], residual = self.read_steps(frames[:, :-1], frames[:, 1:])  # residual [M, H, C, n, n]
+            emitted = residual[:, :, 0]  # [M, H, n, n]
+            before = np.broadcast_to(start_residual[i, 0], (m, 1, self.size, self.size))  # the last context step's
+            previous = np.concatenate([before, emitted[:, :-1]], axis=1)  # [M, H, n, n]
+            peaks = source_births(previous, emitted)  # [B, 4]: member, step, y, x
+            born[i] = np.bincount(peaks[:, 0] * h + peaks[:, 1], minlength=m * h).reshape(m, h)
+            peaks = peaks[peaks[:, 1] + EVENT_AGES <= h]
+            curves.append(emission(emitted, peaks))
+        strength = np.concatenate(curves) if curves else np.zeros((0, EVENT_AGES))
+        field = futures[:, :, :, 0]
+        return {"regime": regime, "start_regime": start_regime, "births": born, "strength": strength, "field": field}
+
     # --- branching --------------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
@@ -188,6 +221,39 @@ class Fields:
     def reseed(self, seed: int) -> None:
         """Replace the generator, so a restored state continues with fresh noise."""
         self.rng = np.random.default_rng(seed)
+
+
+#: A source birth, read back from a step's residual (`Fields.read_steps`): a blob of the first
+#: channel's residual above NEW_EMISSION where the previous step's stayed below OLD_EMISSION
+#: within a cell (a live source emits in place every step).
+NEW_EMISSION, OLD_EMISSION = 0.3, 0.15
+#: A birth's emission is followed at ages 0..EVENT_AGES − 1.
+EVENT_AGES = 9
+
+
+def source_births(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Peaks of new emission, [B, ndim] indices into `current` (residuals [..., n, n], each frame's
+    after `previous`'s): per frame, the peak of each blob above NEW_EMISSION (4-connected, not
+    wrapped) where the previous step's residual stayed below OLD_EMISSION within a cell (wrapped)."""
+    lead = current.shape[:-2]
+    quiet = ndimage.maximum_filter(previous, size=(1,) * len(lead) + (3, 3), mode="wrap") < OLD_EMISSION
+    flat = current.reshape(-1, *current.shape[-2:])
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected within a frame, never across frames
+    labels, count = ndimage.label(((current > NEW_EMISSION) & quiet).reshape(flat.shape), structure)
+    peaks = np.array(ndimage.maximum_position(flat, labels, range(1, count + 1)), dtype=np.int64).reshape(-1, 3)
+    places = np.column_stack([*np.unravel_index(peaks[:, 0], lead), peaks[:, 1], peaks[:, 2]])
+    return places.astype(np.int64).reshape(-1, len(lead) + 2)
+
+
+def emission(residual: np.ndarray, peaks: np.ndarray, ages: int = EVENT_AGES) -> np.ndarray:
+    """[B, ages]: each source's emission at ages 0..ages − 1, the mean of `residual` [M, H, n, n] over
+    the 3×3 cells round its peak (member, step, y, x) in that step and the ones after (wrapping at the edges)."""
+    n = residual.shape[-1]
+    j, k, y, x = (peaks[:, c, None, None, None] for c in range(4))  # [B, 1, 1, 1]
+    d = np.arange(-1, 2)
+    rows, cols = (y + d[:, None]) % n, (x + d) % n  # [B, 1, 3, 1], [B, 1, 1, 3]
+    return residual[j, k + np.arange(ages)[:, None, None], rows, cols].mean(axis=(-1, -2))  # [B, ages]
 
 
 #: Every cell of a field changes every step, so the pixel weights made for sparse games (motion,

@@ -26,6 +26,8 @@ BALL_Y_MIN, BALL_Y_MAX = 1, SIZE - 3  # top-left row of the 2x2 ball: 1..29
 PADDLE_START = 13
 SERVE_X = 15
 SERVE_Y_LOW, SERVE_Y_HIGH = 8, 22  # inclusive
+#: Rows a serve draws from, uniformly: the outcomes of pong's chance event.
+SERVE_ROWS = SERVE_Y_HIGH - SERVE_Y_LOW + 1
 PLAYER_COL, OPPONENT_COL = 1, SIZE - 2
 #: Paddle displacement per action: none, up, down.
 ACTION_DELTA = np.array([0, -PADDLE_SPEED, PADDLE_SPEED])
@@ -233,6 +235,26 @@ def _largest_blob(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first = np.r_[True, frame_of[order][1:] != frame_of[order][:-1]]
     best = order[first]  # one per frame, in frame order (every frame has at least one blob)
     return mean_c[best] - 0.5, mean_r[best] - 0.5
+
+
+def serve_frames(rewards: np.ndarray) -> np.ndarray:
+    """Indices t of an episode's frames that show a new serve: a point ended at step t (reward ±1)."""
+    return np.flatnonzero(np.asarray(rewards) != 0)
+
+
+def read_serve(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What frames [..., 1, 32, 32] that should show a serve hold: (valid [...], no ball [...], row [...]).
+
+    `row` is the served ball's row as an outcome 0..SERVE_ROWS − 1 (row SERVE_Y_LOW + outcome)
+    where the frame is valid with the ball at the serve column in a row the game serves from,
+    and −1 elsewhere (no ball, an invalid frame, a ball elsewhere).
+    """
+    state, valid = decode(frames)
+    x, y = state[..., 0], state[..., 1]
+    with np.errstate(invalid="ignore"):  # NaN: no ball
+        served = valid & (x == SERVE_X) & (y >= SERVE_Y_LOW) & (y <= SERVE_Y_HIGH)
+    row = np.where(served, np.nan_to_num(y) - SERVE_Y_LOW, -1).astype(np.int64)
+    return valid, np.isnan(x), row
 
 
 def controlled_next(state: np.ndarray, action: np.ndarray) -> np.ndarray:
