@@ -93,7 +93,10 @@ def collect(
     )  # fmt: skip
     with Progress() as bar:
         task = bar.add_task(f"collect {source}", total=episodes)
-        store = run_collect(cfg, out, workers, on_episode=lambda e: bar.advance(task), on_resume=lambda n: bar.advance(task, n))
+        store = run_collect(
+            cfg, out, workers, on_episode=lambda e: bar.advance(task), on_resume=lambda n: bar.advance(task, n),
+            log=lambda line: typer.echo(line, err=True),
+        )  # fmt: skip
     typer.echo(f"{out}: {len(store)} episodes, {store.num_frames} frames of {store.spec.name} {list(store.spec.frame_shape)}")
 
 

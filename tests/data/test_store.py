@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +241,7 @@ def test_kill_at_any_write_of_append_keeps_finished_episodes(tmp_path: Path, pon
                 killed = False
         if not killed:
             break
+        store._lock.release()  # as kill -9 does: the lock goes with the process, the writer's record stays
         back = EpisodeStore.open(path, mode="a")  # checks every committed value and the sums
         assert len(back) == finished and [a.tobytes() for a in back.arrays()] == before
         back.append(eps[finished])
@@ -318,6 +324,7 @@ def test_nan_continuous_action_allowed_only_at_episode_start(tmp_path: Path) -> 
         EpisodeStore.open(store.path)
     bad = _episode(CONTINUOUS, 3, 0)
     bad.actions[2, 1] = np.inf
+    store.close()
     with pytest.raises(StoreError, match="inf"):
         EpisodeStore.open(store.path, mode="a", validate=False).append(bad)
 
@@ -351,3 +358,45 @@ def test_collect_refuses_a_store_whose_spec_differs_and_names_the_difference(tmp
     with pytest.raises(ValueError, match="periodic False vs True"):
         collect(replace(cfg, episodes=2), out)
     assert len(EpisodeStore.open(out)) == 1
+
+
+# --- one writer at a time ----------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_first_until_it_closes(grid_store: Path) -> None:
+    first = EpisodeStore.open(grid_store, mode="a")
+    holder = rf"found pid {os.getpid()} on {re.escape(socket.gethostname())}, writing since \d{{4}}-"
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(grid_store))}: expected no other writer, {holder}") as err:
+        EpisodeStore.open(grid_store, mode="a")
+    assert "\n" not in str(err.value)
+    with pytest.raises(FileExistsError):
+        EpisodeStore.create(grid_store, GRID)
+    assert len(EpisodeStore.open(grid_store)) == 3  # readers are never refused
+    first.append(_episode(GRID, 3, 9))
+    first.close()
+    with pytest.raises(StoreError, match="mode='a'"):
+        first.append(_episode(GRID, 3, 11))  # a closed writer reads on, appends no more
+    second = EpisodeStore.open(grid_store, mode="a")
+    assert second.took_over is None  # the first closed the store: nothing to take over
+    second.append(_episode(GRID, 2, 10))
+    del second  # a writer dropped without closing lets go of the lock too
+    assert EpisodeStore.open(grid_store, mode="a").seeds.tolist() == [0, -1, 2, 9, 10]
+
+
+def test_a_killed_writer_blocks_nothing_and_the_next_one_says_it_takes_over(grid_store: Path) -> None:
+    code = (
+        "import sys, time; from diffworld.data.store import EpisodeStore; "
+        f"s = EpisodeStore.open({str(grid_store)!r}, mode='a'); print('ready', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match=rf"expected no other writer, found pid {proc.pid} on "):
+            EpisodeStore.open(grid_store, mode="a")
+    finally:
+        proc.kill()
+        proc.wait()
+    store = EpisodeStore.open(grid_store, mode="a")  # kill -9 released the lock; its record is left
+    assert store.took_over is not None and f"pid {proc.pid} on " in store.took_over and "\n" not in store.took_over
+    store.append(_episode(GRID, 2, 10))
+    assert EpisodeStore.open(grid_store).seeds.tolist() == [0, -1, 2, 10]

@@ -18,7 +18,10 @@ temporary file and a rename. `append` (1) resizes the flat arrays to N + T and w
 `sums` in one zarr.json write: that write is the commit point. Everything reads only the committed
 prefix, and rows past it (left by a killed append) are ignored and overwritten by the next append.
 A process killed anywhere inside `append` therefore leaves a store holding every finished episode.
-One writer at a time; readers may open the store while it is being appended to.
+
+One writer at a time: `create` and `open(mode="a")` take an exclusive lock on the store's folder
+(see `diffworld.data.lock`) and refuse a store another writer holds, naming it. Readers take no
+lock and may open the store while it is being appended to.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from diffworld.data.episodes import Episode
+from diffworld.data.lock import WriterLock, WriterRecord
 from diffworld.spec import NO_ACTION, WorldSpec
 
 _DATA = ("frames", "actions", "rewards", "dones")  # one row per frame
@@ -50,11 +54,14 @@ class EpisodeStore:
     #: Format version written to the `diffworld_store` attribute.
     FORMAT = 1
 
-    def __init__(self, path: Path, group: zarr.Group, mode: str) -> None:
+    def __init__(self, path: Path, group: zarr.Group, mode: str, lock: WriterLock | None = None) -> None:
         """Load and check the committed state of an existing group; use `create`, `open` or `from_arrays`."""
         self.path = path
         self._group = group
         self._mode = mode
+        self._lock = lock
+        #: One line about the writer this one took over from, which ended without closing the store; else None.
+        self.took_over: str | None = None
         attrs = group.attrs.asdict()
         version = attrs.get("diffworld_store", "no such attribute")
         if type(version) is not int or version != self.FORMAT:
@@ -101,12 +108,19 @@ class EpisodeStore:
             chunk_frames: frames per chunk of the flat arrays.
         """
         path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"{path}: expected nothing there for a new store, found an existing file or folder")
         if chunk_frames < 1:
             raise StoreError(f"{path}: expected chunk_frames >= 1, found {chunk_frames}")
         meta = _json_meta(meta, path)
-        group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3)
+        try:
+            path.mkdir(parents=True)  # atomic: of two writers creating one store, one gets FileExistsError
+        except FileExistsError:
+            msg = f"{path}: expected nothing there for a new store, found an existing file or folder"
+            raise FileExistsError(msg) from None
+        lock = WriterLock.try_acquire(path)
+        if lock is None:  # another writer opened the folder the moment it was made
+            raise FileExistsError(f"{path}: expected nothing there for a new store, found another writer's store")
+        record = WriterRecord.mine().to_attribute()
+        group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3, attributes={"writer": record})
         # `frames` is made by the first append, which fixes its dtype.
         action_row, action_dtype = _action_layout(spec)
         group.create_array("actions", shape=(0, *action_row), chunks=(chunk_frames, *action_row), dtype=action_dtype)
@@ -125,30 +139,40 @@ class EpisodeStore:
                 "sums": {"count": 0, "sum": [0.0] * channels, "sumsq": [0.0] * channels},
             }
         )
-        return cls(path, group, "a")
+        return cls(path, group, "a", lock)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r", validate: bool = True) -> EpisodeStore:
         """Open an existing store: mode "r" reads, "a" also appends.
 
         The layout, attributes and episode index are always checked; `validate` also scans every
-        committed value (NaN, inf, action ranges, running sums) block by block.
+        committed value (NaN, inf, action ranges, running sums) block by block. Mode "a" takes the
+        store's writer lock, held until `close` (or until the store object or the process ends):
+        a store another writer holds is refused, naming it.
         """
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode: expected 'r' or 'a', found {mode!r}")
         if not path.exists():
             raise FileNotFoundError(f"{path}: expected an episode store, found nothing there")
-        if not (path / "zarr.json").is_file():
-            raise StoreError(f"{path}: expected a diffworld episode store (a folder with zarr.json), found none")
+        lock = _lock(path) if mode == "a" and path.is_dir() else None
         try:
-            local = LocalStore(path, read_only=mode == "r")
-            group = zarr.open_group(store=local, mode="r" if mode == "r" else "r+", zarr_format=3)
-        except Exception as e:
-            raise StoreError(f"{path}: expected a readable zarr v3 group, found {_describe(e)}") from None
-        store = cls(path, group, mode)
-        if validate:
-            store._scan()
+            if not (path / "zarr.json").is_file():
+                raise StoreError(f"{path}: expected a diffworld episode store (a folder with zarr.json), found none")
+            try:
+                local = LocalStore(path, read_only=mode == "r")
+                group = zarr.open_group(store=local, mode="r" if mode == "r" else "r+", zarr_format=3)
+            except Exception as e:
+                raise StoreError(f"{path}: expected a readable zarr v3 group, found {_describe(e)}") from None
+            store = cls(path, group, mode, lock)
+            if validate:
+                store._scan()
+            if lock is not None:
+                store._claim()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return store
 
     @classmethod
@@ -206,6 +230,28 @@ class EpisodeStore:
         if rows:
             store._write(rows)
         return store
+
+    def close(self) -> None:
+        """Stop writing: clear this writer's record and release the lock. The store stays open for reading."""
+        if self._lock is None:
+            return
+        self._group.update_attributes({"writer": None})
+        self._lock.release()
+        self._lock, self._mode = None, "r"
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _claim(self) -> None:
+        """Put this writer's record in the attributes, noting the one it replaces if that writer is gone."""
+        before = WriterRecord.from_attribute(self._group.attrs.get("writer"))
+        mine = WriterRecord.mine()
+        if before is not None and not (before.host == mine.host and before.is_running()):
+            self.took_over = f"{self.path}: took over from a writer that ended without closing the store ({before})"
+        self._group.update_attributes({"writer": mine.to_attribute()})
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -426,6 +472,19 @@ class EpisodeStore:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _lock(path: Path) -> WriterLock:
+    """The writer lock of the store at `path`; a StoreError naming the holder if another writer has it."""
+    try:
+        lock = WriterLock.try_acquire(path)
+    except OSError as e:
+        raise StoreError(f"{path}: expected a folder that can be locked for writing, found {_describe(e)}") from None
+    if lock is None:
+        holder = WriterRecord.read(path)
+        found = str(holder) if holder is not None else "one that has not recorded itself yet"
+        raise StoreError(f"{path}: expected no other writer, found {found}; wait for it to finish or stop it")
+    return lock
 
 
 def _describe(e: BaseException) -> str:
