@@ -302,6 +302,32 @@ def test_open_rejects_a_corrupt_store_in_one_line(grid_store: Path, corrupt, mat
     assert err.value.__suppress_context__ or err.value.__context__ is None  # no zarr traceback above it
 
 
+@pytest.mark.parametrize(
+    "name, chunk",
+    [("frames", "1/0/0/0"), ("actions", "1"), ("rewards", "1"), ("dones", "1"), ("episode_ends", "0"), ("seeds", "0")],
+)
+def test_a_lost_chunk_of_any_array_is_named_on_open(grid_store: Path, name: str, chunk: str) -> None:
+    # A missing chunk reads back as zeros, which are valid actions, rewards, dones and seeds.
+    (grid_store / name / "c" / chunk).unlink()
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(grid_store))}/{name}: expected ") as err:
+        EpisodeStore.open(grid_store)
+    assert "\n" not in str(err.value)
+
+
+def test_a_store_without_checksums_still_opens_and_is_protected_from_its_next_append(grid_store: Path) -> None:
+    group = zarr.open_group(LocalStore(grid_store), mode="r+")
+    group.update_attributes({"checksums": None})
+    del group.attrs["checksums"]  # as a store written before arrays had checksums
+    store = EpisodeStore.open(grid_store, mode="a")
+    assert len(store) == 3
+    store.append(_episode(GRID, 3, 9))
+    store.close()
+    assert EpisodeStore.open(grid_store).seeds.tolist() == [0, -1, 2, 9]
+    (grid_store / "rewards" / "c" / "0").unlink()
+    with pytest.raises(StoreError, match="/rewards: expected "):
+        EpisodeStore.open(grid_store)
+
+
 def test_value_checks_skip_uncommitted_rows_and_can_be_turned_off(grid_store: Path) -> None:
     arr = zarr.open_array(grid_store / "frames", mode="r+")
     arr.resize((25, *arr.shape[1:]))  # rows 21.. as a killed append leaves them

@@ -9,13 +9,15 @@ Layout. Flat arrays grow along axis 0, one row per frame, episodes back to back:
 
 and two index arrays, one entry per episode: `episode_ends` [E] int64 (cumulative end offsets into
 the flat arrays) and `seeds` [E] int64 (-1 where unknown). The group attributes hold the format
-version, the world spec, free-form `meta`, the `committed` counts and running per-channel `sums`
-of the committed frames (so `stats()` never reads the frames).
+version, the world spec, free-form `meta`, the `committed` counts, running per-channel `sums`
+of the committed frames (so `stats()` never reads the frames) and running CRC-32 `checksums` of
+the committed rows of every other array. A lost chunk reads back as zeros, which are valid
+actions, rewards, dones or seeds: the sums and checksums are what finds it, on open.
 
 Commit protocol. Zarr's LocalStore writes every file (a chunk or a zarr.json) atomically, by a
 temporary file and a rename. `append` (1) resizes the flat arrays to N + T and writes rows N..N+T,
-(2) resizes and writes the index arrays, then (3) writes the group attributes `committed` and
-`sums` in one zarr.json write: that write is the commit point. Everything reads only the committed
+(2) resizes and writes the index arrays, then (3) writes the group attributes `committed`, `sums`
+and `checksums` in one zarr.json write: that write is the commit point. Everything reads only the committed
 prefix, and rows past it (left by a killed append) are ignored and overwritten by the next append.
 A process killed anywhere inside `append` therefore leaves a store holding every finished episode.
 
@@ -27,6 +29,7 @@ lock and may open the store while it is being appended to.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,6 +43,7 @@ from diffworld.spec import NO_ACTION, WorldSpec
 
 _DATA = ("frames", "actions", "rewards", "dones")  # one row per frame
 _INDEX = ("episode_ends", "seeds")  # one entry per episode
+_CHECKSUMMED = ("actions", "rewards", "dones", *_INDEX)  # the frames have their running sums
 _INDEX_CHUNK = 4096  # episodes per chunk of the index arrays
 _SCAN_BYTES = 64 << 20  # bytes of frames held at once while writing, validating or summing
 
@@ -78,10 +82,12 @@ class EpisodeStore:
             self._fail("attribute committed = {episodes: int >= 0, frames: int >= 0}", repr(committed))
         self._committed = {"episodes": committed["episodes"], "frames": committed["frames"]}
         self._sums = self._load_sums(attrs.get("sums"))
+        self._checksums = self._load_checksums(attrs.get("checksums"))
         self._arrays = {name: self._load_array(name) for name in _DATA + _INDEX}
         e = len(self)
-        self._ends = self._read("episode_ends", 0, e).astype(np.int64)  # [E]
-        self._seeds = self._read("seeds", 0, e).astype(np.int64)  # [E]
+        ends, seeds = self._read("episode_ends", 0, e), self._read("seeds", 0, e)
+        self._ends = ends.astype(np.int64)  # [E]
+        self._seeds = seeds.astype(np.int64)  # [E]
         steps = np.diff(self._ends, prepend=0)
         if (steps <= 0).any():
             k = int(np.flatnonzero(steps <= 0)[0])
@@ -92,6 +98,8 @@ class EpisodeStore:
             self._fail(f"episode_ends ending at the {self.num_frames} committed frames", str(last), "episode_ends")
         if (self._seeds < -1).any():
             self._fail("seeds >= 0, or -1 where unknown", str(int(self._seeds.min())), "seeds")
+        for name, values in (("episode_ends", ends), ("seeds", seeds)):  # after the checks that say more
+            self._check_checksum(name, _crc32(values))
 
     # --- making and opening ------------------------------------------------------------------
 
@@ -137,6 +145,7 @@ class EpisodeStore:
                 "meta": meta,
                 "committed": {"episodes": 0, "frames": 0},
                 "sums": {"count": 0, "sum": [0.0] * channels, "sumsq": [0.0] * channels},
+                "checksums": dict.fromkeys(_CHECKSUMMED, 0),  # the CRC-32 of no bytes
             }
         )
         return cls(path, group, "a", lock)
@@ -336,6 +345,11 @@ class EpisodeStore:
         arrays = [self._arrays[name] for name in _DATA]
         # 1. Data rows n..n+t, a few MB at a time. Rewriting a partly filled last chunk keeps its
         #    committed rows as they were, and each chunk file is replaced atomically.
+        # A store written before arrays had checksums gets them here, from its committed rows.
+        crcs = {
+            name: _crc32(self._read(name, 0, e if name in _INDEX else n)) if crc is None else crc
+            for name, crc in self._checksums.items()
+        }
         for arr in arrays:
             arr.resize((n + t, *arr.shape[1:]))
         count, total, total_sq = self._sums
@@ -343,8 +357,11 @@ class EpisodeStore:
         for batch in _batches([r for r, _ in rows]):
             values = [np.concatenate(field) for field in zip(*batch, strict=True)]
             b = a + len(values[0])
-            for arr, value in zip(arrays, values, strict=True):
-                arr[a:b] = value.astype(arr.dtype, copy=False)
+            for name, arr, value in zip(_DATA, arrays, values, strict=True):
+                value = value.astype(arr.dtype, copy=False)
+                arr[a:b] = value
+                if name in crcs:
+                    crcs[name] = _crc32(value, crcs[name])
             c, s, sq = _channel_sums(values[0])
             count, total, total_sq = count + c, total + s, total_sq + sq
             a = b
@@ -354,19 +371,27 @@ class EpisodeStore:
         for name, value in (("episode_ends", ends), ("seeds", seeds)):
             arr = self._arrays[name]
             arr.resize((e + len(rows),))
+            value = value.astype(arr.dtype, copy=False)
             arr[e:] = value
+            crcs[name] = _crc32(value, crcs[name])
         # 3. The commit point: one zarr.json write makes all of the above visible at once.
         committed = {"episodes": e + len(rows), "frames": n + t}
-        self._commit(committed, (count, total, total_sq))
-        self._committed, self._sums = committed, (count, total, total_sq)
+        self._commit(committed, (count, total, total_sq), crcs)
+        self._committed, self._sums, self._checksums = committed, (count, total, total_sq), crcs
         self._ends = np.concatenate([self._ends, ends])
         self._seeds = np.concatenate([self._seeds, seeds])
 
-    def _commit(self, committed: dict[str, int], sums: tuple[int, np.ndarray, np.ndarray]) -> None:
-        """Write `committed` and `sums` in one atomic attribute write (not `attrs.update`: one write per key)."""
+    def _commit(
+        self, committed: dict[str, int], sums: tuple[int, np.ndarray, np.ndarray], checksums: dict[str, int]
+    ) -> None:
+        """Write `committed`, `sums` and `checksums` in one atomic attribute write (`attrs.update` writes per key)."""
         count, total, total_sq = sums
         self._group.update_attributes(
-            {"committed": committed, "sums": {"count": count, "sum": total.tolist(), "sumsq": total_sq.tolist()}}
+            {
+                "committed": committed,
+                "sums": {"count": count, "sum": total.tolist(), "sumsq": total_sq.tolist()},
+                "checksums": checksums,
+            }
         )
 
     def _make_frames(self, dtype: np.dtype) -> None:
@@ -401,6 +426,29 @@ class EpisodeStore:
         if count != elements:
             self._fail(f"sums.count = {elements} (committed frames x elements per channel)", str(count))
         return count, total, total_sq
+
+    def _load_checksums(self, checksums: Any) -> dict[str, int | None]:
+        """The checksums attribute as {array: CRC-32 of its committed rows}; None for an array it does not cover.
+
+        A store written before arrays had checksums has none: its arrays are not checked until the
+        next append gives them checksums.
+        """
+        if checksums is None:
+            return dict.fromkeys(_CHECKSUMMED)
+        ok = isinstance(checksums, dict) and all(
+            type(checksums.get(k, 0)) is int and 0 <= checksums.get(k, 0) < 2**32 for k in _CHECKSUMMED
+        )
+        if not ok:
+            self._fail(f"attribute checksums = {{array: CRC-32}} for {', '.join(_CHECKSUMMED)}", repr(checksums)[:200])
+        return {name: checksums.get(name) for name in _CHECKSUMMED}
+
+    def _check_checksum(self, name: str, crc: int) -> None:
+        """Fail, naming array `name`, if `crc` of its committed rows is not the stored checksum."""
+        want = self._checksums[name]
+        if want is not None and crc != want:
+            rows = len(self) if name in _INDEX else self.num_frames
+            found = f"CRC-32 {crc:#010x} (a chunk lost or changed)"
+            self._fail(f"its {rows} committed rows to match their checksum, CRC-32 {want:#010x}", found, name)
 
     def _load_array(self, name: str) -> zarr.Array | None:
         """Array `name`, checked against the spec and the committed counts (frames may be absent while empty)."""
@@ -451,11 +499,12 @@ class EpisodeStore:
         chunk = self._arrays["frames"].chunks[0]
         block = max(chunk, _SCAN_BYTES // frame_bytes // chunk * chunk)
         count, total, total_sq = 0, 0.0, 0.0
+        crcs = dict.fromkeys(_DATA[1:], 0)
         for a in range(0, n, block):
             b = min(n, a + block)
             is_start = np.zeros(b - a, bool)
             is_start[starts[(starts >= a) & (starts < b)] - a] = True
-            for name in ("frames", "actions", "rewards"):
+            for name in _DATA:
                 values = self._read(name, a, b)
                 problem = _bad_values(self.spec, name, values, is_start, a)
                 if problem:
@@ -463,12 +512,16 @@ class EpisodeStore:
                 if name == "frames":
                     c, s, sq = _channel_sums(values)
                     count, total, total_sq = count + c, total + s, total_sq + sq
+                else:
+                    crcs[name] = _crc32(values, crcs[name])
         want_count, want, want_sq = self._sums
         # Summation order differs, so compare within float64 rounding (|sum| <= sqrt(count * sumsq)).
         tol, tol_sq = 1e-6 * np.sqrt(count * total_sq) + 1e-12, 1e-6 * total_sq + 1e-12
         if count != want_count or (abs(total - want) > tol).any() or (abs(total_sq - want_sq) > tol_sq).any():
             found = f"sum {want.tolist()} stored, {total.tolist()} recomputed"
-            self._fail("attribute sums matching the committed frames", found)
+            self._fail("attribute sums matching the committed frames", found, "frames")
+        for name, crc in crcs.items():
+            self._check_checksum(name, crc)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -491,6 +544,11 @@ def _describe(e: BaseException) -> str:
     """One line naming an exception (the first line of its message, shortened)."""
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+
+
+def _crc32(values: np.ndarray, crc: int = 0) -> int:
+    """The CRC-32 of the bytes of `values`, continuing from `crc` (so it runs over appends)."""
+    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8), crc)
 
 
 def _is_count(x: Any) -> bool:
