@@ -96,6 +96,23 @@ def test_refuses_to_overwrite_a_run(demo_dir):
     assert (demo_dir / "checkpoint/model.safetensors").read_bytes() == before
 
 
+def test_a_run_whose_state_is_lost_is_refused_not_started_over(demo_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_dir / "checkpoint", run / "checkpoint")
+    (run / "checkpoint/train_state.json").unlink()
+    before = (run / "checkpoint/model.safetensors").read_bytes()
+    train = ["train", "--out", run, "--preset", "tiny", "--steps", "2", "--episodes", "2"]
+    one_line_error(cli(*train, "--resume", check=False), f"{run / 'checkpoint/train_state.json'}: expected the run's training state")
+    one_line_error(cli(*train, check=False), "already holds a training run")
+    one_line_error(cli(*train, "--resume", "--overwrite", check=False), "choose one")
+    assert (run / "checkpoint/model.safetensors").read_bytes() == before
+    cli(*train, "--overwrite")  # asked for: a new model in its place
+    assert (run / "checkpoint/model.safetensors").read_bytes() != before
+    assert json.loads((run / "checkpoint/train_state.json").read_text())["step"] == 2
+
+
 def test_bad_options(tmp_path):
     one_line_error(cli("train", "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown model preset 'huge'")
     one_line_error(cli("train", "--out", tmp_path / "x", "--dit", "{patch: 8}", check=False), "--dit must be a JSON object")

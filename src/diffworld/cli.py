@@ -120,6 +120,7 @@ def train_cmd(
     ),
     loss: Optional[str] = typer.Option(None, help='JSON overrides of the world\'s recommended loss config, e.g. \'{"event_weight": 0}\'.'),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Train a new model in place of the run OUT holds (its model is lost)."),
 ) -> None:
     """Train a world model on an episode store, or on freshly collected episodes of a built-in world.
 
@@ -142,9 +143,10 @@ def train_cmd(
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)
     if data is None:
-        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume, log=log)
+        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume, log=log, overwrite=overwrite)
     else:
-        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit="patch" not in dit_overrides)
+        fit = "patch" not in dit_overrides
+        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite)
     log(f"checkpoint: {out / 'checkpoint'}")
 
 
@@ -300,7 +302,9 @@ def demo(
 
 
 def _refuse_existing_demo(out: Path) -> None:
-    if (out / "checkpoint" / "train_state.json").exists():
+    from diffworld.train import holds_run
+
+    if holds_run(out):
         raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
 
 

@@ -27,7 +27,7 @@ from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
 from diffworld.heads import Heads, HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
-from diffworld.train import TrainConfig, TrainResult, build_model, check_data, train
+from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
 from diffworld.worlds import Policy, World, collect_episodes, default_policy, make_world, training_defaults
 from diffworld.worlds.base import run_episode
 
@@ -45,11 +45,13 @@ def train_world(
     world_options: dict[str, Any] | None = None,
     validate: Callable[[WorldModel], float] | None = None,
     validate_every: int = 250,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them.
 
-    `validate` / `validate_every`: early stopping, see `diffworld.train.train`.
+    `validate` / `validate_every`: early stopping, and `overwrite`: see `diffworld.train.train`.
     """
+    check_run_dir(out, resume, overwrite)  # before the episodes are collected
     options = dict(world_options or {})
     collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default", world_options=options)
     make = lambda: make_world(world, **options)  # noqa: E731
@@ -71,8 +73,9 @@ def train_world(
         }
     }
     result = train(
-        model, data, train_config, out, resume=resume, progress=progress, extra_config=extra, validate=validate, validate_every=validate_every
-    )
+        model, data, train_config, out, resume=resume, progress=progress, extra_config=extra, validate=validate,
+        validate_every=validate_every, overwrite=overwrite,
+    )  # fmt: skip
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
 
@@ -93,12 +96,14 @@ def train_store(
     progress: bool = True,
     log: Callable[[str], None] = print,
     fit: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train on an episode store (see `diffworld collect`); the store is validated before anything is written.
 
     `fit` adapts the preset's patch size to the store's frames (`fit_patch`); with False a patch
-    that does not tile the frames is an error.
+    that does not tile the frames is an error. `overwrite`: see `diffworld.train.train`.
     """
+    check_run_dir(out, resume, overwrite)
     store = EpisodeStore.open(data)
     if fit:
         model_config = fit_patch(store.spec, model_config, log)
@@ -117,7 +122,9 @@ def train_store(
             "frames": store.num_frames,
         }
     }
-    result = train(model, store, train_config, out, resume=resume, progress=progress, extra_config=extra)
+    result = train(
+        model, store, train_config, out, resume=resume, progress=progress, extra_config=extra, overwrite=overwrite
+    )
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
 
