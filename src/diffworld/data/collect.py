@@ -23,6 +23,9 @@ from diffworld.worlds import Policy, default_policy, epsilon_greedy, make_world,
 #: Seeds at and above this are reserved for held-out evaluation episodes.
 HELD_OUT_SEED_BASE = 1_000_000
 
+#: Policy names that run no outside code; any other is "package.module:function", code to import.
+BUILTIN_POLICIES = ("random", "default")
+
 
 @dataclass(frozen=True)
 class CollectConfig:

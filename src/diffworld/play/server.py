@@ -37,7 +37,7 @@ from diffworld.play.protocol import (
     parse_message,
 )
 from diffworld.play.session import DreamerFactory, Session, check_playable, settings_of
-from diffworld.worlds import make_world
+from diffworld.worlds import check_recorded_world, imported_module, make_world
 from diffworld.worlds.base import World
 
 #: WebSocket close codes: a protocol violation, and a server at its session limit.
@@ -88,8 +88,15 @@ class TokenBucket:
         return True
 
 
-def true_world(model: WorldModel, options: dict[str, Any] | None = None) -> Callable[[], World] | None:
-    """A factory of the model's true world if `make_world` can build it with frames of the model's shape, else None."""
+def true_world(
+    model: WorldModel, options: dict[str, Any] | None = None, world: str | None = None
+) -> Callable[[], World] | None:
+    """A factory of the model's true world if `make_world` can build it with frames of the model's shape, else None.
+
+    A world whose name imports a module (gym:<module>:<env>) is built only if `world` is that name.
+    """
+    if imported_module(model.spec.name) is not None and world != model.spec.name:
+        return None
     try:
         world = make_world(model.spec.name, **(options or {}))
     except Exception:  # any world that cannot be built (unknown, a missing package) is shown without truth
@@ -298,8 +305,12 @@ def serve(
     max_sessions: int = 32,
     threads: int | None = 1,
     log: Callable[[str], None] = print,
+    world: str | None = None,
 ) -> None:
     """Load `checkpoint` (a directory or a shipped model's name) and serve its play page until interrupted.
+
+    `world`: the checkpoint's world name, which allows building it when that imports a module
+    (`diffworld.worlds.check_recorded_world`); otherwise such a checkpoint is refused.
 
     `threads` sets torch's CPU threads for the whole process (None leaves them). Steps of batch 1
     of a small model gain nothing from more; on the 2-core machine, with another job running,
@@ -315,9 +326,11 @@ def serve(
             raise ValueError(f"threads: expected >= 1, got {threads}")
         torch.set_num_threads(threads)
     config = PlayConfig(fps=fps, max_sessions=max_sessions)
-    model = WorldModel.from_pretrained(checkpoint, device=device)
-    options = ((read_config(resolve_pretrained(checkpoint)).get("data") or {}).get("collect") or {}).get("world_options")
-    app = create_app(model, config, true_world(model, options))
+    directory = resolve_pretrained(checkpoint)
+    model = WorldModel.from_pretrained(directory, device=device)
+    check_recorded_world(model.spec.name, str(directory), world)
+    options = ((read_config(directory).get("data") or {}).get("collect") or {}).get("world_options")
+    app = create_app(model, config, true_world(model, options, world))
     sock = listen(host, port)
     log(f"playing {model.spec.name} from {checkpoint} at http://{host}:{port}/  (Ctrl-C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_max_size=64 * 1024))
