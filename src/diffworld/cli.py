@@ -459,6 +459,9 @@ def play(
     max_sessions: int = typer.Option(32, help="Players at once."),
     threads: int = typer.Option(1, help="Torch CPU threads (1 suits a small model on a small machine)."),
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
+    allow_origin: Optional[list[str]] = typer.Option(
+        None, help="Another site (scheme://host[:port]) whose pages may open sessions; repeatable (default: none)."
+    ),
 ) -> None:
     """Play a learned world in the browser: the dream live, beside the true game under the same actions."""
     try:
@@ -470,7 +473,7 @@ def play(
     resolve_pretrained(checkpoint)  # a missing checkpoint fails here, before anything loads
     serve(
         checkpoint, host=host, port=port, fps=fps, device=device, max_sessions=max_sessions, threads=threads,
-        log=typer.echo, world=world,
+        log=typer.echo, world=world, allow_origins=tuple(allow_origin or ()),
     )  # fmt: skip
 
 
