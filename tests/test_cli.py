@@ -113,6 +113,13 @@ def test_a_run_whose_state_is_lost_is_refused_not_started_over(demo_dir, tmp_pat
     assert json.loads((run / "checkpoint/train_state.json").read_text())["step"] == 2
 
 
+def test_nan_or_inf_sampler_settings_end_in_one_line(tmp_path):
+    for command, option, value in (("rollout", "--sigma-ctx", "nan"), ("rollout", "--guidance", "inf"), ("eval", "--sigma-max", "inf")):
+        proc = cli(command, "pong", "--out", tmp_path / "x", option, value, check=False)
+        one_line_error(proc, f"sampler {option[2:].replace('-', '_')}: expected a finite number", f"found {value}")
+    assert not (tmp_path / "x").exists()
+
+
 def test_bad_options(tmp_path):
     one_line_error(cli("train", "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown model preset 'huge'")
     one_line_error(cli("train", "--out", tmp_path / "x", "--dit", "{patch: 8}", check=False), "--dit must be a JSON object")
