@@ -96,6 +96,30 @@ def test_refuses_to_overwrite_a_run(demo_dir):
     assert (demo_dir / "checkpoint/model.safetensors").read_bytes() == before
 
 
+def test_a_run_whose_state_is_lost_is_refused_not_started_over(demo_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_dir / "checkpoint", run / "checkpoint")
+    (run / "checkpoint/train_state.json").unlink()
+    before = (run / "checkpoint/model.safetensors").read_bytes()
+    train = ["train", "--out", run, "--preset", "tiny", "--steps", "2", "--episodes", "2"]
+    one_line_error(cli(*train, "--resume", check=False), f"{run / 'checkpoint/train_state.json'}: expected the run's training state")
+    one_line_error(cli(*train, check=False), "already holds a training run")
+    one_line_error(cli(*train, "--resume", "--overwrite", check=False), "choose one")
+    assert (run / "checkpoint/model.safetensors").read_bytes() == before
+    cli(*train, "--overwrite")  # asked for: a new model in its place
+    assert (run / "checkpoint/model.safetensors").read_bytes() != before
+    assert json.loads((run / "checkpoint/train_state.json").read_text())["step"] == 2
+
+
+def test_nan_or_inf_sampler_settings_end_in_one_line(tmp_path):
+    for command, option, value in (("rollout", "--sigma-ctx", "nan"), ("rollout", "--guidance", "inf"), ("eval", "--sigma-max", "inf")):
+        proc = cli(command, "pong", "--out", tmp_path / "x", option, value, check=False)
+        one_line_error(proc, f"sampler {option[2:].replace('-', '_')}: expected a finite number", f"found {value}")
+    assert not (tmp_path / "x").exists()
+
+
 def test_bad_options(tmp_path):
     one_line_error(cli("train", "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown model preset 'huge'")
     one_line_error(cli("train", "--out", tmp_path / "x", "--dit", "{patch: 8}", check=False), "--dit must be a JSON object")
@@ -151,3 +175,53 @@ def test_train_compile_without_a_cpp_compiler_is_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "C++ compiler" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+#: A module a checkpoint may name: it leaves a file behind when imported, and another when its policy is called.
+MARKER_MODULE = """
+import os, pathlib
+pathlib.Path(os.environ["DIFFWORLD_TEST_MARKERS"], "imported").touch()
+
+def policy(world, frame, rng):
+    pathlib.Path(os.environ["DIFFWORLD_TEST_MARKERS"], "called").touch()
+    return 0
+"""
+
+
+def test_a_checkpoint_naming_a_module_runs_none_of_its_code(tmp_path, monkeypatch):
+    """A checkpoint is data: a policy `module:function` or a world `gym:<module>:<env>` in its config
+    is imported only when the command line passes that name for the run."""
+    from diffworld.spec import ActionSpace, WorldSpec
+    from diffworld.worlds import make_world
+    from tests.conftest import tiny_model
+
+    modules, markers = tmp_path / "modules", tmp_path / "markers"
+    modules.mkdir()
+    markers.mkdir()
+    (modules / "evilmod.py").write_text(MARKER_MODULE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(modules), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("DIFFWORLD_TEST_MARKERS", str(markers))
+    collect = {"source": "pong", "policy": "evilmod:policy", "epsilon": 0.0, "max_steps": 60, "world_options": {}}
+    data = {"data": {"world": "pong", "collect": collect, "train_seeds": [0, 1]}}
+    by_policy = tiny_model(make_world("pong").spec).save_pretrained(tmp_path / "policy", extra=data)
+    gym = WorldSpec("gym:evilmod:Evil-v0", "grid", (3, 16, 16), "bounded", ActionSpace("discrete", 2), value_range=(0.0, 255.0))
+    gym_data = {"data": {"world": gym.name, "collect": {**collect, "source": gym.name, "policy": "random"}, "train_seeds": [0, 1]}}
+    by_world = tiny_model(gym).save_pretrained(tmp_path / "gym", extra=gym_data)
+    commands = {
+        "rollout": ["--out", tmp_path / "r.gif", "--frames", "4", "--members", "1"],
+        "eval": ["--out", tmp_path / "ev", "--cases", "1", "--members", "2", "--horizon", "1"],
+        "heads": ["--out", tmp_path / "heads", "--episodes", "2", "--held-out", "1", "--steps", "1"],
+        "agent": ["--out", tmp_path / "agent", "--steps", "16", "--envs", "2", "--episodes", "1"],
+    }
+    for command, args in commands.items():
+        one_line_error(cli(command, by_policy, *args, check=False), "'evilmod:policy'", "--policy evilmod:policy")
+        one_line_error(cli(command, by_world, *args, check=False), "'evilmod'", "--world gym:evilmod:Evil-v0")
+    play = [sys.executable, "-m", "diffworld", "play", str(by_world), "--port", "0"]
+    proc = subprocess.run(play, capture_output=True, text=True, timeout=120)
+    one_line_error(proc, "--world gym:evilmod:Evil-v0")
+    assert list(markers.iterdir()) == []
+    one_line_error(cli("rollout", by_world, *commands["rollout"], "--world", "gym:other:Env-v0", check=False), "--world gym:evilmod:Evil-v0")
+    assert list(markers.iterdir()) == []
+    # Passed on the command line, the same names are used: the module is imported, the policy called.
+    cli("rollout", by_policy, *commands["rollout"], "--policy", "evilmod:policy")
+    assert sorted(p.name for p in markers.iterdir()) == ["called", "imported"]

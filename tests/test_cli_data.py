@@ -104,3 +104,39 @@ def test_collection_killed_midway_resumes_without_duplicates(tmp_path):
     done = EpisodeStore.open(store)
     assert sorted(done.seeds.tolist()) == list(range(300))
     assert (done.episode(0).frames == partial.episode(0).frames).all()
+
+
+def test_a_second_collection_into_one_store_is_refused_while_the_first_writes(tmp_path):
+    """Two `diffworld collect` into one store at once: the second is refused naming the first; once
+    the first is killed, the next one says it takes over and finishes with every seed exactly once."""
+    import os
+    import signal
+    import sys
+    import time
+
+    store = tmp_path / "pong.zarr"
+    args = ["collect", "pong", "--out", str(store), "--episodes", "3000", "--max-steps", "200"]
+    first = subprocess.Popen([sys.executable, "-m", "diffworld", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait until the first is writing episodes
+            time.sleep(0.2)
+            try:
+                if len(EpisodeStore.open(store, validate=False)) >= 2:
+                    break
+            except (FileNotFoundError, ValueError):
+                continue
+        second = cli(*args, check=False)
+        one_line_error(second, f"{store}: expected no other writer, found pid {first.pid} on ")
+        assert first.poll() is None, "the first collection ended before the second started"
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    held = len(EpisodeStore.open(store))  # the refused collection broke nothing
+    assert 2 <= held < 3000
+    proc = cli(*args[:-4], "--episodes", str(held + 2), "--max-steps", "200")
+    note = f"note: {store}: took over from a writer that ended without closing the store (pid {first.pid} on "
+    assert note in proc.stderr
+    done = EpisodeStore.open(store)
+    assert sorted(done.seeds.tolist()) == list(range(held + 2))
+    assert cli(*args[:-4], "--episodes", str(held + 2), "--max-steps", "200").stderr == ""  # closed: no note

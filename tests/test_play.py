@@ -37,6 +37,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from diffworld.play.server import PlayConfig, TokenBucket, create_app  # noqa: E402
 
 NAMES = ("none", "up", "down")
+#: Where the TestClient says it is: a name the server answers to (its default "testserver" is not;
+#: `websocket_connect` ignores `base_url`, so sockets take the full address).
+BASE, WS = "http://127.0.0.1:8000", "ws://127.0.0.1:8000/ws"
 SETTINGS = PlaySettings(steps=3, sigma_ctx=0.05, guidance=1.0, fps=30.0)
 
 
@@ -251,14 +254,14 @@ def test_play_refuses_worlds_it_cannot_show_or_drive():
 @pytest.fixture(scope="module")
 def client(pong_model):
     app = create_app(pong_model, PlayConfig(seed=0, fps=60))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def marker_client(pong_model):
     app = create_app(pong_model, PlayConfig(seed=0, fps=60), dreamer_factory=MarkerDreamer)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         yield c
 
 
@@ -269,7 +272,7 @@ def hub(client):
 def test_page_and_hello(client):
     page = client.get("/")
     assert page.status_code == 200 and '<canvas id="dream"' in page.text and 'id="fps"' in page.text
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect(WS) as ws:
         hello = receive(ws)
         assert hello["type"] == "hello" and hello["world"] == "pong" and hello["protocol"] == 1
         assert hello["actions"] == {"kind": "discrete", "names": list(NAMES), "idle": 0}
@@ -280,7 +283,7 @@ def test_page_and_hello(client):
 
 
 def test_frames_arrive_with_the_right_shape(client):
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect(WS) as ws:
         receive(ws)
         frames = [next_frame(ws) for _ in range(4)]
     assert [f.index for f in frames] == [1, 2, 3, 4]
@@ -292,7 +295,7 @@ def test_frames_arrive_with_the_right_shape(client):
 
 def test_the_latest_action_drives_dream_and_truth(marker_client):
     """The dream shows the action it was given (marker pixel), and the true paddle moves 2 rows its way per frame."""
-    with marker_client.websocket_connect("/ws") as ws:
+    with marker_client.websocket_connect(WS) as ws:
         receive(ws)
         for name, action, sign in (("up", 1, -1), ("down", 2, 1)):
             ws.send_text(json.dumps({"action": name}))
@@ -311,7 +314,7 @@ def test_the_latest_action_drives_dream_and_truth(marker_client):
 
 
 def test_settings_change_the_sessions_sampler_and_rate(client, pong_model):
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect(WS) as ws:
         sid = receive(ws)["session"]
         ws.send_text(json.dumps({"settings": {"steps": 2, "sigma_ctx": 0.2, "guidance": 1.5, "fps": 20}}))
         ack = next_message(ws, "settings")
@@ -327,7 +330,7 @@ def test_settings_change_the_sessions_sampler_and_rate(client, pong_model):
 
 def test_reset_restarts_from_a_fresh_true_start(marker_client):
     """After a reset the dream's context is the true game of the announced seed, and the truth goes on from there."""
-    with marker_client.websocket_connect("/ws") as ws:
+    with marker_client.websocket_connect(WS) as ws:
         sid = receive(ws)["session"]
         next_frame(ws, lambda f: f.index >= 3)
         dreamer = hub(marker_client).sessions[sid].dreamer
@@ -347,7 +350,7 @@ def test_reset_restarts_from_a_fresh_true_start(marker_client):
 
 @pytest.mark.parametrize("text,expected", BAD_MESSAGES[::3] + [("x" * 2000, "at most 1024 characters, found 2000")])
 def test_bad_input_closes_only_that_session(client, text, expected):
-    with client.websocket_connect("/ws") as good, client.websocket_connect("/ws") as bad:
+    with client.websocket_connect(WS) as good, client.websocket_connect(WS) as bad:
         receive(good), receive(bad)
         next_frame(bad)
         bad.send_bytes(text) if isinstance(text, bytes) else bad.send_text(text)
@@ -359,7 +362,7 @@ def test_bad_input_closes_only_that_session(client, text, expected):
 
 
 def test_a_flood_of_messages_closes_that_session_only(client):
-    with client.websocket_connect("/ws") as good, client.websocket_connect("/ws") as flood:
+    with client.websocket_connect(WS) as good, client.websocket_connect(WS) as flood:
         receive(good), receive(flood)
         for _ in range(300):
             flood.send_text('{"action": 1}')
@@ -383,10 +386,10 @@ def test_a_failing_step_ends_that_session_with_an_error(pong_model):
         built.append((BrokenDreamer if not built else Dreamer)(*args))
         return built[-1]
 
-    with TestClient(create_app(pong_model, PlayConfig(seed=0), dreamer_factory=factory)) as c:
-        with c.websocket_connect("/ws") as broken:
+    with TestClient(create_app(pong_model, PlayConfig(seed=0), dreamer_factory=factory), base_url=BASE) as c:
+        with c.websocket_connect(WS) as broken:
             receive(broken)
-            with c.websocket_connect("/ws") as fine:
+            with c.websocket_connect(WS) as fine:
                 receive(fine)
                 assert next_message(broken, "error")["message"] == "session failed: RuntimeError: boom"
                 assert receive(broken)[:2] == ("close", 1011)
@@ -398,7 +401,7 @@ def test_a_session_that_cannot_start_is_told_why(pong_model):
         raise RuntimeError("no dreams today")
 
     app = create_app(pong_model, PlayConfig(seed=0), dreamer_factory=factory)
-    with TestClient(app) as c, c.websocket_connect("/ws") as ws:
+    with TestClient(app, base_url=BASE) as c, c.websocket_connect(WS) as ws:
         assert receive(ws) == {"type": "error", "message": "session failed to start: RuntimeError: no dreams today"}
         assert receive(ws)[:2] == ("close", 1011)
     assert not app.state.hub.sessions
@@ -406,16 +409,16 @@ def test_a_session_that_cannot_start_is_told_why(pong_model):
 
 def test_session_limit_and_closed_sessions_are_freed(pong_model):
     app = create_app(pong_model, PlayConfig(seed=0, max_sessions=2), world=None)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         sessions = app.state.hub.sessions
-        with c.websocket_connect("/ws") as first:
+        with c.websocket_connect(WS) as first:
             hello = receive(first)
             assert hello["panels"] == ["dream"]
             assert len(next_frame(first).panels) == 1
             freed = weakref.ref(sessions[hello["session"]])
-            with c.websocket_connect("/ws") as second:
+            with c.websocket_connect(WS) as second:
                 receive(second)
-                with c.websocket_connect("/ws") as third:
+                with c.websocket_connect(WS) as third:
                     error = receive(third)
                     assert error["type"] == "error"
                     assert "server busy: expected at most 2 sessions at once, found 2 playing" in error["message"]
@@ -424,9 +427,66 @@ def test_session_limit_and_closed_sessions_are_freed(pong_model):
         wait_until(lambda: not sessions)
         # The session and its dreamer are gone once the worker is past a step it had queued.
         wait_until(lambda: gc.collect() >= 0 and freed() is None, timeout=5)
-        with c.websocket_connect("/ws") as again:
+        with c.websocket_connect(WS) as again:
             assert receive(again)["type"] == "hello"
             next_frame(again)
+
+
+# --- who may connect ----------------------------------------------------------------------------
+
+
+def refused(client, headers: dict[str, str]) -> tuple[int, str]:
+    """The close code and reason of a WebSocket the server refuses at the handshake."""
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as err, client.websocket_connect(WS, headers=headers):
+        pass
+    return err.value.code, err.value.reason
+
+
+def test_a_websocket_from_another_origin_is_refused_unless_allowed(pong_model):
+    app = create_app(pong_model, PlayConfig(seed=0), world=None, dreamer_factory=MarkerDreamer)
+    with TestClient(app, base_url=BASE) as c:
+        code, reason = refused(c, {"origin": "http://evil.example"})
+        assert code == 1008 and "expected Origin http://127.0.0.1:8000 (this server's)" in reason
+        assert refused(c, {"origin": "http://127.0.0.1:9999"})[0] == 1008  # another port is another origin
+        assert refused(c, {"origin": "null"})[0] == 1008  # a sandboxed page or a file
+        for same in ({"origin": BASE}, {}):  # the page this server serves, or a client that is no browser
+            with c.websocket_connect(WS, headers=same) as ws:
+                assert receive(ws)["type"] == "hello"
+        wait_until(lambda: not app.state.hub.sessions)
+    allowed = create_app(pong_model, PlayConfig(seed=0, allow_origins=("http://evil.example",)), world=None)
+    with TestClient(allowed, base_url=BASE) as c, c.websocket_connect(WS, headers={"origin": "http://evil.example"}) as ws:
+        assert receive(ws)["type"] == "hello"
+
+
+def test_a_host_that_is_not_the_servers_is_refused(pong_model):
+    """DNS rebinding: a page at evil.example whose name now points at 127.0.0.1 is same-origin with
+    itself, but its requests carry Host evil.example, which is none of this server's names."""
+    app = create_app(pong_model, PlayConfig(seed=0, hosts=("127.0.0.1:8000", "localhost:8000")), world=None)
+    with TestClient(app, base_url=BASE) as c:
+        evil = {"host": "evil.example:8000", "origin": "http://evil.example:8000"}
+        code, reason = refused(c, evil)
+        assert code == 1008 and "expected Host one of 127.0.0.1:8000, localhost:8000, found evil.example:8000" in reason
+        page = c.get("/", headers={"host": "evil.example:8000"})
+        assert page.status_code == 403 and "expected Host one of" in page.text
+        assert c.get("/", headers={"host": "localhost:9999"}).status_code == 403  # the port is part of the name
+        assert c.get("/", headers={"host": "localhost:8000"}).status_code == 200
+        assert c.get("/").status_code == 200
+
+
+def test_the_api_docs_are_off(client):
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_bad_allowed_origins_and_hosts_are_refused():
+    with pytest.raises(ValueError, match=r"allow_origins: expected scheme://host\[:port\] .*found 'evil.example'"):
+        PlayConfig(allow_origins=("evil.example",))
+    with pytest.raises(ValueError, match=r"allow_origins: .*found 'http://evil.example/page'"):
+        PlayConfig(allow_origins=("http://evil.example/page",))
+    with pytest.raises(ValueError, match=r"hosts: expected host\[:port\] .*found 'http://x'"):
+        PlayConfig(hosts=("http://x",))
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -441,6 +501,8 @@ def test_cli_play_refuses_bad_input(tmp_path):
     assert result.exit_code == 2 and "error: no checkpoint at" in result.stderr
     result = CliRunner().invoke(app, ["play", "pong", "--fps", "500"])
     assert result.exit_code == 2 and "error: fps: expected a value in [1, 120], got 500.0" in result.stderr
+    result = CliRunner().invoke(app, ["play", "pong", "--allow-origin", "example.com"])
+    assert result.exit_code == 2 and "error: allow_origins: expected scheme://host[:port]" in result.stderr
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         result = CliRunner().invoke(app, ["play", "pong", "--port", str(port)])
@@ -465,13 +527,14 @@ def test_without_fastapi_diffworld_imports_and_play_names_the_extra():
 def test_cli_serves_a_checkpoint(tmp_path, pong_model):
     """`diffworld play DIR --port P` prints the address, serves the page and plays over the socket."""
     import httpx
+    from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
     ckpt = pong_model.save_pretrained(tmp_path / "pong")
     port = free_port()
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "diffworld", "play", str(ckpt), "--port", str(port), "--fps", "60"],
+        [sys.executable, "-m", "diffworld", "play", str(ckpt), "--port", str(port), "--fps", "60", "--allow-origin", "http://allowed.example:8080"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -488,6 +551,12 @@ def test_cli_serves_a_checkpoint(tmp_path, pong_model):
             assert json.loads(ws.recv(timeout=10))["world"] == "pong"
             frame = decode_frame(ws.recv(timeout=10))
             assert frame.index == 1 and len(frame.panels) == 2
+        with pytest.raises(InvalidStatus, match="403"):
+            connect(f"ws://127.0.0.1:{port}/ws", origin="http://evil.example")
+        with connect(f"ws://127.0.0.1:{port}/ws", origin="http://allowed.example:8080") as ws:
+            assert json.loads(ws.recv(timeout=10))["world"] == "pong"
+        assert httpx.get(f"http://127.0.0.1:{port}/", headers={"host": f"evil.example:{port}"}).status_code == 403
+        assert httpx.get(f"http://localhost:{port}/").status_code == 200
     finally:
         proc.terminate()
         proc.wait(10)

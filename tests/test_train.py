@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import warnings
 from dataclasses import replace
 
@@ -95,6 +96,35 @@ def test_refuses_to_overwrite_a_run(tmp_path, pong_episodes):
     train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
     with pytest.raises(FileExistsError, match="already holds a training run"):
         train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda c: (c / "train_state.json").unlink(),
+        lambda c: (c / "train_state.json").write_text("{not json"),
+        lambda c: (c / "train_state.json").write_text('{"step": "six"}'),
+        lambda c: (c / "train_state.safetensors").unlink(),
+        lambda c: (c / "train_state.safetensors").write_bytes((c / "train_state.safetensors").read_bytes()[:100]),
+    ],
+    ids=["state-missing", "state-not-json", "state-no-step", "tensors-missing", "tensors-truncated"],
+)
+def test_a_run_whose_state_cannot_be_read_is_refused_not_overwritten(tmp_path, pong_episodes, damage):
+    train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
+    ckpt = tmp_path / "checkpoint"
+    damage(ckpt)
+    before = (ckpt / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a training run"):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(ckpt))}/train_state\.(json|safetensors): expected ") as err:
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, resume=True, progress=False)
+    assert "\n" not in str(err.value)
+    assert (ckpt / "model.safetensors").read_bytes() == before
+    # Asked for in so many words, a new run replaces it.
+    r = train(new_model(pong_episodes, seed=5), pong_episodes, tiny_cfg(steps=2), tmp_path, overwrite=True, progress=False)
+    assert r.steps == 2 and (ckpt / "model.safetensors").read_bytes() != before
+    with pytest.raises(ValueError, match="choose one"):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, resume=True, overwrite=True, progress=False)
 
 
 def test_log_and_checkpoint_files(tmp_path, pong_episodes):

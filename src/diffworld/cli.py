@@ -32,6 +32,14 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: --policy and --world of the commands that play a checkpoint's world: what that run may import.
+POLICY_HELP = (
+    "Policy that plays the real episodes: random, default or package.module:function (default: the one the "
+    "checkpoint's data was collected with; a package.module:function it names runs only if passed here)."
+)
+WORLD_HELP = "The checkpoint's world, when its name imports a module (gym:<module>:<env id>): allows that import."
+
+
 def _sampler(model_sampler: Any, **settings: Any) -> Any:
     """The model's sampler with the command line's settings (those not None) on top."""
     return replace(model_sampler, **{k: v for k, v in settings.items() if v is not None})
@@ -93,7 +101,10 @@ def collect(
     )  # fmt: skip
     with Progress() as bar:
         task = bar.add_task(f"collect {source}", total=episodes)
-        store = run_collect(cfg, out, workers, on_episode=lambda e: bar.advance(task), on_resume=lambda n: bar.advance(task, n))
+        store = run_collect(
+            cfg, out, workers, on_episode=lambda e: bar.advance(task), on_resume=lambda n: bar.advance(task, n),
+            log=lambda line: typer.echo(line, err=True),
+        )  # fmt: skip
     typer.echo(f"{out}: {len(store)} episodes, {store.num_frames} frames of {store.spec.name} {list(store.spec.frame_shape)}")
 
 
@@ -117,6 +128,7 @@ def train_cmd(
     ),
     loss: Optional[str] = typer.Option(None, help='JSON overrides of the world\'s recommended loss config, e.g. \'{"event_weight": 0}\'.'),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Train a new model in place of the run OUT holds (its model is lost)."),
 ) -> None:
     """Train a world model on an episode store, or on freshly collected episodes of a built-in world.
 
@@ -139,9 +151,10 @@ def train_cmd(
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)
     if data is None:
-        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume, log=log)
+        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume, log=log, overwrite=overwrite)
     else:
-        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit="patch" not in dit_overrides)
+        fit = "patch" not in dit_overrides
+        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite)
     log(f"checkpoint: {out / 'checkpoint'}")
 
 
@@ -175,6 +188,8 @@ def eval_cmd(
     ),
     guide_weight: Optional[float] = typer.Option(None, help="Autoguidance weight with --guide (default 2; 1: the model alone)."),
     device: str = typer.Option("cpu"),
+    policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
+    world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Evaluate a model on held-out episodes against persistence, climatology and the oracle
     (lorenz96 and fields: the forecast demo's weather-centre scores, AR(1) and free runs too)."""
@@ -211,7 +226,7 @@ def eval_cmd(
         typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png and {_forecast_picture(m['world'])} in {m['total_seconds']:.0f}s")
         return
     cfg = EvalConfig(seed=seed, seed_offset=seed_offset, **sizes)
-    metrics = evaluate_checkpoint(checkpoint, out, cfg, sampler, device=device, log=typer.echo)
+    metrics = evaluate_checkpoint(checkpoint, out, cfg, sampler, device=device, log=typer.echo, policy=policy, world=world)
     print_summary(metrics, Console())
     typer.echo(f"wrote {out / 'metrics.json'} and {out / 'horizon.png'}")
 
@@ -231,15 +246,18 @@ def rollout(
     sigma_ctx: Optional[float] = typer.Option(None),
     guidance: Optional[float] = typer.Option(None),
     device: str = typer.Option("cpu"),
+    policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
+    world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Dream held-out futures and write them beside the truth as a GIF."""
     from diffworld.model.world_model import WorldModel, read_config, resolve_pretrained
     from diffworld.recipes import data_source, dream_gif
 
+    directory = resolve_pretrained(checkpoint)
+    source = data_source(read_config(directory), policy, world, str(directory))
     model = WorldModel.from_pretrained(checkpoint, device=device)
     sampler = _sampler(model.sampler, steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
-    source = data_source(read_config(resolve_pretrained(checkpoint)))
-    dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler, **source)
+    dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler, world=world, **source)
     typer.echo(f"wrote {out}")
 
 
@@ -297,7 +315,9 @@ def demo(
 
 
 def _refuse_existing_demo(out: Path) -> None:
-    if (out / "checkpoint" / "train_state.json").exists():
+    from diffworld.train import holds_run
+
+    if holds_run(out):
         raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
 
 
@@ -440,6 +460,10 @@ def play(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     max_sessions: int = typer.Option(32, help="Players at once."),
     threads: int = typer.Option(1, help="Torch CPU threads (1 suits a small model on a small machine)."),
+    world: Optional[str] = typer.Option(None, help=WORLD_HELP),
+    allow_origin: Optional[list[str]] = typer.Option(
+        None, help="Another site (scheme://host[:port]) whose pages may open sessions; repeatable (default: none)."
+    ),
 ) -> None:
     """Play a learned world in the browser: the dream live, beside the true game under the same actions."""
     try:
@@ -449,7 +473,10 @@ def play(
     from diffworld.model.world_model import resolve_pretrained
 
     resolve_pretrained(checkpoint)  # a missing checkpoint fails here, before anything loads
-    serve(checkpoint, host=host, port=port, fps=fps, device=device, max_sessions=max_sessions, threads=threads, log=typer.echo)
+    serve(
+        checkpoint, host=host, port=port, fps=fps, device=device, max_sessions=max_sessions, threads=threads,
+        log=typer.echo, world=world, allow_origins=tuple(allow_origin or ()),
+    )  # fmt: skip
 
 
 @app.command()
@@ -463,12 +490,15 @@ def heads(
     batch_size: int = typer.Option(128),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
+    policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
+    world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Train reward and episode-end heads for a checkpoint's world; score them on held-out episodes."""
     from diffworld.heads import HeadsConfig
     from diffworld.recipes import train_checkpoint_heads
 
-    train_checkpoint_heads(checkpoint, out, HeadsConfig(steps=steps, batch_size=batch_size, seed=seed), episodes, held_out, device, log=typer.echo)
+    config = HeadsConfig(steps=steps, batch_size=batch_size, seed=seed)
+    train_checkpoint_heads(checkpoint, out, config, episodes, held_out, device, log=typer.echo, policy=policy, world=world)
 
 
 @app.command()
@@ -483,13 +513,15 @@ def agent(
     heads_dir: Optional[Path] = typer.Option(None, "--heads", help="Heads directory (default: CHECKPOINT/heads)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
+    policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
+    world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Train an agent only in the dream, the same agent on the real game, and score both beside a random policy."""
     from diffworld.agent import PPOConfig
     from diffworld.recipes import AgentConfig, dream_agent
 
     config = AgentConfig(ppo=PPOConfig(steps=steps, seed=seed), num_envs=envs, dream_steps=dream_steps, eval_episodes=episodes)
-    dream_agent(checkpoint, out, config, heads_dir, device, log=typer.echo)
+    dream_agent(checkpoint, out, config, heads_dir, device, log=typer.echo, policy=policy, world=world)
     typer.echo(f"wrote {out / 'metrics.json'}")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from diffworld.agent import PPOConfig, play_episodes, train_ppo
-from diffworld.data.collect import CollectConfig, resolve_policy
+from diffworld.data.collect import BUILTIN_POLICIES, CollectConfig, resolve_policy
 from diffworld.data.episodes import Episode
 from diffworld.data.store import EpisodeStore
 from diffworld.diffusion.loss import LossConfig
@@ -27,8 +27,17 @@ from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
 from diffworld.heads import Heads, HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
-from diffworld.train import TrainConfig, TrainResult, build_model, check_data, train
-from diffworld.worlds import Policy, World, collect_episodes, default_policy, make_world, training_defaults
+from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
+from diffworld.worlds import (
+    Policy,
+    World,
+    check_recorded_world,
+    collect_episodes,
+    default_policy,
+    epsilon_greedy,
+    make_world,
+    training_defaults,
+)
 from diffworld.worlds.base import run_episode
 
 
@@ -45,11 +54,13 @@ def train_world(
     world_options: dict[str, Any] | None = None,
     validate: Callable[[WorldModel], float] | None = None,
     validate_every: int = 250,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them.
 
-    `validate` / `validate_every`: early stopping, see `diffworld.train.train`.
+    `validate` / `validate_every`: early stopping, and `overwrite`: see `diffworld.train.train`.
     """
+    check_run_dir(out, resume, overwrite)  # before the episodes are collected
     options = dict(world_options or {})
     collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default", world_options=options)
     make = lambda: make_world(world, **options)  # noqa: E731
@@ -71,8 +82,9 @@ def train_world(
         }
     }
     result = train(
-        model, data, train_config, out, resume=resume, progress=progress, extra_config=extra, validate=validate, validate_every=validate_every
-    )
+        model, data, train_config, out, resume=resume, progress=progress, extra_config=extra, validate=validate,
+        validate_every=validate_every, overwrite=overwrite,
+    )  # fmt: skip
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
 
@@ -93,12 +105,14 @@ def train_store(
     progress: bool = True,
     log: Callable[[str], None] = print,
     fit: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train on an episode store (see `diffworld collect`); the store is validated before anything is written.
 
     `fit` adapts the preset's patch size to the store's frames (`fit_patch`); with False a patch
-    that does not tile the frames is an error.
+    that does not tile the frames is an error. `overwrite`: see `diffworld.train.train`.
     """
+    check_run_dir(out, resume, overwrite)
     store = EpisodeStore.open(data)
     if fit:
         model_config = fit_patch(store.spec, model_config, log)
@@ -117,7 +131,9 @@ def train_store(
             "frames": store.num_frames,
         }
     }
-    result = train(model, store, train_config, out, resume=resume, progress=progress, extra_config=extra)
+    result = train(
+        model, store, train_config, out, resume=resume, progress=progress, extra_config=extra, overwrite=overwrite
+    )
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
 
@@ -141,16 +157,45 @@ def fit_patch(spec: WorldSpec, config: ModelConfig, log: Callable[[str], None] =
     return replace(config, dit=replace(config.dit, patch=max(fits)))
 
 
-def data_source(config: dict[str, Any]) -> dict[str, Any]:
-    """How a checkpoint's training data was collected: world options, policy, step cap (for held-out episodes)."""
-    data = config.get("data") or {}
-    world = config["spec"]["name"]
-    collect_cfg = data.get("collect") or {}
-    return {
-        "world_options": dict(collect_cfg.get("world_options") or {}),
-        "policy": resolve_policy(collect_cfg.get("policy", "default"), world, collect_cfg.get("epsilon", 0.0)),
-        "max_steps": int(collect_cfg.get("max_steps", 1000)),
-    }
+def data_source(
+    config: dict[str, Any], policy: str | Policy | None = None, world: str | None = None, where: str = "checkpoint"
+) -> dict[str, Any]:
+    """How a checkpoint's training data was collected: world options, policy, step cap (for held-out episodes).
+
+    The config is read as data: a policy it names as package.module:function is refused (never
+    imported) unless `policy` is given, the policy for this run (a name or a function); a world
+    whose name imports a module (gym:<module>:<env>) unless `world` is that name.
+
+    Args:
+        config: the checkpoint's config.json.
+        policy: the policy that plays this run's episodes; None: the config's, if it is built in.
+        world: the world name passed for this run (`check_recorded_world`).
+        where: the checkpoint, for error messages.
+    """
+    name = config["spec"]["name"]
+    check_recorded_world(name, where, world)
+    collect_cfg = (config.get("data") or {}).get("collect") or {}
+    recorded, epsilon = collect_cfg.get("policy", "default"), collect_cfg.get("epsilon", 0.0)
+    options, max_steps = collect_cfg.get("world_options") or {}, collect_cfg.get("max_steps", 1000)
+    if not isinstance(options, dict):
+        raise ValueError(f"{where}: expected data.collect.world_options to be a JSON object, found {options!r}")
+    if type(epsilon) not in (int, float) or not 0 <= epsilon <= 1:
+        raise ValueError(f"{where}: expected data.collect.epsilon in [0, 1], found {epsilon!r}")
+    if type(max_steps) is not int or max_steps < 1:
+        raise ValueError(f"{where}: expected data.collect.max_steps, an integer >= 1, found {max_steps!r}")
+    if policy is None:
+        if recorded not in BUILTIN_POLICIES:
+            raise ValueError(
+                f"{where}: expected a built-in policy ({', '.join(BUILTIN_POLICIES)}) in data.collect.policy, "
+                f"found {recorded!r}, code a checkpoint alone never runs; pass --policy {recorded} "
+                "(policy= in Python) to run it, or another policy"
+            )
+        policy = recorded
+    if isinstance(policy, str):
+        policy = resolve_policy(policy, name, epsilon)
+    elif epsilon > 0:
+        policy = epsilon_greedy(policy, epsilon)
+    return {"world_options": dict(options), "policy": policy, "max_steps": max_steps}
 
 
 def recommended_loss(world: str, **overrides: Any) -> LossConfig:
@@ -177,11 +222,18 @@ def evaluate_checkpoint(
     device: str = "cpu",
     extra: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    policy: str | Policy | None = None,
+    world: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on held-out episodes; write `metrics.json` and `horizon.png` into `out`."""
+    """Evaluate a checkpoint on held-out episodes; write `metrics.json` and `horizon.png` into `out`.
+
+    `policy` and `world`: what this run may play and build beyond the checkpoint's data (`data_source`).
+    """
+    directory = resolve_pretrained(path)
+    source = data_source(read_config(directory), policy, world, str(directory))
     model = WorldModel.from_pretrained(path, device=device)
-    config = read_config(resolve_pretrained(path))
-    metrics = evaluate(model, model.spec.name, eval_config, sampler, checkpoint_train_seeds(path), log, **data_source(config))
+    config = read_config(directory)
+    metrics = evaluate(model, model.spec.name, eval_config, sampler, checkpoint_train_seeds(path), log, **source)
     metrics["checkpoint"] = str(path)
     metrics["train_seconds"] = config.get("train_seconds")
     metrics |= extra or {}
@@ -192,12 +244,15 @@ def evaluate_checkpoint(
     return metrics
 
 
-def heads_data(path: str | Path, episodes: int, held_out: int) -> tuple[list[Episode], list[Episode], dict[str, Any]]:
+def heads_data(
+    path: str | Path, episodes: int, held_out: int, policy: str | Policy | None = None, world: str | None = None
+) -> tuple[list[Episode], list[Episode], dict[str, Any]]:
     """Training and held-out episodes for a checkpoint's heads, and where they came from.
 
     A checkpoint trained on a store: its episodes, the last `held_out` held out (at least one).
     One trained on a world: `episodes` of its training seeds and `held_out` held-out seeds,
-    played as its training data was (world options, policy, step cap).
+    played as its training data was (world options, policy, step cap; `policy` and `world`: see
+    `data_source`).
     """
     config = read_config(resolve_pretrained(path))
     data = config.get("data") or {}
@@ -207,7 +262,7 @@ def heads_data(path: str | Path, episodes: int, held_out: int) -> tuple[list[Epi
         if cut < 1:
             raise ValueError(f"store {data['store']}: heads need at least 2 episodes (one to train, one to score), found {len(store_episodes)}")
         return store_episodes[:cut], store_episodes[cut:], {"store": data["store"], "train_episodes": cut, "held_out_episodes": len(store_episodes) - cut}
-    make, source = checkpoint_world(path)
+    make, source = checkpoint_world(path, policy, world)
     held = [HELD_OUT_SEED_BASE + 500_000 + i for i in range(held_out)]
     train_eps = training_episodes(path, episodes, make, source)
     held_eps = collect_episodes(make, held, source["policy"], source["max_steps"])
@@ -215,11 +270,14 @@ def heads_data(path: str | Path, episodes: int, held_out: int) -> tuple[list[Epi
     return train_eps, held_eps, origin
 
 
-def checkpoint_world(path: str | Path) -> tuple[Callable[[], World], dict[str, Any]]:
+def checkpoint_world(
+    path: str | Path, policy: str | Policy | None = None, world: str | None = None
+) -> tuple[Callable[[], World], dict[str, Any]]:
     """A factory of a checkpoint's world, with the options its training data was collected with,
     and how that data was played (`data_source`: world options, policy, step cap)."""
-    config = read_config(resolve_pretrained(path))
-    source = data_source(config)
+    directory = resolve_pretrained(path)
+    config = read_config(directory)
+    source = data_source(config, policy, world, str(directory))
     world = config["spec"]["name"]
     return (lambda: make_world(world, **source["world_options"])), source
 
@@ -240,18 +298,23 @@ def train_checkpoint_heads(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     dreamed: bool = True,
+    policy: str | Policy | None = None,
+    world: str | None = None,
 ) -> dict[str, Any]:
     """Train reward and episode-end heads for a checkpoint's world, score them on held-out episodes
     beside the majority baseline, and save them (default `<checkpoint>/heads`). Returns the scores:
     on the held-out episodes ("real") and, with `dreamed`, on the checkpoint's one-step dreams of
     them ("dreamed"; every event transition and `config.dreamed_calm` others), which the heads
-    then also train on (see `diffworld.heads.train_heads`)."""
+    then also train on (see `diffworld.heads.train_heads`). `policy` and `world`: see `data_source`."""
     model_dir = resolve_pretrained(path)
     out = Path(out) if out is not None else checkpoint_heads(model_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already holds heads; choose another --out or remove it")
+    recorded = read_config(model_dir)
+    if not (recorded.get("data") or {}).get("store"):
+        data_source(recorded, policy, world, str(model_dir))  # what the episodes need, checked before the model loads
     model = WorldModel.from_pretrained(path, device=device)
-    train_eps, held_eps, origin = heads_data(path, episodes, held_out)
+    train_eps, held_eps, origin = heads_data(path, episodes, held_out, policy, world)
     log(f"heads: {len(train_eps)} training episodes, {len(held_eps)} held out ({origin})")
     t0 = time.perf_counter()
     heads = train_heads(model.spec, train_eps, config, device, log, model=model if dreamed else None)
@@ -282,20 +345,23 @@ def dream_gif(
     world_options: dict[str, Any] | None = None,
     policy: Policy | None = None,
     max_steps: int = 1000,
+    world: str | None = None,
 ) -> Path:
     """GIF of held-out episodes: the truth beside dreams under the same actions, then a long free dream.
 
     `world_options`, `policy` and `max_steps`: how the training data was collected (`data_source`).
+    `world`: the model's world name when it imports a module (`check_recorded_world`).
     """
     world_name = model.spec.name
-    world = make_world(world_name, **(world_options or {}))
+    check_recorded_world(world_name, f"model of {world_name!r}", world)
+    true_world = make_world(world_name, **(world_options or {}))
     policy = policy or default_policy(world_name)
     ctx_len = model.frames - 1
     panels_truth, panels_dreams, captions = [], [[] for _ in range(members)], []
     gen = torch.Generator(device=model.device).manual_seed(seed)
     seeds = iter(range(HELD_OUT_SEED_BASE + 900_000 + seed * 100, HELD_OUT_SEED_BASE + 900_000 + seed * 100 + 100))
     for c in range(cases):  # short forecasts from held-out episodes long enough for them
-        ep = next((e for e in (run_episode(world, s, policy, max_steps) for s in seeds) if len(e) > ctx_len + horizon), None)
+        ep = next((e for e in (run_episode(true_world, s, policy, max_steps) for s in seeds) if len(e) > ctx_len + horizon), None)
         if ep is None:
             raise ValueError(f"no held-out episode of {world_name} has the {ctx_len + horizon + 1} frames a GIF case needs")
         t0 = min(len(ep) - horizon - 1, ctx_len - 1 + 40 * (c + 1))
@@ -314,7 +380,7 @@ def dream_gif(
         captions += [f"case {c + 1}: context"] * ctx_len + [f"case {c + 1}: h={h + 1}, true actions" for h in range(horizon)]
     # A free dream far beyond the trained window, under the actions of a held-out episode.
     cap = min(max_steps, ctx_len + free_frames + 1)
-    ep = next((e for e in (run_episode(world, s, policy, cap) for s in seeds) if len(e) > ctx_len + 1), None)
+    ep = next((e for e in (run_episode(true_world, s, policy, cap) for s in seeds) if len(e) > ctx_len + 1), None)
     if ep is None:
         raise ValueError(f"no held-out episode of {world_name} is longer than the {ctx_len + 1} frames a free dream needs")
     n_free = min(free_frames, len(ep) - ctx_len)
@@ -395,10 +461,13 @@ def dream_agent(
     heads: str | Path | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    policy: str | Policy | None = None,
+    world: str | None = None,
 ) -> dict[str, Any]:
     """Train a PPO agent only inside the checkpoint's dreams, the same agent on the real game for as
     many steps, and score both and a random policy on held-out real episodes; write `out/metrics.json`
-    and the two agents (`dream_agent.safetensors`, `real_agent.safetensors`)."""
+    and the two agents (`dream_agent.safetensors`, `real_agent.safetensors`). `policy` (which plays
+    the training episodes the dreams start from) and `world`: see `data_source`."""
     from safetensors.torch import save_file
 
     from diffworld.envs import DreamVectorEnv, WorldVectorEnv, starting_windows
@@ -408,9 +477,9 @@ def dream_agent(
     if (out / "metrics.json").exists():
         raise FileExistsError(f"{out} already holds agent results; choose another --out")
     model_dir = resolve_pretrained(checkpoint)
+    make, source = checkpoint_world(checkpoint, policy, world)
     model = WorldModel.from_pretrained(checkpoint, device=device)
     head = Heads.from_pretrained(heads if heads is not None else checkpoint_heads(model_dir), device=device)
-    make, source = checkpoint_world(checkpoint)
     starts = starting_windows(training_episodes(checkpoint, config.start_episodes, make, source), model.frames - 1, config.start_stride)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "config": asdict(config)}

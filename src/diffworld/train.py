@@ -4,6 +4,9 @@ A run directory holds
     checkpoint/model.safetensors, config.json   the EMA model (what you sample with)
     checkpoint/train_state.safetensors, .json   raw weights, optimizer, random state, step
     train_log.jsonl                             one JSON line per logging interval
+
+A trained model is never replaced unless asked: a run directory that holds a checkpoint is
+refused, unless the run is resumed (which needs its training state, readable) or `overwrite`.
 """
 
 from __future__ import annotations
@@ -202,6 +205,7 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     validate: Callable[[WorldModel], float] | None = None,
     validate_every: int = 250,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train `model` on windows of `data` (episodes or an EpisodeStore), writing checkpoints and a log to `out_dir`.
 
@@ -214,12 +218,13 @@ def train(
     returned, and each score goes to the log as {"step", "validation"}. `checkpoint/` still holds
     the last state, so a resumed run goes on from there. A hook that raises `StopTraining(score)`
     ends the run after that check (checkpoint saved at that step).
+
+    A `out_dir` that holds a run is refused (see `check_run_dir`) unless `resume` goes on from its
+    training state or `overwrite` trains a new model in its place.
     """
     out = Path(out_dir)
     ckpt = out / "checkpoint"
-    recover_checkpoint(ckpt)
-    if not resume and (ckpt / "train_state.json").exists():
-        raise FileExistsError(f"{ckpt} already holds a training run; resume it or choose another output directory")
+    check_run_dir(out, resume, overwrite)
     check_data(model, data)
     ranks, dev = distributed.setup(cfg.device)
     if cfg.precision == "bf16" and not native_bf16(dev):
@@ -232,10 +237,10 @@ def train(
     opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # windows, noise levels, noise, action dropout
     step, prior_seconds = 0, 0.0
-    if resume and (ckpt / "train_state.json").exists():
+    if resume and holds_run(out):
         check_same_model(ckpt, model)
         step = load_train_state(ckpt, model, ema, opt, gen)
-        prior_seconds = float(json.loads((ckpt / "train_state.json").read_text()).get("train_seconds", 0.0))
+        prior_seconds = float(read_train_state(ckpt).get("train_seconds", 0.0))
     frames, actions, ends = flat_arrays(data, model.spec.action.kind)
     sampler = WindowSampler.from_arrays(frames, actions, ends, model.frames)
     surprise = None
@@ -251,7 +256,7 @@ def train(
     if ranks.is_main:
         out.mkdir(parents=True, exist_ok=True)
     meta = {"train": asdict(cfg), "processes": ranks.world_size, **(extra_config or {})}
-    log = (out / "train_log.jsonl").open("a") if ranks.is_main else None
+    log = (out / "train_log.jsonl").open("a" if step else "w") if ranks.is_main else None  # a new run, a new log
 
     def project(x: torch.Tensor) -> torch.Tensor:  # own predictions fed back as a rollout feeds frames back
         return model.normalize(model.project(model.denormalize(x)))
@@ -330,6 +335,49 @@ def train(
     return TrainResult(model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss, best=chosen)
 
 
+def holds_run(out: str | Path) -> bool:
+    """Whether run directory `out` holds a checkpoint (a trained model, its training state, or part of them)."""
+    ckpt = Path(out) / "checkpoint"
+    recover_checkpoint(ckpt)
+    return ckpt.is_dir() and any(ckpt.iterdir())
+
+
+def check_run_dir(out: str | Path, resume: bool, overwrite: bool = False) -> None:
+    """Refuse, before any work, a run in `out` that would replace a trained model nobody asked to replace.
+
+    A directory holding a run is refused unless `resume` (and then its training state must be
+    readable: a run that cannot be resumed is never silently started over) or `overwrite`.
+    """
+    if resume and overwrite:
+        raise ValueError("resume continues the run in the output directory and overwrite replaces it: choose one")
+    if overwrite or not holds_run(out):
+        return
+    ckpt = Path(out) / "checkpoint"
+    if not resume:
+        raise FileExistsError(
+            f"{ckpt} already holds a training run; resume it, overwrite it, or choose another output directory"
+        )
+    read_train_state(ckpt)
+    tensors = ckpt / "train_state.safetensors"
+    if not tensors.is_file():
+        raise ValueError(f"{tensors}: expected the run's weights and optimizer state to resume from, found no file")
+
+
+def read_train_state(ckpt: Path) -> dict[str, Any]:
+    """The `train_state.json` of a checkpoint, checked: a ValueError naming the file if it cannot be read."""
+    path = ckpt / "train_state.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: expected the run's training state to resume from, found no such file") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: expected the run's training state as JSON, found {type(e).__name__}: {e}") from None
+    if not (isinstance(info, dict) and type(info.get("step")) is int and info["step"] >= 0):
+        found = repr(info.get("step")) if isinstance(info, dict) else type(info).__name__
+        raise ValueError(f"{path}: expected a JSON object with an integer step >= 0, found step {found}")
+    return info
+
+
 def check_same_model(ckpt: Path, model: WorldModel) -> None:
     """Raise ValueError unless the run in `ckpt` trained a model of `model`'s world and shape."""
     held = read_config(ckpt)
@@ -404,8 +452,13 @@ def recover_checkpoint(ckpt: Path) -> None:
 
 def load_train_state(ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> int:
     """Restore a run saved by `save_checkpoint`; returns the step it had reached."""
-    info = json.loads((ckpt / "train_state.json").read_text())
-    tensors = load_file(str(ckpt / "train_state.safetensors"))
+    info = read_train_state(ckpt)
+    path = ckpt / "train_state.safetensors"
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types on a truncated or foreign file
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: expected the run's saved tensors, found {type(e).__name__}: {first}") from None
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict(WorldModel.from_pretrained(ckpt).state_dict())
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -441,8 +494,11 @@ __all__ = [
     "TrainingData",
     "build_model",
     "check_data",
+    "check_run_dir",
     "flat_arrays",
+    "holds_run",
     "load_train_state",
+    "read_train_state",
     "lr_at",
     "recover_checkpoint",
     "save_checkpoint",

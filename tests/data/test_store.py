@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +241,7 @@ def test_kill_at_any_write_of_append_keeps_finished_episodes(tmp_path: Path, pon
                 killed = False
         if not killed:
             break
+        store._lock.release()  # as kill -9 does: the lock goes with the process, the writer's record stays
         back = EpisodeStore.open(path, mode="a")  # checks every committed value and the sums
         assert len(back) == finished and [a.tobytes() for a in back.arrays()] == before
         back.append(eps[finished])
@@ -296,6 +302,32 @@ def test_open_rejects_a_corrupt_store_in_one_line(grid_store: Path, corrupt, mat
     assert err.value.__suppress_context__ or err.value.__context__ is None  # no zarr traceback above it
 
 
+@pytest.mark.parametrize(
+    "name, chunk",
+    [("frames", "1/0/0/0"), ("actions", "1"), ("rewards", "1"), ("dones", "1"), ("episode_ends", "0"), ("seeds", "0")],
+)
+def test_a_lost_chunk_of_any_array_is_named_on_open(grid_store: Path, name: str, chunk: str) -> None:
+    # A missing chunk reads back as zeros, which are valid actions, rewards, dones and seeds.
+    (grid_store / name / "c" / chunk).unlink()
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(grid_store))}/{name}: expected ") as err:
+        EpisodeStore.open(grid_store)
+    assert "\n" not in str(err.value)
+
+
+def test_a_store_without_checksums_still_opens_and_is_protected_from_its_next_append(grid_store: Path) -> None:
+    group = zarr.open_group(LocalStore(grid_store), mode="r+")
+    group.update_attributes({"checksums": None})
+    del group.attrs["checksums"]  # as a store written before arrays had checksums
+    store = EpisodeStore.open(grid_store, mode="a")
+    assert len(store) == 3
+    store.append(_episode(GRID, 3, 9))
+    store.close()
+    assert EpisodeStore.open(grid_store).seeds.tolist() == [0, -1, 2, 9]
+    (grid_store / "rewards" / "c" / "0").unlink()
+    with pytest.raises(StoreError, match="/rewards: expected "):
+        EpisodeStore.open(grid_store)
+
+
 def test_value_checks_skip_uncommitted_rows_and_can_be_turned_off(grid_store: Path) -> None:
     arr = zarr.open_array(grid_store / "frames", mode="r+")
     arr.resize((25, *arr.shape[1:]))  # rows 21.. as a killed append leaves them
@@ -318,6 +350,7 @@ def test_nan_continuous_action_allowed_only_at_episode_start(tmp_path: Path) -> 
         EpisodeStore.open(store.path)
     bad = _episode(CONTINUOUS, 3, 0)
     bad.actions[2, 1] = np.inf
+    store.close()
     with pytest.raises(StoreError, match="inf"):
         EpisodeStore.open(store.path, mode="a", validate=False).append(bad)
 
@@ -351,3 +384,45 @@ def test_collect_refuses_a_store_whose_spec_differs_and_names_the_difference(tmp
     with pytest.raises(ValueError, match="periodic False vs True"):
         collect(replace(cfg, episodes=2), out)
     assert len(EpisodeStore.open(out)) == 1
+
+
+# --- one writer at a time ----------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_first_until_it_closes(grid_store: Path) -> None:
+    first = EpisodeStore.open(grid_store, mode="a")
+    holder = rf"found pid {os.getpid()} on {re.escape(socket.gethostname())}, writing since \d{{4}}-"
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(grid_store))}: expected no other writer, {holder}") as err:
+        EpisodeStore.open(grid_store, mode="a")
+    assert "\n" not in str(err.value)
+    with pytest.raises(FileExistsError):
+        EpisodeStore.create(grid_store, GRID)
+    assert len(EpisodeStore.open(grid_store)) == 3  # readers are never refused
+    first.append(_episode(GRID, 3, 9))
+    first.close()
+    with pytest.raises(StoreError, match="mode='a'"):
+        first.append(_episode(GRID, 3, 11))  # a closed writer reads on, appends no more
+    second = EpisodeStore.open(grid_store, mode="a")
+    assert second.took_over is None  # the first closed the store: nothing to take over
+    second.append(_episode(GRID, 2, 10))
+    del second  # a writer dropped without closing lets go of the lock too
+    assert EpisodeStore.open(grid_store, mode="a").seeds.tolist() == [0, -1, 2, 9, 10]
+
+
+def test_a_killed_writer_blocks_nothing_and_the_next_one_says_it_takes_over(grid_store: Path) -> None:
+    code = (
+        "import sys, time; from diffworld.data.store import EpisodeStore; "
+        f"s = EpisodeStore.open({str(grid_store)!r}, mode='a'); print('ready', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match=rf"expected no other writer, found pid {proc.pid} on "):
+            EpisodeStore.open(grid_store, mode="a")
+    finally:
+        proc.kill()
+        proc.wait()
+    store = EpisodeStore.open(grid_store, mode="a")  # kill -9 released the lock; its record is left
+    assert store.took_over is not None and f"pid {proc.pid} on " in store.took_over and "\n" not in store.took_over
+    store.append(_episode(GRID, 2, 10))
+    assert EpisodeStore.open(grid_store).seeds.tolist() == [0, -1, 2, 10]

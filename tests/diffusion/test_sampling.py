@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -91,6 +93,20 @@ def test_given_draws_replace_the_generators_in_order():
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(method="ddim"), dict(sigma_min=0.0), dict(sigma_ctx=0.0), dict(churn=-1.0)])
 def test_bad_sampler_settings(bad):
     with pytest.raises(ValueError):
+        SamplerConfig(**bad)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("name", ["sigma_min", "sigma_max", "rho", "sigma_ctx", "guidance", "churn"])
+def test_every_numeric_sampler_setting_must_be_finite(name, value):
+    with pytest.raises(ValueError, match=rf"^sampler {name}: expected a finite number.*, found {value}$"):
+        SamplerConfig(**{name: value})
+
+
+@pytest.mark.parametrize("bad", [dict(rho=0.0), dict(guidance=-1.0), dict(sigma_max=0.001)])
+def test_sampler_settings_out_of_range(bad):
+    (name, value), = bad.items()
+    with pytest.raises(ValueError, match=rf"sampler {name}: expected .*found {value}$"):
         SamplerConfig(**bad)
 
 

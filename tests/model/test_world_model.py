@@ -61,6 +61,45 @@ def test_missing_and_mismatched_checkpoints(odd_spec, tmp_path):
         WorldModel.from_pretrained(tmp_path / "wide")
 
 
+def _nan_weight(model, path):
+    next(model.parameters()).data.view(-1)[3] = float("nan")
+
+
+def _sigma_data(value):
+    def damage(model, path):
+        if not (path / "config.json").exists():
+            return
+        config = json.loads((path / "config.json").read_text())
+        config["model"]["sigma_data"] = value
+        (path / "config.json").write_text(json.dumps(config))
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (_nan_weight, r"model.safetensors: expected finite weights, found nan in .*\[3\]"),
+        (lambda m, p: m.std.view(-1)[1].fill_(0.0), r"model.safetensors: expected a normalisation std > 0 and finite .*found 0.0 in std\[1\]"),
+        (lambda m, p: m.std.view(-1)[0].fill_(float("inf")), r"model.safetensors: expected a normalisation std .*found inf in std\[0\]"),
+        (lambda m, p: m.mean.view(-1)[2].fill_(float("-inf")), r"model.safetensors: expected finite weights, found -inf in mean\[2\]"),
+        (_sigma_data(-1.0), r"config.json is invalid: sigma_data must be a finite number > 0, got -1.0"),
+        (_sigma_data(0), r"config.json is invalid: sigma_data must be a finite number > 0, got 0"),
+        (_sigma_data(float("nan")), r"config.json is invalid: sigma_data must be a finite number > 0, got nan"),
+    ],
+    ids=["nan-weight", "zero-std", "inf-std", "inf-mean", "negative-sigma-data", "zero-sigma-data", "nan-sigma-data"],
+)
+def test_a_checkpoint_that_would_dream_nonsense_is_refused_naming_file_and_field(odd_spec, tmp_path, damage, match):
+    model = tiny_model(odd_spec)
+    with torch.no_grad():
+        damage(model, tmp_path)  # the weights (a config.json is damaged only once saved)
+        model.save_pretrained(tmp_path)
+        damage(model, tmp_path)
+    with pytest.raises(ValueError, match=match) as err:
+        WorldModel.from_pretrained(tmp_path)
+    assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         ModelConfig.preset("huge")

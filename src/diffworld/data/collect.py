@@ -3,7 +3,7 @@
 A store remembers how it was collected (source, world options, policy, step cap). Running the
 same collection again appends only the episode seeds it does not hold yet, so a collection
 killed half-way resumes where it stopped; asking for a different collection into the same store
-is refused rather than mixed in.
+is refused rather than mixed in, and so is a second collection while another is writing to it.
 """
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ from typing import Any
 
 from diffworld.data.episodes import Episode
 from diffworld.data.store import EpisodeStore
+from diffworld.spec import WorldSpec
 from diffworld.worlds import Policy, default_policy, epsilon_greedy, make_world, random_policy, run_episode
 
 #: Seeds at and above this are reserved for held-out evaluation episodes.
 HELD_OUT_SEED_BASE = 1_000_000
+
+#: Policy names that run no outside code; any other is "package.module:function", code to import.
+BUILTIN_POLICIES = ("random", "default")
 
 
 @dataclass(frozen=True)
@@ -86,36 +90,46 @@ def collect(
     workers: int = 1,
     on_episode: Callable[[Episode], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> EpisodeStore:
-    """Collect `cfg` into the store at `out`, creating it or resuming it; returns the open store.
+    """Collect `cfg` into the store at `out`, creating it or resuming it; returns the store, closed for writing.
 
     `on_episode` is called after each episode is committed; `on_resume` once with the number of
-    this collection's episodes the store already held.
+    this collection's episodes the store already held; `log` with a note when this collection takes
+    over a store from one that was killed. A store another collection is writing is refused.
     """
     world = make_world(cfg.source, **cfg.world_options)  # fails early on a bad source or option
     resolve_policy(cfg.policy, cfg.source, cfg.epsilon)  # and on a bad policy
     meta = {"collect": cfg.identity()}
     out = Path(out)
-    if out.exists():
-        store = EpisodeStore.open(out, mode="a")
-        held = store.meta.get("collect")
-        if held != meta["collect"]:
-            raise ValueError(f"{out} was collected with {held}; this collection is {meta['collect']}: choose another --out")
-        if store.spec != world.spec:
-            held_spec, spec = store.spec.to_dict(), world.spec.to_dict()
-            differ = "; ".join(f"{k} {held_spec.get(k)!r} vs {v!r}" for k, v in spec.items() if held_spec.get(k) != v)
-            raise ValueError(f"{out} holds frames of another world than this collection's ({differ}): choose another --out")
-    else:
+    try:
         store = EpisodeStore.create(out, world.spec, meta=meta)
-    done = set(int(s) for s in store.seeds)
-    todo = [s for s in cfg.seeds if s not in done]
-    if on_resume is not None:
-        on_resume(len(cfg.seeds) - len(todo))
-    for episode in _episodes(cfg, todo, workers):
-        store.append(episode)
-        if on_episode is not None:
-            on_episode(episode)
+    except FileExistsError:  # there already, or made a moment ago by another collection
+        store = EpisodeStore.open(out, mode="a")
+    with store:
+        if store.took_over is not None and log is not None:
+            log(f"note: {store.took_over}")
+        _check_same_collection(store, meta["collect"], world.spec)
+        done = set(int(s) for s in store.seeds)
+        todo = [s for s in cfg.seeds if s not in done]
+        if on_resume is not None:
+            on_resume(len(cfg.seeds) - len(todo))
+        for episode in _episodes(cfg, todo, workers):
+            store.append(episode)
+            if on_episode is not None:
+                on_episode(episode)
     return store
+
+
+def _check_same_collection(store: EpisodeStore, identity: dict[str, Any], spec: WorldSpec) -> None:
+    """Refuse a store that holds another collection, or frames of another world than `spec`."""
+    out, held = store.path, store.meta.get("collect")
+    if held != identity:
+        raise ValueError(f"{out} was collected with {held}; this collection is {identity}: choose another --out")
+    if store.spec != spec:
+        held_spec, new = store.spec.to_dict(), spec.to_dict()
+        differ = "; ".join(f"{k} {held_spec.get(k)!r} vs {v!r}" for k, v in new.items() if held_spec.get(k) != v)
+        raise ValueError(f"{out} holds frames of another world than this collection's ({differ}): choose another --out")
 
 
 def _episodes(cfg: CollectConfig, seeds: list[int], workers: int) -> Iterator[Episode]:

@@ -9,21 +9,27 @@ Layout. Flat arrays grow along axis 0, one row per frame, episodes back to back:
 
 and two index arrays, one entry per episode: `episode_ends` [E] int64 (cumulative end offsets into
 the flat arrays) and `seeds` [E] int64 (-1 where unknown). The group attributes hold the format
-version, the world spec, free-form `meta`, the `committed` counts and running per-channel `sums`
-of the committed frames (so `stats()` never reads the frames).
+version, the world spec, free-form `meta`, the `committed` counts, running per-channel `sums`
+of the committed frames (so `stats()` never reads the frames) and running CRC-32 `checksums` of
+the committed rows of every other array. A lost chunk reads back as zeros, which are valid
+actions, rewards, dones or seeds: the sums and checksums are what finds it, on open.
 
 Commit protocol. Zarr's LocalStore writes every file (a chunk or a zarr.json) atomically, by a
 temporary file and a rename. `append` (1) resizes the flat arrays to N + T and writes rows N..N+T,
-(2) resizes and writes the index arrays, then (3) writes the group attributes `committed` and
-`sums` in one zarr.json write: that write is the commit point. Everything reads only the committed
+(2) resizes and writes the index arrays, then (3) writes the group attributes `committed`, `sums`
+and `checksums` in one zarr.json write: that write is the commit point. Everything reads only the committed
 prefix, and rows past it (left by a killed append) are ignored and overwritten by the next append.
 A process killed anywhere inside `append` therefore leaves a store holding every finished episode.
-One writer at a time; readers may open the store while it is being appended to.
+
+One writer at a time: `create` and `open(mode="a")` take an exclusive lock on the store's folder
+(see `diffworld.data.lock`) and refuse a store another writer holds, naming it. Readers take no
+lock and may open the store while it is being appended to.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,10 +38,12 @@ import zarr
 from zarr.storage import LocalStore
 
 from diffworld.data.episodes import Episode
+from diffworld.data.lock import WriterLock, WriterRecord
 from diffworld.spec import NO_ACTION, WorldSpec
 
 _DATA = ("frames", "actions", "rewards", "dones")  # one row per frame
 _INDEX = ("episode_ends", "seeds")  # one entry per episode
+_CHECKSUMMED = ("actions", "rewards", "dones", *_INDEX)  # the frames have their running sums
 _INDEX_CHUNK = 4096  # episodes per chunk of the index arrays
 _SCAN_BYTES = 64 << 20  # bytes of frames held at once while writing, validating or summing
 
@@ -50,11 +58,14 @@ class EpisodeStore:
     #: Format version written to the `diffworld_store` attribute.
     FORMAT = 1
 
-    def __init__(self, path: Path, group: zarr.Group, mode: str) -> None:
+    def __init__(self, path: Path, group: zarr.Group, mode: str, lock: WriterLock | None = None) -> None:
         """Load and check the committed state of an existing group; use `create`, `open` or `from_arrays`."""
         self.path = path
         self._group = group
         self._mode = mode
+        self._lock = lock
+        #: One line about the writer this one took over from, which ended without closing the store; else None.
+        self.took_over: str | None = None
         attrs = group.attrs.asdict()
         version = attrs.get("diffworld_store", "no such attribute")
         if type(version) is not int or version != self.FORMAT:
@@ -71,10 +82,12 @@ class EpisodeStore:
             self._fail("attribute committed = {episodes: int >= 0, frames: int >= 0}", repr(committed))
         self._committed = {"episodes": committed["episodes"], "frames": committed["frames"]}
         self._sums = self._load_sums(attrs.get("sums"))
+        self._checksums = self._load_checksums(attrs.get("checksums"))
         self._arrays = {name: self._load_array(name) for name in _DATA + _INDEX}
         e = len(self)
-        self._ends = self._read("episode_ends", 0, e).astype(np.int64)  # [E]
-        self._seeds = self._read("seeds", 0, e).astype(np.int64)  # [E]
+        ends, seeds = self._read("episode_ends", 0, e), self._read("seeds", 0, e)
+        self._ends = ends.astype(np.int64)  # [E]
+        self._seeds = seeds.astype(np.int64)  # [E]
         steps = np.diff(self._ends, prepend=0)
         if (steps <= 0).any():
             k = int(np.flatnonzero(steps <= 0)[0])
@@ -85,6 +98,8 @@ class EpisodeStore:
             self._fail(f"episode_ends ending at the {self.num_frames} committed frames", str(last), "episode_ends")
         if (self._seeds < -1).any():
             self._fail("seeds >= 0, or -1 where unknown", str(int(self._seeds.min())), "seeds")
+        for name, values in (("episode_ends", ends), ("seeds", seeds)):  # after the checks that say more
+            self._check_checksum(name, _crc32(values))
 
     # --- making and opening ------------------------------------------------------------------
 
@@ -101,12 +116,19 @@ class EpisodeStore:
             chunk_frames: frames per chunk of the flat arrays.
         """
         path = Path(path)
-        if path.exists():
-            raise FileExistsError(f"{path}: expected nothing there for a new store, found an existing file or folder")
         if chunk_frames < 1:
             raise StoreError(f"{path}: expected chunk_frames >= 1, found {chunk_frames}")
         meta = _json_meta(meta, path)
-        group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3)
+        try:
+            path.mkdir(parents=True)  # atomic: of two writers creating one store, one gets FileExistsError
+        except FileExistsError:
+            msg = f"{path}: expected nothing there for a new store, found an existing file or folder"
+            raise FileExistsError(msg) from None
+        lock = WriterLock.try_acquire(path)
+        if lock is None:  # another writer opened the folder the moment it was made
+            raise FileExistsError(f"{path}: expected nothing there for a new store, found another writer's store")
+        record = WriterRecord.mine().to_attribute()
+        group = zarr.open_group(store=LocalStore(path), mode="w-", zarr_format=3, attributes={"writer": record})
         # `frames` is made by the first append, which fixes its dtype.
         action_row, action_dtype = _action_layout(spec)
         group.create_array("actions", shape=(0, *action_row), chunks=(chunk_frames, *action_row), dtype=action_dtype)
@@ -123,32 +145,43 @@ class EpisodeStore:
                 "meta": meta,
                 "committed": {"episodes": 0, "frames": 0},
                 "sums": {"count": 0, "sum": [0.0] * channels, "sumsq": [0.0] * channels},
+                "checksums": dict.fromkeys(_CHECKSUMMED, 0),  # the CRC-32 of no bytes
             }
         )
-        return cls(path, group, "a")
+        return cls(path, group, "a", lock)
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r", validate: bool = True) -> EpisodeStore:
         """Open an existing store: mode "r" reads, "a" also appends.
 
         The layout, attributes and episode index are always checked; `validate` also scans every
-        committed value (NaN, inf, action ranges, running sums) block by block.
+        committed value (NaN, inf, action ranges, running sums) block by block. Mode "a" takes the
+        store's writer lock, held until `close` (or until the store object or the process ends):
+        a store another writer holds is refused, naming it.
         """
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode: expected 'r' or 'a', found {mode!r}")
         if not path.exists():
             raise FileNotFoundError(f"{path}: expected an episode store, found nothing there")
-        if not (path / "zarr.json").is_file():
-            raise StoreError(f"{path}: expected a diffworld episode store (a folder with zarr.json), found none")
+        lock = _lock(path) if mode == "a" and path.is_dir() else None
         try:
-            local = LocalStore(path, read_only=mode == "r")
-            group = zarr.open_group(store=local, mode="r" if mode == "r" else "r+", zarr_format=3)
-        except Exception as e:
-            raise StoreError(f"{path}: expected a readable zarr v3 group, found {_describe(e)}") from None
-        store = cls(path, group, mode)
-        if validate:
-            store._scan()
+            if not (path / "zarr.json").is_file():
+                raise StoreError(f"{path}: expected a diffworld episode store (a folder with zarr.json), found none")
+            try:
+                local = LocalStore(path, read_only=mode == "r")
+                group = zarr.open_group(store=local, mode="r" if mode == "r" else "r+", zarr_format=3)
+            except Exception as e:
+                raise StoreError(f"{path}: expected a readable zarr v3 group, found {_describe(e)}") from None
+            store = cls(path, group, mode, lock)
+            if validate:
+                store._scan()
+            if lock is not None:
+                store._claim()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         return store
 
     @classmethod
@@ -206,6 +239,28 @@ class EpisodeStore:
         if rows:
             store._write(rows)
         return store
+
+    def close(self) -> None:
+        """Stop writing: clear this writer's record and release the lock. The store stays open for reading."""
+        if self._lock is None:
+            return
+        self._group.update_attributes({"writer": None})
+        self._lock.release()
+        self._lock, self._mode = None, "r"
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _claim(self) -> None:
+        """Put this writer's record in the attributes, noting the one it replaces if that writer is gone."""
+        before = WriterRecord.from_attribute(self._group.attrs.get("writer"))
+        mine = WriterRecord.mine()
+        if before is not None and not (before.host == mine.host and before.is_running()):
+            self.took_over = f"{self.path}: took over from a writer that ended without closing the store ({before})"
+        self._group.update_attributes({"writer": mine.to_attribute()})
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -290,6 +345,11 @@ class EpisodeStore:
         arrays = [self._arrays[name] for name in _DATA]
         # 1. Data rows n..n+t, a few MB at a time. Rewriting a partly filled last chunk keeps its
         #    committed rows as they were, and each chunk file is replaced atomically.
+        # A store written before arrays had checksums gets them here, from its committed rows.
+        crcs = {
+            name: _crc32(self._read(name, 0, e if name in _INDEX else n)) if crc is None else crc
+            for name, crc in self._checksums.items()
+        }
         for arr in arrays:
             arr.resize((n + t, *arr.shape[1:]))
         count, total, total_sq = self._sums
@@ -297,8 +357,11 @@ class EpisodeStore:
         for batch in _batches([r for r, _ in rows]):
             values = [np.concatenate(field) for field in zip(*batch, strict=True)]
             b = a + len(values[0])
-            for arr, value in zip(arrays, values, strict=True):
-                arr[a:b] = value.astype(arr.dtype, copy=False)
+            for name, arr, value in zip(_DATA, arrays, values, strict=True):
+                value = value.astype(arr.dtype, copy=False)
+                arr[a:b] = value
+                if name in crcs:
+                    crcs[name] = _crc32(value, crcs[name])
             c, s, sq = _channel_sums(values[0])
             count, total, total_sq = count + c, total + s, total_sq + sq
             a = b
@@ -308,19 +371,27 @@ class EpisodeStore:
         for name, value in (("episode_ends", ends), ("seeds", seeds)):
             arr = self._arrays[name]
             arr.resize((e + len(rows),))
+            value = value.astype(arr.dtype, copy=False)
             arr[e:] = value
+            crcs[name] = _crc32(value, crcs[name])
         # 3. The commit point: one zarr.json write makes all of the above visible at once.
         committed = {"episodes": e + len(rows), "frames": n + t}
-        self._commit(committed, (count, total, total_sq))
-        self._committed, self._sums = committed, (count, total, total_sq)
+        self._commit(committed, (count, total, total_sq), crcs)
+        self._committed, self._sums, self._checksums = committed, (count, total, total_sq), crcs
         self._ends = np.concatenate([self._ends, ends])
         self._seeds = np.concatenate([self._seeds, seeds])
 
-    def _commit(self, committed: dict[str, int], sums: tuple[int, np.ndarray, np.ndarray]) -> None:
-        """Write `committed` and `sums` in one atomic attribute write (not `attrs.update`: one write per key)."""
+    def _commit(
+        self, committed: dict[str, int], sums: tuple[int, np.ndarray, np.ndarray], checksums: dict[str, int]
+    ) -> None:
+        """Write `committed`, `sums` and `checksums` in one atomic attribute write (`attrs.update` writes per key)."""
         count, total, total_sq = sums
         self._group.update_attributes(
-            {"committed": committed, "sums": {"count": count, "sum": total.tolist(), "sumsq": total_sq.tolist()}}
+            {
+                "committed": committed,
+                "sums": {"count": count, "sum": total.tolist(), "sumsq": total_sq.tolist()},
+                "checksums": checksums,
+            }
         )
 
     def _make_frames(self, dtype: np.dtype) -> None:
@@ -355,6 +426,29 @@ class EpisodeStore:
         if count != elements:
             self._fail(f"sums.count = {elements} (committed frames x elements per channel)", str(count))
         return count, total, total_sq
+
+    def _load_checksums(self, checksums: Any) -> dict[str, int | None]:
+        """The checksums attribute as {array: CRC-32 of its committed rows}; None for an array it does not cover.
+
+        A store written before arrays had checksums has none: its arrays are not checked until the
+        next append gives them checksums.
+        """
+        if checksums is None:
+            return dict.fromkeys(_CHECKSUMMED)
+        ok = isinstance(checksums, dict) and all(
+            type(checksums.get(k, 0)) is int and 0 <= checksums.get(k, 0) < 2**32 for k in _CHECKSUMMED
+        )
+        if not ok:
+            self._fail(f"attribute checksums = {{array: CRC-32}} for {', '.join(_CHECKSUMMED)}", repr(checksums)[:200])
+        return {name: checksums.get(name) for name in _CHECKSUMMED}
+
+    def _check_checksum(self, name: str, crc: int) -> None:
+        """Fail, naming array `name`, if `crc` of its committed rows is not the stored checksum."""
+        want = self._checksums[name]
+        if want is not None and crc != want:
+            rows = len(self) if name in _INDEX else self.num_frames
+            found = f"CRC-32 {crc:#010x} (a chunk lost or changed)"
+            self._fail(f"its {rows} committed rows to match their checksum, CRC-32 {want:#010x}", found, name)
 
     def _load_array(self, name: str) -> zarr.Array | None:
         """Array `name`, checked against the spec and the committed counts (frames may be absent while empty)."""
@@ -405,11 +499,12 @@ class EpisodeStore:
         chunk = self._arrays["frames"].chunks[0]
         block = max(chunk, _SCAN_BYTES // frame_bytes // chunk * chunk)
         count, total, total_sq = 0, 0.0, 0.0
+        crcs = dict.fromkeys(_DATA[1:], 0)
         for a in range(0, n, block):
             b = min(n, a + block)
             is_start = np.zeros(b - a, bool)
             is_start[starts[(starts >= a) & (starts < b)] - a] = True
-            for name in ("frames", "actions", "rewards"):
+            for name in _DATA:
                 values = self._read(name, a, b)
                 problem = _bad_values(self.spec, name, values, is_start, a)
                 if problem:
@@ -417,21 +512,43 @@ class EpisodeStore:
                 if name == "frames":
                     c, s, sq = _channel_sums(values)
                     count, total, total_sq = count + c, total + s, total_sq + sq
+                else:
+                    crcs[name] = _crc32(values, crcs[name])
         want_count, want, want_sq = self._sums
         # Summation order differs, so compare within float64 rounding (|sum| <= sqrt(count * sumsq)).
         tol, tol_sq = 1e-6 * np.sqrt(count * total_sq) + 1e-12, 1e-6 * total_sq + 1e-12
         if count != want_count or (abs(total - want) > tol).any() or (abs(total_sq - want_sq) > tol_sq).any():
             found = f"sum {want.tolist()} stored, {total.tolist()} recomputed"
-            self._fail("attribute sums matching the committed frames", found)
+            self._fail("attribute sums matching the committed frames", found, "frames")
+        for name, crc in crcs.items():
+            self._check_checksum(name, crc)
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _lock(path: Path) -> WriterLock:
+    """The writer lock of the store at `path`; a StoreError naming the holder if another writer has it."""
+    try:
+        lock = WriterLock.try_acquire(path)
+    except OSError as e:
+        raise StoreError(f"{path}: expected a folder that can be locked for writing, found {_describe(e)}") from None
+    if lock is None:
+        holder = WriterRecord.read(path)
+        found = str(holder) if holder is not None else "one that has not recorded itself yet"
+        raise StoreError(f"{path}: expected no other writer, found {found}; wait for it to finish or stop it")
+    return lock
 
 
 def _describe(e: BaseException) -> str:
     """One line naming an exception (the first line of its message, shortened)."""
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+
+
+def _crc32(values: np.ndarray, crc: int = 0) -> int:
+    """The CRC-32 of the bytes of `values`, continuing from `crc` (so it runs over appends)."""
+    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8), crc)
 
 
 def _is_count(x: Any) -> bool:

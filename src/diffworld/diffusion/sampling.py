@@ -55,12 +55,20 @@ class SamplerConfig:
             raise ValueError(f"sampler steps must be >= 1, got {self.steps}")
         if self.method not in METHODS:
             raise ValueError(f"sampler method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
-        if self.churn < 0:
-            raise ValueError(f"churn must be >= 0, got {self.churn}")
-        if self.sigma_ctx <= 0:
-            raise ValueError(f"sigma_ctx must be > 0 (use a small value such as 0.002), got {self.sigma_ctx}")
+        # Every number finite and in range: a NaN passes every comparison test below unnoticed.
+        for name, lowest, above in (
+            ("sigma_min", 0.0, True),
+            ("sigma_max", self.sigma_min, True),
+            ("rho", 0.0, True),
+            ("sigma_ctx", 0.0, True),  # a small value such as 0.002 for almost none
+            ("guidance", 0.0, False),
+            ("churn", 0.0, False),
+        ):
+            value = getattr(self, name)
+            finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite or value < lowest or (above and value == lowest):
+                bound = f"{'>' if above else '>='} {'sigma_min' if name == 'sigma_max' else f'{lowest:g}'}"
+                raise ValueError(f"sampler {name}: expected a finite number {bound}, found {value}")
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:

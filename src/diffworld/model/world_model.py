@@ -57,6 +57,8 @@ class ModelConfig:
             raise ValueError(f"model target must be one of {', '.join(TARGETS)}, got {self.target!r}")
         if not (math.isfinite(self.change_std) and self.change_std >= 0):
             raise ValueError(f"change_std must be a finite number >= 0, got {self.change_std!r}")
+        if not (isinstance(self.sigma_data, int | float) and math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            raise ValueError(f"sigma_data must be a finite number > 0, got {self.sigma_data!r}")
 
     @property
     def change_scale(self) -> float:
@@ -239,8 +241,28 @@ class WorldModel(nn.Module):
         for k, v in model.state_dict().items():
             if state[k].shape != v.shape:
                 raise ValueError(f"checkpoint tensor {k}: expected shape {list(v.shape)}, found {list(state[k].shape)}")
+        check_weights(state, directory / WEIGHTS)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.to(device).eval()
+
+
+def check_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise a one-line ValueError naming `path` and the tensor if a weight is NaN or infinite, or
+    a normalisation std is not a finite number > 0: such a model dreams NaN, or black frames."""
+    std = state["std"].reshape(-1).double()
+    bad = ~(torch.isfinite(std) & (std > 0))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        expected = "a normalisation std > 0 and finite in every channel"
+        raise ValueError(f"{path}: expected {expected}, found {std[i].item()} in std[{i}]")
+    for name, tensor in state.items():
+        if not tensor.is_floating_point():
+            continue
+        flat = tensor.reshape(-1)
+        bad = ~torch.isfinite(flat)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"{path}: expected finite weights, found {flat[i].item()} in {name}[{i}]")
 
 
 def check_compiler(device: str | torch.device) -> None:

@@ -5,6 +5,11 @@ each session's sender submits one step at a time, and the worker's queue is firs
 served, so the sessions take turns (round-robin). Reading the socket, pacing and sending stay
 on the event loop. A session ends when its client leaves or breaks the protocol; its tasks are
 cancelled and its slot freed, and nothing else is touched.
+
+Who may connect: a request whose Host header is none of the server's own names is refused (a page
+whose domain was rebound to this machine sends its own), and so is a WebSocket whose Origin is
+another site's, unless allowed (`PlayConfig.allow_origins`): any page open in the browser could
+otherwise take every session. The API docs routes are off.
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ import contextlib
 import itertools
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import anyio
-from fastapi import FastAPI, WebSocket
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from diffworld.dreamer import Dreamer
@@ -37,7 +43,7 @@ from diffworld.play.protocol import (
     parse_message,
 )
 from diffworld.play.session import DreamerFactory, Session, check_playable, settings_of
-from diffworld.worlds import make_world
+from diffworld.worlds import check_recorded_world, imported_module, make_world
 from diffworld.worlds.base import World
 
 #: WebSocket close codes: a protocol violation, and a server at its session limit.
@@ -60,6 +66,13 @@ class PlayConfig:
     max_message_chars: int = 1024
     #: Seed of the first session (session k gets seed + k); None: fresh entropy for each.
     seed: int | None = None
+    #: Names the server answers to, "host" or "host:port" (without a port: any port); a request with
+    #: another Host header is refused. `serve` puts its own here: the loopback names and the bind
+    #: address, with its port.
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
+    #: Origins ("scheme://host[:port]") besides the server's own whose pages may open sessions; the
+    #: server answers to their host names too (as behind a proxy).
+    allow_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         lo, hi = LIMITS["fps"]
@@ -69,6 +82,69 @@ class PlayConfig:
             raise ValueError(f"max_sessions: expected >= 1, got {self.max_sessions}")
         if self.message_rate <= 0 or self.message_burst < 1:
             raise ValueError(f"message_rate and message_burst: expected > 0 and >= 1, got {self.message_rate}, {self.message_burst}")
+        for host in self.hosts:
+            if _host_name(host) is None:
+                raise ValueError(f"hosts: expected host[:port] (e.g. localhost:8000), found {host!r}")
+        for origin in self.allow_origins:
+            if _origin(origin) is None:
+                expected = "scheme://host[:port] (e.g. http://example.com:8080)"
+                raise ValueError(f"allow_origins: expected {expected}, found {origin!r}")
+
+    def refusal(self, headers: Mapping[str, str], websocket: bool) -> str | None:
+        """Why a request with these headers is refused, in one line; None if it is not.
+
+        Its Host must be one of `hosts` (or an allowed origin's host); a WebSocket's Origin, where it
+        sends one (browsers always do), must be this server's own or one of `allow_origins`.
+        """
+        host_header = headers.get("host", "")
+        host = _host_name(host_header)
+        allowed = [_origin(o) for o in self.allow_origins]
+        names = [_host_name(h) for h in self.hosts] + [(o[1], o[2]) for o in allowed if o]
+        if host is None or not any(n and n[0] == host[0] and n[1] in (None, host[1] or 80) for n in names):
+            known = [*self.hosts, *(urlsplit(o).netloc for o in self.allow_origins)]
+            return f"expected Host one of {', '.join(known)}, found {host_header or 'none'}"
+        origin_header = headers.get("origin")
+        if not websocket or origin_header is None:
+            return None
+        origin = _origin(origin_header)
+        if origin is not None and _same(origin) in {_same(o) for o in allowed if o}:
+            return None
+        if origin is not None and origin[1] == host[0] and host[1] in (None, _same(origin)[2]):
+            return None  # same origin: a page this server served
+        others = f" or one of {', '.join(self.allow_origins)}" if self.allow_origins else ""
+        return f"expected Origin http://{host_header} (this server's){others}, found {origin_header}"
+
+
+def _host_name(text: str) -> tuple[str, int | None] | None:
+    """(name, port or None) of a Host header or a `hosts` entry ("[::1]:8000" -> ("::1", 8000)); None if not one."""
+    try:
+        parts = urlsplit("//" + text)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    return parts.hostname, port
+
+
+def _origin(text: str) -> tuple[str, str, int | None] | None:
+    """(scheme, name, port or None) of an origin "http(s)://host[:port]"; None if it is not one."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query or parts.fragment:
+        return None
+    if parts.username or parts.password:
+        return None
+    return parts.scheme, parts.hostname, port
+
+
+def _same(origin: tuple[str, str, int | None]) -> tuple[str, str, int]:
+    """An origin as compared: its port made explicit (the scheme's default where it names none)."""
+    scheme, name, port = origin
+    return scheme, name, port if port is not None else 443 if scheme == "https" else 80
 
 
 class TokenBucket:
@@ -88,8 +164,15 @@ class TokenBucket:
         return True
 
 
-def true_world(model: WorldModel, options: dict[str, Any] | None = None) -> Callable[[], World] | None:
-    """A factory of the model's true world if `make_world` can build it with frames of the model's shape, else None."""
+def true_world(
+    model: WorldModel, options: dict[str, Any] | None = None, world: str | None = None
+) -> Callable[[], World] | None:
+    """A factory of the model's true world if `make_world` can build it with frames of the model's shape, else None.
+
+    A world whose name imports a module (gym:<module>:<env>) is built only if `world` is that name.
+    """
+    if imported_module(model.spec.name) is not None and world != model.spec.name:
+        return None
     try:
         world = make_world(model.spec.name, **(options or {}))
     except Exception:  # any world that cannot be built (unknown, a missing package) is shown without truth
@@ -139,6 +222,10 @@ class Hub:
 
     async def serve_socket(self, ws: WebSocket) -> None:
         """One WebSocket's whole session: hello, then frames and messages until either side ends it."""
+        problem = self.config.refusal(ws.headers, websocket=True)
+        if problem is not None:  # closed before the handshake completes: the client sees HTTP 403
+            await ws.close(code=CLOSE_POLICY, reason=problem[:120])
+            return
         await ws.accept()
         cap = self.config.max_sessions
         if len(self.sessions) >= cap:
@@ -274,13 +361,16 @@ def create_app(
         yield
         hub.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title=f"diffworld play: {model.spec.name}", lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: the page and the socket are the whole interface.
+    title = f"diffworld play: {model.spec.name}"
+    app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = hub
     html = page()
 
     @app.get("/", response_class=HTMLResponse)
-    async def index() -> str:
-        return html
+    async def index(request: Request) -> Any:
+        problem = config.refusal(request.headers, websocket=False)
+        return html if problem is None else PlainTextResponse(problem, status_code=403)
 
     @app.websocket("/ws")
     async def play(ws: WebSocket) -> None:
@@ -298,8 +388,16 @@ def serve(
     max_sessions: int = 32,
     threads: int | None = 1,
     log: Callable[[str], None] = print,
+    world: str | None = None,
+    allow_origins: tuple[str, ...] = (),
 ) -> None:
     """Load `checkpoint` (a directory or a shipped model's name) and serve its play page until interrupted.
+
+    The server answers to its own names (`server_names`) and, for sessions, to pages it served and
+    to those of `allow_origins` ("scheme://host[:port]").
+
+    `world`: the checkpoint's world name, which allows building it when that imports a module
+    (`diffworld.worlds.check_recorded_world`); otherwise such a checkpoint is refused.
 
     `threads` sets torch's CPU threads for the whole process (None leaves them). Steps of batch 1
     of a small model gain nothing from more; on the 2-core machine, with another job running,
@@ -314,14 +412,31 @@ def serve(
         if threads < 1:
             raise ValueError(f"threads: expected >= 1, got {threads}")
         torch.set_num_threads(threads)
-    config = PlayConfig(fps=fps, max_sessions=max_sessions)
-    model = WorldModel.from_pretrained(checkpoint, device=device)
-    options = ((read_config(resolve_pretrained(checkpoint)).get("data") or {}).get("collect") or {}).get("world_options")
-    app = create_app(model, config, true_world(model, options))
+    config = PlayConfig(fps=fps, max_sessions=max_sessions, allow_origins=tuple(allow_origins))
+    directory = resolve_pretrained(checkpoint)
+    model = WorldModel.from_pretrained(directory, device=device)
+    check_recorded_world(model.spec.name, str(directory), world)
+    options = ((read_config(directory).get("data") or {}).get("collect") or {}).get("world_options")
     sock = listen(host, port)
+    port = sock.getsockname()[1]  # the one chosen, for port 0
+    app = create_app(model, replace(config, hosts=server_names(host, port)), true_world(model, options, world))
     log(f"playing {model.spec.name} from {checkpoint} at http://{host}:{port}/  (Ctrl-C to stop)")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_max_size=64 * 1024))
     server.run(sockets=[sock])
+
+
+def server_names(host: str, port: int) -> tuple[str, ...]:
+    """The Host header values of a server bound to host:port: the loopback names and the bind address
+    (for a wildcard address, every interface: the machine's name and addresses), with the port."""
+    names = ["127.0.0.1", "localhost", "::1"]
+    if host in ("0.0.0.0", "::", ""):
+        machine = socket.gethostname()
+        names += [machine, socket.getfqdn()]
+        with contextlib.suppress(OSError):
+            names += [str(info[4][0]) for info in socket.getaddrinfo(machine, None)]
+    else:
+        names.append(host)
+    return tuple(dict.fromkeys(f"[{n}]:{port}" if ":" in n else f"{n}:{port}" for n in names if "%" not in n))
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -109,6 +109,31 @@ def make_world(name: str, **options: Any) -> World:
     return factory(rest, **options)
 
 
+def imported_module(name: str) -> str | None:
+    """The module that building world `name` imports because the name says so, or None.
+
+    Gymnasium reads an env id "<module>:<env>" as "import <module>, then make <env>", so the world
+    "gym:<module>:<env>" runs that module's code; every other name builds a registered world.
+    """
+    prefix, _, rest = name.partition(":")
+    if prefix == "gym" and ":" in rest:
+        return rest.partition(":")[0]
+    return None
+
+
+def check_recorded_world(name: str, where: str, given: str | None = None) -> None:
+    """Refuse a world name read from a file (`where`: a checkpoint) whose building would import a
+    module it names, unless `given`, the world passed for this run (`--world`), is that very name."""
+    if given is not None and given != name:
+        raise ValueError(f"{where}: expected --world {name} (the checkpoint's world), found --world {given}")
+    module = imported_module(name)
+    if module is not None and given != name:
+        raise ValueError(
+            f"{where}: its world {name!r} makes Gymnasium import module {module!r}, which a checkpoint alone never "
+            f"does; pass --world {name} (world= in Python) to allow it for this run"
+        )
+
+
 def _recommended(name: str, attribute: str) -> Any:
     """A module-level recommendation of the world's module (None if it makes none, or if `name` is
     no registered world, e.g. the name of a user's imported data)."""
@@ -145,9 +170,11 @@ __all__ = [
     "DecodableWorld",
     "Policy",
     "World",
+    "check_recorded_world",
     "collect_episodes",
     "default_policy",
     "epsilon_greedy",
+    "imported_module",
     "list_worlds",
     "make_world",
     "random_policy",
