@@ -28,4 +28,4 @@ $(VENV)/.docs: $(BIN)/diffworld pyproject.toml
 	touch $@
 
 docs: $(VENV)/.docs  ## the docs site, built strictly into ./site
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
