@@ -1,4 +1,5 @@
-# Set-up and the two quick-start jobs. `make demo` and `make test` work from a clean clone.
+# Set-up, the two quick-start jobs and the docs. `make demo`, `make test` and `make docs` work from a
+# clean clone.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ $(BIN)/diffworld: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup demo test
+.PHONY: setup demo test docs
 setup: $(BIN)/diffworld
 
 demo: $(BIN)/diffworld  ## collect, train, evaluate and animate pong into ./demo
@@ -20,3 +21,11 @@ demo: $(BIN)/diffworld  ## collect, train, evaluate and animate pong into ./demo
 
 test: $(BIN)/diffworld  ## the whole test suite
 	$(BIN)/pytest
+
+# The docs extra is installed on top of the set-up; the stamp re-installs it when pyproject.toml changes.
+$(VENV)/.docs: $(BIN)/diffworld pyproject.toml
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs  ## the docs site, built strictly into ./site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

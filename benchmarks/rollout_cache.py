@@ -7,7 +7,7 @@
 
 For each network configuration and context length L, a pong model dreams from an L-frame
 context, and its window holds the context and every dreamed frame, so the cached and the
-recomputed path compute the same function (past the window they differ: `docs/design.md`, "The
+recomputed path compute the same function (past the window they differ: `docs/research-log.md`, "The
 backbone"). Each path is timed dreaming 1 frame and `--frames` frames (1 and 16 members), the
 context encoded inside the timed run. Printed, per path:
 

@@ -47,7 +47,7 @@ WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
     # 32×32 smooth fields: patches of 4 cells (64 tokens); errors saturate within ~40 steps. The
     # refiner head (circular on the periodic grid) removes the patch-scale artefacts a linear
     # unpatchify leaves in the forecasts (validation spectra up to 51× the truth's at wavenumber
-    # ~11, 2.3× with it; docs/design.md, "Fields: the patch-scale artefact").
+    # ~11, 2.3× with it; docs/research-log.md, "Fields: the patch-scale artefact").
     "fields": {
         "episodes": 100,
         "dit": {"patch": 4, "refine": 4},

@@ -37,7 +37,7 @@ from diffworld.rollout import rollout
 from diffworld.train import TrainConfig, build_model, train
 from diffworld.worlds.market import VolatilityState, load_returns, market_spec, read_csv, scale_returns
 
-#: Settings chosen on the validation years 2013–14 with training on 1999–2012 (see docs/design.md).
+#: Settings chosen on the validation years 2013–14 with training on 1999–2012 (see docs/research-log.md).
 MARKET_SAMPLER = SamplerConfig(method="heun", steps=16, sigma_ctx=0.002)
 MARKET_LOSS = LossConfig(motion_weight=0.0, surprise_weight=0.0, ctx_sigma_max=0.01)
 

@@ -412,7 +412,7 @@ class DemoConfig:
     #: 3,400 steps of `small` at batch 8 take about 6.5 minutes on two cores; at equal time,
     #: more small steps beat fewer large ones. In a budget this short the surprise and event
     #: weights (which teach pong's serves over a long run) slow down learning the ball's
-    #: ordinary motion, so the demo uses the motion weight alone (both in docs/design.md). The rest
+    #: ordinary motion, so the demo uses the motion weight alone (both in docs/research-log.md). The rest
     #: is pong's recommended loss, whose target noise levels sit where the one-step sampler looks:
     #: with the generic ln σ ~ N(−0.4, 1.2²) the demo's skill at h = 16 was 0.39, with pong's 0.65.
     train: TrainConfig = TrainConfig(

@@ -217,7 +217,7 @@ def rollout(
             the context's encoding stays eager): the first dream of each shape pays tens of
             seconds of compiling, later ones run fused kernels. It pays where a pass is many
             small kernels (a one-dream step against the cache); the dreams equal the eager ones
-            up to float rounding (docs/design.md). Needs a C++ compiler on a CPU.
+            up to float rounding (docs/research-log.md). Needs a C++ compiler on a CPU.
         guide: autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
             itself"): a weaker model of the same world — fewer training steps or a smaller
             network, trained on the same data — whose denoiser D₀ is run beside the model's D₁ at

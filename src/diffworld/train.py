@@ -66,7 +66,7 @@ class TrainConfig:
     #: Run the training step's forward and backward through `torch.compile` (inductor): some tens
     #: of seconds of compiling at the first step (a few with inductor's on-disk cache warm), then
     #: fused kernels for the elementwise work around the matmuls (the demo's step: 1.15-1.19x
-    #: the eager steps/s on a 2-core AMD CPU; none on the sessions' first CPU: docs/design.md). On a CPU
+    #: the eager steps/s on a 2-core AMD CPU; none on the sessions' first CPU: docs/research-log.md). On a CPU
     #: it needs a C++ compiler. The model, its EMA and the checkpoints are the eager modules: the
     #: compiled step shares their parameters.
     compile: bool = False
@@ -167,7 +167,7 @@ def make_optimizer(model: WorldModel, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not biases, norms or embeddings' null vectors).
 
     The fused kernel updates all parameters in one pass (CPU and CUDA); on the demo's training
-    step it and the multi-tensor EMA were ~10% faster than per-parameter loops (docs/design.md).
+    step it and the multi-tensor EMA were ~10% faster than per-parameter loops (docs/research-log.md).
     """
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]

@@ -70,7 +70,7 @@ class LossConfig:
     #: that diffuses the change, they are also the frames the targets' changes start from, as in a
     #: rollout — and the targets stay the true frames: the model is to learn to pull its own errors
     #: back toward the data instead of amplifying them. Costs `self_context_steps` extra forward
-    #: passes on the chosen windows. Measured on Lorenz-96 (docs/design.md) one step made free runs
+    #: passes on the chosen windows. Measured on Lorenz-96 (docs/research-log.md) one step made free runs
     #: *worse*: it forecasts far worse than the sampler the rollouts use, so the model learned to
     #: distrust recent context; on pong (one Euler step is its sampler; predictions binarised by
     #: `window_loss`'s `project`, as a rollout feeds them back) it slowed learning badly. Off by default.
@@ -85,7 +85,7 @@ class LossConfig:
     #: of worlds whose physics is the same at every place of a periodic domain (Lorenz-96's ring),
     #: which the layouts' learned position features otherwise leave the model to learn from the
     #: data alone, place by place. Wrong for any other world (a pong court, a social network).
-    #: Measured on Lorenz-96 it made free runs worse (docs/design.md): the graph layout's sense of
+    #: Measured on Lorenz-96 it made free runs worse (docs/research-log.md): the graph layout's sense of
     #: direction is its node positions, which shifting makes uninformative. Off by default.
     random_shift: bool = False
 

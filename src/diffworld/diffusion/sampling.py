@@ -12,7 +12,7 @@ averages to E[x | past] over draws (for a perfect network; at σ_max = 5 one dra
 odds by up to ~±20%, and the cells' tilts are independent, as exact sampling requires).
 Taking it at x = 0 instead (every cell at its training mean) removes the draw's tilt; on the
 cascade demo's model it cut spurious probability on impossible cells by a quarter but ranked
-hubs worse (Kendall τ 0.78 → 0.72), so the draw stays (docs/design.md, "Spurious infections").
+hubs worse (Kendall τ 0.78 → 0.72), so the draw stays (docs/research-log.md, "Spurious infections").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ its AVX2 code path even where the CPU has AVX-512; oneDNN (bundled with PyTorch,
 its bf16 CPU matmuls already use) picks its kernels by instruction set. On a 2-core AMD EPYC
 with AVX-512, DiT-S/2's products (4,096 rows; 384 -> 384 / 1152 / 1536, 1536 -> 384) ran at
 168-206 GFLOP/s through oneDNN against 113-179 through MKL, and their gradients with respect to
-the input likewise (`benchmarks/vs_diffusers.py` measures the network; docs/design.md, "A third
+the input likewise (`benchmarks/vs_diffusers.py` measures the network; docs/research-log.md, "A third
 kind of CPU"). oneDNN costs ~12 µs more per call, so products below `MIN_MACS`
 multiply-accumulates stay with `F.linear`.
 

@@ -46,7 +46,7 @@ class ModelConfig:
     #: fraction of its range (`fields`: 18%), the network's errors scale with the change, not with
     #: the field, and noise levels in the sampler's and the loss's settings count in units of the
     #: change. The network still sees frames; only the denoiser's skip connection (around the
-    #: previous frame) and its output scale differ (docs/design.md, "Fields: diffusing the change").
+    #: previous frame) and its output scale differ (docs/research-log.md, "Fields: diffusing the change").
     target: Literal["frame", "change"] = "frame"
     #: Std of one step's change in model units (RMS over channels), set from the training data by
     #: `train.build_model` when `target` is "change"; 0 until then.

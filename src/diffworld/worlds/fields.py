@@ -261,7 +261,7 @@ def emission(residual: np.ndarray, peaks: np.ndarray, ages: int = EVENT_AGES) ->
 #: a uniform ×21 loss that only makes gradient clipping bite. Plain EDM weighting instead.
 TRAINING_DEFAULTS = {"motion_weight": 0.0, "surprise_weight": 0.0, "event_weight": 0.0}
 
-#: Chosen on validation starts of a 6,750-step `small` model (docs/design.md, "Fields answer to
+#: Chosen on validation starts of a 6,750-step `small` model (docs/research-log.md, "Fields answer to
 #: where sampling starts too"): 32 Euler steps with churn 2 from σ = 3 instead of the previous 8
 #: from the library's σ = 5: spread/skill 1.10 / 0.78 at leads 1 / 15 instead of 0.64 / 0.44, spectra 0.45–1.29
 #: of the truth's instead of 0.16–1.00, CRPS lower at every lead shown; on held-out starts (32 × 16

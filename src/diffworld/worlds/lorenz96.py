@@ -146,6 +146,6 @@ class Lorenz96:
 #: context noise is an initial-condition error that chaos amplifies ~30-fold in 2 time units),
 #: and sampling starts at σ = 1 rather than 5: chosen on validation free runs, where the climate's
 #: variance error fell from +15% (σ_max 5) through +12, +8, +6% (3, 2, 1.5) to +0.3%, while the
-#: held-out forecasts' CRPS barely moved (lead 1 0.038 -> 0.040, later leads lower; docs/design.md,
+#: held-out forecasts' CRPS barely moved (lead 1 0.038 -> 0.040, later leads lower; docs/research-log.md,
 #: "Lorenz-96: where sampling starts").
 SAMPLER_DEFAULTS = {"sigma_ctx": 0.002, "steps": 8, "method": "euler", "sigma_max": 1.0}

@@ -291,12 +291,12 @@ default_policy = epsilon_greedy(tracker_policy, 0.5)
 #: denoiser there and nowhere else, and the generic ln σ ~ N(−0.4, 1.2²) spends 82% of the
 #: targets below σ = 2. Centring them at ln σ ~ N(1.0, 0.8²) cut the time to skill ≥ 0.7 at every
 #: horizon from over 30 minutes to 16–25 (median 19 over three seeds; benchmarks/time_to_skill.py,
-#: docs/design.md); 4 and 8 Euler steps still sample as well or better.
+#: docs/research-log.md); 4 and 8 Euler steps still sample as well or better.
 TRAINING_DEFAULTS = {"event_weight": 10.0, "p_mean": 1.0, "p_std": 0.8}
 
 #: Sampler settings for pong models: the reference model's, chosen on the validation seeds
 #: (1,500,000+) from steps {1, 2, 3} x context noise {0.02, 0.05} (MODEL.md). Early in training
 #: they matter more than at the end: on a 22-minute `small` model, min skill vs oracle over
-#: h = 1..16 was 0.59 with these and 0.34 with the generic 3 steps at σ_ctx 0.05 (docs/design.md).
+#: h = 1..16 was 0.59 with these and 0.34 with the generic 3 steps at σ_ctx 0.05 (docs/research-log.md).
 SAMPLER_DEFAULTS = {"steps": 1, "sigma_ctx": 0.02}
 
