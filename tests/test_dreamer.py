@@ -114,3 +114,18 @@ def test_bad_input_is_named(odd_model):
         d.reset(torch.rand(1, 2, 3, 12, 20), rows=[0])
     with pytest.raises(ValueError, match="distinct indices"):
         d.reset(torch.rand(1, 3, 3, 12, 20), rows=[4])
+
+
+def test_stepping_with_adaptive_steps_equals_rollout_draw_for_draw():
+    """Frames drawn again for some dreams only: the Dreamer's selected rows line up with rollout's."""
+    from diffworld.spec import ActionSpace, WorldSpec
+    from tests.conftest import tiny_model
+
+    model = tiny_model(WorldSpec("bits", "grid", (1, 8, 8), "binary", ActionSpace("discrete", 3), value_range=(0.0, 1.0)))
+    sampler = SamplerConfig(steps=1, adaptive_steps=3, uncertain=7.5)
+    ctx, acts = (torch.rand(4, 2, 1, 8, 8) > 0.5).float(), torch.randint(0, 3, (4, 2))
+    expected = model.rollout(ctx, acts, sampler=sampler, generator=seeded())[:, 0]
+    dreamer = Dreamer(model, 4, sampler, seeded())
+    dreamer.reset(ctx)
+    got = torch.stack([dreamer.step(acts[:, h]) for h in range(2)], dim=1)
+    assert torch.equal(got, expected)

@@ -305,3 +305,67 @@ def test_a_guide_that_does_not_match_the_model_is_refused(odd_spec):
         run(model, ctx, acts, guide_weight=2.0)
     with pytest.raises(ValueError, match="guide_weight must be a finite number, got nan"):
         run(model, ctx, acts, guide=tiny_model(odd_spec, seed=1), guide_weight=float("nan"))
+
+
+# --- adaptive steps: uncertain frames drawn again --------------------------------------------
+
+
+@pytest.fixture
+def bits_model():
+    """A tiny binary grid world with actions (8×8 frames, 4 tokens a frame)."""
+    from diffworld.spec import ActionSpace, WorldSpec
+
+    return tiny_model(WorldSpec("bits", "grid", (1, 8, 8), "binary", ActionSpace("discrete", 3), value_range=(0.0, 1.0)))
+
+
+def test_adaptive_steps_draw_again_only_the_uncertain_frames(bits_model):
+    """Row 0's first draw is grey (the average of outcomes), row 1's is clean: only row 0 is drawn
+    again, with `adaptive_steps` evaluations, and keeps the new draw."""
+    from diffworld.rollout import sample_frame
+
+    m, shape = bits_model, (2, 1, 1, 8, 8)
+    first = torch.stack([torch.full(shape[1:], 0.6), torch.ones(shape[1:])])  # world units
+    calls = []
+
+    def run(x, sigma, act, base):
+        return m.normalize(first)
+
+    def restrict(index):
+        calls.append(index.tolist())
+        return lambda x, sigma, act, base: calls.append(sigma) or m.normalize(torch.zeros(len(index), *shape[1:]))
+
+    sampler = SamplerConfig(steps=1, adaptive_steps=3)
+    out = sample_frame(m, run, torch.zeros(2, 1, dtype=torch.long), 2, sampler, torch.Generator().manual_seed(0), restrict=restrict)
+    assert calls[0] == [0] and len(calls) == 1 + 3  # row 0 alone, three levels
+    assert torch.equal(out[0], torch.zeros(shape[1:])) and torch.equal(out[1], torch.ones(shape[1:]))
+    calls.clear()
+    plain = sample_frame(m, run, torch.zeros(2, 1, dtype=torch.long), 2, SamplerConfig(steps=1), restrict=restrict)
+    assert not calls and torch.equal(plain[0], torch.ones(shape[1:]))  # 0.6 rounds up; nothing drawn again
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_adaptive_steps_cached_equals_full_recompute_and_count_their_evaluations(bits_model, guidance):
+    from diffworld.evaluate.forecasts import counting_evaluations
+
+    ctx, acts = (torch.rand(3, 2, 1, 8, 8) > 0.5).float(), torch.randint(0, 3, (3, 2))  # fits the window of 5
+    per_call = 2 if guidance != 1.0 else 1
+    for uncertain, expected in ((7.5, None), (1e-6, 3 * 4 * 2 * (1 + 3) * per_call)):
+        sampler = SamplerConfig(steps=1, adaptive_steps=3, uncertain=uncertain, guidance=guidance)
+        with counting_evaluations(bits_model) as n:
+            cached = run(bits_model, ctx, acts, n_samples=4, sampler=sampler)
+        full = run(bits_model, ctx, acts, n_samples=4, sampler=sampler, use_cache=False)
+        assert torch.equal(cached, full)
+        if expected is None:  # some frames drawn again, not all
+            assert 3 * 4 * 2 * per_call < n[0] < 3 * 4 * 2 * 4 * per_call, n[0]
+        else:  # every frame: one evaluation, then three more
+            assert n[0] == expected
+
+
+def test_adaptive_steps_need_an_ode_sampler_on_a_discrete_world(odd_model, bits_model):
+    with pytest.raises(ValueError, match="adaptive steps need"):
+        run(odd_model, torch.rand(1, 2, 3, 12, 20), torch.zeros(1, 2, dtype=torch.long), sampler=SamplerConfig(adaptive_steps=4))
+    with pytest.raises(ValueError, match="adaptive steps need"):
+        run(bits_model, torch.zeros(1, 2, 1, 8, 8), torch.zeros(1, 2, dtype=torch.long), sampler=SamplerConfig(method="marginal", adaptive_steps=4))
+    for bad in ({"adaptive_steps": -1}, {"adaptive_steps": 2.5}, {"uncertain": 0.0}, {"uncertain": float("nan")}):
+        with pytest.raises(ValueError):
+            SamplerConfig(**bad)

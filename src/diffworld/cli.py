@@ -546,7 +546,7 @@ def print_summary(metrics: dict[str, Any], console: Any) -> None:
     if "cell_f1_skill_vs_oracle" in metrics:
         skill = metrics["cell_f1_skill_vs_oracle"]
         console.print(f"cell-F1 skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
-    for key in ("valid_frac", "action_fidelity", "rollout_fps"):
+    for key in ("valid_frac", "action_fidelity", "rollout_fps", "evaluations_per_frame"):
         if key in metrics:
             console.print(f"{key}: {metrics[key]:.3f}")
     for line in event_lines(metrics.get("events")):

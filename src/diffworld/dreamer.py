@@ -27,7 +27,7 @@ import torch
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.dit import KVCache
 from diffworld.model.world_model import WorldModel
-from diffworld.rollout import Fed, check_actions, check_context, check_sampler, denoise_new_frame, null_actions, sample_frame
+from diffworld.rollout import Fed, Run, check_actions, check_context, check_sampler, denoise_new_frame, null_actions, sample_frame
 
 #: Frames after which the cache is rebuilt at positions 0..frames − 2 (see the module notes).
 REBASE_EVERY = 4096
@@ -160,7 +160,18 @@ class Dreamer:
             sig = torch.full((b, 1), sigma, device=dev)
             return denoise_new_frame(model, self.cache, x, sig, act, t, fed, self.denoiser, base)  # type: ignore[arg-type]
 
-        frame = sample_frame(model, run, a, b, s, self.generator, self.history[:, -1:])  # [batch, 1, *frame]
+        def restrict(index: torch.Tensor) -> Run:  # `run` for the dreams `index` alone (adaptive steps)
+            picked = torch.zeros(b, dtype=torch.bool, device=dev)
+            picked[index] = True
+            sub = self.cache.select(picked, b)  # type: ignore[union-attr]  # holds the frame fed back in the first pass
+
+            def run_some(x: torch.Tensor, sigma: float, act: torch.Tensor | None, base: torch.Tensor | None) -> torch.Tensor:
+                sig = torch.full((len(index), 1), sigma, device=dev)
+                return denoise_new_frame(model, sub, x, sig, act, t, None, self.denoiser, base)
+
+            return run_some
+
+        frame = sample_frame(model, run, a, b, s, self.generator, self.history[:, -1:], restrict)  # [batch, 1, *frame]
         x_fed = model.normalize(frame) + s.sigma_ctx * self._randn(tuple(frame.shape))
         self.fed = (x_fed, torch.full((b, 1), s.sigma_ctx, device=dev), a, t)
         self.t += 1

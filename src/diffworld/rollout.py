@@ -70,6 +70,11 @@ def check_sampler(model: WorldModel, sampler: SamplerConfig) -> None:
     """Raise ValueError where `sampler` cannot serve `model`'s world (the marginal sampler needs discrete cells)."""
     if sampler.method == "marginal" and model.spec.value_kind not in ("binary", "categorical"):
         raise ValueError(f"the marginal sampler needs a binary or categorical world; {model.spec.name!r} is {model.spec.value_kind}")
+    if sampler.adaptive_steps and (sampler.method == "marginal" or model.spec.value_kind not in ("binary", "categorical")):
+        raise ValueError(
+            f"adaptive steps need an ODE sampler on a binary or categorical world; got method {sampler.method!r} "
+            f"on {model.spec.name!r} ({model.spec.value_kind})"
+        )
 
 
 #: The autoguidance weight w where a guide is given without one (`WorldModel.guide_with`, `diffworld eval --guide`).
@@ -130,14 +135,19 @@ def denoise_new_frame(
     return denoiser(torch.cat([fx, x], dim=1), torch.cat([fsigma, sigma], dim=1), actions, torch.cat([ft, t]), cache=cache, commit=1, base=base)
 
 
+#: The denoiser at a new frame's position for a batch of dreams: (x, sigma, actions, base) -> D (see `sample_frame`).
+Run = Callable[[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None], torch.Tensor]
+
+
 def sample_frame(
     model: WorldModel,
-    run: Callable[[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None], torch.Tensor],
+    run: Run,
     actions: torch.Tensor | None,
     rows: int,
     sampler: SamplerConfig,
     generator: torch.Generator | None = None,
     previous: torch.Tensor | None = None,
+    restrict: Callable[[torch.Tensor], Run] | None = None,
 ) -> torch.Tensor:
     """One new frame for each of `rows` dreams, [rows, 1, *frame] in world units (on the world's values).
 
@@ -146,32 +156,51 @@ def sample_frame(
     diffuses the change, else None; with guidance ≠ 1 and actions given, it is also run under
     "no action" and the two are mixed (classifier-free guidance). `previous` [rows, 1, *frame]
     (world units): each dream's newest frame, which a model that diffuses the change needs.
+    `restrict(index)`: `run` for the dreams `index` alone, after the first draw (no frame fed back
+    again); needed by `SamplerConfig.adaptive_steps`, which draws the frames whose first draw is
+    uncertain again, with more steps.
     """
-    s, dev, shape = sampler, model.device, (rows, 1) + tuple(model.spec.frame_shape)
-    null = null_actions(model, rows, 1, dev)
+    s, dev = sampler, model.device
     base = None
     if model.config.target == "change":
         if previous is None:
             raise ValueError("a model that diffuses the change needs each dream's previous frame")
         base = model.normalize(previous)
 
-    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:  # frames and levels in model units
-        d = run(x, sigma, actions, base)
-        if s.guidance != 1.0 and actions is not None:  # classifier-free guidance on the action
-            d_uncond = run(x, sigma, null, base)
-            d = d_uncond + s.guidance * (d - d_uncond)
-        return d
+    def draw(run: Run, actions: torch.Tensor | None, base: torch.Tensor | None, n: int, steps: int) -> torch.Tensor:
+        """n frames [n, 1, *frame] in world units, off the world's values (the sampler's raw output)."""
+        null = null_actions(model, n, 1, dev)
 
-    if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
-        if base is not None:
-            raise ValueError("the marginal sampler draws frames, not changes; a model that diffuses the change needs an ODE sampler")
-        x = s.sigma_max * torch.randn(shape, generator=generator, device=dev)
-        return model.draw_marginal(model.denormalize(denoise(x, s.sigma_max)), generator)
-    # The sampler works on the target y in its own units: frame = origin + scale·y (model units).
-    origin, scale = (0.0 if base is None else base), model.config.change_scale
-    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
-    y0 = sample(in_target_units(denoise, origin, scale), shape, sigmas, generator, s.method, dev, churn=s.churn)
-    return model.project(model.denormalize(origin + y0 * scale))
+        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:  # frames and levels in model units
+            d = run(x, sigma, actions, base)
+            if s.guidance != 1.0 and actions is not None:  # classifier-free guidance on the action
+                d_uncond = run(x, sigma, null, base)
+                d = d_uncond + s.guidance * (d - d_uncond)
+            return d
+
+        shape = (n, 1) + tuple(model.spec.frame_shape)
+        if s.method == "marginal":  # E[x | past] at σ_max, then every cell drawn on its own
+            if base is not None:
+                raise ValueError("the marginal sampler draws frames, not changes; a model that diffuses the change needs an ODE sampler")
+            x = s.sigma_max * torch.randn(shape, generator=generator, device=dev)
+            return model.draw_marginal(model.denormalize(denoise(x, s.sigma_max)), generator)
+        # The sampler works on the target y in its own units: frame = origin + scale·y (model units).
+        origin, scale = (0.0 if base is None else base), model.config.change_scale
+        sigmas = karras_sigmas(steps, s.sigma_min, s.sigma_max, s.rho)
+        y0 = sample(in_target_units(denoise, origin, scale), shape, sigmas, generator, s.method, dev, churn=s.churn)
+        return model.denormalize(origin + y0 * scale)
+
+    frames = draw(run, actions, base, rows, s.steps)  # [rows, 1, *frame]
+    if s.adaptive_steps:
+        if restrict is None:
+            raise ValueError("adaptive_steps needs a way to run the denoiser for some dreams alone (restrict)")
+        unsure = model.uncertainty(frames[:, 0]) > s.uncertain  # [rows]
+        if unsure.any():  # drawn again, from fresh noise, through the levels where outcomes are chosen
+            index = unsure.nonzero()[:, 0]
+            pick = lambda t: None if t is None else t[index]  # noqa: E731
+            frames = frames.clone()
+            frames[index] = draw(restrict(index), pick(actions), pick(base), len(index), s.adaptive_steps)
+    return model.project(frames)
 
 
 @torch.no_grad()
@@ -276,6 +305,7 @@ def rollout(
     x_ctx = model.normalize(context) + s.sigma_ctx * randn(context.shape)  # [B, L, *frame]
     ctx_sigma = torch.full((b, length), s.sigma_ctx, device=dev)
     times = torch.arange(length, device=dev)
+    guide_cache: KVCache | None = None
     if use_cache:
         cache = model.denoiser.net.new_cache()
         model.denoiser(x_ctx, ctx_sigma, context_actions, times, cache=cache, write_cache=True)  # once: eager
@@ -306,24 +336,41 @@ def rollout(
             a = rep(actions[:, h : h + 1])[running] if actions is not None else None  # [m', 1]
         mr = len(running)
 
-        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None, base: torch.Tensor | None) -> torch.Tensor:
-            sig = torch.full((mr, 1), sigma, device=dev)
+        def denoise_rows(
+            index: torch.Tensor | None, c: KVCache | None, gc: KVCache | None, fed: Fed | None,
+            x: torch.Tensor, sigma: float, act: torch.Tensor | None, base: torch.Tensor | None,
+        ) -> torch.Tensor:  # fmt: skip
+            """D of the new frame x [n, 1, *frame] of the running members, or of the members `index`
+            alone, against their caches (c and the guide's gc; with `use_cache`) or their history."""
+            sig = torch.full((x.shape[0], 1), sigma, device=dev)
             if use_cache:
-                fed = pending.pop() if pending else None
-                d = denoise_new_frame(model, cache, x, sig, act, t, fed, denoiser, base)
-                return mix(d, lambda: denoise_new_frame(guide, guide_cache, x, sig, act, t, fed, None, base))
-            lo = -keep
-            seq = torch.cat([hist_x[:, lo:], x], dim=1)
-            seq_sigma = torch.cat([hist_sigma[:, lo:], sig], dim=1)
-            seq_a = None if act is None else torch.cat([hist_a[:, lo:], act], dim=1)
-            seq_t = torch.cat([hist_t[lo:], t])
+                d = denoise_new_frame(model, c, x, sig, act, t, fed, denoiser, base)
+                return mix(d, lambda: denoise_new_frame(guide, gc, x, sig, act, t, fed, None, base))
+            pick = (lambda h: h) if index is None else (lambda h: None if h is None else h[index])  # noqa: E731
+            seq = torch.cat([pick(hist_x)[:, -keep:], x], dim=1)
+            seq_sigma = torch.cat([pick(hist_sigma)[:, -keep:], sig], dim=1)
+            seq_a = None if act is None else torch.cat([pick(hist_a)[:, -keep:], act], dim=1)
+            seq_t = torch.cat([hist_t[-keep:], t])
             d = denoiser(seq, seq_sigma, seq_a, seq_t, base=base)[:, -1:]
             return mix(d, lambda: guide.denoiser(seq, seq_sigma, seq_a, seq_t, base=base)[:, -1:])
+
+        def run(x: torch.Tensor, sigma: float, act: torch.Tensor | None, base: torch.Tensor | None) -> torch.Tensor:
+            fed = pending.pop() if use_cache and pending else None  # fed back in the first pass
+            return denoise_rows(None, cache if use_cache else None, guide_cache, fed, x, sigma, act, base)
+
+        def restrict(index: torch.Tensor) -> Run:  # `run` for the members `index` alone (adaptive steps)
+            sub = guide_sub = None
+            if use_cache:  # the frame fed back is in the cache already: the first pass wrote it
+                picked = torch.zeros(mr, dtype=torch.bool, device=dev)
+                picked[index] = True
+                sub = cache.select(picked, mr)
+                guide_sub = guide_cache.select(picked, mr) if guided else None
+            return lambda x, sigma, act, base: denoise_rows(index, sub, guide_sub, None, x, sigma, act, base)
 
         previous = None  # each member's newest frame [m', 1, *frame], for a model that diffuses the change
         if model.config.target == "change":
             previous = rep(context[:, -1:])[running] if h == 0 else out[running, h - 1 : h]
-        frame = sample_frame(model, run, a, mr, s, generator, previous)  # [m', 1, *frame]
+        frame = sample_frame(model, run, a, mr, s, generator, previous, restrict)  # [m', 1, *frame]
         out[running, h] = frame[:, 0]
         if stop is not None and h + 1 < horizon:
             goes_on = ~torch.as_tensor(stop(frame[:, 0]), dtype=torch.bool, device=dev)  # [m']

@@ -49,6 +49,14 @@ class SamplerConfig:
     #: A few-step ODE sampler pulls members toward the conditional mean (an under-dispersed
     #: ensemble); churn re-injects the randomness that a trained-but-imperfect denoiser loses.
     churn: float = 0.0
+    #: Binary and categorical worlds: a frame whose draw is uncertain — as the average of outcomes
+    #: a one-step draw returns is (a serve smeared over its rows) — is drawn again from fresh noise
+    #: with this many steps, through the middle noise levels where an outcome is chosen; the frames
+    #: the first draw gets cleanly cost nothing more. 0: never.
+    adaptive_steps: int = 0
+    #: A draw is uncertain when its rounding onto the world's values likely gets at least this many
+    #: values wrong (`WorldModel.uncertainty`).
+    uncertain: float = 1.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -69,6 +77,11 @@ class SamplerConfig:
             if not finite or value < lowest or (above and value == lowest):
                 bound = f"{'>' if above else '>='} {'sigma_min' if name == 'sigma_max' else f'{lowest:g}'}"
                 raise ValueError(f"sampler {name}: expected a finite number {bound}, found {value}")
+        if isinstance(self.adaptive_steps, bool) or not isinstance(self.adaptive_steps, int) or self.adaptive_steps < 0:
+            raise ValueError(f"sampler adaptive_steps: expected an integer >= 0, found {self.adaptive_steps!r}")
+        finite = isinstance(self.uncertain, int | float) and not isinstance(self.uncertain, bool) and math.isfinite(self.uncertain)
+        if not finite or self.uncertain <= 0:
+            raise ValueError(f"sampler uncertain: expected a finite number of values > 0, found {self.uncertain!r}")
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:

@@ -8,7 +8,8 @@ state with fresh noise — the limit of any forecast of that world).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,24 @@ def cases_at(picks: list[tuple[Episode, int]], context: int, horizon: int) -> Ca
         states=[ep.states[t0] if ep.states else None for ep, t0 in picks],
         seeds=[int(ep.seed) for ep, _ in picks],  # type: ignore[arg-type]
     )
+
+
+@contextmanager
+def counting_evaluations(model: WorldModel) -> Iterator[list[int]]:
+    """Count the network evaluations of new frames while the block runs: one per dream and call of
+    the denoiser that denoises a new frame (every call but the context's encoding, `write_cache`;
+    a classifier-free or adaptive extra call counts). Yields a one-element list holding the count."""
+    count = [0]
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if not kwargs.get("write_cache", False):
+            count[0] += args[0].shape[0]  # rows: each denoises one new frame
+
+    handle = model.denoiser.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield count
+    finally:
+        handle.remove()
 
 
 def model_forecast(

@@ -18,6 +18,7 @@ from diffworld.evaluate.forecasts import (
     Cases,
     cases_at,
     climatology_forecast,
+    counting_evaluations,
     make_cases,
     model_forecast,
     oracle_forecast,
@@ -95,7 +96,8 @@ def evaluate(
 
     log(f"model: {s} × {m} rollouts of {h} frames")
     t0 = time.perf_counter()
-    dream = model_forecast(model, cases.context, cases.actions, m, cases.context_actions, sampler, cfg.seed, cfg.batch)
+    with counting_evaluations(model) as evaluations:
+        dream = model_forecast(model, cases.context, cases.actions, m, cases.context_actions, sampler, cfg.seed, cfg.batch)
     ensemble_fps = s * m * h / (time.perf_counter() - t0)
     forecasts = {"model": dream, "persistence": persistence_forecast(cases)}
     clim_pool = training_frames(make, train_seeds[: cfg.climatology_episodes], policy, max_steps)
@@ -163,6 +165,7 @@ def evaluate(
         result["events"] = game_events(model, make, cases, forecasts, cfg, sampler, train_seeds, policy, max_steps)
     result["rollout_fps"] = rollout_fps(model, cases, sampler)
     result["rollout_fps_ensemble"] = ensemble_fps
+    result["evaluations_per_frame"] = evaluations[0] / (s * m * h)  # network evaluations per dreamed frame
     return result
 
 

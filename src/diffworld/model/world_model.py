@@ -135,6 +135,17 @@ class WorldModel(nn.Module):
             frames = torch.where(frames - lo > (hi - lo) / 2, hi, lo).to(frames.dtype)
         return frames
 
+    def uncertainty(self, frames: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
+        """Frames [B, *frame] (world units) off the world's values -> [B]: how many values their
+        projection onto the world's values likely gets wrong. Each value's distance from its
+        projection, as a share of the value range, is read as the chance that it is wrong (for a
+        binary value that is the denoiser's mean, its chance of being the other value); the chances
+        of at least `floor` are summed, so a clean frame's faint residue counts for nothing.
+        An average of outcomes (a ball smeared over fifteen rows) counts several values."""
+        lo, hi = self.spec.value_range or (0.0, 1.0)
+        off = (frames - self.project(frames)).abs().flatten(1) / (hi - lo)  # [B, values]
+        return (off * (off >= floor)).sum(1)
+
     def draw_marginal(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Every cell drawn independently from its estimated mean (world units): the marginal sampler's frame."""
         return draw_marginal(mean, self.spec.value_kind, self.spec.channel_axis, self.spec.value_range or (0.0, 1.0), generator)
