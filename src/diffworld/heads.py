@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from diffworld.checks import MAX_SEED, check_device, check_int, check_number
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.model.world_model import WorldModel
 from diffworld.spec import WorldSpec
@@ -61,6 +62,12 @@ class HeadsConfig:
     seed: int = 0
     #: With a world model: quiet transitions dreamed beside every event one (see `train_heads`).
     dreamed_calm: int = 4000
+
+    def __post_init__(self) -> None:
+        for name, least in (("width", 1), ("hidden", 1), ("steps", 1), ("batch_size", 1), ("dreamed_calm", 0)):
+            check_int(f"heads {name}", getattr(self, name), least)
+        check_int("heads seed", self.seed, 0, MAX_SEED)
+        check_number("heads lr", self.lr, above=0.0)
 
 
 class Heads(nn.Module):
@@ -317,6 +324,7 @@ def train_heads(
     frames too — where the dream differs from the truth (pong's reference model drops the new
     serve more often than not, so a point shows as a ball that leaves and does not come back).
     """
+    check_device(device)
     if not episodes:
         raise ValueError("train_heads needs at least one episode")
     data = Transitions.of(episodes)

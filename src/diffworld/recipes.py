@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from diffworld.agent import PPOConfig, play_episodes, train_ppo
+from diffworld.checks import check_device, check_int, check_output_dir, check_output_file
 from diffworld.data.collect import BUILTIN_POLICIES, CollectConfig, resolve_policy
 from diffworld.data.episodes import Episode
 from diffworld.data.store import EpisodeStore
@@ -420,10 +421,16 @@ class DemoConfig:
     )
     eval: EvalConfig = EvalConfig()
 
+    def __post_init__(self) -> None:
+        ModelConfig.preset(self.preset)  # an unknown preset fails here, before any work
+        check_int("demo episodes", self.episodes, 1)
+
 
 def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Collect, train, evaluate; write checkpoint/, metrics.json, horizon.png and rollout.gif into `out`."""
-    out = Path(out)
+    out = check_output_dir(out, "demo output")
+    if (out / "metrics.json").exists():  # found only after training, it would stop the demo late
+        raise FileExistsError(f"{out / 'metrics.json'} exists; choose another output directory or remove it")
     t0 = time.perf_counter()
     result = train_world(cfg.world, out, ModelConfig.preset(cfg.preset), cfg.train, cfg.episodes, progress=progress, log=log)
     log("evaluating on held-out episodes")
@@ -452,6 +459,10 @@ class AgentConfig:
     #: Training episodes whose windows start the dreams, one every `start_stride` frames.
     start_episodes: int = 200
     start_stride: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "frames", "dream_steps", "eval_episodes", "start_episodes", "start_stride"):
+            check_int(f"agent {name}", getattr(self, name), 1)
 
 
 def dream_agent(

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from diffworld.checks import check_number
+
 LayoutName = Literal["grid", "graph", "series"]
 ValueKind = Literal["binary", "categorical", "bounded", "real"]
 ActionKind = Literal["none", "discrete", "continuous"]
@@ -97,8 +99,22 @@ class WorldSpec:
             raise ValueError(f"a grid world has frames (C, H, W), got frame_shape={self.frame_shape}")
         if self.layout in ("graph", "series") and len(self.frame_shape) != 2:
             raise ValueError(f"a {self.layout} world has frames (N, F), got frame_shape={self.frame_shape}")
+        if not all(isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1 for n in self.frame_shape):
+            raise ValueError(f"frame_shape: expected positive integers, found {list(self.frame_shape)}")
         if self.value_kind == "categorical" and self.frame_shape[self.channel_axis] < 2:
             raise ValueError(f"a categorical world needs >= 2 channels (states), got frame_shape={self.frame_shape}")
+        check_number("step_duration", self.step_duration, above=0.0)
+        if self.value_range is not None:
+            if len(self.value_range) != 2:
+                raise ValueError(f"value_range: expected (low, high), found {self.value_range!r}")
+            lo, hi = self.value_range
+            check_number("value_range low", lo)
+            check_number("value_range high", hi, above=lo)
+        if self.layout == "graph":
+            n = self.frame_shape[0]
+            bad = [e for e in self.edges if len(e) != 2 or not all(isinstance(i, int | np.integer) and 0 <= i < n for i in e)]
+            if bad:
+                raise ValueError(f"edges: expected pairs of node indices in [0, {n}), found {list(bad[0])}")
 
     @property
     def channel_axis(self) -> int:

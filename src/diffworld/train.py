@@ -24,10 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from diffworld import distributed
+from diffworld.checks import MAX_SEED, check_device, check_int, check_number, check_output_dir
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler, flatten
@@ -72,8 +74,15 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        for name, least in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("log_every", 1), ("checkpoint_every", 1)):
+            check_int(f"train {name}", getattr(self, name), least)
+        check_int("train seed", self.seed, 0, MAX_SEED)
+        check_number("train lr", self.lr, above=0.0)
+        check_number("train min_lr_ratio", self.min_lr_ratio, least=0.0, most=1.0)
+        check_number("train weight_decay", self.weight_decay, least=0.0)
+        check_number("train grad_clip", self.grad_clip, above=0.0)
+        check_number("train ema_decay", self.ema_decay, least=0.0, below=1.0)
+        check_device(self.device, "train device")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not isinstance(self.compile, bool):
