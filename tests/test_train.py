@@ -211,3 +211,25 @@ def test_compiling_without_a_cpp_compiler_fails_before_training(tmp_path, pong_e
     assert not tmp_path.joinpath("checkpoint").exists()
     with pytest.raises(ValueError, match="compile must be True or False"):
         tiny_cfg(compile="yes")
+
+
+@pytest.mark.parametrize(
+    "dit, match",
+    [
+        (dict(patch=7), r"patch size 7 must divide the frame's height 32 and width 32"),
+        (dict(width=30, heads=1), r"the model width must be divisible by 4 for 2-D positions, got 30"),
+        (dict(patch=1, width=16384, heads=2), r"5 copies of a model of 2 blocks of width 16384: expected at most the .* GiB of memory"),
+    ],
+    ids=["patch", "width", "memory"],
+)
+def test_a_model_that_cannot_be_built_or_trained_here_is_refused_before_collecting(tmp_path, monkeypatch, dit, match):
+    """Before the episodes are collected (minutes for a real run), the model is built on the meta
+    device: a layout it cannot use, or more weights than memory holds, fail then in one line."""
+    import diffworld.recipes as recipes
+
+    monkeypatch.setattr(recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the model was checked"))
+    monkeypatch.setattr("diffworld.checks.memory_bytes", lambda device: 2**30)
+    with pytest.raises(ValueError, match=match):
+        recipes.train_world("pong", tmp_path / "run", ModelConfig.preset("tiny", **dit), tiny_cfg(), episodes=2)
+    assert not (tmp_path / "run").exists()
+

@@ -26,7 +26,7 @@ from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.pictures import plot_horizons, write_gif
 from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
 from diffworld.heads import Heads, HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
-from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
+from diffworld.model.world_model import ModelConfig, WorldModel, check_model, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
 from diffworld.worlds import (
@@ -40,6 +40,10 @@ from diffworld.worlds import (
     training_defaults,
 )
 from diffworld.worlds.base import run_episode
+
+
+#: Copies of a model's weights training holds: weights, EMA, gradients and Adam's two moments.
+TRAINING_COPIES = 5
 
 
 def train_world(
@@ -65,7 +69,8 @@ def train_world(
     options = dict(world_options or {})
     collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default", world_options=options)
     make = lambda: make_world(world, **options)  # noqa: E731
-    make()  # fail early on an unknown name or option
+    # Fail early on an unknown name or option, or a model that cannot be built or trained here.
+    check_model(make().spec, model_config, copies=TRAINING_COPIES, device=train_config.device)
     t0 = time.perf_counter()
     data = collect_episodes(make, collect_cfg.seeds, default_policy(world), collect_cfg.max_steps)
     frames = sum(len(e) for e in data)
@@ -117,6 +122,7 @@ def train_store(
     store = EpisodeStore.open(data)
     if fit:
         model_config = fit_patch(store.spec, model_config, log)
+    check_model(store.spec, model_config, copies=TRAINING_COPIES, device=train_config.device)
     model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
     check_data(model, store)
     log(f"store {data}: {len(store)} episodes of {store.spec.name} ({store.num_frames} frames)")

@@ -139,7 +139,13 @@ class WorldSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorldSpec:
         """Inverse of `to_dict`."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a world spec: expected a JSON object, found {d!r}")
         d = dict(d)
+        for key, kind in (("frame_shape", list), ("action", dict), ("variables", list), ("value_range", list), ("edges", list), ("name", str)):
+            value = d.get(key)
+            if value is not None and not isinstance(value, kind | tuple if kind is list else kind):
+                raise ValueError(f"spec {key}: expected {'a list' if kind is list else 'a JSON object' if kind is dict else 'a string'}, found {value!r}")
         d["action"] = ActionSpace(**{**d.get("action", {}), "names": tuple(d.get("action", {}).get("names", ()))})
         d["frame_shape"] = tuple(d["frame_shape"])
         d["variables"] = tuple(d.get("variables", ()))
