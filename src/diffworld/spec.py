@@ -131,6 +131,16 @@ class WorldSpec:
             )
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise ValueError(f"{where}: found NaN or inf in frames")
+        if self.value_range is None or self.value_kind == "real" or a.size == 0:
+            return
+        lo, hi = self.value_range
+        if self.value_kind == "bounded":
+            bad, expected = (a < lo) | (a > hi), f"values in [{lo:g}, {hi:g}]"
+        else:  # binary, categorical: every value is one of the two ends
+            bad, expected = (a != lo) & (a != hi), f"values {lo:g} or {hi:g}"
+        if bad.any():
+            first = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
+            raise ValueError(f"{where}: expected {expected} for the {self.value_kind} world {self.name!r}, found {a[first]} at frame {first[0]}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
