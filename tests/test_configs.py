@@ -11,6 +11,7 @@ from diffworld.data.collect import CollectConfig
 from diffworld.evaluate.run import EvalConfig
 from diffworld.forecast_demo import ForecastDemoConfig
 from diffworld.heads import HeadsConfig
+from diffworld.market_demo import MarketDemoConfig
 from diffworld.model.dit import DiTConfig
 from diffworld.recipes import AgentConfig, DemoConfig
 from diffworld.spec import WorldSpec
@@ -73,6 +74,10 @@ BAD = [
     (ForecastDemoConfig, "dit", {"depth": 0}, "dit depth: expected an integer in [1, 1024], found 0"),
     (CascadeDemoConfig, "hub_members", 0, "cascade demo hub_members: expected an integer >= 1, found 0"),
     (CascadeDemoConfig, "members", 1, "cascade demo members: expected an integer >= 2, found 1"),
+    (MarketDemoConfig, "members", 1, "market demo members: expected an integer >= 2, found 1"),
+    (MarketDemoConfig, "seeds", 0, "market demo seeds: expected an integer >= 1, found 0"),
+    (MarketDemoConfig, "train_end", "2015-13-45", "market demo train_end: expected a date YYYY-MM-DD, found '2015-13-45'"),
+    (MarketDemoConfig, "test_end", "2010-01-01", "market demo dates: expected validation_start < train_end < test_end"),
     (CollectConfig, "epsilon", NAN, "collect epsilon: expected a finite number >= 0 and <= 1, found nan"),
     (CollectConfig, "episodes", 0, "collect episodes: expected an integer >= 1, found 0"),
     (CollectConfig, "max_steps", 0, "collect max_steps: expected an integer >= 1, found 0"),
@@ -94,7 +99,7 @@ def test_a_config_refuses_a_bad_number_where_it_is_built(case):
 
 
 def test_the_defaults_are_valid():
-    for config in (DiTConfig, TrainConfig, HeadsConfig, PPOConfig, AgentConfig, EvalConfig, DemoConfig, CascadeDemoConfig):
+    for config in (DiTConfig, TrainConfig, HeadsConfig, PPOConfig, AgentConfig, EvalConfig, DemoConfig, CascadeDemoConfig, MarketDemoConfig):
         config()
     ForecastDemoConfig.for_world("fields")
 
