@@ -233,3 +233,19 @@ def test_a_model_that_cannot_be_built_or_trained_here_is_refused_before_collecti
         recipes.train_world("pong", tmp_path / "run", ModelConfig.preset("tiny", **dit), tiny_cfg(), episodes=2)
     assert not (tmp_path / "run").exists()
 
+
+def test_a_truncated_training_state_is_refused_before_any_data_is_collected(tmp_path, pong_episodes, monkeypatch):
+    import diffworld.recipes as recipes
+
+    train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
+    state = tmp_path / "checkpoint/train_state.safetensors"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    monkeypatch.setattr(recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the state was checked"))
+    with pytest.raises(ValueError, match=r"train_state.safetensors: expected the run's saved tensors, found SafetensorError"):
+        recipes.train_world("pong", tmp_path, ModelConfig.preset("tiny"), tiny_cfg(steps=4), episodes=2, resume=True)
+
+
+def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path, pong_episodes):
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"run directory .*run: expected a folder \(or nothing yet\), found a file"):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1), tmp_path / "run", progress=False)

@@ -326,6 +326,9 @@ def evaluate_forecast_checkpoint(
     with weight `guide_weight` (`WorldModel.guide_with`). Writes `out`/metrics.json and the
     pictures; returns the metrics.
     """
+    out = check_output_dir(out, "evaluation output")  # before any computing
+    if (out / "metrics.json").exists():
+        raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     config = read_config(resolve_pretrained(path))
     world, data = config["spec"]["name"], config.get("data") or {}
     if world not in WORLDS or data.get("store"):
@@ -342,7 +345,6 @@ def evaluate_forecast_checkpoint(
         model.sampler = sampler
     if guide is not None:
         model.guide_with(WorldModel.from_pretrained(guide, device=device), guide_weight)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log(f"sampler: {model.sampler}" + ("" if guide is None else f", autoguided by {guide} with weight {guide_weight}"))

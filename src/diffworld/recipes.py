@@ -236,6 +236,9 @@ def evaluate_checkpoint(
 
     `policy` and `world`: what this run may play and build beyond the checkpoint's data (`data_source`).
     """
+    out = check_output_dir(out, "evaluation output")  # before any computing
+    if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
+        raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     directory = resolve_pretrained(path)
     source = data_source(read_config(directory), policy, world, str(directory))
     model = WorldModel.from_pretrained(path, device=device)
@@ -244,7 +247,6 @@ def evaluate_checkpoint(
     metrics["checkpoint"] = str(path)
     metrics["train_seconds"] = config.get("train_seconds")
     metrics |= extra or {}
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_horizons(metrics, out / "horizon.png")
@@ -313,8 +315,10 @@ def train_checkpoint_heads(
     on the held-out episodes ("real") and, with `dreamed`, on the checkpoint's one-step dreams of
     them ("dreamed"; every event transition and `config.dreamed_calm` others), which the heads
     then also train on (see `diffworld.heads.train_heads`). `policy` and `world`: see `data_source`."""
+    check_int("heads episodes", episodes, 1)
+    check_int("heads held_out", held_out, 1)
     model_dir = resolve_pretrained(path)
-    out = Path(out) if out is not None else checkpoint_heads(model_dir)
+    out = check_output_dir(Path(out) if out is not None else checkpoint_heads(model_dir), "heads output")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already holds heads; choose another --out or remove it")
     recorded = read_config(model_dir)
@@ -340,6 +344,10 @@ def train_checkpoint_heads(
     return scores
 
 
+#: Most frames of a GIF's free dream: a longer animation is too large to hold or to watch.
+MAX_GIF_FRAMES = 10_000
+
+
 def dream_gif(
     model: WorldModel,
     path: str | Path,
@@ -359,6 +367,10 @@ def dream_gif(
     `world_options`, `policy` and `max_steps`: how the training data was collected (`data_source`).
     `world`: the model's world name when it imports a module (`check_recorded_world`).
     """
+    check_output_file(path, "GIF", suffixes=(".gif",))
+    check_int("free_frames", free_frames, 1, MAX_GIF_FRAMES)
+    for name, value in (("members", members), ("cases", cases), ("horizon", horizon)):
+        check_int(name, value, 1)
     world_name = model.spec.name
     check_recorded_world(world_name, f"model of {world_name!r}", world)
     true_world = make_world(world_name, **(world_options or {}))
@@ -406,6 +418,7 @@ def dream_gif(
     panels = [("true game", np.concatenate(panels_truth))]
     panels += [(f"dream {j + 1}", np.concatenate(panels_dreams[j])) for j in range(members)]
     value_range = model.spec.value_range or (0.0, 1.0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return write_gif(panels, path, scale=max(1, 128 // model.spec.frame_shape[-1]), fps=8, captions=captions, value_range=value_range)
 
 
@@ -490,7 +503,8 @@ def dream_agent(
     from diffworld.envs import DreamVectorEnv, WorldVectorEnv, starting_windows
 
     config = config or AgentConfig()
-    out = Path(out)
+    out = check_output_dir(out, "agent output")
+    check_device(device)
     if (out / "metrics.json").exists():
         raise FileExistsError(f"{out} already holds agent results; choose another --out")
     model_dir = resolve_pretrained(checkpoint)

@@ -359,6 +359,7 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool = False) -> Non
     """
     if resume and overwrite:
         raise ValueError("resume continues the run in the output directory and overwrite replaces it: choose one")
+    check_output_dir(out, "run directory")
     if overwrite or not holds_run(out):
         return
     ckpt = Path(out) / "checkpoint"
@@ -370,6 +371,17 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool = False) -> Non
     tensors = ckpt / "train_state.safetensors"
     if not tensors.is_file():
         raise ValueError(f"{tensors}: expected the run's weights and optimizer state to resume from, found no file")
+    try:  # the header and the file's length: a truncated file fails here, before any data is collected
+        with safe_open(str(tensors), framework="pt"):
+            pass
+    except Exception as e:  # safetensors raises its own error types on a truncated or foreign file
+        raise unreadable_tensors(tensors, e) from None
+
+
+def unreadable_tensors(path: Path, e: Exception) -> ValueError:
+    """The one-line error for a training state's tensors that cannot be read."""
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return ValueError(f"{path}: expected the run's saved tensors, found {type(e).__name__}: {first}")
 
 
 def read_train_state(ckpt: Path) -> dict[str, Any]:
@@ -466,8 +478,7 @@ def load_train_state(ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.
     try:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types on a truncated or foreign file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: expected the run's saved tensors, found {type(e).__name__}: {first}") from None
+        raise unreadable_tensors(path, e) from None
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict(WorldModel.from_pretrained(ckpt).state_dict())
     state: dict[int, dict[str, torch.Tensor]] = {}
