@@ -184,14 +184,28 @@ class Heads(nn.Module):
             raise ValueError(f"{d / CONFIG}: not valid JSON ({e})") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"{d / CONFIG}: expected format {FORMAT!r}, found {config.get('format') if isinstance(config, dict) else config!r}")
-        spec = WorldSpec.from_dict(config["spec"])
+        try:
+            spec = WorldSpec.from_dict(config["spec"])
+            rewards, step_scale, heads_config = tuple(config["rewards"]), config["step_scale"], HeadsConfig(**config["heads"])
+            if not all(isinstance(r, int | float) and not isinstance(r, bool) and np.isfinite(r) for r in rewards):
+                raise ValueError(f"expected rewards to be finite numbers, found {list(rewards)}")
+            check_number("step_scale", step_scale, above=0.0)
+        except KeyError as e:
+            raise ValueError(f"{d / CONFIG}: expected a field {e.args[0]!r}, found none") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{d / CONFIG} is invalid: {e}") from None
         try:
             state = load_file(str(d / WEIGHTS))
         except Exception as e:  # safetensors raises several types for a corrupt file
             raise ValueError(f"{d / WEIGHTS}: cannot read the weights ({e})") from None
+        if "mean" not in state:
+            raise ValueError(f"{d / WEIGHTS}: expected the heads' weights, found no tensor 'mean'")
         channels = state["mean"].numel()
-        heads = cls(spec, tuple(config["rewards"]), config["step_scale"], np.zeros(channels), np.ones(channels), HeadsConfig(**config["heads"]))
-        heads.load_state_dict(state)
+        heads = cls(spec, rewards, step_scale, np.zeros(channels), np.ones(channels), heads_config)
+        try:
+            heads.load_state_dict(state)
+        except RuntimeError as e:  # missing, unexpected or misshapen tensors
+            raise ValueError(f"{d / WEIGHTS} does not match {d / CONFIG}: {' '.join(str(e).split())[:300]}") from None
         return heads.to(device).eval()
 
 
