@@ -82,3 +82,26 @@ def test_bad_heads_input_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="expected format 'diffworld.heads'"):
         Heads.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("heads", {"batch_size": 0}, r"config.json is invalid: heads batch_size: expected an integer >= 1, found 0"),
+        ("heads", None, r"config.json: expected a field 'heads', found none"),
+        ("rewards", ["a"], r"config.json is invalid: expected rewards to be finite numbers, found \['a'\]"),
+        ("step_scale", 0, r"config.json is invalid: step_scale: expected a finite number > 0, found 0"),
+        ("spec", 5, r"config.json is invalid: a world spec: expected a JSON object, found 5"),
+    ],
+)
+def test_a_heads_config_of_wrong_types_is_refused_in_one_line(pong_heads, tmp_path, key, value, match):
+    pong_heads.save_pretrained(tmp_path / "heads")
+    config = json.loads((tmp_path / "heads/config.json").read_text())
+    if value is None:
+        del config[key]
+    else:
+        config[key] = value
+    (tmp_path / "heads/config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match) as err:
+        Heads.from_pretrained(tmp_path / "heads")
+    assert "\n" not in str(err.value)

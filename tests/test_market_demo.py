@@ -86,3 +86,43 @@ def test_market_demo_writes_backtest_metrics_and_pictures(tmp_path, device):
     assert m["scenario_risk"]["var_1_3d"] < m["scenario_risk"]["var_5_3d"] < 0
     table = (tmp_path / "backtest.md").read_text().splitlines()
     assert len(table) == 2 + len(peers) and "Kupiec p 1%" in table[0]
+
+
+def test_a_series_name_is_never_read_as_a_file_even_where_one_of_that_name_exists(tmp_path, monkeypatch):
+    """`demo --world market --series nasdaq --out nasdaq`: the output folder is not the series."""
+    from diffworld.market_demo import is_csv_path, load_series
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nasdaq").mkdir()
+    (tmp_path / "wti").write_text("not prices")
+    assert load_series("nasdaq").name == "nasdaq" and len(load_series("wti")) > 1000
+    assert [is_csv_path(s) for s in ("nasdaq", "prices.csv", "PRICES.CSV", "data/prices", "./nasdaq")] == [False, True, True, True, True]
+    with pytest.raises(ValueError, match=r"^nasdaq: expected a CSV file .*Is a directory"):  # a path, said as one
+        load_series("nasdaq/")
+
+
+def test_every_series_of_the_market_demo_is_read_before_any_training(tmp_path, monkeypatch):
+    """A joint series that does not exist fails at the start, not after the single-asset models trained."""
+    import diffworld.market_demo as md
+
+    monkeypatch.setattr(md, "train_market_model", lambda *a, **k: pytest.fail("trained before every series was read"))
+    cfg = MarketDemoConfig(joint=("sp500", "ftse"), preset="tiny", dit={"frames": 6})
+    with pytest.raises(ValueError, match="unknown market series 'ftse'"):
+        run_market_demo(tmp_path / "out", cfg, progress=False, log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"market demo output .*file: expected a folder \(or nothing yet\), found a file"):
+        run_market_demo(tmp_path / "file", MarketDemoConfig(), progress=False, log=lambda s: None)
+
+
+def test_scenarios_refuse_sizes_and_dates_they_cannot_serve(market_model):
+    from diffworld.market_demo import history_until, load_series
+
+    r = GarchSimulator(assets=2, seed=0).simulate(120)
+    with pytest.raises(ValueError, match=r"^scenarios n: expected an integer >= 1, found 0$"):
+        scenarios(market_model, r, 3, 0)
+    with pytest.raises(ValueError, match=r"^100000000000 scenario paths of 10 days: expected at most the .* GiB of memory"):
+        scenarios(market_model, r, 10, 10**11)
+    with pytest.raises(ValueError, match=r"^date: expected a day YYYY-MM-DD, found '2016-13-45'$"):
+        history_until(load_series("sp500"), "2016-13-45")
+    assert str(history_until(load_series("sp500"), "2016-06-23").index[-1].date()) == "2016-06-23"

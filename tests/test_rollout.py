@@ -185,6 +185,40 @@ def test_bad_input_is_named(odd_model, ctx, acts, match):
         odd_model.rollout(ctx, acts)
 
 
+CTX = torch.rand(1, 2, 3, 12, 20)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((CTX, torch.zeros(3, dtype=torch.long)), {}, ValueError, r"^actions: expected a batch of action sequences \[B, H\], found shape \[3\]$"),
+        ((CTX, [torch.zeros(2), torch.zeros(3)]), {}, TypeError, r"^actions: expected a tensor, an array or nested lists of numbers, found list$"),
+        ((CTX, [["a", "b"]]), {}, TypeError, r"^actions: expected a tensor, an array or nested lists of numbers, found list$"),
+        ((CTX[:0], torch.zeros(0, 2, dtype=torch.long)), {}, ValueError, r"^context: expected at least one sequence of at least one frame, found shape \[0, 2, 3, 12, 20\]$"),
+        ((CTX[:, :0], torch.zeros(1, 2, dtype=torch.long)), {}, ValueError, r"^context: expected at least one sequence of at least one frame"),
+        ((CTX, torch.zeros(1, 2, dtype=torch.long)), dict(n_samples=2.5), ValueError, r"^rollout n_samples: expected an integer >= 1, found 2.5$"),
+        ((CTX, torch.zeros(1, 2, dtype=torch.long)), dict(n_samples=0), ValueError, r"^rollout n_samples: expected an integer >= 1, found 0$"),
+        ((CTX, None), dict(horizon=1.5), ValueError, r"^rollout horizon: expected an integer >= 1, found 1.5$"),
+        ((CTX, torch.tensor([[0.5, 1.0]])), {}, ValueError, r"^actions: expected whole action numbers, found 0.5$"),
+        (("frames", None), dict(horizon=1), TypeError, r"^context: expected a tensor or an array of frames, found str$"),
+        ((CTX, None), dict(horizon=10**12), ValueError, r"^a rollout of 1×1 dreams of 1000000000000 frames: expected at most the .* GiB of memory this cpu has"),
+    ],
+    ids=["1-d-actions", "ragged-list", "list-of-strings", "batch-of-0", "no-context-frames", "fractional-samples", "no-samples", "fractional-horizon",
+         "fractional-action", "context-string", "too-long"],  # fmt: skip
+)
+def test_rollout_arguments_are_checked_naming_what_was_expected_and_found(odd_model, args, kwargs, error, match):
+    with pytest.raises(error, match=match) as err:
+        odd_model.rollout(*args, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_actions_as_nested_lists_dream_as_a_tensor_does(odd_model):
+    acts = [[0, 2, 1]]
+    a = odd_model.rollout(CTX, acts, generator=torch.Generator().manual_seed(0))
+    b = odd_model.rollout(CTX, torch.tensor(acts), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
 def test_a_policy_sees_the_dreamed_frames_and_replays_an_action_sequence(odd_model):
     """Closed loop: actions from a policy equal the same actions given up front; the policy gets each previous frame."""
     ctx, acts = torch.rand(2, 2, 3, 12, 20), torch.randint(0, 3, (2, 3))

@@ -211,3 +211,41 @@ def test_compiling_without_a_cpp_compiler_fails_before_training(tmp_path, pong_e
     assert not tmp_path.joinpath("checkpoint").exists()
     with pytest.raises(ValueError, match="compile must be True or False"):
         tiny_cfg(compile="yes")
+
+
+@pytest.mark.parametrize(
+    "dit, match",
+    [
+        (dict(patch=7), r"patch size 7 must divide the frame's height 32 and width 32"),
+        (dict(width=30, heads=1), r"the model width must be divisible by 4 for 2-D positions, got 30"),
+        (dict(patch=1, width=16384, heads=2), r"5 copies of a model of 2 blocks of width 16384: expected at most the .* GiB of memory"),
+    ],
+    ids=["patch", "width", "memory"],
+)
+def test_a_model_that_cannot_be_built_or_trained_here_is_refused_before_collecting(tmp_path, monkeypatch, dit, match):
+    """Before the episodes are collected (minutes for a real run), the model is built on the meta
+    device: a layout it cannot use, or more weights than memory holds, fail then in one line."""
+    import diffworld.recipes as recipes
+
+    monkeypatch.setattr(recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the model was checked"))
+    monkeypatch.setattr("diffworld.checks.memory_bytes", lambda device: 2**30)
+    with pytest.raises(ValueError, match=match):
+        recipes.train_world("pong", tmp_path / "run", ModelConfig.preset("tiny", **dit), tiny_cfg(), episodes=2)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_truncated_training_state_is_refused_before_any_data_is_collected(tmp_path, pong_episodes, monkeypatch):
+    import diffworld.recipes as recipes
+
+    train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
+    state = tmp_path / "checkpoint/train_state.safetensors"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    monkeypatch.setattr(recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the state was checked"))
+    with pytest.raises(ValueError, match=r"train_state.safetensors: expected the run's saved tensors, found SafetensorError"):
+        recipes.train_world("pong", tmp_path, ModelConfig.preset("tiny"), tiny_cfg(steps=4), episodes=2, resume=True)
+
+
+def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path, pong_episodes):
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"run directory .*run: expected a folder \(or nothing yet\), found a file"):
+        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1), tmp_path / "run", progress=False)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffworld.checks import MAX_SEED, check_int, check_number
+
 
 @dataclass(frozen=True)
 class PPOConfig:
@@ -39,6 +41,18 @@ class PPOConfig:
     entropy_coef: float = 0.01
     grad_clip: float = 0.5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "horizon", "epochs", "minibatch"):
+            check_int(f"ppo {name}", getattr(self, name), 1)
+        check_int("ppo seed", self.seed, 0, MAX_SEED)
+        check_number("ppo lr", self.lr, above=0.0)
+        for name in ("gamma", "lam"):
+            check_number(f"ppo {name}", getattr(self, name), least=0.0, most=1.0)
+        check_number("ppo clip", self.clip, above=0.0)
+        check_number("ppo grad_clip", self.grad_clip, above=0.0)
+        for name in ("value_coef", "entropy_coef"):
+            check_number(f"ppo {name}", getattr(self, name), least=0.0)
 
 
 class ActorCritic(nn.Module):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.checks import MAX_SEED, check_int
 from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.evaluate import cascade as ev
 from diffworld.evaluate.forecasts import model_forecast
@@ -59,6 +60,13 @@ class CascadeDemoConfig:
     hub_members: int = 64
     hub_horizon: int = 20
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        ModelConfig.preset(self.preset)  # an unknown preset fails here, before any work
+        for name in ("episodes", "cases", "horizon", "oracle_runs", "hub_runs", "hub_members", "hub_horizon"):
+            check_int(f"cascade demo {name}", getattr(self, name), 1)
+        check_int("cascade demo members", self.members, 2)  # fair scores need two
+        check_int("cascade demo seed", self.seed, 0, MAX_SEED)
 
 
 def held_out_cases(world: Any, context: int, horizon: int, n_cases: int, max_tries: int = 100_000) -> dict[str, np.ndarray]:

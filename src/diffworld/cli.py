@@ -10,11 +10,35 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Diffusion-transformer world models.")
+
+class Commands(TyperGroup):
+    """Typer's command group, whose usage errors (an unknown option or command, a value of the
+    wrong type, a missing argument) end in one `error: ...` line and exit code 2, as the commands' own do."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # click's errors, as typer vendors them
+            if type(e).__name__ == "NoArgsIsHelpError":  # the help, printed already (typer tells it by name too)
+                raise SystemExit(2) from None
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
+            raise SystemExit(getattr(e, "exit_code", 2)) from None
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help="Diffusion-transformer world models.")
 
 #: Errors that come from bad input: reported in one line, exit code 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -113,8 +137,8 @@ def collect(
 def train_cmd(
     out: Path = typer.Option(..., help="Run directory: checkpoint/ and train_log.jsonl are written here."),
     data: Optional[Path] = typer.Option(None, help="Episode store to train on (see `diffworld collect`); else --world is collected."),
-    world: str = typer.Option("pong", help="Built-in world to collect and learn when no --data is given."),
-    episodes: int = typer.Option(200, help="Training episodes to collect (seeds 0..N-1), without --data."),
+    world: Optional[str] = typer.Option(None, help="Built-in world to collect and learn when no --data is given (default pong)."),
+    episodes: Optional[int] = typer.Option(None, help="Training episodes to collect (seeds 0..N-1), without --data (default 200)."),
     preset: str = typer.Option("small", help="Model size: tiny, small or base."),
     dit: Optional[str] = typer.Option(None, help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'; "target": "change" diffuses each frame\'s change from the one before.'),
     steps: int = typer.Option(2000, help="Optimizer steps."),
@@ -139,10 +163,15 @@ def train_cmd(
     from diffworld.recipes import recommended_loss, train_store, train_world
     from diffworld.train import TrainConfig
 
+    if data is not None:  # the store names its world and holds its episodes: a --world or --episodes would go unused
+        for name, value in (("--world", world), ("--episodes", episodes)):
+            if value is not None:
+                raise ValueError(f"{name} is for training without --data (the world is collected); the store {data} names its own world and episodes")
+        if not data.exists():
+            raise FileNotFoundError(f"no episode store at {data}")
+    world = world or "pong"
     dit_overrides = _json_overrides(dit, "--dit")
     model_cfg = ModelConfig.preset(preset, **dit_overrides)
-    if data is not None and not data.exists():
-        raise FileNotFoundError(f"no episode store at {data}")
     source = world if data is None else _store_world(data)
     train_cfg = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
@@ -151,7 +180,7 @@ def train_cmd(
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)
     if data is None:
-        train_world(world, out, model_cfg, train_cfg, episodes, resume=resume, log=log, overwrite=overwrite)
+        train_world(world, out, model_cfg, train_cfg, 200 if episodes is None else episodes, resume=resume, log=log, overwrite=overwrite)
     else:
         fit = "patch" not in dit_overrides
         train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite)
@@ -195,12 +224,15 @@ def eval_cmd(
     (lorenz96 and fields: the forecast demo's weather-centre scores, AR(1) and free runs too)."""
     from rich.console import Console
 
+    from diffworld.checks import check_device, check_output_dir
     from diffworld.evaluate.run import EvalConfig
     from diffworld.forecast_demo import VALIDATION_START_SEED_BASE, evaluate_forecast_checkpoint
     from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
     from diffworld.model.world_model import WorldModel
     from diffworld.recipes import evaluate_checkpoint
 
+    check_output_dir(out, "--out")  # before any computing
+    check_device(device)
     model = WorldModel.from_pretrained(checkpoint)
     sampler = _sampler(model.sampler, steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
     sizes = {k: v for k, v in dict(cases=cases, members=members, horizon=horizon).items() if v is not None}
@@ -275,7 +307,7 @@ def demo(
     validate_every: Optional[int] = typer.Option(None, help="--world lorenz96/fields: early stopping on the climate of free runs every N steps (0: off)."),
     hub_members: Optional[int] = typer.Option(None, help="--world cascade: dreams per seed node for the hub ranking (default 64)."),
     device: str = typer.Option("cpu"),
-    series: Optional[str] = typer.Option(None, help="--world market: an arch.data series (sp500, nasdaq, wti) or a CSV of prices (date, price)."),
+    series: Optional[str] = typer.Option(None, help="--world market: an arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv."),
 ) -> None:
     """Collect, train, evaluate and animate a world model: everything in one command."""
     from rich.console import Console
@@ -303,10 +335,10 @@ def demo(
     cfg = DemoConfig(world=world)
     cfg = replace(
         cfg,
-        preset=preset or cfg.preset,
-        episodes=episodes or cfg.episodes,
+        preset=_given(preset, cfg.preset),
+        episodes=_given(episodes, cfg.episodes),
         train=train(cfg.train),
-        eval=replace(cfg.eval, cases=cases or cfg.eval.cases, members=members or cfg.eval.members),
+        eval=replace(cfg.eval, cases=_given(cases, cfg.eval.cases), members=_given(members, cfg.eval.members)),
     )
     _refuse_existing_demo(out)
     metrics = run_demo(out, cfg, log=typer.echo)
@@ -321,9 +353,14 @@ def _refuse_existing_demo(out: Path) -> None:
         raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
 
 
+def _given(value: Any, default: Any) -> Any:
+    """An option's value where given (0 included: it is checked, not read as "not given"), else the default."""
+    return default if value is None else value
+
+
 def _train_options(cfg: Any, steps: Optional[int], batch_size: Optional[int], device: str) -> Any:
     """A demo's TrainConfig with the command line's --steps, --batch-size and --device on top."""
-    return replace(cfg, steps=steps or cfg.steps, batch_size=batch_size or cfg.batch_size, device=device)
+    return replace(cfg, steps=_given(steps, cfg.steps), batch_size=_given(batch_size, cfg.batch_size), device=device)
 
 
 def _demo_options(
@@ -339,11 +376,11 @@ def _demo_options(
     _refuse_existing_demo(out)
     return replace(
         cfg,
-        preset=preset or cfg.preset,
-        episodes=episodes or cfg.episodes,
+        preset=_given(preset, cfg.preset),
+        episodes=_given(episodes, cfg.episodes),
         train=train(cfg.train),
-        cases=cases or cfg.cases,
-        members=members or cfg.members,
+        cases=_given(cases, cfg.cases),
+        members=_given(members, cfg.members),
     )
 
 
@@ -351,7 +388,7 @@ def _cascade_demo(out: Path, options: Callable[[Any], Any], members: Optional[in
     from diffworld.cascade_demo import CascadeDemoConfig, run_cascade_demo
 
     cfg = options(CascadeDemoConfig())
-    cfg = replace(cfg, hub_members=hub_members or min(members or cfg.hub_members, cfg.hub_members))
+    cfg = replace(cfg, hub_members=_given(hub_members, min(_given(members, cfg.hub_members), cfg.hub_members)))
     m = run_cascade_demo(out, cfg, log=typer.echo)
     head = m["headline"]
     typer.echo(f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})")
@@ -400,7 +437,7 @@ def _market_demo(out: Path, preset: Optional[str], members: Optional[int], serie
     _refuse_existing_demo(out)
     cfg = MarketDemoConfig()
     cfg = replace(
-        cfg, preset=preset or cfg.preset, train=train(cfg.train), members=members or cfg.members, series=series or cfg.series,
+        cfg, preset=_given(preset, cfg.preset), train=train(cfg.train), members=_given(members, cfg.members), series=_given(series, cfg.series),
     )  # fmt: skip
     m = run_market_demo(out, cfg, log=typer.echo)
     head = m["headline"]
@@ -417,8 +454,8 @@ def _market_demo(out: Path, preset: Optional[str], members: Optional[int], serie
 @friendly
 def scenarios(
     checkpoint: Path = typer.Argument(..., help="A market model's checkpoint directory."),
-    series: str = typer.Option("sp500", help="An arch.data series (sp500, nasdaq, wti) or a CSV of prices (date, price)."),
-    date: Optional[str] = typer.Option(None, help="Scenarios for the days after this date (default: the last day of the series)."),
+    series: str = typer.Option("sp500", help="An arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv."),
+    date: Optional[str] = typer.Option(None, help="Scenarios for the days after this day, YYYY-MM-DD (default: the last day of the series)."),
     horizon: int = typer.Option(10, help="Days ahead."),
     n: int = typer.Option(1000, help="Scenario paths."),
     seed: int = typer.Option(0),
@@ -428,24 +465,25 @@ def scenarios(
     import numpy as np
     import torch
 
-    from diffworld.market_demo import load_series, path_risk
+    from diffworld.checks import check_output_file
+    from diffworld.market_demo import history_until, load_series, path_risk
     from diffworld.market_demo import scenarios as draw
     from diffworld.model.world_model import WorldModel
 
+    if out is not None:
+        if out.exists():
+            raise FileExistsError(f"{out} exists; choose another --out")
+        check_output_file(out, "--out", suffixes=(".npy",))
     model = WorldModel.from_pretrained(checkpoint)
     if model.spec.name != "market" or model.spec.frame_shape[0] != 1:
         raise ValueError(f"{checkpoint}: expected a one-asset market model, found world {model.spec.name!r} with frames {list(model.spec.frame_shape)}")
-    returns = load_series(series)
-    history = returns if date is None else returns[returns.index <= date]
-    if len(history) < 100:
-        raise ValueError(f"expected at least 100 days of {series} up to {date}, found {len(history)}")
-    if out is not None and out.exists():
-        raise FileExistsError(f"{out} exists; choose another --out")
+    history = history_until(load_series(series), date, series)
     paths = draw(model, history.to_numpy(), horizon, n, generator=torch.Generator().manual_seed(seed))[:, :, 0]
     typer.echo(f"{n} paths of {horizon} days after {history.index[-1].date()} ({series}), 100·log-returns:")
     for key, value in path_risk(paths).items():
         typer.echo(f"  {key:>12}: {value:8.3f}")
     if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         np.save(out, paths)
         typer.echo(f"wrote {out}")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from diffworld.checks import MAX_SEED, check_int, check_number, check_output_dir
 from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
@@ -101,6 +102,20 @@ class ForecastDemoConfig:
     validation_runs: int = 4
     validation_frames: int = 200
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.world not in WORLD_DEFAULTS:
+            raise ValueError(f"the forecast demo serves {', '.join(WORLDS)}, got {self.world!r}")
+        ModelConfig.preset(self.preset, **self.dit)  # a bad preset or DiT setting fails here, before any work
+        for name in ("episodes", "cases", "horizon", "climate_episodes", "free_runs", "free_factor", "validation_runs", "validation_frames"):
+            check_int(f"forecast demo {name}", getattr(self, name), 1)
+        check_int("forecast demo members", self.members, 2)  # fair CRPS and spread need two
+        check_int("forecast demo validate_every", self.validate_every, 0)
+        check_int("forecast demo seed_base", self.seed_base, 0)
+        check_int("forecast demo seed", self.seed, 0, MAX_SEED)
+        check_number("forecast demo twin_scale", self.twin_scale, least=0.0)
+        if self.headline_time is not None:
+            check_number("forecast demo headline_time", self.headline_time, above=0.0)
 
     @classmethod
     def for_world(cls, world: str, **overrides: Any) -> ForecastDemoConfig:
@@ -311,6 +326,9 @@ def evaluate_forecast_checkpoint(
     with weight `guide_weight` (`WorldModel.guide_with`). Writes `out`/metrics.json and the
     pictures; returns the metrics.
     """
+    out = check_output_dir(out, "evaluation output")  # before any computing
+    if (out / "metrics.json").exists():
+        raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     config = read_config(resolve_pretrained(path))
     world, data = config["spec"]["name"], config.get("data") or {}
     if world not in WORLDS or data.get("store"):
@@ -327,7 +345,6 @@ def evaluate_forecast_checkpoint(
         model.sampler = sampler
     if guide is not None:
         model.guide_with(WorldModel.from_pretrained(guide, device=device), guide_weight)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log(f"sampler: {model.sampler}" + ("" if guide is None else f", autoguided by {guide} with weight {guide_weight}"))

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from diffworld.checks import MAX_SEED, check_device, check_int, check_number
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.model.world_model import WorldModel
 from diffworld.spec import WorldSpec
@@ -61,6 +62,12 @@ class HeadsConfig:
     seed: int = 0
     #: With a world model: quiet transitions dreamed beside every event one (see `train_heads`).
     dreamed_calm: int = 4000
+
+    def __post_init__(self) -> None:
+        for name, least in (("width", 1), ("hidden", 1), ("steps", 1), ("batch_size", 1), ("dreamed_calm", 0)):
+            check_int(f"heads {name}", getattr(self, name), least)
+        check_int("heads seed", self.seed, 0, MAX_SEED)
+        check_number("heads lr", self.lr, above=0.0)
 
 
 class Heads(nn.Module):
@@ -177,14 +184,28 @@ class Heads(nn.Module):
             raise ValueError(f"{d / CONFIG}: not valid JSON ({e})") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"{d / CONFIG}: expected format {FORMAT!r}, found {config.get('format') if isinstance(config, dict) else config!r}")
-        spec = WorldSpec.from_dict(config["spec"])
+        try:
+            spec = WorldSpec.from_dict(config["spec"])
+            rewards, step_scale, heads_config = tuple(config["rewards"]), config["step_scale"], HeadsConfig(**config["heads"])
+            if not all(isinstance(r, int | float) and not isinstance(r, bool) and np.isfinite(r) for r in rewards):
+                raise ValueError(f"expected rewards to be finite numbers, found {list(rewards)}")
+            check_number("step_scale", step_scale, above=0.0)
+        except KeyError as e:
+            raise ValueError(f"{d / CONFIG}: expected a field {e.args[0]!r}, found none") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{d / CONFIG} is invalid: {e}") from None
         try:
             state = load_file(str(d / WEIGHTS))
         except Exception as e:  # safetensors raises several types for a corrupt file
             raise ValueError(f"{d / WEIGHTS}: cannot read the weights ({e})") from None
+        if "mean" not in state:
+            raise ValueError(f"{d / WEIGHTS}: expected the heads' weights, found no tensor 'mean'")
         channels = state["mean"].numel()
-        heads = cls(spec, tuple(config["rewards"]), config["step_scale"], np.zeros(channels), np.ones(channels), HeadsConfig(**config["heads"]))
-        heads.load_state_dict(state)
+        heads = cls(spec, rewards, step_scale, np.zeros(channels), np.ones(channels), heads_config)
+        try:
+            heads.load_state_dict(state)
+        except RuntimeError as e:  # missing, unexpected or misshapen tensors
+            raise ValueError(f"{d / WEIGHTS} does not match {d / CONFIG}: {' '.join(str(e).split())[:300]}") from None
         return heads.to(device).eval()
 
 
@@ -317,6 +338,7 @@ def train_heads(
     frames too — where the dream differs from the truth (pong's reference model drops the new
     serve more often than not, so a point shows as a ball that leaves and does not come back).
     """
+    check_device(device)
     if not episodes:
         raise ValueError("train_heads needs at least one episode")
     data = Transitions.of(episodes)

@@ -17,7 +17,9 @@ independent per-asset GARCH.
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.checks import MAX_SEED, check_fits, check_int, check_output_dir
 from diffworld.data.store import EpisodeStore
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
@@ -79,10 +82,49 @@ class MarketDemoConfig:
     seeds: int = 2
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        ModelConfig.preset(self.preset, **self.dit)  # a bad preset or DiT setting fails here, before any work
+        for name in ("validate_every", "validation_steps", "free_paths", "horizon", "fan_paths", "seeds"):
+            check_int(f"market demo {name}", getattr(self, name), 1)
+        for name in ("validation_members", "members"):  # fair CRPS needs two
+            check_int(f"market demo {name}", getattr(self, name), 2)
+        check_int("market demo seed", self.seed, 0, MAX_SEED)
+        dates = {}
+        for name in ("validation_start", "train_end", "test_end"):
+            try:
+                dates[name] = datetime.date.fromisoformat(getattr(self, name))
+            except (TypeError, ValueError):
+                raise ValueError(f"market demo {name}: expected a date YYYY-MM-DD, found {getattr(self, name)!r}") from None
+        if not dates["validation_start"] < dates["train_end"] < dates["test_end"]:
+            raise ValueError(f"market demo dates: expected validation_start < train_end < test_end, found {self.validation_start}, {self.train_end}, {self.test_end}")
+
+
+def is_csv_path(series: str) -> bool:
+    """Whether `series` names a CSV file rather than a series by name: it holds a path separator or ends in .csv.
+
+    A bare word is always a name, even where a file or folder of that name exists (a run's own
+    output folder, say), so a name is never read as a file."""
+    return "/" in series or os.sep in series or series.lower().endswith(".csv")
+
 
 def load_series(name: str) -> Any:
-    """100·log-returns of an `arch.data` series by name, or of a CSV file of prices by path."""
-    return read_csv(name) if name.endswith(".csv") or Path(name).exists() else load_returns(name)
+    """100·log-returns of an `arch.data` series by name, or of a CSV file of prices by path (`is_csv_path`)."""
+    return read_csv(name) if is_csv_path(name) else load_returns(name)
+
+
+def history_until(returns: Any, date: str | None, name: str = "the series", least: int = 100) -> Any:
+    """The days of `returns` (a dated series) up to and including `date` (YYYY-MM-DD; None: all),
+    at least `least` of them, or a one-line ValueError."""
+    history = returns
+    if date is not None:
+        try:
+            day = datetime.date.fromisoformat(date)
+        except (TypeError, ValueError):
+            raise ValueError(f"date: expected a day YYYY-MM-DD, found {date!r}") from None
+        history = returns[returns.index.date <= day]
+    if len(history) < least:
+        raise ValueError(f"expected at least {least} days of {name} up to {date or 'its end'}, found {len(history)}")
+    return history
 
 
 def training_store(path: Path, series: list[Any], train_end: str) -> EpisodeStore:
@@ -140,8 +182,11 @@ def scenarios(
     Each path's volatility follows its own dreamed returns: the features leading into day h + 1
     come from the averages updated with the path's day h.
     """
+    check_int("scenarios horizon", horizon, 1)
+    check_int("scenarios n", n, 1)
     r = np.asarray(history, np.float64)
     r = r[:, None] if r.ndim == 1 else r
+    check_fits(8 * n * horizon * r.shape[1], f"{n} scenario paths of {horizon} days")  # the paths, float64 [n, H, V]
     z, f, _, states = scale_returns(r)
     context = min(model.frames - 1, len(z))
     last = states[-1].update(r[-1])
@@ -215,11 +260,16 @@ def run_market_demo(out: str | Path, cfg: MarketDemoConfig = MarketDemoConfig(),
 
     from diffworld.evaluate.pictures import plot_fan_chart, plot_var_backtest
 
-    out = Path(out)
+    import arch  # noqa: F401  (the peers and the scores: missing packages fail here, before any work)
+    import scoringrules  # noqa: F401
+
+    out = check_output_dir(out, "market demo output")
     t0 = time.perf_counter()
     gen = torch.Generator(device=cfg.train.device).manual_seed(cfg.seed)  # the models' draws, on their device
-    main = load_series(cfg.series)
-    extra = [load_series(s) for s in cfg.extra_series]
+    # Every series the run needs, read now: a bad name or file fails before any training.
+    loaded = {name: load_series(name) for name in dict.fromkeys([cfg.series, *cfg.extra_series, *cfg.joint])}
+    main = loaded[cfg.series]
+    extra = [loaded[s] for s in cfg.extra_series]
     test = np.flatnonzero((main.index >= cfg.train_end) & (main.index < cfg.test_end))
     validation = np.flatnonzero((main.index >= cfg.validation_start) & (main.index < cfg.train_end))
     if len(test) < 20 or len(validation) < 20:
@@ -256,7 +306,7 @@ def run_market_demo(out: str | Path, cfg: MarketDemoConfig = MarketDemoConfig(),
     plot_var_backtest(main.index[test], obs, {n: forecasts[n].quantile(0.01) for n in ("model", "gjr_garch_t")}, out / "var_backtest.png")
     scenario_risk = {"day": str(main.index[fan_day].date()), **path_risk(fan)}
 
-    joint = _joint_scores(cfg, out, progress, log, gen) if cfg.joint else None
+    joint = _joint_scores(cfg, {name: loaded[name] for name in cfg.joint}, out, progress, log, gen) if cfg.joint else None
     headline = _headline(table, facts, joint)
     (out / "backtest.md").write_text(backtest_markdown(table))
     metrics = {
@@ -288,12 +338,14 @@ def _gjr_paths(returns: Any, test: np.ndarray, cfg: MarketDemoConfig, params: di
     return np.stack(sims)
 
 
-def _joint_scores(cfg: MarketDemoConfig, out: Path, progress: bool, log: Callable[[str], None], gen: torch.Generator) -> dict[str, Any]:
-    """Joint one-day-ahead scenarios of `cfg.joint` by one model, energy score beside independent GARCH-normal."""
+def _joint_scores(
+    cfg: MarketDemoConfig, series: dict[str, Any], out: Path, progress: bool, log: Callable[[str], None], gen: torch.Generator
+) -> dict[str, Any]:
+    """Joint one-day-ahead scenarios of `series` (`cfg.joint`'s, loaded) by one model, energy score beside independent GARCH-normal."""
     import pandas as pd
     import scoringrules as sr
 
-    frame = pd.concat({name: load_series(name) for name in cfg.joint}, axis=1, join="inner")
+    frame = pd.concat(series, axis=1, join="inner")
     log(f"joint model of {', '.join(cfg.joint)} ({len(frame)} common days)")
     store = training_store(out / "joint.zarr", [frame], cfg.validation_start)
     validation = np.flatnonzero((frame.index >= cfg.validation_start) & (frame.index < cfg.train_end))

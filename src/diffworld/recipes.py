@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from diffworld.agent import PPOConfig, play_episodes, train_ppo
+from diffworld.checks import check_device, check_int, check_output_dir, check_output_file
 from diffworld.data.collect import BUILTIN_POLICIES, CollectConfig, resolve_policy
 from diffworld.data.episodes import Episode
 from diffworld.data.store import EpisodeStore
@@ -25,7 +26,7 @@ from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.pictures import plot_horizons, write_gif
 from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
 from diffworld.heads import Heads, HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
-from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
+from diffworld.model.world_model import ModelConfig, WorldModel, check_model, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
 from diffworld.worlds import (
@@ -39,6 +40,10 @@ from diffworld.worlds import (
     training_defaults,
 )
 from diffworld.worlds.base import run_episode
+
+
+#: Copies of a model's weights training holds: weights, EMA, gradients and Adam's two moments.
+TRAINING_COPIES = 5
 
 
 def train_world(
@@ -64,7 +69,8 @@ def train_world(
     options = dict(world_options or {})
     collect_cfg = CollectConfig(source=world, episodes=episodes, policy="default", world_options=options)
     make = lambda: make_world(world, **options)  # noqa: E731
-    make()  # fail early on an unknown name or option
+    # Fail early on an unknown name or option, or a model that cannot be built or trained here.
+    check_model(make().spec, model_config, copies=TRAINING_COPIES, device=train_config.device)
     t0 = time.perf_counter()
     data = collect_episodes(make, collect_cfg.seeds, default_policy(world), collect_cfg.max_steps)
     frames = sum(len(e) for e in data)
@@ -116,6 +122,7 @@ def train_store(
     store = EpisodeStore.open(data)
     if fit:
         model_config = fit_patch(store.spec, model_config, log)
+    check_model(store.spec, model_config, copies=TRAINING_COPIES, device=train_config.device)
     model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
     check_data(model, store)
     log(f"store {data}: {len(store)} episodes of {store.spec.name} ({store.num_frames} frames)")
@@ -229,6 +236,9 @@ def evaluate_checkpoint(
 
     `policy` and `world`: what this run may play and build beyond the checkpoint's data (`data_source`).
     """
+    out = check_output_dir(out, "evaluation output")  # before any computing
+    if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
+        raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
     directory = resolve_pretrained(path)
     source = data_source(read_config(directory), policy, world, str(directory))
     model = WorldModel.from_pretrained(path, device=device)
@@ -237,7 +247,6 @@ def evaluate_checkpoint(
     metrics["checkpoint"] = str(path)
     metrics["train_seconds"] = config.get("train_seconds")
     metrics |= extra or {}
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_horizons(metrics, out / "horizon.png")
@@ -306,8 +315,10 @@ def train_checkpoint_heads(
     on the held-out episodes ("real") and, with `dreamed`, on the checkpoint's one-step dreams of
     them ("dreamed"; every event transition and `config.dreamed_calm` others), which the heads
     then also train on (see `diffworld.heads.train_heads`). `policy` and `world`: see `data_source`."""
+    check_int("heads episodes", episodes, 1)
+    check_int("heads held_out", held_out, 1)
     model_dir = resolve_pretrained(path)
-    out = Path(out) if out is not None else checkpoint_heads(model_dir)
+    out = check_output_dir(Path(out) if out is not None else checkpoint_heads(model_dir), "heads output")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already holds heads; choose another --out or remove it")
     recorded = read_config(model_dir)
@@ -333,6 +344,10 @@ def train_checkpoint_heads(
     return scores
 
 
+#: Most frames of a GIF's free dream: a longer animation is too large to hold or to watch.
+MAX_GIF_FRAMES = 10_000
+
+
 def dream_gif(
     model: WorldModel,
     path: str | Path,
@@ -352,6 +367,10 @@ def dream_gif(
     `world_options`, `policy` and `max_steps`: how the training data was collected (`data_source`).
     `world`: the model's world name when it imports a module (`check_recorded_world`).
     """
+    check_output_file(path, "GIF", suffixes=(".gif",))
+    check_int("free_frames", free_frames, 1, MAX_GIF_FRAMES)
+    for name, value in (("members", members), ("cases", cases), ("horizon", horizon)):
+        check_int(name, value, 1)
     world_name = model.spec.name
     check_recorded_world(world_name, f"model of {world_name!r}", world)
     true_world = make_world(world_name, **(world_options or {}))
@@ -399,6 +418,7 @@ def dream_gif(
     panels = [("true game", np.concatenate(panels_truth))]
     panels += [(f"dream {j + 1}", np.concatenate(panels_dreams[j])) for j in range(members)]
     value_range = model.spec.value_range or (0.0, 1.0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return write_gif(panels, path, scale=max(1, 128 // model.spec.frame_shape[-1]), fps=8, captions=captions, value_range=value_range)
 
 
@@ -420,10 +440,16 @@ class DemoConfig:
     )
     eval: EvalConfig = EvalConfig()
 
+    def __post_init__(self) -> None:
+        ModelConfig.preset(self.preset)  # an unknown preset fails here, before any work
+        check_int("demo episodes", self.episodes, 1)
+
 
 def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Collect, train, evaluate; write checkpoint/, metrics.json, horizon.png and rollout.gif into `out`."""
-    out = Path(out)
+    out = check_output_dir(out, "demo output")
+    if (out / "metrics.json").exists():  # found only after training, it would stop the demo late
+        raise FileExistsError(f"{out / 'metrics.json'} exists; choose another output directory or remove it")
     t0 = time.perf_counter()
     result = train_world(cfg.world, out, ModelConfig.preset(cfg.preset), cfg.train, cfg.episodes, progress=progress, log=log)
     log("evaluating on held-out episodes")
@@ -453,6 +479,10 @@ class AgentConfig:
     start_episodes: int = 200
     start_stride: int = 16
 
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "frames", "dream_steps", "eval_episodes", "start_episodes", "start_stride"):
+            check_int(f"agent {name}", getattr(self, name), 1)
+
 
 def dream_agent(
     checkpoint: str | Path,
@@ -473,7 +503,8 @@ def dream_agent(
     from diffworld.envs import DreamVectorEnv, WorldVectorEnv, starting_windows
 
     config = config or AgentConfig()
-    out = Path(out)
+    out = check_output_dir(out, "agent output")
+    check_device(device)
     if (out / "metrics.json").exists():
         raise FileExistsError(f"{out} already holds agent results; choose another --out")
     model_dir = resolve_pretrained(checkpoint)

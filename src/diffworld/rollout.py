@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from diffworld.checks import check_fits, check_int
 from diffworld.diffusion.sampling import SamplerConfig, in_target_units, karras_sigmas, sample
 from diffworld.model.dit import KVCache
 from diffworld.model.world_model import WorldModel
@@ -37,11 +38,13 @@ def check_actions(model: WorldModel, actions: torch.Tensor | None, batch: int, n
         if actions is not None:
             raise ValueError(f"{what}: world {model.spec.name!r} takes no actions, got a tensor of shape {list(actions.shape)}")
         return null_actions(model, batch, n, model.device)
-    actions = torch.as_tensor(actions, device=model.device)
+    actions = as_tensor(actions, what).to(model.device)
     expected = (batch, n) if space.kind == "discrete" else (batch, n, space.n)
     if tuple(actions.shape) != expected:
         raise ValueError(f"{what}: expected shape {list(expected)}, got {list(actions.shape)}")
     if space.kind == "discrete":
+        if actions.is_floating_point() and not (actions == actions.round()).all():
+            raise ValueError(f"{what}: expected whole action numbers, found {actions[actions != actions.round()][0].item()}")
         actions = actions.long()
         bad = (actions < -1) | (actions >= space.n)
         if bad.any():
@@ -55,15 +58,31 @@ def check_context(model: WorldModel, context: torch.Tensor, batch: int | None = 
     """Context frames [B, L, *frame] (B = `batch` if given) as float32 on the model's device; a
     wrong shape or a NaN/inf is a ValueError naming what was expected and found."""
     frame_shape = tuple(model.spec.frame_shape)
-    context = torch.as_tensor(context, dtype=torch.float32, device=model.device)
+    try:
+        context = torch.as_tensor(context, dtype=torch.float32, device=model.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"context: expected a tensor or an array of frames, found {type(context).__name__}") from None
     if context.ndim != len(frame_shape) + 2 or tuple(context.shape[2:]) != frame_shape or (batch is not None and context.shape[0] != batch):
         raise ValueError(
             f"context: expected shape [{'B' if batch is None else batch}, L, {', '.join(map(str, frame_shape))}] for world "
             f"{model.spec.name!r}, got {list(context.shape)}"
         )
+    if context.shape[0] < 1 or context.shape[1] < 1:
+        raise ValueError(f"context: expected at least one sequence of at least one frame, found shape {list(context.shape)}")
     if not torch.isfinite(context).all():
         raise ValueError("context: found NaN or inf in the frames")
     return context
+
+
+def as_tensor(values: object, what: str) -> torch.Tensor | None:
+    """`values` (a tensor, an array or nested lists of numbers; None stays None) as a tensor, or a
+    TypeError naming `what`, what was expected and what was found."""
+    if values is None or isinstance(values, torch.Tensor):
+        return values
+    try:
+        return torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{what}: expected a tensor, an array or nested lists of numbers, found {type(values).__name__}") from None
 
 
 def check_sampler(model: WorldModel, sampler: SamplerConfig) -> None:
@@ -272,12 +291,17 @@ def rollout(
     b, length = context.shape[:2]
     if policy is not None and (actions is not None or horizon is None):
         raise ValueError("a rollout with a policy takes a horizon and no action sequence")
+    actions = as_tensor(actions, "actions")
     if horizon is None:
         if actions is None:
             raise ValueError("rollout needs a horizon or a sequence of actions")
+        if actions.ndim < 2:
+            raise ValueError(f"actions: expected a batch of action sequences [B, H{', d' if model.spec.action.kind == 'continuous' else ''}], found shape {list(actions.shape)}")
         horizon = int(actions.shape[1])
-    if length < 1 or horizon < 1 or n_samples < 1:
-        raise ValueError(f"need context length, horizon and n_samples >= 1, got {length}, {horizon}, {n_samples}")
+    check_int("rollout horizon", horizon, 1)
+    check_int("rollout n_samples", n_samples, 1)
+    # The dream is one tensor [B·n_samples, H, *frame] of float32: refused here if it cannot fit.
+    check_fits(4 * b * n_samples * horizon * math.prod(frame_shape), f"a rollout of {b}×{n_samples} dreams of {horizon} frames", dev)
     actions = check_actions(model, actions, b, horizon, "actions")
     context_actions = check_actions(model, context_actions, b, length, "context_actions")
     keep = model.frames - 1  # the newest frames − 1 finished frames stay in view

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from diffworld.checks import check_number
+
 LayoutName = Literal["grid", "graph", "series"]
 ValueKind = Literal["binary", "categorical", "bounded", "real"]
 ActionKind = Literal["none", "discrete", "continuous"]
@@ -97,8 +99,22 @@ class WorldSpec:
             raise ValueError(f"a grid world has frames (C, H, W), got frame_shape={self.frame_shape}")
         if self.layout in ("graph", "series") and len(self.frame_shape) != 2:
             raise ValueError(f"a {self.layout} world has frames (N, F), got frame_shape={self.frame_shape}")
+        if not all(isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1 for n in self.frame_shape):
+            raise ValueError(f"frame_shape: expected positive integers, found {list(self.frame_shape)}")
         if self.value_kind == "categorical" and self.frame_shape[self.channel_axis] < 2:
             raise ValueError(f"a categorical world needs >= 2 channels (states), got frame_shape={self.frame_shape}")
+        check_number("step_duration", self.step_duration, above=0.0)
+        if self.value_range is not None:
+            if len(self.value_range) != 2:
+                raise ValueError(f"value_range: expected (low, high), found {self.value_range!r}")
+            lo, hi = self.value_range
+            check_number("value_range low", lo)
+            check_number("value_range high", hi, above=lo)
+        if self.layout == "graph":
+            n = self.frame_shape[0]
+            bad = [e for e in self.edges if len(e) != 2 or not all(isinstance(i, int | np.integer) and 0 <= i < n for i in e)]
+            if bad:
+                raise ValueError(f"edges: expected pairs of node indices in [0, {n}), found {list(bad[0])}")
 
     @property
     def channel_axis(self) -> int:
@@ -115,6 +131,16 @@ class WorldSpec:
             )
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise ValueError(f"{where}: found NaN or inf in frames")
+        if self.value_range is None or self.value_kind == "real" or a.size == 0:
+            return
+        lo, hi = self.value_range
+        if self.value_kind == "bounded":
+            bad, expected = (a < lo) | (a > hi), f"values in [{lo:g}, {hi:g}]"
+        else:  # binary, categorical: every value is one of the two ends
+            bad, expected = (a != lo) & (a != hi), f"values {lo:g} or {hi:g}"
+        if bad.any():
+            first = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
+            raise ValueError(f"{where}: expected {expected} for the {self.value_kind} world {self.name!r}, found {a[first]} at frame {first[0]}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -123,7 +149,13 @@ class WorldSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorldSpec:
         """Inverse of `to_dict`."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a world spec: expected a JSON object, found {d!r}")
         d = dict(d)
+        for key, kind in (("frame_shape", list), ("action", dict), ("variables", list), ("value_range", list), ("edges", list), ("name", str)):
+            value = d.get(key)
+            if value is not None and not isinstance(value, kind | tuple if kind is list else kind):
+                raise ValueError(f"spec {key}: expected {'a list' if kind is list else 'a JSON object' if kind is dict else 'a string'}, found {value!r}")
         d["action"] = ActionSpace(**{**d.get("action", {}), "names": tuple(d.get("action", {}).get("names", ()))})
         d["frame_shape"] = tuple(d["frame_shape"])
         d["variables"] = tuple(d.get("variables", ()))

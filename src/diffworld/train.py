@@ -24,10 +24,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from diffworld import distributed
+from diffworld.checks import MAX_SEED, check_device, check_int, check_number, check_output_dir
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler, flatten
@@ -72,8 +74,15 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        for name, least in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("log_every", 1), ("checkpoint_every", 1)):
+            check_int(f"train {name}", getattr(self, name), least)
+        check_int("train seed", self.seed, 0, MAX_SEED)
+        check_number("train lr", self.lr, above=0.0)
+        check_number("train min_lr_ratio", self.min_lr_ratio, least=0.0, most=1.0)
+        check_number("train weight_decay", self.weight_decay, least=0.0)
+        check_number("train grad_clip", self.grad_clip, above=0.0)
+        check_number("train ema_decay", self.ema_decay, least=0.0, below=1.0)
+        check_device(self.device, "train device")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not isinstance(self.compile, bool):
@@ -350,6 +359,7 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool = False) -> Non
     """
     if resume and overwrite:
         raise ValueError("resume continues the run in the output directory and overwrite replaces it: choose one")
+    check_output_dir(out, "run directory")
     if overwrite or not holds_run(out):
         return
     ckpt = Path(out) / "checkpoint"
@@ -361,6 +371,17 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool = False) -> Non
     tensors = ckpt / "train_state.safetensors"
     if not tensors.is_file():
         raise ValueError(f"{tensors}: expected the run's weights and optimizer state to resume from, found no file")
+    try:  # the header and the file's length: a truncated file fails here, before any data is collected
+        with safe_open(str(tensors), framework="pt"):
+            pass
+    except Exception as e:  # safetensors raises its own error types on a truncated or foreign file
+        raise unreadable_tensors(tensors, e) from None
+
+
+def unreadable_tensors(path: Path, e: Exception) -> ValueError:
+    """The one-line error for a training state's tensors that cannot be read."""
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return ValueError(f"{path}: expected the run's saved tensors, found {type(e).__name__}: {first}")
 
 
 def read_train_state(ckpt: Path) -> dict[str, Any]:
@@ -457,8 +478,7 @@ def load_train_state(ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.
     try:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types on a truncated or foreign file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: expected the run's saved tensors, found {type(e).__name__}: {first}") from None
+        raise unreadable_tensors(path, e) from None
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict(WorldModel.from_pretrained(ckpt).state_dict())
     state: dict[int, dict[str, torch.Tensor]] = {}

@@ -60,3 +60,10 @@ def test_bad_input_is_named_and_nothing_is_written(tmp_path):
     import_arrays(tmp_path / "b.zarr", np.ones((5, 3)))
     with pytest.raises(FileExistsError):
         import_arrays(tmp_path / "b.zarr", np.ones((5, 3)))
+
+
+@pytest.mark.parametrize("step", [np.nan, np.inf, -1.0, 0.0])
+def test_a_step_duration_not_finite_and_positive_is_refused_and_nothing_written(tmp_path, step):
+    with pytest.raises(ValueError, match=f"step_duration: expected a finite number > 0, found {step}"):
+        import_arrays(tmp_path / "s.zarr", np.ones((5, 3), np.float32), step_duration=step)
+    assert not (tmp_path / "s.zarr").exists()

@@ -186,6 +186,27 @@ def test_from_arrays_rejects_bad_input_before_creating_anything(tmp_path: Path, 
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize(
+    "kind, value, match",
+    [
+        ("bounded", 1.5, r"episode\[1\]\.frames: expected values in \[0, 1\] for the bounded world 'b', found 1.5 at frame 2"),
+        ("bounded", -0.25, r"expected values in \[0, 1\] for the bounded world 'b', found -0.25"),
+        ("binary", 0.5, r"episode\[1\]\.frames: expected values 0 or 1 for the binary world 'b', found 0.5 at frame 2"),
+        ("categorical", 2.0, r"expected values 0 or 1 for the categorical world 'b', found 2.0"),
+    ],
+)
+def test_from_arrays_refuses_values_outside_the_worlds_range(tmp_path: Path, kind: str, value: float, match: str) -> None:
+    spec = WorldSpec("b", "grid", (2, 4, 4), kind, ActionSpace("discrete", 3), value_range=(0.0, 1.0))
+    frames = [np.zeros((5, 2, 4, 4), np.float32) for _ in range(2)]
+    frames[1][2, 1, 3, 0] = value
+    with pytest.raises(StoreError, match=match) as err:
+        EpisodeStore.from_arrays(tmp_path / "bad", spec, frames, [np.zeros(5, np.int64)] * 2)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "bad").exists()
+    frames[1][2, 1, 3, 0] = 1.0  # the range's own ends are values of it
+    EpisodeStore.from_arrays(tmp_path / "good", spec, frames, [np.zeros(5, np.int64)] * 2)
+
+
 # --- crash safety ------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.model.world_model import ModelConfig, WorldModel, read_config
 from diffworld.spec import ActionSpace, WorldSpec
 from tests.conftest import tiny_model
 
@@ -98,6 +98,84 @@ def test_a_checkpoint_that_would_dream_nonsense_is_refused_naming_file_and_field
     with pytest.raises(ValueError, match=match) as err:
         WorldModel.from_pretrained(tmp_path)
     assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def _config_edit(path, value):
+    """A damage to a saved config.json: the field at `path` set to `value` (None: removed)."""
+
+    def damage(config):
+        where = config
+        for key in path[:-1]:
+            where = where[key]
+        if value is None:
+            del where[path[-1]]
+        else:
+            where[path[-1]] = value
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (("model", "dit", "heads"), 0, r"config.json is invalid: dit heads: expected an integer in \[1, 1024\], found 0"),
+        (("model", "dit", "width"), "32", r"config.json is invalid: dit width: expected an integer .*found '32'"),
+        (("model", "dit", "depth"), 2.5, r"config.json is invalid: dit depth: expected an integer .*found 2.5"),
+        (("model", "dit"), None, r"config.json is invalid: expected a field 'dit', found none"),
+        (("model",), [], r"config.json is invalid: expected model to be a JSON object, found \[\]"),
+        (("model", "change_std"), "x", r"config.json is invalid: change_std: expected a finite number >= 0, found 'x'"),
+        (("spec",), "pong", r"config.json is invalid: expected spec to be a JSON object, found 'pong'"),
+        (("spec", "frame_shape"), 5, r"config.json is invalid: spec frame_shape: expected a list, found 5"),
+        (("spec", "frame_shape"), [3, "12", 20], r"config.json is invalid: frame_shape: expected positive integers, found \[3, '12', 20\]"),
+        (("spec", "name"), 5, r"config.json is invalid: spec name: expected a string, found 5"),
+        (("spec", "step_duration"), float("nan"), r"config.json is invalid: step_duration: expected a finite number > 0, found nan"),
+        (("sampler", "steps"), "3", r"config.json is invalid: sampler steps: expected an integer >= 1, found '3'"),
+        (("data",), ["x"], r"config.json is invalid: expected data to be a JSON object"),
+        (("data", "train_seeds"), [0, "9"], r"config.json is invalid: expected data.train_seeds to be \[first, last\]"),
+    ],
+    ids=["zero-heads", "str-width", "float-depth", "no-dit", "model-list", "str-change-std", "spec-str", "int-frame-shape",
+         "str-in-frame-shape", "int-name", "nan-step", "str-sampler-steps", "data-list", "str-train-seed"],  # fmt: skip
+)
+def test_a_config_json_of_wrong_types_is_refused_in_one_line(odd_spec, tmp_path, path, value, match):
+    tiny_model(odd_spec).save_pretrained(tmp_path, extra={"data": {"train_seeds": [0, 1]}})
+    config = json.loads((tmp_path / "config.json").read_text())
+    _config_edit(path, value)(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for read in (WorldModel.from_pretrained, read_config):  # every reader of the file, not the model alone
+        with pytest.raises(ValueError, match=match) as err:
+            read(tmp_path)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (("model", "dit", "depth"), 1000, r"model.safetensors do not match the config: expected dit depth 1000, found 2 blocks"),
+        (("model", "dit", "width"), 65536, r"checkpoint tensor .*: expected shape \[65536, .*\], found \[32, .*\]"),
+        (("model", "dit", "mlp_ratio"), 64.0, r"checkpoint tensor .*mlp.0.weight: expected shape \[2048, 32\], found \[128, 32\]"),
+        (("spec", "frame_shape"), [3, 65536, 65536], r"config.json is invalid: 65536x65536 frames in patches of 4: expected at most 8192 tokens"),
+        (("spec", "frame_shape"), [7, 12, 20], r"checkpoint tensor mean: expected shape \[7, 1, 1\], found \[3, 1, 1\]"),
+    ],
+    ids=["depth", "width", "mlp", "frame", "channels"],
+)
+def test_config_sizes_are_checked_against_the_weights_before_anything_is_allocated(odd_spec, tmp_path, path, value, match, monkeypatch):
+    """A config.json asking for a huge network is refused from the weights file's header, before any
+    tensor of that size exists: every model built during the load is on the meta device."""
+    tiny_model(odd_spec).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    _config_edit(path, value)(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    built = []
+    real_init = WorldModel.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self.mean.device.type)
+
+    monkeypatch.setattr(WorldModel, "__init__", spy)
+    with pytest.raises(ValueError, match=match) as err:
+        WorldModel.from_pretrained(tmp_path)
+    assert "\n" not in str(err.value) and set(built) <= {"meta"}, built
 
 
 def test_unknown_preset():

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffworld.checks import check_int, check_number, check_output_dir
 from diffworld.data.episodes import Episode
 from diffworld.data.store import EpisodeStore
 from diffworld.spec import WorldSpec
@@ -43,17 +44,17 @@ class CollectConfig:
     world_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"need at least one episode, got {self.episodes}")
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.seed_offset < 0 or self.seed_offset + self.episodes > HELD_OUT_SEED_BASE:
+        check_int("collect episodes", self.episodes, 1)
+        check_int("collect max_steps", self.max_steps, 1)
+        check_int("collect seed_offset", self.seed_offset, 0)
+        check_number("collect epsilon", self.epsilon, least=0.0, most=1.0)
+        if not isinstance(self.world_options, dict):
+            raise ValueError(f"collect world_options: expected a dict of the source's options, found {self.world_options!r}")
+        if self.seed_offset + self.episodes > HELD_OUT_SEED_BASE:
             raise ValueError(
                 f"training seeds must lie in [0, {HELD_OUT_SEED_BASE}) (the rest is held out), "
                 f"got {self.seed_offset}..{self.seed_offset + self.episodes - 1}"
             )
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
 
     @property
     def seeds(self) -> list[int]:
@@ -98,10 +99,11 @@ def collect(
     this collection's episodes the store already held; `log` with a note when this collection takes
     over a store from one that was killed. A store another collection is writing is refused.
     """
+    check_int("workers", workers, 1)
     world = make_world(cfg.source, **cfg.world_options)  # fails early on a bad source or option
     resolve_policy(cfg.policy, cfg.source, cfg.epsilon)  # and on a bad policy
     meta = {"collect": cfg.identity()}
-    out = Path(out)
+    out = check_output_dir(out, "episode store")
     try:
         store = EpisodeStore.create(out, world.spec, meta=meta)
     except FileExistsError:  # there already, or made a moment ago by another collection

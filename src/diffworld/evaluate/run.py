@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.checks import MAX_SEED, check_int
 from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.events import birth_report, by_event, serve_report
@@ -58,6 +59,13 @@ class EvalConfig:
     #: many times by the model and by the true game (32 × 16 = 512 draws of 15 rows).
     serve_moments: int = 32
     serve_members: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("cases", "episodes", "horizon", "fidelity_rollouts", "climatology_episodes", "batch", "serve_moments", "serve_members"):
+            check_int(f"eval {name}", getattr(self, name), 1)
+        check_int("eval members", self.members, 2)  # fair CRPS and spread need two
+        check_int("eval seed_offset", self.seed_offset, 0)
+        check_int("eval seed", self.seed, 0, MAX_SEED)
 
 
 def evaluate(

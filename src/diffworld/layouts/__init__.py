@@ -21,8 +21,18 @@ from diffworld.spec import WorldSpec
 Layout = GridLayout | GraphLayout | SeriesLayout
 
 
+#: Most tokens a frame may have: spatial attention holds S² scores per head and frame, and a
+#: graph's layout an N×N eigendecomposition, so beyond this a model would not fit in memory.
+MAX_TOKENS = 8192
+
+
 def make_layout(spec: WorldSpec, patch: int) -> Layout:
     """The layout for `spec`; `patch` is the grid's patch size (graphs and series have one token per node or variable)."""
+    if spec.layout == "grid":
+        _, h, w = spec.frame_shape
+        check_tokens((h // patch) * (w // patch) if patch >= 1 else 0, f"{h}x{w} frames in patches of {patch}")
+    else:
+        check_tokens(spec.frame_shape[0], f"a {spec.layout} of {spec.frame_shape[0]} {'nodes' if spec.layout == 'graph' else 'variables'}")
     if spec.layout == "grid":
         return GridLayout(tuple(spec.frame_shape), patch, periodic=spec.periodic)  # type: ignore[arg-type]
     if spec.layout == "graph":
@@ -32,4 +42,10 @@ def make_layout(spec: WorldSpec, patch: int) -> Layout:
     raise ValueError(f"unknown layout {spec.layout!r}; expected 'grid', 'graph' or 'series'")
 
 
-__all__ = ["GraphLayout", "GridLayout", "HeatKernelBias", "Layout", "SeriesLayout", "make_layout"]
+def check_tokens(tokens: int, what: str) -> None:
+    """Raise ValueError if a frame of `tokens` tokens (`what` makes them) exceeds `MAX_TOKENS`."""
+    if tokens > MAX_TOKENS:
+        raise ValueError(f"{what}: expected at most {MAX_TOKENS} tokens a frame, found {tokens}; use larger patches or smaller frames")
+
+
+__all__ = ["MAX_TOKENS", "GraphLayout", "GridLayout", "HeatKernelBias", "Layout", "SeriesLayout", "make_layout"]

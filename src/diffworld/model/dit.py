@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffworld.checks import check_int, check_number
 from diffworld.layouts import Layout
 from diffworld.model.linear import Linear, linear
 
@@ -55,6 +56,19 @@ class DiTConfig:
     #: Features per value for the layout's refiner head (grid: 3×3 convolutions across patch
     #: borders); 0 maps tokens back to values with a linear unpatchify.
     refine: int = 0
+
+    def __post_init__(self) -> None:
+        # Sizes from a context frame and a new one (frames) up to far beyond any model trained here:
+        # a config asking for more is a mistake (or a hostile file), refused before anything is built.
+        for name, least, most in (
+            ("width", 1, 65_536), ("depth", 1, 1024), ("heads", 1, 1024), ("patch", 1, 1024), ("frames", 2, 65_536), ("refine", 0, 1024)
+        ):  # fmt: skip
+            check_int(f"dit {name}", getattr(self, name), least, most)
+        check_number("dit mlp_ratio", self.mlp_ratio, above=0.0, most=64.0)
+        if int(self.width * self.mlp_ratio) < 1:
+            raise ValueError(f"dit mlp_ratio: expected a hidden width int(width · mlp_ratio) >= 1, found {self.width} · {self.mlp_ratio}")
+        if self.width % self.heads or (self.width // self.heads) % 2:  # rotary positions turn pairs
+            raise ValueError(f"dit width {self.width}: expected it to split into {self.heads} heads of even size")
 
 
 #: Size presets. `tiny` is for tests; the CLI offers these names.

@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from diffworld.checks import check_device, check_fits, check_int, check_number
 from diffworld.diffusion.sampling import SamplerConfig, draw_marginal, one_hot_argmax
 from diffworld.layouts import make_layout
 from diffworld.model.denoiser import Denoiser
@@ -227,34 +228,67 @@ class WorldModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu") -> WorldModel:
         """Load a model saved by `save_pretrained`, or a reference model shipped with diffworld by name."""
         directory = resolve_pretrained(name_or_path)
-        config = read_config(directory)
-        try:
-            spec = WorldSpec.from_dict(config["spec"])
-            m = config["model"]
-            model_cfg = ModelConfig(
-                dit=DiTConfig(**m["dit"]), sigma_data=m["sigma_data"], target=m.get("target", "frame"), change_std=m.get("change_std", 0.0)
-            )
-            sampler = SamplerConfig(**_known(SamplerConfig, config.get("sampler", {})))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"checkpoint config {directory / CONFIG} is invalid: {e}") from None
+        spec, model_cfg, sampler = parse_config(read_config(directory), directory / CONFIG)
+        check_device(device)
+        # The config's sizes against the weights' shapes, read from the file's header, before
+        # anything is allocated: a config asking for a huge network fails here in one line.
+        check_shapes(read_shapes(directory / WEIGHTS), spec, model_cfg, directory / WEIGHTS)
         stat_len = spec.frame_shape[spec.channel_axis]
         model = cls(spec, model_cfg, np.zeros(stat_len), np.ones(stat_len), sampler)
         try:
             state = load_file(str(directory / WEIGHTS))
         except (SafetensorError, OSError, ValueError) as e:
             raise ValueError(f"checkpoint weights {directory / WEIGHTS} are corrupt or unreadable: {e}") from None
-        missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
-        if missing or unexpected:
-            raise ValueError(
-                f"checkpoint weights {directory / WEIGHTS} do not match the config: "
-                f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
-            )
-        for k, v in model.state_dict().items():
-            if state[k].shape != v.shape:
-                raise ValueError(f"checkpoint tensor {k}: expected shape {list(v.shape)}, found {list(state[k].shape)}")
         check_weights(state, directory / WEIGHTS)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.to(device).eval()
+
+
+def read_shapes(path: Path) -> dict[str, list[int]]:
+    """The shape of every tensor in a safetensors file, from its header alone (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"checkpoint weights {path} are corrupt or unreadable: {e}") from None
+
+
+def check_model(spec: WorldSpec, config: ModelConfig, copies: int = 1, device: str | torch.device = "cpu") -> dict[str, list[int]]:
+    """The shape of every tensor a model of `config` for `spec` saves, or a one-line ValueError if
+    none can be built (a patch that does not tile the frames, a width its positions cannot use,
+    more tokens than `layouts.MAX_TOKENS`) or `copies` of its weights would not fit in the memory
+    of `device` (training holds five: weights, EMA, gradients and Adam's two moments; 0: not
+    checked). Built on the meta device: nothing is allocated."""
+    d = config.dit.width
+    # Each block holds at least the 17·D² weights of its two attentions and adaLN, and its MLP's 2·D·hidden.
+    least = config.dit.depth * (17 * d * d + 2 * d * int(d * config.dit.mlp_ratio))
+    if copies:
+        check_fits(4 * copies * least, f"{copies} cop{'y' if copies == 1 else 'ies'} of a model of {config.dit.depth} blocks of width {d}", device)
+    channels = spec.frame_shape[spec.channel_axis]
+    with torch.device("meta"):
+        model = WorldModel(spec, config, np.zeros(channels), np.ones(channels))
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_shapes(found: dict[str, list[int]], spec: WorldSpec, config: ModelConfig, path: Path) -> None:
+    """Raise a one-line ValueError naming `path` unless the tensors `found` in it are those a model
+    of `config` for `spec` holds, shape for shape. The number of blocks is compared first, so a
+    config asking for thousands is refused before even a skeleton of them is built."""
+    blocks = {k.split(".")[3] for k in found if k.startswith("denoiser.net.blocks.")}
+    if len(blocks) != config.dit.depth:
+        raise ValueError(f"checkpoint weights {path} do not match the config: expected dit depth {config.dit.depth}, found {len(blocks)} blocks")
+    try:  # the weights' own size is the file's: only the shapes need comparing
+        expected = check_model(spec, config, copies=0)
+    except ValueError as e:
+        raise ValueError(f"checkpoint config {path.parent / CONFIG} is invalid: {e}") from None
+    missing, unexpected = set(expected) - set(found), set(found) - set(expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint weights {path} do not match the config: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
+    for k, shape in expected.items():
+        if found[k] != shape:
+            raise ValueError(f"checkpoint tensor {k}: expected shape {shape}, found {found[k]}")
 
 
 def check_weights(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -316,7 +350,37 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise ValueError(
             f"{directory / CONFIG} has format version {config['format_version']}; this diffworld reads up to {FORMAT_VERSION}"
         )
+    parse_config(config, directory / CONFIG)  # every field checked when read, whoever reads it
     return config
+
+
+def parse_config(config: dict[str, Any], path: Path) -> tuple[WorldSpec, ModelConfig, SamplerConfig]:
+    """The world spec, model config and sampler settings of a checkpoint's config.json (`path`),
+    each checked, and its `data` section's shape; a one-line ValueError naming `path` otherwise."""
+    try:
+        for section in ("spec", "model", "model.dit", "sampler", "data", "data.collect"):
+            value: Any = config
+            for key in section.split("."):
+                value = value.get(key, {}) if isinstance(value, dict) else value
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"expected {section} to be a JSON object, found {value!r}")
+        spec = WorldSpec.from_dict(config["spec"])
+        m = config["model"]
+        change_std = m.get("change_std", 0.0)
+        check_number("change_std", change_std, least=0.0)
+        model_cfg = ModelConfig(dit=DiTConfig(**m["dit"]), sigma_data=m["sigma_data"], target=m.get("target", "frame"), change_std=change_std)
+        sampler_fields = _known(SamplerConfig, config.get("sampler") or {})
+        if "steps" in sampler_fields:
+            check_int("sampler steps", sampler_fields["steps"], 1)
+        sampler = SamplerConfig(**sampler_fields)
+        seeds = (config.get("data") or {}).get("train_seeds")
+        if seeds is not None and not (isinstance(seeds, list) and len(seeds) == 2 and all(type(x) is int and x >= 0 for x in seeds)):
+            raise ValueError(f"expected data.train_seeds to be [first, last], two integers >= 0, found {seeds!r}")
+    except KeyError as e:
+        raise ValueError(f"checkpoint config {path} is invalid: expected a field {e.args[0]!r}, found none") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint config {path} is invalid: {e}") from None
+    return spec, model_cfg, sampler
 
 
 def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:

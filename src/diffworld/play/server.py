@@ -32,6 +32,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from diffworld.checks import check_int
 from diffworld.dreamer import Dreamer
 from diffworld.model.world_model import WorldModel
 from diffworld.play.protocol import (
@@ -408,6 +409,7 @@ def serve(
 
     from diffworld.model.world_model import read_config, resolve_pretrained
 
+    check_int("port", port, 0, 65535)  # 0: any free port
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads: expected >= 1, got {threads}")

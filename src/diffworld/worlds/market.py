@@ -63,7 +63,7 @@ def load_returns(name: str) -> Any:
         return french_returns(name)
     if name not in ARCH_SERIES:
         known = ", ".join([*ARCH_SERIES, *FRENCH_SERIES])
-        raise ValueError(f"unknown market series {name!r}; expected one of: {known} (or a CSV file)")
+        raise ValueError(f"unknown market series {name!r}; expected one of: {known} (or the path of a CSV file, holding a / or ending in .csv)")
     module, column = ARCH_SERIES[name]
     prices = importlib.import_module(module).load()[column]
     prices = prices[prices > 0].dropna()  # WTI has holidays as NaN; a price must be positive for a log
