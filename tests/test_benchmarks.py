@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -55,3 +56,22 @@ def test_vs_diffusers_times_both_networks():
     out = bench("vs_diffusers.py", "--configs", "demo", "--modes", "image", "--batch", "2", "--repeats", "1")
     row = next(line.split() for line in out.splitlines() if line.split()[:2] == ["demo", "image"])
     assert len(row) == 10 and float(row[5]) > 0, out
+
+
+def test_chance_toy_scores_each_sampler_and_knows_a_whole_ball():
+    out = bench("chance_toy.py", "--steps", "2", "--draws", "8", "--samplers", "1", "4")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 1 ") or line.startswith("| 4 ")]
+    assert [r[0].strip() for r in rows] == ["1", "4"], out
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("chance_toy", BENCHMARKS / "chance_toy.py")
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    frames = torch.zeros(4, 32, 32, dtype=torch.bool)
+    frames[0, 10:12, 15:17] = True  # a whole ball at the serve columns
+    frames[1, 10:12, 15] = True  # half a ball
+    frames[2, 10:12, 20:22] = True  # a whole ball elsewhere
+    valid, empty = toy.valid_and_empty(frames)
+    assert valid.tolist() == [True, False, False, False] and empty.tolist() == [False, False, False, True]
+    windows = toy.serve_windows(64, torch.Generator().manual_seed(0), toy.NORMALIZATION["pong"])
+    on = windows[:, :, 0] / 0.5 * toy.NORMALIZATION["pong"][1] + toy.NORMALIZATION["pong"][0] > 0.5
+    assert toy.valid_and_empty(on.flatten(0, 1))[0].all()  # every true frame is a valid serve
