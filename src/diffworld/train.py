@@ -33,7 +33,7 @@ from diffworld.checks import MAX_SEED, check_device, check_int, check_number, ch
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler, flatten
-from diffworld.diffusion.loss import LossConfig, unforeseen_frequency, window_loss
+from diffworld.diffusion.loss import LossConfig, draw_loss_noise, noised_loss, unforeseen_frequency
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import ModelConfig, WorldModel, check_compiler, read_config
 from diffworld.spec import WorldSpec
@@ -283,7 +283,10 @@ def train(
             x = model.normalize(batch.frames.to(dev))
             acts = None if batch.actions is None else batch.actions.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = window_loss(denoiser, x, acts, cfg.loss, gen_for(gen, dev), surprise, ranks.part, project)
+                # Every rank draws the loss's noise for the global batch and keeps its part, as it does the windows.
+                batch_shape = (cfg.batch_size, *x.shape[1:])
+                noise = draw_loss_noise(cfg.loss, batch_shape, acts is not None, gen_for(gen, dev), dev).part(ranks.part)
+                loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             loss_value = float(distributed.mean_over_ranks(loss.detach(), ranks))

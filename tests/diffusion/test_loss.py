@@ -3,7 +3,17 @@ import re
 import pytest
 import torch
 
-from diffworld.diffusion.loss import LossConfig, drop_actions, loss_weights, motion_weights, shift_windows, unforeseen_frequency, window_loss
+from diffworld.diffusion.loss import (
+    LossConfig,
+    draw_loss_noise,
+    drop_actions,
+    loss_weights,
+    motion_weights,
+    noised_loss,
+    shift_windows,
+    unforeseen_frequency,
+    window_loss,
+)
 from diffworld.diffusion.sampling import karras_sigmas
 from diffworld.model.denoiser import Denoiser
 from tests.model.test_dit import make_dit
@@ -140,11 +150,31 @@ def test_self_context_off_draws_leave_the_plain_loss_unchanged_and_parts_agree()
     plain = window_loss(den, frames, acts, LossConfig(), torch.Generator().manual_seed(2))
     never = window_loss(den, frames, acts, LossConfig(self_context=1e-12), torch.Generator().manual_seed(2))
     assert plain.item() == never.item()  # the extra draws come after every draw of the plain loss
-    for cfg in (LossConfig(self_context=0.5), LossConfig(self_context=0.5, self_context_steps=3, self_context_churn=1.0)):
+    for cfg in (
+        LossConfig(self_context=0.5),
+        LossConfig(self_context=0.5, self_context_steps=3, self_context_churn=1.0),
+        LossConfig(context="forcing", random_shift=True, surprise_weight=0.0),
+    ):
         full = window_loss(den, frames, acts, cfg, torch.Generator().manual_seed(3))
-        halves = [window_loss(den, frames[i * 2 : i * 2 + 2], acts[i * 2 : i * 2 + 2], cfg, torch.Generator().manual_seed(3), part=(i, 2)) for i in range(2)]
         assert full.item() != window_loss(den, frames, acts, LossConfig(), torch.Generator().manual_seed(3)).item()
+        # Two processes: each draws for the whole batch with the shared seed and keeps its part.
+        halves = []
+        for i in range(2):
+            noise = draw_loss_noise(cfg, frames.shape, True, torch.Generator().manual_seed(3)).part((i, 2))
+            halves.append(noised_loss(den, frames[i * 2 : i * 2 + 2], acts[i * 2 : i * 2 + 2], cfg, noise))
         assert torch.allclose(full, sum(halves) / 2, rtol=1e-5)
+
+
+def test_parts_of_the_draws_are_rows_of_the_whole():
+    cfg = LossConfig(self_context=0.5, self_context_steps=3, self_context_churn=1.0, random_shift=True)
+    whole = draw_loss_noise(cfg, (6, 5, 3, 12, 20), True, torch.Generator().manual_seed(0))
+    assert len(whole.churn) == 2 and whole.target_sigma.shape == (6, 3) and whole.noise.shape == (6, 8, 3, 12, 20)
+    parts = [whole.part((i, 3)) for i in range(3)]
+    assert torch.equal(torch.cat([p.noise for p in parts]), whole.noise)
+    assert torch.equal(torch.cat([p.churn[1] for p in parts]), whole.churn[1])
+    assert torch.equal(torch.cat([p.shift for p in parts]), whole.shift) and parts[1].own.shape == (2,)
+    with pytest.raises(ValueError, match="cannot split a batch of 6 into 4 equal parts"):
+        whole.part((0, 4))
 
 
 def test_self_context_settings_are_checked():

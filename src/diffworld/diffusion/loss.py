@@ -138,17 +138,17 @@ def teacher_mask(t: int, first_target: int = 0, device="cpu") -> torch.Tensor:
     return torch.cat([top, torch.cat([strictly_past, eye], dim=1)], dim=0)
 
 
-def drop_actions(
-    actions: torch.Tensor | None, p: float, generator: torch.Generator, part: tuple[int, int] = (0, 1)
-) -> torch.Tensor | None:
-    """Replace each frame's action by "no action" with probability p (−1, or NaN for continuous).
-
-    `part` as in `window_loss`: the draw is made for the global batch and sliced.
-    """
+def drop_actions(actions: torch.Tensor | None, p: float, generator: torch.Generator) -> torch.Tensor | None:
+    """Replace each frame's action by "no action" with probability p (−1, or NaN for continuous)."""
     if actions is None or p <= 0:
         return actions
-    b, t = actions.shape[:2]
-    drop = _rand((b * part[1], t), generator, actions.device)[part_rows(b * part[1], part)] < p  # [B, T]
+    return without_actions(actions, _rand(actions.shape[:2], generator, actions.device) < p)
+
+
+def without_actions(actions: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor | None:
+    """Actions [B, T(, A)] with "no action" (−1, or NaN for continuous) where `drop` [B, T] is true."""
+    if actions is None or drop is None:
+        return actions
     if actions.is_floating_point():
         return torch.where(drop[..., None], torch.full_like(actions, float("nan")), actions)
     return torch.where(drop, torch.full_like(actions, -1), actions)
@@ -262,7 +262,7 @@ def own_predictions(
 
     `context` [B, T, *frame] are the noised context frames (σ = `ctx_sigmas` [B, T]), `start`
     [B, T', *frame] the unit noise the targets' draws start from at σ = `sigma`; `actions`,
-    `times` and `mask` are the teacher pass's (`window_loss`). `steps` Euler steps on the Karras
+    `times` and `mask` are the teacher pass's (`teacher_loss`). `steps` Euler steps on the Karras
     schedule down to 0 (one step: the denoiser's estimate of E[frame | past]), by
     `diffusion.sampling.sample`; with `churn` > 0 each step after the first lifts σ_i as
     `SamplerConfig.churn` does, by `churn_noise[i − 1]` (unit noise [B, T', *frame]). For a
@@ -285,6 +285,253 @@ def own_predictions(
     return origin + y * scale
 
 
+# ---------------------------------------------------------------------- draws
+
+
+@dataclass(frozen=True)
+class LossNoise:
+    """Every random draw of one step's window loss, for a batch of B windows of T frames.
+
+    Drawn by `draw_loss_noise`. A process of a multi-process run draws for the global batch, with
+    the seed every process shares, and keeps its rows with `part`: n processes then draw exactly
+    what one would. A field its mode or settings leave unused is None.
+    """
+
+    #: [B, 2] offsets in [0, 1) along the periodic axes (`random_shift`).
+    shift: torch.Tensor | None
+    #: [B, T] levels: of the context copies (teacher), or of every frame (forcing).
+    sigma: torch.Tensor
+    #: [B, T'] the teacher targets' levels, in the target's units.
+    target_sigma: torch.Tensor | None
+    #: Unit noise: [B, T + T', *frame] for the context copies and targets (teacher), [B, T, *frame] (forcing).
+    noise: torch.Tensor
+    #: [B, T'] (teacher) or [B, T] (forcing) bool: the targets' actions replaced by "no action".
+    drop: torch.Tensor | None
+    #: [B] bool: the teacher windows whose context is the model's own predictions (`self_context`).
+    own: torch.Tensor | None
+    #: [B, T', *frame] unit noise the own predictions start from.
+    start: torch.Tensor | None
+    #: `self_context_steps` − 1 × [B, T', *frame] unit noise of the own predictions' churn.
+    churn: tuple[torch.Tensor, ...] = ()
+
+    def part(self, part: tuple[int, int]) -> LossNoise:
+        """The draws of the `part = (i, n)` slice of the batch: the i-th of n equal parts of its rows."""
+        rows = part_rows(self.sigma.shape[0], part)
+        tensors = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "churn"}
+        return LossNoise(
+            **{name: None if x is None else x[rows] for name, x in tensors.items()},
+            churn=tuple(z[rows] for z in self.churn),
+        )
+
+
+def first_target(cfg: LossConfig, frames: int) -> int:
+    """Index of a window's first target frame: `min_context`, leaving at least one target."""
+    return min(cfg.min_context, frames - 1)
+
+
+def draw_loss_noise(
+    cfg: LossConfig, shape: Sequence[int], actions: bool, generator: torch.Generator, device="cpu"
+) -> LossNoise:
+    """All the draws of the window loss for windows of clean frames of `shape` [B, T, *frame], with or
+    without `actions`: the random shift's offsets first, then the draws of the mode."""
+    shift = _rand((shape[0], 2), generator, device) if cfg.random_shift else None
+    if cfg.context == "teacher":
+        return draw_teacher_noise(cfg, shape, actions, generator, device, shift)
+    if cfg.context == "forcing":
+        return draw_forcing_noise(cfg, shape, actions, generator, device, shift)
+    raise ValueError(f"loss context must be 'teacher' or 'forcing', got {cfg.context!r}")
+
+
+def draw_teacher_noise(
+    cfg: LossConfig,
+    shape: Sequence[int],
+    actions: bool,
+    generator: torch.Generator,
+    device="cpu",
+    shift: torch.Tensor | None = None,
+) -> LossNoise:
+    """The teacher mode's draws: context levels, target levels, noise, dropped actions, self-context."""
+    b, t, frame = shape[0], shape[1], tuple(shape[2:])
+    n = t - first_target(cfg, t)  # targets
+    sigma = sample_context_sigmas((b, t), cfg, generator, device)  # [B, T]
+    target_sigma = sample_target_sigmas((b, n), cfg, generator, device)  # [B, T']
+    noise = _randn((b, t + n) + frame, generator, device)  # [B, T + T', *frame]
+    drop = _rand((b, n), generator, device) < cfg.action_dropout if actions and cfg.action_dropout > 0 else None
+    own, start, churn = None, None, ()
+    if cfg.self_context > 0:  # drawn whatever the outcome, so every part of a batch draws alike
+        own = _rand((b,), generator, device) < cfg.self_context  # [B]
+        start = _randn((b, n) + frame, generator, device)  # [B, T', *frame]
+        if cfg.self_context_churn:
+            churn = tuple(_randn((b, n) + frame, generator, device) for _ in range(cfg.self_context_steps - 1))
+    return LossNoise(shift, sigma, target_sigma, noise, drop, own, start, churn)
+
+
+def draw_forcing_noise(
+    cfg: LossConfig,
+    shape: Sequence[int],
+    actions: bool,
+    generator: torch.Generator,
+    device="cpu",
+    shift: torch.Tensor | None = None,
+) -> LossNoise:
+    """The forcing mode's draws: which frames sit at context levels, every frame's level, noise, dropped actions."""
+    b, t = shape[0], shape[1]
+    is_ctx = _rand((b, t), generator, device) < cfg.ctx_prob  # [B, T]
+    ctx_sigma = sample_context_sigmas((b, t), cfg, generator, device)  # [B, T]
+    sigma = torch.where(is_ctx, ctx_sigma, sample_target_sigmas((b, t), cfg, generator, device))  # [B, T]
+    noise = _randn(tuple(shape), generator, device)  # [B, T, *frame]
+    drop = _rand((b, t), generator, device) < cfg.action_dropout if actions and cfg.action_dropout > 0 else None
+    return LossNoise(shift, sigma, None, noise, drop, None, None)
+
+
+# ---------------------------------------------------------------------- the loss per mode
+
+
+def noised_loss(
+    denoiser: Denoiser | torch.nn.Module,  # or its DDP wrapper
+    frames: torch.Tensor,
+    actions: torch.Tensor | None,
+    cfg: LossConfig,
+    noise: LossNoise,
+    surprise: torch.Tensor | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The window loss of clean frames [B, T, *frame] under the draws `noise` of `draw_loss_noise`.
+
+    Args as in `window_loss`; `noise` holds B windows' draws (a process's `part` of the global batch's).
+    """
+    if cfg.random_shift:
+        if surprise is not None:
+            raise ValueError(
+                "random_shift would move the frames under the fixed surprise map; "
+                "set surprise_weight and event_weight to 0"
+            )
+        frames = shift_windows(frames, noise.shift)
+    if cfg.context == "teacher":
+        return teacher_loss(denoiser, frames, actions, cfg, noise, surprise, project)
+    if cfg.context == "forcing":
+        return forcing_loss(denoiser, frames, actions, cfg, noise, surprise)
+    raise ValueError(f"loss context must be 'teacher' or 'forcing', got {cfg.context!r}")
+
+
+def change_scale(module: torch.nn.Module, cfg: LossConfig, k: int) -> float:
+    """Frame units per unit of a target's drawn level: change_std / σ_data for a model that diffuses the
+    change (`ModelConfig.target`), whose levels and error count in the change's units; 1 otherwise."""
+    change = getattr(module, "change_std", None)
+    if change is None:
+        return 1.0
+    if cfg.context != "teacher" or k < 1:
+        raise ValueError(
+            f"a model that diffuses the change trains with context='teacher' and min_context >= 1; "
+            f"got context={cfg.context!r}, min_context={cfg.min_context}"
+        )
+    return change / module.sigma_data
+
+
+def teacher_loss(
+    denoiser: Denoiser | torch.nn.Module,
+    frames: torch.Tensor,
+    actions: torch.Tensor | None,
+    cfg: LossConfig,
+    noise: LossNoise,
+    surprise: torch.Tensor | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Teacher forcing: each target (frames k..T−1) sees σ_ctx-level copies of the frames before it.
+
+    One pass over [T context copies, T' targets] under `teacher_mask`. For a model that diffuses
+    the change, each target is the change from the clean context frame before it.
+    """
+    t, dev = frames.shape[1], frames.device
+    k = first_target(cfg, t)
+    module = getattr(denoiser, "module", denoiser)  # through a DDP wrapper too
+    scale = change_scale(module, cfg, k)
+    expand = (...,) + (None,) * (frames.ndim - 2)
+    acts = None if actions is None else torch.cat([actions, without_actions(actions[:, k:], noise.drop)], dim=1)
+    times = torch.cat([torch.arange(t, device=dev), torch.arange(k, t, device=dev)])  # [T + T']
+    mask = teacher_mask(t, k, dev)
+    context = frames
+    if noise.own is not None and noise.own.any():
+        context = pushforward_context(denoiser, frames, actions, cfg, noise, times, mask, scale, project)
+    clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
+    sigma = torch.cat([noise.sigma, scale * noise.target_sigma], dim=1)  # [B, T + T']
+    noisy = clean + sigma[expand] * noise.noise
+    base = {} if getattr(module, "change_std", None) is None else {"base": context[:, k - 1 : t - 1]}
+    denoised = denoiser(noisy, sigma, acts, times, mask, **base)  # [B, T + T', *frame]
+    err = (denoised[:, t:] - frames[:, k:]).square() / scale**2  # [B, T', *frame], targets only
+    return weighted_error(err, edm_weight(noise.target_sigma, module.sigma_data), frames, k, cfg, surprise)
+
+
+def pushforward_context(
+    denoiser: Denoiser | torch.nn.Module,
+    frames: torch.Tensor,
+    actions: torch.Tensor | None,
+    cfg: LossConfig,
+    noise: LossNoise,
+    times: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float = 1.0,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Teacher context frames [B, T, *frame] where the windows `noise.own` picks hold the model's own
+    draws (`own_predictions`, then `project`) from frame k on: the pushforward trick of `self_context`."""
+    own, t = noise.own, frames.shape[1]
+    k = first_target(cfg, t)
+    expand = (...,) + (None,) * (frames.ndim - 2)
+    noised = frames[own] + noise.sigma[own][expand] * noise.noise[own, :t]  # the teacher pass's context copies
+    true_acts = None if actions is None else torch.cat([actions, actions[:, k:]], dim=1)[own]
+    change = getattr(getattr(denoiser, "module", denoiser), "change_std", None)
+    base = None if change is None else frames[own, k - 1 : t - 1]  # a change model's draws start from these
+    predicted = own_predictions(
+        denoiser, noised, noise.start[own], cfg.self_context_sigma, noise.sigma[own], true_acts, times, mask,
+        cfg.self_context_steps, cfg.self_context_churn, [z[own] for z in noise.churn], base, scale,
+    )  # fmt: skip
+    context = frames.clone()
+    context[own, k:] = predicted if project is None else project(predicted)
+    return context
+
+
+def forcing_loss(
+    denoiser: Denoiser | torch.nn.Module,
+    frames: torch.Tensor,
+    actions: torch.Tensor | None,
+    cfg: LossConfig,
+    noise: LossNoise,
+    surprise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Diffusion forcing: one causal pass, every frame at its own level; frames k..T−1 are scored."""
+    t = frames.shape[1]
+    k = first_target(cfg, t)
+    module = getattr(denoiser, "module", denoiser)
+    change_scale(module, cfg, k)  # refuses a model that diffuses the change
+    expand = (...,) + (None,) * (frames.ndim - 2)
+    times = torch.arange(t, device=frames.device)
+    acts = without_actions(actions, noise.drop)
+    denoised = denoiser(frames + noise.sigma[expand] * noise.noise, noise.sigma, acts, times)  # [B, T, *frame]
+    err = (denoised - frames).square()[:, k:]  # [B, T', *frame]
+    return weighted_error(err, edm_weight(noise.sigma[:, k:], module.sigma_data), frames, k, cfg, surprise)
+
+
+def weighted_error(
+    err: torch.Tensor,
+    weight: torch.Tensor,
+    frames: torch.Tensor,
+    k: int,
+    cfg: LossConfig,
+    surprise: torch.Tensor | None,
+) -> torch.Tensor:
+    """Mean of the targets' squared errors [B, T', *frame], each frame's mean weighted by `weight` [B, T']
+    (λ(σ)) and, for grid frames, by `loss_weights` (pixels, frames)."""
+    if frames.ndim == 5:
+        pixel, frame = loss_weights(frames, cfg, surprise)
+        err, weight = err * pixel[:, k:], weight * frame[:, k:]
+    per_frame = err.flatten(2).mean(-1)  # [B, T']
+    return (weight * per_frame).mean()
+
+
+# ---------------------------------------------------------------------- one call
+
+
 def window_loss(
     denoiser: Denoiser | torch.nn.Module,  # or its DDP wrapper
     frames: torch.Tensor,
@@ -292,99 +539,15 @@ def window_loss(
     cfg: LossConfig,
     generator: torch.Generator,
     surprise: torch.Tensor | None = None,
-    part: tuple[int, int] = (0, 1),
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean weighted denoising error over every target frame of a window of clean frames [B, T, *frame].
 
     `surprise` is the [H, W] map of `unforeseen_frequency` over the training data, for grid
-    worlds (None: no surprise or event weight). `part = (i, n)` says the B windows are the i-th
-    of n equal slices of a global batch: noise is drawn for the global batch and sliced, so n
-    ranks with one seed draw exactly what one process would. `project` (model units to model
-    units) maps the model's own predictions (`self_context`) onto the world's values, as a
-    rollout does before it feeds a frame back; None keeps them as they are.
+    worlds (None: no surprise or event weight). `project` (model units to model units) maps the
+    model's own predictions (`self_context`) onto the world's values, as a rollout does before it
+    feeds a frame back; None keeps them as they are. The draws are made for these B windows; a
+    process that holds a part of a larger batch draws for the whole and keeps its part (`LossNoise.part`).
     """
-    b, t = frames.shape[:2]
-    rows = part_rows(b * part[1], part)
-
-    def draw(fn, shape, *args):  # draws for the global batch, keeps this part's rows
-        return fn((b * part[1],) + tuple(shape[1:]), *args)[rows]
-
-    if cfg.random_shift:
-        if surprise is not None:
-            raise ValueError("random_shift would move the frames under the fixed surprise map; set surprise_weight and event_weight to 0")
-        frames = shift_windows(frames, draw(_rand, (b, 2), generator, frames.device))
-    k = min(cfg.min_context, t - 1)  # index of the first target frame
-    module = getattr(denoiser, "module", denoiser)  # through a DDP wrapper too
-    sigma_data = module.sigma_data
-    # A model that diffuses the change (`ModelConfig.target`) draws target levels in units of the
-    # change: σ in the frame's units is `scale` times the drawn level; its error counts in the
-    # change's units.
-    change = getattr(module, "change_std", None)
-    scale = 1.0 if change is None else change / sigma_data
-    if change is not None and (cfg.context != "teacher" or k < 1):
-        raise ValueError(
-            f"a model that diffuses the change trains with context='teacher' and min_context >= 1; "
-            f"got context={cfg.context!r}, min_context={cfg.min_context}"
-        )
-    dev = frames.device
-    expand = (...,) + (None,) * (frames.ndim - 2)
-    grid = frames.ndim == 5
-    if cfg.context == "teacher":
-        n = t - k  # targets
-        sig_c = draw(sample_context_sigmas, (b, t), cfg, generator, dev)  # [B, T]
-        sig_t = draw(sample_target_sigmas, (b, n), cfg, generator, dev)  # [B, T']
-        noise = draw(_randn, (b, t + n) + frames.shape[2:], generator, dev)
-        acts = None
-        if actions is not None:
-            acts = torch.cat([actions, drop_actions(actions[:, k:], cfg.action_dropout, generator, part)], dim=1)
-        times = torch.cat([torch.arange(t, device=dev), torch.arange(k, t, device=dev)])
-        mask = teacher_mask(t, k, dev)
-        context = frames
-        if cfg.self_context > 0:  # drawn whatever the outcome, so every rank draws alike
-            own = draw(_rand, (b,), generator, dev) < cfg.self_context  # [B] windows fed their own predictions
-            start = draw(_randn, (b, n) + frames.shape[2:], generator, dev)
-            steps = cfg.self_context_steps
-            churn_noise = [draw(_randn, (b, n) + frames.shape[2:], generator, dev) for _ in range(steps - 1)] if cfg.self_context_churn else []
-            if own.any():
-                noised = frames[own] + sig_c[own][expand] * noise[own, :t]
-                true_acts = None if actions is None else torch.cat([actions, actions[:, k:]], dim=1)[own]
-                context = frames.clone()
-                predicted = own_predictions(
-                    denoiser, noised, start[own], cfg.self_context_sigma, sig_c[own], true_acts, times, mask,
-                    steps, cfg.self_context_churn, [z[own] for z in churn_noise],
-                    None if change is None else frames[own, k - 1 : t - 1], scale,
-                )  # fmt: skip
-                context[own, k:] = predicted if project is None else project(predicted)
-        clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
-        sigma = torch.cat([sig_c, scale * sig_t], dim=1)  # [B, T + T']
-        noisy = clean + sigma[expand] * noise
-        if change is None:
-            denoised = denoiser(noisy, sigma, acts, times, mask)
-        else:  # each target is the change from the clean frame before it, as the rollout would hold it
-            denoised = denoiser(noisy, sigma, acts, times, mask, base=context[:, k - 1 : t - 1])
-        err = (denoised[:, t:] - frames[:, k:]).square() / scale**2  # targets only
-        weight = edm_weight(sig_t, sigma_data)
-        if grid:
-            pixel, frame = loss_weights(frames, cfg, surprise)
-            err, weight = err * pixel[:, k:], weight * frame[:, k:]
-    elif cfg.context == "forcing":
-        is_ctx = draw(_rand, (b, t), generator, dev) < cfg.ctx_prob
-        sigma = torch.where(
-            is_ctx,
-            draw(sample_context_sigmas, (b, t), cfg, generator, dev),
-            draw(sample_target_sigmas, (b, t), cfg, generator, dev),
-        )
-        noise = draw(_randn, frames.shape, generator, dev)
-        acts = drop_actions(actions, cfg.action_dropout, generator, part)
-        times = torch.arange(t, device=dev)
-        denoised = denoiser(frames + sigma[expand] * noise, sigma, acts, times)
-        err = (denoised - frames).square()[:, k:]
-        weight = edm_weight(sigma[:, k:], sigma_data)
-        if grid:
-            pixel, frame = loss_weights(frames, cfg, surprise)
-            err, weight = err * pixel[:, k:], weight * frame[:, k:]
-    else:
-        raise ValueError(f"loss context must be 'teacher' or 'forcing', got {cfg.context!r}")
-    per_frame = err.flatten(2).mean(-1)  # [B, T]
-    return (weight * per_frame).mean()
+    noise = draw_loss_noise(cfg, frames.shape, actions is not None, generator, frames.device)
+    return noised_loss(denoiser, frames, actions, cfg, noise, surprise, project)
