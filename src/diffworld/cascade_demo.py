@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from diffworld.checks import MAX_SEED, check_int
-from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.evaluate import cascade as ev
 from diffworld.evaluate.forecasts import model_forecast
 from diffworld.evaluate.pictures import graph_heatmap_gif, plot_cascade_curves, plot_hubs
 from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.splits import HELD_OUT_SEED_BASE
 from diffworld.train import TrainConfig
 from diffworld.worlds import make_world, run_episode
 from diffworld.worlds.cascade import extinct

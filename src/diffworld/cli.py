@@ -226,10 +226,11 @@ def eval_cmd(
 
     from diffworld.checks import check_device, check_output_dir
     from diffworld.evaluate.run import EvalConfig
-    from diffworld.forecast_demo import VALIDATION_START_SEED_BASE, evaluate_forecast_checkpoint
+    from diffworld.forecast_demo import evaluate_forecast_checkpoint
     from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
     from diffworld.model.world_model import WorldModel
     from diffworld.recipes import evaluate_checkpoint
+    from diffworld.splits import VALIDATION_START_SEED_BASE
 
     check_output_dir(out, "--out")  # before any computing
     check_device(device)

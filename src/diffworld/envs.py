@@ -26,13 +26,13 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.data.episodes import Episode
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
 from diffworld.heads import Heads, reward_tally
 from diffworld.model.world_model import WorldModel
 from diffworld.spec import WorldSpec
+from diffworld.splits import HELD_OUT_SEED_BASE
 from diffworld.worlds.base import World
 
 

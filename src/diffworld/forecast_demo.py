@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from diffworld.checks import MAX_SEED, check_int, check_number, check_output_dir
-from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate import weather
@@ -38,6 +37,7 @@ from diffworld.evaluate.forecasts import (
 from diffworld.evaluate.pictures import field_forecast_gif, plot_lead_scores, plot_ring_forecast, plot_spectra
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
 from diffworld.rollout import GUIDE_WEIGHT
+from diffworld.splits import FREE_RUN_SEED_OFFSET, HELD_OUT_SEED_BASE, VALIDATION_SEED_BASE, VALIDATION_START_SEED_BASE
 from diffworld.train import TrainConfig
 from diffworld.worlds import collect_episodes, make_world, random_policy, training_defaults
 
@@ -58,12 +58,6 @@ WORLD_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 WORLDS = tuple(WORLD_DEFAULTS)
-#: Seeds of the validation trajectories early stopping uses (training: 0.., scoring: HELD_OUT_SEED_BASE..).
-VALIDATION_SEED_BASE = 700_000
-#: First seed of the validation start dates (`ForecastDemoConfig.seed_base`; `diffworld eval
-#: --validation`): settings are chosen on these, the held-out seeds only score the choice. Their
-#: free runs start from seed_base + 500,000 = VALIDATION_SEED_BASE, early stopping's trajectories.
-VALIDATION_START_SEED_BASE = 200_000
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class ForecastDemoConfig:
     train: TrainConfig = TrainConfig(steps=2000, batch_size=16)
     #: Start dates (one per held-out trajectory), members per ensemble, leads 1..horizon.
     cases: int = 32
-    #: Seed of the first start date's trajectory; the free runs start from seed_base + 500,000.
+    #: Seed of the first start date's trajectory; the free runs start from seed_base + FREE_RUN_SEED_OFFSET.
     #: HELD_OUT_SEED_BASE scores a model; VALIDATION_START_SEED_BASE is for choosing settings.
     seed_base: int = HELD_OUT_SEED_BASE
     members: int = 16
@@ -246,12 +240,12 @@ def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = prin
 def free_run(model: WorldModel, make: Callable[[], Any], cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Free-running rollouts free_factor × the training window long, against true runs as long.
 
-    Starts: trajectories from seed `cfg.seed_base` + 500,000 (past the forecast cases'). The
+    Starts: trajectories from seed `cfg.seed_base` + FREE_RUN_SEED_OFFSET (past the forecast cases'). The
     climate of each is its pooled mean, variance and spectrum over all frames and runs.
     """
     length = cfg.free_factor * model.frames
     context = model.frames - 1
-    base = cfg.seed_base + 500_000
+    base = cfg.seed_base + FREE_RUN_SEED_OFFSET
     runs = np.stack([true_run(make(), seed, context + length) for seed in range(base, base + cfg.free_runs)])
     starts, truth = runs[:, :context], runs[:, context:]  # [R, L, *frame]
     no_actions = np.full((cfg.free_runs, length), -1)
@@ -382,4 +376,4 @@ def evaluate_and_draw(model: WorldModel, cfg: ForecastDemoConfig, out: Path, log
     return report
 
 
-__all__ = ["VALIDATION_START_SEED_BASE", "WORLDS", "ForecastDemoConfig", "evaluate_and_draw", "evaluate_forecast_checkpoint", "evaluate_forecasts", "free_run", "run_forecast_demo", "true_run"]
+__all__ = ["WORLDS", "ForecastDemoConfig", "evaluate_and_draw", "evaluate_forecast_checkpoint", "evaluate_forecasts", "free_run", "run_forecast_demo", "true_run"]

@@ -37,6 +37,7 @@ from diffworld.evaluate import risk
 from diffworld.evaluate.market_peers import GARCH_PEERS, garch_forecast, peer_forecasts
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.rollout import rollout
+from diffworld.splits import MARKET_TEST_END, MARKET_TRAIN_END, MARKET_VALIDATION_START
 from diffworld.train import TrainConfig, build_model, train
 from diffworld.worlds.market import VolatilityState, load_returns, market_spec, read_csv, scale_returns
 
@@ -56,9 +57,9 @@ class MarketDemoConfig:
     #: The model trains on the days before `validation_start` and is early-stopped on the CRPS of
     #: its one-day-ahead forecasts of [validation_start, train_end); the peers fit on all days
     #: before `train_end`. The test period is [train_end, test_end). Splits are by time only.
-    validation_start: str = "2013-01-01"
-    train_end: str = "2015-01-01"
-    test_end: str = "2019-01-01"
+    validation_start: str = MARKET_VALIDATION_START
+    train_end: str = MARKET_TRAIN_END
+    test_end: str = MARKET_TEST_END
     preset: str = "small"
     dit: dict[str, Any] = field(default_factory=lambda: {"width": 64, "frames": 32})
     train: TrainConfig = TrainConfig(steps=1500, batch_size=32, loss=MARKET_LOSS)

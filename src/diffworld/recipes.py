@@ -24,10 +24,11 @@ from diffworld.data.store import EpisodeStore
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.pictures import plot_horizons, write_gif
-from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
+from diffworld.evaluate.run import EvalConfig, evaluate
 from diffworld.heads import Heads, HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
 from diffworld.model.world_model import ModelConfig, WorldModel, check_model, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
+from diffworld.splits import AGENT_SEED_BASE, GIF_SEED_BASE, GIF_SEEDS, HEADS_HELD_OUT_SEED_BASE
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
 from diffworld.worlds import (
     Policy,
@@ -272,7 +273,7 @@ def heads_data(
             raise ValueError(f"store {data['store']}: heads need at least 2 episodes (one to train, one to score), found {len(store_episodes)}")
         return store_episodes[:cut], store_episodes[cut:], {"store": data["store"], "train_episodes": cut, "held_out_episodes": len(store_episodes) - cut}
     make, source = checkpoint_world(path, policy, world)
-    held = [HELD_OUT_SEED_BASE + 500_000 + i for i in range(held_out)]
+    held = [HEADS_HELD_OUT_SEED_BASE + i for i in range(held_out)]
     train_eps = training_episodes(path, episodes, make, source)
     held_eps = collect_episodes(make, held, source["policy"], source["max_steps"])
     origin = {"world": config["spec"]["name"], "train_seeds": [train_eps[0].seed, train_eps[-1].seed], "held_out_seeds": [held[0], held[-1]]}
@@ -378,7 +379,7 @@ def dream_gif(
     ctx_len = model.frames - 1
     panels_truth, panels_dreams, captions = [], [[] for _ in range(members)], []
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    seeds = iter(range(HELD_OUT_SEED_BASE + 900_000 + seed * 100, HELD_OUT_SEED_BASE + 900_000 + seed * 100 + 100))
+    seeds = iter(range(GIF_SEED_BASE + seed * GIF_SEEDS, GIF_SEED_BASE + (seed + 1) * GIF_SEEDS))
     for c in range(cases):  # short forecasts from held-out episodes long enough for them
         ep = next((e for e in (run_episode(true_world, s, policy, max_steps) for s in seeds) if len(e) > ctx_len + horizon), None)
         if ep is None:
@@ -529,7 +530,7 @@ def dream_agent(
     report["real_training"] = {"seconds": round(time.perf_counter() - t0, 1), "log": real_log}
     save_file(real_net.state_dict(), str(out / "real_agent.safetensors"))
 
-    first_seed = HELD_OUT_SEED_BASE + 600_000  # every policy plays the same held-out seeds, in order
+    first_seed = AGENT_SEED_BASE  # every policy plays the same held-out seeds, in order
     n_actions = dream_envs.single_action_space.n
     g, rng = torch.Generator().manual_seed(config.ppo.seed), np.random.default_rng(config.ppo.seed)
     policies = {

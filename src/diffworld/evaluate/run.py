@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from diffworld.checks import MAX_SEED, check_int
-from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.events import birth_report, by_event, serve_report
 from diffworld.evaluate.forecasts import (
@@ -28,6 +27,7 @@ from diffworld.evaluate.forecasts import (
 )
 from diffworld.evaluate.metrics import cell_f1, decoded_state, score_forecast, skill_vs_reference
 from diffworld.model.world_model import WorldModel
+from diffworld.splits import HELD_OUT_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World, run_episode
 from diffworld.worlds.pong import SERVE_ROWS, Pong, read_serve, serve_frames
