@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from diffworld import WorldModel
-from diffworld.evaluate.events import fields_report
+from diffworld.domains.forecasting.events import fields_report
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast
 from diffworld.evaluate.metrics import ensemble_spread, spread_skill
 from diffworld.splits import FIELDS_EVENTS_SEED_OFFSET, HELD_OUT_SEED_BASE, VALIDATION_START_SEED_BASE

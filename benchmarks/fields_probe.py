@@ -34,7 +34,7 @@ import numpy as np
 
 from diffworld import WorldModel
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast
-from diffworld.evaluate.weather import radial_spectrum
+from diffworld.domains.forecasting.weather import radial_spectrum
 from diffworld.splits import FIELDS_PROBE_SEED_OFFSET, HELD_OUT_SEED_BASE, VALIDATION_START_SEED_BASE
 from diffworld.worlds import make_world, random_policy
 

@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 
 from diffworld import WorldModel
-from diffworld.forecast_demo import WORLDS, ForecastDemoConfig, evaluate_forecasts
+from diffworld.domains.forecasting.evaluation import WORLDS, ForecastDemoConfig, evaluate_forecasts
 from diffworld.splits import VALIDATION_START_SEED_BASE
 
 

@@ -26,7 +26,7 @@ from common import machine
 from diffworld import WorldModel
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast, persistence_forecast
 from diffworld.evaluate.metrics import crps, decoded_state
-from diffworld.evaluate.run import rollout_fps
+from diffworld.domains.games.evaluation import rollout_fps
 from diffworld.splits import GAME_VALIDATION_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 

@@ -35,7 +35,7 @@ import torch
 
 from diffworld import WorldModel
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.evaluate.events import serve_report
+from diffworld.domains.games.events import serve_report
 from diffworld.evaluate.forecasts import Cases, cases_at, model_forecast
 from diffworld.splits import SERVE_PROBE_SEED_BASE
 from diffworld.worlds import default_policy, make_world
