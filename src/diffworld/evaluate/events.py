@@ -7,9 +7,10 @@ states can be compared side by side:
 
 - births on binary and categorical grids (`birth_report`): objects that appear with nothing of
   their channel within one cell in the frame before;
-- a draw with a known uniform law (`uniform_draws`): its histogram and a chi-square test;
-- the `fields` world's source births, their emission by age, wind turns and the field's mean
-  and variance (`fields_report`, from `Fields.read_events`).
+- a draw with a known uniform law (`uniform_draws`): its histogram and a chi-square test.
+
+A world's own events are read in its domain: pong's serve in `diffworld.domains.games.events`,
+the `fields` world's source births and wind turns in `diffworld.domains.forecasting.events`.
 
 Forecasts are arrays [S, M, H, ...] (S starts, M members, H horizons) as in `metrics`.
 """
