@@ -143,9 +143,9 @@ def test_eval_dispatches_a_market_checkpoint_to_the_backtest(market_checkpoint, 
         assert (out / name).is_file(), name
     assert "model CRPS / GJR-GARCH-t" in result.output
     assert f"wrote {out}/metrics.json, backtest.md, fan_chart.png and var_backtest.png in" in result.output
-    for option, reader in (("--cases", "game worlds or cascade or lorenz96 and fields"), ("--validation", "lorenz96 and fields")):
-        refused = CliRunner().invoke(app, ["eval", str(market_checkpoint), "--out", str(tmp_path / "e2"), option] + (["3"] if option == "--cases" else []))
-        assert refused.exit_code == 2 and f"error: {option} is for {reader}; got a market model" in refused.output
+    for option, reader in (("--cases 3", "game worlds or cascade or lorenz96 and fields"), ("--validation", "lorenz96 and fields")):
+        refused = CliRunner().invoke(app, ["eval", str(market_checkpoint), "--out", str(tmp_path / "e2"), *option.split()])
+        assert refused.exit_code == 2 and f"error: {option.split()[0]} is for {reader}; got a market model" in refused.output
 
 
 def test_demo_reaches_every_domain_through_its_interface(tmp_path, monkeypatch):
@@ -168,4 +168,5 @@ def test_demo_reaches_every_domain_through_its_interface(tmp_path, monkeypatch):
 
 def test_options_given_count_zero_and_ignore_what_was_not_given():
     assert EvalOptions().given() == {} and EvalOptions(validation=False, cases=0).given() == {"cases": 0}
+    assert EvalOptions(members=4, series="sp500").sizes("cases", "members", "series") == {"members": 4, "series": "sp500"}
     assert DemoOptions(steps=0, series="sp500").given() == {"steps": 0, "series": "sp500"}

@@ -45,7 +45,11 @@ class EvalOptions:
 
     def given(self) -> dict[str, Any]:
         """The options that were given (not None; `validation` only when True)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in OPTIONAL_EVAL and _is_given(getattr(self, f.name))}
+        return _given(self, OPTIONAL_EVAL)
+
+    def sizes(self, *names: str) -> dict[str, Any]:
+        """The options among `names` that were given, by name: keyword arguments for a domain's evaluation."""
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True)
@@ -69,16 +73,22 @@ class DemoOptions:
 
     def given(self) -> dict[str, Any]:
         """The options that were given (not None)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in OPTIONAL_DEMO and _is_given(getattr(self, f.name))}
+        return _given(self, OPTIONAL_DEMO)
 
 
 #: The options a domain may read or refuse (the device, seed, sampler and log every domain takes).
-OPTIONAL_EVAL = ("cases", "members", "horizon", "seed_offset", "validation", "guide", "guide_weight", "policy", "world", "series")
-OPTIONAL_DEMO = ("steps", "preset", "episodes", "cases", "members", "batch_size", "validate_every", "hub_members", "series")
+OPTIONAL_EVAL = (
+    "cases", "members", "horizon", "seed_offset", "validation", "guide", "guide_weight", "policy", "world", "series",
+)  # fmt: skip
+OPTIONAL_DEMO = (
+    "steps", "preset", "episodes", "cases", "members", "batch_size", "validate_every", "hub_members", "series",
+)  # fmt: skip
 
 
-def _is_given(value: Any) -> bool:
-    return value is not None and value is not False
+def _given(options: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of `options` among `names` that were given: not None, and a flag only when set."""
+    values = {f.name: getattr(options, f.name) for f in fields(options) if f.name in names}
+    return {name: value for name, value in values.items() if value is not None and value is not False}
 
 
 @runtime_checkable
@@ -142,7 +152,8 @@ def given(value: Any, default: Any) -> Any:
 
 def with_training(train: Any, options: DemoOptions) -> Any:
     """A demo's TrainConfig with the options' steps, batch size and device on top."""
-    return replace(train, steps=given(options.steps, train.steps), batch_size=given(options.batch_size, train.batch_size), device=options.device)
+    steps, batch_size = given(options.steps, train.steps), given(options.batch_size, train.batch_size)
+    return replace(train, steps=steps, batch_size=batch_size, device=options.device)
 
 
 def refuse_existing_demo(out: Path) -> None:

@@ -37,11 +37,13 @@ class Epidemics:
     def evaluate(self, checkpoint: str | Path, out: Path, options: EvalOptions) -> dict[str, Any]:
         from diffworld.domains.epidemics.evaluation import CascadeDemoConfig, evaluate_cascade_checkpoint
 
-        sizes = {k: v for k, v in dict(cases=options.cases, members=options.members, horizon=options.horizon).items() if v is not None}
+        sizes = options.sizes("cases", "members", "horizon")
         if options.members is not None:  # few members: as few hub dreams (the demo's rule)
             sizes["hub_members"] = min(options.members, CascadeDemoConfig().hub_members)
         sampler = checkpoint_sampler(checkpoint, options.sampler)
-        return evaluate_cascade_checkpoint(checkpoint, out, sampler, device=options.device, log=options.log, seed=options.seed, **sizes)
+        return evaluate_cascade_checkpoint(
+            checkpoint, out, sampler, device=options.device, log=options.log, seed=options.seed, **sizes
+        )
 
     def demo(self, world: str, out: Path, options: DemoOptions) -> dict[str, Any]:
         from diffworld.domains.epidemics.demo import run_cascade_demo

@@ -53,14 +53,15 @@ class Forecasting:
 
         if options.guide is None and options.guide_weight is not None:
             raise ValueError("--guide-weight needs --guide, the checkpoint that guides")
-        sizes = {k: v for k, v in dict(cases=options.cases, members=options.members, horizon=options.horizon).items() if v is not None}
+        sizes = options.sizes("cases", "members", "horizon")
         if options.validation:
             sizes["seed_base"] = VALIDATION_START_SEED_BASE
         weight = {} if options.guide_weight is None else {"guide_weight": options.guide_weight}
         sampler = checkpoint_sampler(checkpoint, options.sampler)
         return evaluate_forecast_checkpoint(
-            checkpoint, out, sampler, device=options.device, log=options.log, guide=options.guide, seed=options.seed, **weight, **sizes
-        )
+            checkpoint, out, sampler, device=options.device, log=options.log, guide=options.guide, seed=options.seed,
+            **weight, **sizes,
+        )  # fmt: skip
 
     def demo(self, world: str, out: Path, options: DemoOptions) -> dict[str, Any]:
         from diffworld.domains.forecasting.demo import run_forecast_demo

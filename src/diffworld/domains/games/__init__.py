@@ -44,28 +44,30 @@ class Games:
     def worlds(self) -> list[tuple[str, WorldSpec | None]]:
         from diffworld.worlds import make_world
 
-        return [("pong", make_world("pong").spec), ("minatar:<game>", None), ("gym:<env id>", None), ("ale:<Game>", None)]
+        adapted = ["minatar:<game>", "gym:<env id>", "ale:<Game>"]  # each game has its own spec
+        return [("pong", make_world("pong").spec)] + [(name, None) for name in adapted]
 
     def evaluate(self, checkpoint: str | Path, out: Path, options: EvalOptions) -> dict[str, Any]:
         from diffworld.domains.games.evaluation import EvalConfig, evaluate_checkpoint
 
         sampler = checkpoint_sampler(checkpoint, options.sampler)
-        sizes = {k: v for k, v in dict(cases=options.cases, members=options.members, horizon=options.horizon).items() if v is not None}
+        sizes = options.sizes("cases", "members", "horizon")
         cfg = EvalConfig(seed=options.seed, seed_offset=given(options.seed_offset, 0), **sizes)
         return evaluate_checkpoint(
-            checkpoint, out, cfg, sampler, device=options.device, log=options.log, policy=options.policy, world=options.world
+            checkpoint, out, cfg, sampler, options.device, log=options.log, policy=options.policy, world=options.world
         )
 
     def demo(self, world: str, out: Path, options: DemoOptions) -> dict[str, Any]:
         from diffworld.domains.games.demo import DemoConfig, run_demo
 
         cfg = DemoConfig(world=world)
+        scoring = replace(cfg.eval, cases=given(options.cases, cfg.eval.cases), members=given(options.members, cfg.eval.members))
         cfg = replace(
             cfg,
             preset=given(options.preset, cfg.preset),
             episodes=given(options.episodes, cfg.episodes),
             train=with_training(cfg.train, options),
-            eval=replace(cfg.eval, cases=given(options.cases, cfg.eval.cases), members=given(options.members, cfg.eval.members)),
+            eval=scoring,
         )
         refuse_existing_demo(out)
         return run_demo(out, cfg, log=options.log)

@@ -39,9 +39,11 @@ class Markets:
     def evaluate(self, checkpoint: str | Path, out: Path, options: EvalOptions) -> dict[str, Any]:
         from diffworld.domains.markets.evaluation import evaluate_market_checkpoint
 
-        sizes = {k: v for k, v in dict(members=options.members, horizon=options.horizon, series=options.series).items() if v is not None}
+        sizes = options.sizes("members", "horizon", "series")
         sampler = checkpoint_sampler(checkpoint, options.sampler)
-        return evaluate_market_checkpoint(checkpoint, out, sampler, device=options.device, log=options.log, seed=options.seed, **sizes)
+        return evaluate_market_checkpoint(
+            checkpoint, out, sampler, device=options.device, log=options.log, seed=options.seed, **sizes
+        )
 
     def demo(self, world: str, out: Path, options: DemoOptions) -> dict[str, Any]:
         from diffworld.domains.markets.demo import run_market_demo
