@@ -47,11 +47,10 @@ from typing import Any
 import numpy as np
 
 from diffworld import WorldModel
-from diffworld.data.collect import HELD_OUT_SEED_BASE
-from diffworld.evaluate.events import fields_report
+from diffworld.domains.forecasting.events import fields_report
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast
 from diffworld.evaluate.metrics import ensemble_spread, spread_skill
-from diffworld.forecast_demo import VALIDATION_START_SEED_BASE
+from diffworld.splits import FIELDS_EVENTS_SEED_OFFSET, HELD_OUT_SEED_BASE, VALIDATION_START_SEED_BASE
 from diffworld.worlds import make_world, random_policy
 from diffworld.worlds.fields import EVENT_AGES
 
@@ -95,7 +94,7 @@ def main() -> None:
     world = make_world("fields")
     if model.spec.name != "fields" or tuple(model.spec.frame_shape) != tuple(world.spec.frame_shape):
         raise SystemExit(f"this benchmark reads the default fields world {world.spec.frame_shape}; the model is {model.spec.name!r} with frames {model.spec.frame_shape}")
-    first = (HELD_OUT_SEED_BASE if args.held_out else VALIDATION_START_SEED_BASE) + 300
+    first = (HELD_OUT_SEED_BASE if args.held_out else VALIDATION_START_SEED_BASE) + FIELDS_EVENTS_SEED_OFFSET
     context = model.frames - 1
     cases = make_cases(lambda: make_world("fields"), list(range(first, first + args.cases)), random_policy, args.cases, context, args.horizon, np.random.default_rng(5), max_steps=context + 200)
     split = "held-out" if args.held_out else "validation"

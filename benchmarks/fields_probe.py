@@ -33,10 +33,9 @@ from dataclasses import replace
 import numpy as np
 
 from diffworld import WorldModel
-from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast
-from diffworld.evaluate.weather import radial_spectrum
-from diffworld.forecast_demo import VALIDATION_START_SEED_BASE
+from diffworld.domains.forecasting.weather import radial_spectrum
+from diffworld.splits import FIELDS_PROBE_SEED_OFFSET, HELD_OUT_SEED_BASE, VALIDATION_START_SEED_BASE
 from diffworld.worlds import make_world, random_policy
 
 BIRTH_RISE = 0.3
@@ -77,7 +76,7 @@ def main() -> None:
     if model.spec.name != "fields":
         raise SystemExit(f"this probe needs a fields model, got one of {model.spec.name!r}")
     make = lambda: make_world("fields")  # noqa: E731
-    first = (HELD_OUT_SEED_BASE if args.held_out else VALIDATION_START_SEED_BASE) + 50
+    first = (HELD_OUT_SEED_BASE if args.held_out else VALIDATION_START_SEED_BASE) + FIELDS_PROBE_SEED_OFFSET
     seeds = list(range(first, first + args.cases))
     context = model.frames - 1
     cases = make_cases(make, seeds, random_policy, args.cases, context, 1, np.random.default_rng(1), max_steps=context + 200)

@@ -27,7 +27,8 @@ from dataclasses import replace
 import numpy as np
 
 from diffworld import WorldModel
-from diffworld.forecast_demo import VALIDATION_START_SEED_BASE, WORLDS, ForecastDemoConfig, evaluate_forecasts
+from diffworld.domains.forecasting.evaluation import WORLDS, ForecastDemoConfig, evaluate_forecasts
+from diffworld.splits import VALIDATION_START_SEED_BASE
 
 
 def report(r: dict, seconds: float) -> str:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from diffworld import WorldModel
-from diffworld.evaluate.cascade import seed_frames
+from diffworld.domains.epidemics.scores import seed_frames
 from diffworld.model.world_model import ModelConfig
 from diffworld.worlds import make_world
 from diffworld.worlds.cascade import extinct

@@ -45,6 +45,7 @@ from common import machine, note_emulated_bf16, seconds
 from diffworld import WorldModel
 from diffworld.model.dit import PRESETS
 from diffworld.model.world_model import ModelConfig
+from diffworld.splits import BENCHMARK_EPISODE_SEED
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import run_episode
 
@@ -128,7 +129,7 @@ def main() -> None:
     if args.frames < 2:
         parser.error(f"--frames must be at least 2 (the per-frame figure is a difference of 1- and N-frame dreams), got {args.frames}")
     reference = WorldModel.from_pretrained(args.model or "pong", device=args.device)
-    episode = run_episode(make_world("pong"), seed=2_000_000, policy=default_policy("pong"), max_steps=max(args.contexts) + 1)
+    episode = run_episode(make_world("pong"), seed=BENCHMARK_EPISODE_SEED, policy=default_policy("pong"), max_steps=max(args.contexts) + 1)
     if args.model:
         if args.frames >= reference.frames:
             raise SystemExit(f"--frames must be below the model's window of {reference.frames} frames, got {args.frames}")

@@ -24,14 +24,13 @@ import numpy as np
 from common import machine
 
 from diffworld import WorldModel
-from diffworld.data.collect import HELD_OUT_SEED_BASE
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast, persistence_forecast
 from diffworld.evaluate.metrics import crps, decoded_state
-from diffworld.evaluate.run import rollout_fps
+from diffworld.domains.games.evaluation import rollout_fps
+from diffworld.splits import GAME_VALIDATION_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 
 #: Validation seeds: the ones the reference model's sampler was chosen on (see its MODEL.md).
-VALIDATION_OFFSET = 500_000
 HORIZONS = (1, 8)
 
 
@@ -58,7 +57,7 @@ def main() -> None:
     if not hasattr(world, "decode"):
         raise SystemExit(f"world {name!r} has no state decoder; this benchmark needs one (pong has)")
     make = lambda: make_world(name)  # noqa: E731
-    seeds = [HELD_OUT_SEED_BASE + VALIDATION_OFFSET + i for i in range(max(1, args.cases // 2))]
+    seeds = [GAME_VALIDATION_SEED_BASE + i for i in range(max(1, args.cases // 2))]
     horizon = max(HORIZONS)
     cases = make_cases(make, seeds, default_policy(name), args.cases, model.frames - 1, horizon, np.random.default_rng(0))
     truth_state = world.decode(cases.truth)[0]

@@ -35,13 +35,13 @@ import torch
 
 from diffworld import WorldModel
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.evaluate.events import serve_report
+from diffworld.domains.games.events import serve_report
 from diffworld.evaluate.forecasts import Cases, cases_at, model_forecast
+from diffworld.splits import SERVE_PROBE_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import run_episode
 from diffworld.worlds.pong import SERVE_ROWS, read_serve, serve_frames
 
-SEED_BASE = 1_600_000
 PLAY = (slice(1, 31), slice(2, 30))  # rows and columns a ball can occupy
 CONTROL_GAP = 10  # control moments: this many frames before each serve
 
@@ -49,7 +49,7 @@ CONTROL_GAP = 10  # control moments: this many frames before each serve
 def serve_moments(context: int, n: int) -> tuple[Cases, Cases]:
     """`n` cases (horizon 1) whose true next frame is a serve, from validation episodes, and a control
     case `CONTROL_GAP` frames before each: (serves, controls)."""
-    serves, controls, seed = [], [], SEED_BASE
+    serves, controls, seed = [], [], SERVE_PROBE_SEED_BASE
     while len(serves) < n:
         ep = run_episode(make_world("pong"), seed=seed, policy=default_policy("pong"), max_steps=400)
         seed += 1
@@ -96,7 +96,7 @@ def main() -> None:
     if model.spec.name != "pong":
         raise SystemExit(f"this probe needs a pong model, got one of {model.spec.name!r}")
     serves, controls = serve_moments(model.frames - 1, args.moments)
-    print(f"model {args.model}: {args.moments} serve moments × {args.members} members (seeds {SEED_BASE}+), default sampler {model.sampler}")
+    print(f"model {args.model}: {args.moments} serve moments × {args.members} members (seeds {SERVE_PROBE_SEED_BASE}+), default sampler {model.sampler}")
     print("| sampler | valid | served | no ball | served rows 8..22 | chi-square p | control valid |\n|---|---|---|---|---|---|---|")
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)

@@ -32,15 +32,15 @@ import numpy as np
 
 from common import machine
 
-from diffworld.data.collect import HELD_OUT_SEED_BASE, CollectConfig
+from diffworld.data.collect import CollectConfig
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast, persistence_forecast
 from diffworld.evaluate.metrics import crps, decoded_state, skill_vs_reference
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.recipes import recommended_loss
+from diffworld.splits import GAME_VALIDATION_SEED_BASE
 from diffworld.train import StopTraining, TrainConfig, build_model, train
 from diffworld.worlds import collect_episodes, default_policy, make_world
 
-VALIDATION_OFFSET = 500_000
 WORLD = "pong"
 
 
@@ -50,7 +50,7 @@ class SkillCheck:
     def __init__(self, cases: int, members: int, horizon: int, target: float, context: int, log_path: Path) -> None:
         make = lambda: make_world(WORLD)  # noqa: E731
         self.world = make()
-        seeds = [HELD_OUT_SEED_BASE + VALIDATION_OFFSET + i for i in range(max(1, cases // 2))]
+        seeds = [GAME_VALIDATION_SEED_BASE + i for i in range(max(1, cases // 2))]
         self.cases = make_cases(make, seeds, default_policy(WORLD), cases, context, horizon, np.random.default_rng(0))
         self.truth = self.world.decode(self.cases.truth)[0]
         self.persistence = self.state_crps(persistence_forecast(self.cases))

@@ -34,7 +34,7 @@ from common import count_flops, machine, matmul_peak
 from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.loss import window_loss
 from diffworld.model.world_model import ModelConfig
-from diffworld.recipes import DemoConfig
+from diffworld.domains.games.demo import DemoConfig
 from diffworld.train import TrainConfig, build_model, native_bf16, train
 from diffworld.worlds import collect_episodes, default_policy, make_world
 

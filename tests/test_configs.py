@@ -5,15 +5,16 @@ import math
 
 import pytest
 
-from diffworld.agent import PPOConfig
-from diffworld.cascade_demo import CascadeDemoConfig
+from diffworld.agents.heads import HeadsConfig
+from diffworld.agents.ppo import PPOConfig
+from diffworld.domains.epidemics.evaluation import CascadeDemoConfig
+from diffworld.domains.forecasting.evaluation import ForecastDemoConfig
+from diffworld.domains.games.agents import AgentConfig
+from diffworld.domains.games.demo import DemoConfig
+from diffworld.domains.games.evaluation import EvalConfig
+from diffworld.domains.markets.evaluation import MarketDemoConfig
 from diffworld.data.collect import CollectConfig
-from diffworld.evaluate.run import EvalConfig
-from diffworld.forecast_demo import ForecastDemoConfig
-from diffworld.heads import HeadsConfig
-from diffworld.market_demo import MarketDemoConfig
 from diffworld.model.dit import DiTConfig
-from diffworld.recipes import AgentConfig, DemoConfig
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig
 

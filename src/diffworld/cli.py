@@ -1,4 +1,4 @@
-"""The `diffworld` command line: a thin typer front over `diffworld.recipes`."""
+"""The `diffworld` command line: a thin typer front over `diffworld.recipes` and `diffworld.domains`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any, Callable, Optional
 
 import typer
 from typer.core import TyperGroup
+
+from diffworld.splits import GAME_VALIDATION_OFFSET, VALIDATION_START_SEED_BASE
 
 
 class Commands(TyperGroup):
@@ -64,11 +66,6 @@ POLICY_HELP = (
 WORLD_HELP = "The checkpoint's world, when its name imports a module (gym:<module>:<env id>): allows that import."
 
 
-def _sampler(model_sampler: Any, **settings: Any) -> Any:
-    """The model's sampler with the command line's settings (those not None) on top."""
-    return replace(model_sampler, **{k: v for k, v in settings.items() if v is not None})
-
-
 def _json_overrides(text: Optional[str], what: str) -> dict[str, Any]:
     if not text:
         return {}
@@ -84,17 +81,20 @@ def _json_overrides(text: Optional[str], what: str) -> dict[str, Any]:
 @app.command()
 @friendly
 def worlds() -> None:
-    """List the built-in worlds."""
+    """List the worlds of every domain."""
     from rich.console import Console
     from rich.table import Table
 
-    from diffworld.worlds import list_worlds, make_world
+    from diffworld.domains import domains
 
-    table = Table("name", "layout", "frame", "values", "actions")
-    for name in list_worlds():
-        spec = make_world(name).spec
-        acts = spec.action.kind if spec.action.kind == "none" else f"{spec.action.kind} {spec.action.n} {list(spec.action.names)}"
-        table.add_row(name, spec.layout, "×".join(map(str, spec.frame_shape)), spec.value_kind, acts)
+    table = Table("name", "domain", "layout", "frame", "values", "actions")
+    for domain in domains():
+        for name, spec in domain.worlds():
+            if spec is None:  # an adapter's family: each game has its own spec
+                table.add_row(name, domain.name, "grid", "from the game", "", "")
+                continue
+            acts = {"none": "none", "discrete": f"discrete {spec.action.n} {list(spec.action.names)}"}.get(spec.action.kind, f"{spec.action.kind} {spec.action.n}")
+            table.add_row(name, domain.name, spec.layout, "×".join(map(str, spec.frame_shape)), spec.value_kind, acts)
     Console().print(table)
 
 
@@ -197,14 +197,16 @@ def _store_world(path: Path) -> str:
 @friendly
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory, or the name of a shipped model (e.g. pong)."),
-    out: Path = typer.Option(Path("eval"), help="Directory for metrics.json and horizon.png."),
-    cases: Optional[int] = typer.Option(None, help="Held-out forecast start points (default: 64; lorenz96/fields: 32)."),
-    members: Optional[int] = typer.Option(None, help="Ensemble members (default: 16)."),
-    horizon: Optional[int] = typer.Option(None, help="Leads 1..horizon (default: 16; lorenz96/fields: 48)."),
+    out: Path = typer.Option(Path("eval"), help="Directory for metrics.json and the domain's pictures."),
+    cases: Optional[int] = typer.Option(None, help="Held-out forecast start points (default: the domain's; games 64, lorenz96/fields 32)."),
+    members: Optional[int] = typer.Option(None, help="Ensemble members (default: the domain's)."),
+    horizon: Optional[int] = typer.Option(None, help="Leads 1..horizon (default: the domain's; games 16, lorenz96/fields 48)."),
     seed: int = typer.Option(0),
-    seed_offset: int = typer.Option(0, help="Offset of the held-out episode seeds (500000: the validation set; games only)."),
+    seed_offset: Optional[int] = typer.Option(
+        None, help=f"Games: offset of the held-out episode seeds ({GAME_VALIDATION_OFFSET}: the validation set)."
+    ),
     validation: bool = typer.Option(
-        False, help="lorenz96/fields: forecast from the validation start dates (seeds 200000+), for choosing settings; the held-out dates only score the choice."
+        False, help=f"lorenz96/fields: forecast from the validation start dates (seeds {VALIDATION_START_SEED_BASE}+), for choosing settings; the held-out dates only score the choice."
     ),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
     method: Optional[str] = typer.Option(None, help="euler, heun or marginal (default: the model's)."),
@@ -216,51 +218,43 @@ def eval_cmd(
         None, help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) that autoguides every forecast."
     ),
     guide_weight: Optional[float] = typer.Option(None, help="Autoguidance weight with --guide (default 2; 1: the model alone)."),
+    series: Optional[str] = typer.Option(None, help="market: the series whose test period is backtested (default sp500; a name or a CSV path)."),
     device: str = typer.Option("cpu"),
     policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
-    """Evaluate a model on held-out episodes against persistence, climatology and the oracle
-    (lorenz96 and fields: the forecast demo's weather-centre scores, AR(1) and free runs too)."""
-    from rich.console import Console
-
+    """Evaluate a model on held-out data with its domain's protocol: games against persistence, climatology
+    and the oracle; lorenz96 and fields like a weather centre; cascade on epidemics and hubs; market as a VaR backtest."""
     from diffworld.checks import check_device, check_output_dir
-    from diffworld.evaluate.run import EvalConfig
-    from diffworld.forecast_demo import VALIDATION_START_SEED_BASE, evaluate_forecast_checkpoint
-    from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
-    from diffworld.model.world_model import WorldModel
-    from diffworld.recipes import evaluate_checkpoint
+    from diffworld.domains import EvalOptions, check_options, domain_of, domains
+    from diffworld.model.world_model import read_config, resolve_pretrained
 
     check_output_dir(out, "--out")  # before any computing
     check_device(device)
-    model = WorldModel.from_pretrained(checkpoint)
-    sampler = _sampler(model.sampler, steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
     sizes = {k: v for k, v in dict(cases=cases, members=members, horizon=horizon).items() if v is not None}
     for name, value in sizes.items():
         least = 2 if name == "members" else 1  # fair CRPS and spread need two members
         if value < least:
             raise ValueError(f"--{name} must be at least {least}, got {value}")
-    if model.spec.name in FORECAST_WORLDS and seed_offset:
-        raise ValueError(f"--seed-offset is for game worlds; {model.spec.name} forecasts start from its held-out seeds (or, with --validation, its validation seeds)")
-    if validation and model.spec.name not in FORECAST_WORLDS:
-        raise ValueError(f"--validation is for lorenz96 and fields; a {model.spec.name} model's validation set is --seed-offset 500000")
-    if validation:
-        sizes["seed_base"] = VALIDATION_START_SEED_BASE
-    if guide is not None and model.spec.name not in FORECAST_WORLDS:
-        raise ValueError(f"--guide is for lorenz96 and fields; got a {model.spec.name} model")
-    if guide is None and guide_weight is not None:
-        raise ValueError("--guide-weight needs --guide, the checkpoint that guides")
+    name = read_config(resolve_pretrained(checkpoint))["spec"]["name"]
+    domain = domain_of(name)
+    sampler = {k: v for k, v in dict(steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance).items() if v is not None}
+    options = EvalOptions(
+        sampler=sampler, device=device, seed=seed, **sizes, seed_offset=seed_offset, validation=validation, guide=guide,
+        guide_weight=guide_weight, policy=policy, world=world, series=series, log=typer.echo,
+    )  # fmt: skip
+    check_options(domain, name, options, domains())
     if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
         raise FileExistsError(f"{out / 'metrics.json'} exists; choose another --out or remove it")
-    if model.spec.name in FORECAST_WORLDS:
-        m = evaluate_forecast_checkpoint(checkpoint, out, sampler, device=device, log=typer.echo, guide=guide, **({} if guide_weight is None else {"guide_weight": guide_weight}), seed=seed, **sizes)
-        _print_forecast_headline(m)
-        typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png and {_forecast_picture(m['world'])} in {m['total_seconds']:.0f}s")
-        return
-    cfg = EvalConfig(seed=seed, seed_offset=seed_offset, **sizes)
-    metrics = evaluate_checkpoint(checkpoint, out, cfg, sampler, device=device, log=typer.echo, policy=policy, world=world)
-    print_summary(metrics, Console())
-    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'horizon.png'}")
+    metrics = domain.evaluate(checkpoint, out, options)
+    domain.print_summary(metrics)
+    typer.echo(_wrote(out, domain.outputs(name, demo=False), metrics.get("total_seconds")))
+
+
+def _wrote(out: Path, files: list[str], seconds: Optional[float]) -> str:
+    """The last line of a command that wrote `files` into `out`."""
+    listed = files[0] if len(files) == 1 else ", ".join(files[:-1]) + " and " + files[-1]
+    return f"wrote {out}/{listed}" + ("" if seconds is None else f" in {seconds:.0f}s")
 
 
 @app.command()
@@ -282,13 +276,15 @@ def rollout(
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Dream held-out futures and write them beside the truth as a GIF."""
+    from diffworld.domains.games.pictures import dream_gif
     from diffworld.model.world_model import WorldModel, read_config, resolve_pretrained
-    from diffworld.recipes import data_source, dream_gif
+    from diffworld.recipes import data_source
 
     directory = resolve_pretrained(checkpoint)
     source = data_source(read_config(directory), policy, world, str(directory))
     model = WorldModel.from_pretrained(checkpoint, device=device)
-    sampler = _sampler(model.sampler, steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
+    settings = dict(steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
+    sampler = replace(model.sampler, **{k: v for k, v in settings.items() if v is not None})
     dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler, world=world, **source)
     typer.echo(f"wrote {out}")
 
@@ -297,7 +293,7 @@ def rollout(
 @friendly
 def demo(
     out: Path = typer.Option(Path("demo"), help="Output directory."),
-    world: str = typer.Option("pong"),
+    world: str = typer.Option("pong", help="The world whose domain's demo runs: pong (or another game), cascade, lorenz96, fields or market."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the demo's, sized for ~10 minutes on 2 cores)."),
     preset: Optional[str] = typer.Option(None),
     episodes: Optional[int] = typer.Option(None),
@@ -310,144 +306,17 @@ def demo(
     series: Optional[str] = typer.Option(None, help="--world market: an arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv."),
 ) -> None:
     """Collect, train, evaluate and animate a world model: everything in one command."""
-    from rich.console import Console
+    from diffworld.domains import DemoOptions, check_options, domain_of, domains
 
-    from diffworld.forecast_demo import WORLDS as FORECAST_WORLDS
-    from diffworld.recipes import DemoConfig, run_demo
-
-    if validate_every is not None and world not in FORECAST_WORLDS:
-        raise ValueError(f"--validate-every is for --world {' or '.join(FORECAST_WORLDS)}, got --world {world}")
-    if hub_members is not None and world != "cascade":
-        raise ValueError(f"--hub-members is for --world cascade, got --world {world}")
-    train = functools.partial(_train_options, steps=steps, batch_size=batch_size, device=device)
-    options = functools.partial(_demo_options, out=out, preset=preset, episodes=episodes, cases=cases, members=members, train=train)
-    if world == "cascade":
-        _cascade_demo(out, options, members, hub_members)
-        return
-    if world in FORECAST_WORLDS:
-        _forecast_demo(out, world, options, validate_every)
-        return
-    if world == "market":
-        _market_demo(out, preset, members, series, train)
-        return
-    if series is not None:
-        raise ValueError(f"--series is for --world market, got --world {world}")
-    cfg = DemoConfig(world=world)
-    cfg = replace(
-        cfg,
-        preset=_given(preset, cfg.preset),
-        episodes=_given(episodes, cfg.episodes),
-        train=train(cfg.train),
-        eval=replace(cfg.eval, cases=_given(cases, cfg.eval.cases), members=_given(members, cfg.eval.members)),
-    )
-    _refuse_existing_demo(out)
-    metrics = run_demo(out, cfg, log=typer.echo)
-    print_summary(metrics, Console())
-    typer.echo(f"wrote {out}/metrics.json, horizon.png, rollout.gif and checkpoint/ in {metrics['total_seconds']:.0f}s")
-
-
-def _refuse_existing_demo(out: Path) -> None:
-    from diffworld.train import holds_run
-
-    if holds_run(out):
-        raise FileExistsError(f"{out} already holds a demo run; choose another --out or remove it")
-
-
-def _given(value: Any, default: Any) -> Any:
-    """An option's value where given (0 included: it is checked, not read as "not given"), else the default."""
-    return default if value is None else value
-
-
-def _train_options(cfg: Any, steps: Optional[int], batch_size: Optional[int], device: str) -> Any:
-    """A demo's TrainConfig with the command line's --steps, --batch-size and --device on top."""
-    return replace(cfg, steps=_given(steps, cfg.steps), batch_size=_given(batch_size, cfg.batch_size), device=device)
-
-
-def _demo_options(
-    cfg: Any,
-    out: Path,
-    preset: Optional[str],
-    episodes: Optional[int],
-    cases: Optional[int],
-    members: Optional[int],
-    train: Callable[[Any], Any],
-) -> Any:
-    """A cascade or forecast demo config with the command line's options on top; refuses an `out` that holds a run."""
-    _refuse_existing_demo(out)
-    return replace(
-        cfg,
-        preset=_given(preset, cfg.preset),
-        episodes=_given(episodes, cfg.episodes),
-        train=train(cfg.train),
-        cases=_given(cases, cfg.cases),
-        members=_given(members, cfg.members),
-    )
-
-
-def _cascade_demo(out: Path, options: Callable[[Any], Any], members: Optional[int], hub_members: Optional[int]) -> None:
-    from diffworld.cascade_demo import CascadeDemoConfig, run_cascade_demo
-
-    cfg = options(CascadeDemoConfig())
-    cfg = replace(cfg, hub_members=_given(hub_members, min(_given(members, cfg.hub_members), cfg.hub_members)))
-    m = run_cascade_demo(out, cfg, log=typer.echo)
-    head = m["headline"]
-    typer.echo(f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})")
-    skill = head["infected_skill_vs_oracle"]
-    typer.echo("infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in skill))
-    typer.echo("hub Kendall tau: " + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_kendall_tau"].items()))
-    typer.echo(f"wrote {out}/metrics.json, spread.gif, curves.png, hubs.png and checkpoint/ in {m['total_seconds']:.0f}s")
-
-
-def _forecast_demo(out: Path, world: str, options: Callable[[Any], Any], validate_every: Optional[int]) -> None:
-    from diffworld.forecast_demo import ForecastDemoConfig, run_forecast_demo
-
-    cfg = options(ForecastDemoConfig.for_world(world))
-    if validate_every is not None:
-        cfg = replace(cfg, validate_every=validate_every)
-    m = run_forecast_demo(out, cfg, log=typer.echo)
-    _print_forecast_headline(m)
-    typer.echo(f"wrote {out}/metrics.json, scores.png, spectra.png, {_forecast_picture(world)} and checkpoint/ in {m['total_seconds']:.0f}s")
-
-
-def _forecast_picture(world: str) -> str:
-    return "forecast.gif" if world == "fields" else "hovmoller.png"
-
-
-def _print_forecast_headline(m: dict[str, Any]) -> None:
-    """The forecast evaluation's headline numbers, one line each."""
-    head = m["headline"]
-    lead, n = m["lead_time"], head["headline_leads"]
-    for name in ("model", "persistence", "ar1", "oracle"):
-        c = head["crps_by_lead"][name]
-        typer.echo(f"CRPS {name:>11}: " + " ".join(f"t={lead[i]:g} {c[i]:.3f}" for i in (0, n // 4, n // 2, n - 1)))
-    verdict = "yes" if head["beats_persistence_and_ar1"] else f"no (first miss at lead {head['first_lead_not_beating']})"
-    typer.echo(f"model beats persistence and AR(1) at every lead to {lead[n - 1]:g}: {verdict}")
-    typer.echo(f"free run: mean off by {head['free_run_mean_rel_error']:.1%}, variance by {head['free_run_var_rel_error']:.1%}")
-    typer.echo(f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): min {head['skill_vs_oracle_min_to_saturation']:.2f}")
-    lo, hi = head["spread_skill_range_to_saturation"]
-    o_lo, o_hi = head["oracle_spread_skill_range_to_saturation"]
-    typer.echo(f"spread/skill to saturation: {lo:.2f}..{hi:.2f} (the oracle's {o_lo:.2f}..{o_hi:.2f}); forecast/truth spectrum: {head['spectrum_ratio_range'][0]:.2f}..{head['spectrum_ratio_range'][1]:.2f}")
-    for line in event_lines(m.get("events")):
-        typer.echo(line)
-
-
-def _market_demo(out: Path, preset: Optional[str], members: Optional[int], series: Optional[str], train: Callable[[Any], Any]) -> None:
-    from diffworld.market_demo import MarketDemoConfig, run_market_demo
-
-    _refuse_existing_demo(out)
-    cfg = MarketDemoConfig()
-    cfg = replace(
-        cfg, preset=_given(preset, cfg.preset), train=train(cfg.train), members=_given(members, cfg.members), series=_given(series, cfg.series),
+    domain = domain_of(world)
+    options = DemoOptions(
+        steps=steps, preset=preset, episodes=episodes, cases=cases, members=members, batch_size=batch_size, device=device,
+        validate_every=validate_every, hub_members=hub_members, series=series, log=typer.echo,
     )  # fmt: skip
-    m = run_market_demo(out, cfg, log=typer.echo)
-    head = m["headline"]
-    typer.echo(f"test period {m['test_period'][0]}..{m['test_period'][1]}, one day ahead:")
-    for name, c in head["crps"].items():
-        k, h = head["kupiec_p"][name], head["hits"][name]
-        typer.echo(f"  {name:>16}: CRPS {c:.4f}  hits 1% {h['1%']:>3} (Kupiec p {k['1%']:.3f})  hits 5% {h['5%']:>3} (Kupiec p {k['5%']:.3f})")
-    ratio = head["stylised_ratio_model_to_real"]
-    typer.echo(f"model CRPS / GJR-GARCH-t: {head['model_crps_over_gjr_garch_t']:.4f}; stylised facts model/real: kurtosis {ratio['kurtosis']:.2f}, |r| autocorrelation {ratio['abs_acf']:.2f}")
-    typer.echo(f"wrote {out}/metrics.json, backtest.md, fan_chart.png, var_backtest.png and checkpoint/ in {m['total_seconds']:.0f}s")
+    check_options(domain, world, options, domains())
+    metrics = domain.demo(world, out, options)
+    domain.print_summary(metrics)
+    typer.echo(_wrote(out, domain.outputs(world, demo=True), metrics.get("total_seconds")))
 
 
 @app.command()
@@ -463,22 +332,15 @@ def scenarios(
 ) -> None:
     """Draw return scenarios h days ahead from a date; print one-day and h-day VaR and ES at 1% and 5%."""
     import numpy as np
-    import torch
 
     from diffworld.checks import check_output_file
-    from diffworld.market_demo import history_until, load_series, path_risk
-    from diffworld.market_demo import scenarios as draw
-    from diffworld.model.world_model import WorldModel
+    from diffworld.domains.markets.scenarios import checkpoint_scenarios, path_risk
 
     if out is not None:
         if out.exists():
             raise FileExistsError(f"{out} exists; choose another --out")
         check_output_file(out, "--out", suffixes=(".npy",))
-    model = WorldModel.from_pretrained(checkpoint)
-    if model.spec.name != "market" or model.spec.frame_shape[0] != 1:
-        raise ValueError(f"{checkpoint}: expected a one-asset market model, found world {model.spec.name!r} with frames {list(model.spec.frame_shape)}")
-    history = history_until(load_series(series), date, series)
-    paths = draw(model, history.to_numpy(), horizon, n, generator=torch.Generator().manual_seed(seed))[:, :, 0]
+    paths, history = checkpoint_scenarios(checkpoint, series, date, horizon, n, seed)
     typer.echo(f"{n} paths of {horizon} days after {history.index[-1].date()} ({series}), 100·log-returns:")
     for key, value in path_risk(paths).items():
         typer.echo(f"  {key:>12}: {value:8.3f}")
@@ -532,8 +394,8 @@ def heads(
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Train reward and episode-end heads for a checkpoint's world; score them on held-out episodes."""
-    from diffworld.heads import HeadsConfig
-    from diffworld.recipes import train_checkpoint_heads
+    from diffworld.agents.heads import HeadsConfig
+    from diffworld.domains.games.agents import train_checkpoint_heads
 
     config = HeadsConfig(steps=steps, batch_size=batch_size, seed=seed)
     train_checkpoint_heads(checkpoint, out, config, episodes, held_out, device, log=typer.echo, policy=policy, world=world)
@@ -555,73 +417,12 @@ def agent(
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Train an agent only in the dream, the same agent on the real game, and score both beside a random policy."""
-    from diffworld.agent import PPOConfig
-    from diffworld.recipes import AgentConfig, dream_agent
+    from diffworld.agents.ppo import PPOConfig
+    from diffworld.domains.games.agents import AgentConfig, dream_agent
 
     config = AgentConfig(ppo=PPOConfig(steps=steps, seed=seed), num_envs=envs, dream_steps=dream_steps, eval_episodes=episodes)
     dream_agent(checkpoint, out, config, heads_dir, device, log=typer.echo, policy=policy, world=world)
     typer.echo(f"wrote {out / 'metrics.json'}")
-
-
-def print_summary(metrics: dict[str, Any], console: Any) -> None:
-    """A table of the headline numbers of an evaluation."""
-    from rich.table import Table
-
-    columns = [  # (summary key, heading, format): only those the evaluation produced
-        ("state_crps", "state CRPS (mean over h)", ".3f"),
-        ("cell_f1", "cell F1 (mean over h)", ".3f"),
-        ("pixel_crps", "pixel CRPS", ".4f"),
-    ]
-    summary = metrics["summary"]
-    columns = [c for c in columns if any(c[0] in s for s in summary.values())]
-    table = Table("forecaster", *(c[1] for c in columns), title=f"{metrics['world']}: held-out")
-    for name, s in summary.items():
-        table.add_row(name, *(format(s.get(key, float("nan")), fmt) for key, _, fmt in columns))
-    console.print(table)
-    if "state_skill_vs_oracle" in metrics:
-        skill = metrics["state_skill_vs_oracle"]
-        console.print(f"state skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
-    if "cell_f1_skill_vs_oracle" in metrics:
-        skill = metrics["cell_f1_skill_vs_oracle"]
-        console.print(f"cell-F1 skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
-    for key in ("valid_frac", "action_fidelity", "rollout_fps", "evaluations_per_frame"):
-        if key in metrics:
-            console.print(f"{key}: {metrics[key]:.3f}")
-    for line in event_lines(metrics.get("events")):
-        console.print(line, highlight=False, soft_wrap=True)
-
-
-def event_lines(events: dict[str, Any] | None) -> list[str]:
-    """The chance events of an evaluation in a few lines: the model's numbers beside the oracle's."""
-    if not events:
-        return []
-
-    def both(read: Callable[[dict[str, Any]], Any], numbers: dict[str, Any], fmt: str = ".3f") -> str:
-        values = (read(numbers[name]) for name in ("model", "oracle"))
-        return " / ".join("-" if v is None else format(v, fmt) for v in values)
-
-    mean = lambda xs: sum(xs) / len(xs)
-    lines = ["events, model / oracle from the same held-out starts:"]
-    if "births" in events:
-        b = events["births"]
-        lines.append(
-            f"  births a frame, mean over h = 1..{len(b['model']['rate'])}: {both(lambda r: mean(r['rate']), b)} "
-            f"(h = 1: {both(lambda r: r['rate'][0], b)}; persistence {mean(b['persistence']['rate']):.3f})"
-        )
-    if "serve" in events:
-        sv = events["serve"]
-        lines.append(
-            f"  serve, {sv['model']['frames']} draws from {sv['moments']} moments: valid ball {both(lambda r: r['served'], sv)}, "
-            f"no ball {both(lambda r: r['no_ball'], sv)}, rows vs uniform chi-square p {both(lambda r: r['p'], sv)}"
-        )
-    if "source_births" in events:
-        sb, wind = events["source_births"], events["wind"]
-        at_birth = lambda r: None if r["strength_by_age"] is None else r["strength_by_age"][0]
-        lines.append(
-            f"  source births a step {both(lambda r: mean(r['rate']), sb)}, emission at birth {both(at_birth, sb, '.2f')}; "
-            f"wind turns a step {both(lambda r: r['turns_a_step'], wind)}"
-        )
-    return lines
 
 
 def main() -> None:

@@ -1,6 +1,4 @@
-"""Chance events: births on grids known by construction, uniform draws, and the events section of `diffworld eval`."""
-
-import json
+"""Chance events: births on grids known by construction."""
 
 import numpy as np
 import pytest
@@ -8,18 +6,12 @@ import pytest
 from diffworld.evaluate.events import (
     birth_report,
     births,
-    by_event,
-    fields_report,
     occupied,
-    serve_report,
-    uniform_draws,
 )
 from diffworld.evaluate.forecasts import make_cases, persistence_forecast
-from diffworld.evaluate.run import EvalConfig, serve_draws
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import run_episode
-from diffworld.worlds.pong import SERVE_ROWS, SERVE_X, SERVE_Y_LOW, Pong, read_serve, serve_frames
-from tests.conftest import tiny_model
+from diffworld.worlds.pong import SERVE_X, serve_frames
 
 
 def scripted() -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int, int]]]:
@@ -114,121 +106,3 @@ def test_a_dream_that_never_spawns_scores_no_births():
     assert np.allclose(r["rows"]["pixels"], rows) and r["cols"]["pixels"][SERVE_X] == 1.0
 
 
-def test_the_chi_square_flags_a_sampler_stuck_on_one_row_and_not_the_true_game():
-    stuck = uniform_draws(np.full(512, 7), SERVE_ROWS)
-    assert stuck["draws"] == 512 and stuck["counts"][7] == 512 and stuck["p"] < 0.01
-    model = tiny_model(Pong.spec, frames=4, patch=8)
-    cfg = EvalConfig(episodes=4, serve_moments=32, serve_members=16)
-    r = serve_draws(model, lambda: make_world("pong"), cfg, model.sampler, [0, 1], default_policy("pong"), 1000)
-    oracle = r["oracle"]
-    assert (r["moments"], r["members"], oracle["frames"], oracle["draws"]) == (32, 16, 512, 512)
-    assert r["seeds"][0] == 1_000_000 and oracle["valid"] == oracle["served"] == 1.0 and oracle["no_ball"] == 0.0
-    assert oracle["p"] > 0.01 and min(oracle["counts"]) > 0, oracle
-    assert r["model"]["served"] == 0.0 and r["model"]["p"] is None  # an untrained model serves no ball
-    # The same moments with the served ball moved to one row: valid serves, flagged as not uniform.
-    rows = np.full(512, 4)
-    frames = np.stack([_serve_frame(SERVE_Y_LOW + row) for row in rows])
-    valid, no_ball, outcome = read_serve(frames)
-    assert outcome.tolist() == rows.tolist()
-    fixed = serve_report(valid, no_ball, outcome, SERVE_ROWS)
-    assert fixed["served"] == 1.0 and fixed["p"] < 0.01
-
-
-def _serve_frame(row: int) -> np.ndarray:
-    game = Pong()
-    game.bx, game.by = SERVE_X, row
-    return game.render()
-
-
-def test_serve_report_counts_frames_without_a_ball():
-    game = Pong()
-    empty = game.render()
-    empty[0, game.by : game.by + 2, game.bx : game.bx + 2] = 0
-    valid, no_ball, outcome = read_serve(np.stack([empty, _serve_frame(9), _serve_frame(3)]))
-    assert valid.tolist() == [False, True, True] and no_ball.tolist() == [True, False, False]
-    assert outcome.tolist() == [-1, 1, -1]  # row 3 is valid but no row a serve draws
-    r = serve_report(valid, no_ball, outcome, SERVE_ROWS)
-    assert (
-        r["valid"] == pytest.approx(2 / 3)
-        and r["served"] == pytest.approx(1 / 3)
-        and r["no_ball"] == pytest.approx(1 / 3)
-    )
-    assert r["draws"] == 1 and r["frames"] == 3
-
-
-def test_fields_report_sums_up_read_events_by_lead():
-    # One start, one member, four steps: the wind 0 → 1 → 0 → 0 → 2, a turn undone straight away.
-    events = {
-        "regime": np.array([[[1, 0, 0, 2]]]),
-        "start_regime": np.array([0]),
-        "births": np.array([[[2, 0, 1, 0]]]),
-        "strength": np.array([[0.6] * 9, [0.8] * 9]),
-        "field": np.stack([np.full((3, 3), v) for v in (0.0, 1.0, 2.0, 3.0)])[None, None],
-    }
-    r = fields_report(events)
-    assert r["source_births"] == {
-        "rate": [2.0, 0.0, 1.0, 0.0],
-        "strength_by_age": pytest.approx([0.7] * 9),
-        "followed": 2,
-    }
-    assert r["wind"] == {"turned_by_lead": [1.0, 0.0, 0.0, 1.0], "turns_a_step": 0.75, "back_after_turn": 1.0}
-    assert r["field"] == {"mean": [0.0, 1.0, 2.0, 3.0], "variance": [0.0] * 4}
-    sides = by_event({"model": r, "oracle": r})
-    assert set(sides) == {"source_births", "wind", "field"} and sides["wind"]["oracle"] == r["wind"]
-
-
-def test_eval_writes_and_prints_the_events_of_a_pong_model(tmp_path):
-    from typer.testing import CliRunner
-
-    from diffworld.cli import app
-    from diffworld.model.world_model import ModelConfig
-    from diffworld.recipes import train_world
-    from diffworld.train import TrainConfig
-
-    train_world(
-        "pong",
-        tmp_path / "run",
-        ModelConfig.preset("tiny", frames=4),
-        TrainConfig(steps=2, batch_size=2, warmup=1),
-        episodes=2,
-        progress=False,
-        log=lambda s: None,
-    )
-    out = tmp_path / "eval"
-    args = [
-        "eval",
-        str(tmp_path / "run" / "checkpoint"),
-        "--out",
-        str(out),
-        "--cases",
-        "2",
-        "--members",
-        "2",
-        "--horizon",
-        "3",
-    ]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    events = json.loads((out / "metrics.json").read_text())["events"]
-    assert set(events) == {"births", "serve"}
-    assert set(events["births"]) == {"model", "persistence", "oracle"}
-    assert len(events["births"]["model"]["rate"]) == 3 and events["births"]["persistence"]["rate"] == [0.0] * 3
-    serve = events["serve"]
-    assert serve["moments"] * serve["members"] >= 480 and serve["seeds"][0] >= 1_000_000
-    assert serve["oracle"]["served"] == 1.0 and serve["oracle"]["p"] > 0.01
-    assert "births a frame, mean over h = 1..3" in result.output and "serve, 512 draws from 32 moments" in result.output
-
-
-def test_a_minatar_evaluation_reports_births_by_channel():
-    pytest.importorskip("minatar")
-    from diffworld.evaluate.run import evaluate
-
-    world = make_world("minatar:space_invaders")
-    model = tiny_model(world.spec, frames=4, patch=2)
-    cfg = EvalConfig(cases=3, episodes=3, members=2, horizon=4, fidelity_rollouts=2, climatology_episodes=2)
-    events = evaluate(model, "minatar:space_invaders", cfg, train_seeds=[0, 1])["events"]
-    assert set(events) == {"births"}  # no serve outside pong
-    oracle = events["births"]["oracle"]
-    assert set(oracle["rate_by_channel"]) == set(world.spec.variables) and len(oracle["rate"]) == 4
-    assert np.allclose(oracle["rate"], np.sum(list(oracle["rate_by_channel"].values()), axis=0))
-    assert all(len(r) == 10 for r in oracle["rows"].values() if r is not None)

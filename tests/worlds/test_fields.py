@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from diffworld.evaluate.weather import radial_spectrum
+from diffworld.domains.forecasting.weather import radial_spectrum
 from diffworld.worlds import BranchableWorld, make_world
 from diffworld.worlds.fields import EVENT_AGES, Fields
 

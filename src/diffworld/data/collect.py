@@ -19,10 +19,8 @@ from diffworld.checks import check_int, check_number, check_output_dir
 from diffworld.data.episodes import Episode
 from diffworld.data.store import EpisodeStore
 from diffworld.spec import WorldSpec
+from diffworld.splits import HELD_OUT_SEED_BASE
 from diffworld.worlds import Policy, default_policy, epsilon_greedy, make_world, random_policy, run_episode
-
-#: Seeds at and above this are reserved for held-out evaluation episodes.
-HELD_OUT_SEED_BASE = 1_000_000
 
 #: Policy names that run no outside code; any other is "package.module:function", code to import.
 BUILTIN_POLICIES = ("random", "default")

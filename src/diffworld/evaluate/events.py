@@ -7,9 +7,10 @@ states can be compared side by side:
 
 - births on binary and categorical grids (`birth_report`): objects that appear with nothing of
   their channel within one cell in the frame before;
-- a draw with a known uniform law (`uniform_draws`): its histogram and a chi-square test;
-- the `fields` world's source births, their emission by age, wind turns and the field's mean
-  and variance (`fields_report`, from `Fields.read_events`).
+- a draw with a known uniform law (`uniform_draws`): its histogram and a chi-square test.
+
+A world's own events are read in its domain: pong's serve in `diffworld.domains.games.events`,
+the `fields` world's source births and wind turns in `diffworld.domains.forecasting.events`.
 
 Forecasts are arrays [S, M, H, ...] (S starts, M members, H horizons) as in `metrics`.
 """
@@ -124,53 +125,6 @@ def uniform_draws(outcomes: np.ndarray, n: int) -> dict[str, Any]:
         "counts": counts.tolist(),
         "chi2": None if test is None else float(test.statistic),
         "p": None if test is None else float(test.pvalue),
-    }
-
-
-def serve_report(valid: np.ndarray, no_ball: np.ndarray, outcome: np.ndarray, outcomes: int) -> dict[str, Any]:
-    """A drawn object's appearance (pong's serve): shares of valid frames, of frames with the object
-    drawn (outcome ≥ 0) and without it, and the drawn outcomes against the uniform law (`uniform_draws`)."""
-    return {
-        "valid": float(np.mean(valid)),
-        "served": float(np.mean(np.asarray(outcome) >= 0)),
-        "no_ball": float(np.mean(no_ball)),
-        "frames": int(np.size(valid)),
-        **uniform_draws(outcome, outcomes),
-    }
-
-
-def fields_report(events: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    """The `fields` world's events by lead from `Fields.read_events`, JSON-ready, by kind of event.
-
-    `source_births`: births a step by lead, their emission by age (mean over the births followed
-    that long; None without any) and how many were followed; `wind`: the share of members whose
-    wind differs from the start's by lead, turns a step, and the share of turns that go straight
-    back to the wind of the step before the last (a turn that did not stick; None without turns);
-    `field`: the first channel's spatial mean and variance by lead, averaged over members.
-    """
-    regime, start = events["regime"], events["start_regime"]
-    s, m, _ = regime.shape
-    path = np.concatenate([np.broadcast_to(start[:, None, None], (s, m, 1)), regime], axis=2)  # [S, M, H + 1]
-    turned = path[:, :, 1:] != path[:, :, :-1]
-    i, j, k = np.nonzero(turned[:, :, :-1])  # a turn from path[k] to path[k + 1]
-    keep = k >= 1
-    back = path[i[keep], j[keep], k[keep] + 1] == path[i[keep], j[keep], k[keep] - 1]  # straight back: a turn undone
-    strength, field = events["strength"], events["field"]
-    return {
-        "source_births": {
-            "rate": events["births"].mean(axis=(0, 1)).tolist(),
-            "strength_by_age": strength.mean(0).tolist() if len(strength) else None,
-            "followed": len(strength),
-        },
-        "wind": {
-            "turned_by_lead": (regime != start[:, None, None]).mean(axis=(0, 1)).tolist(),
-            "turns_a_step": float(turned.mean()),
-            "back_after_turn": float(back.mean()) if len(back) else None,
-        },
-        "field": {
-            "mean": field.mean(axis=(0, 1, 3, 4)).tolist(),
-            "variance": field.var(axis=(-1, -2)).mean(axis=(0, 1)).tolist(),
-        },
     }
 
 

@@ -1,0 +1,78 @@
+"""The cascade demo end to end at tiny size: files, headline numbers, learned diffusion times."""
+
+import json
+
+import pytest
+
+pytest.importorskip("networkx")
+
+from diffworld.domains.epidemics.demo import run_cascade_demo  # noqa: E402
+from diffworld.domains.epidemics.evaluation import CascadeDemoConfig, held_out_cases  # noqa: E402
+from diffworld.train import TrainConfig  # noqa: E402
+from diffworld.worlds import make_world  # noqa: E402
+from tests.conftest import DEVICES  # noqa: E402
+
+
+def test_held_out_cases_start_at_the_epidemic_and_hold_finished_ones():
+    world = make_world("cascade", graph="karate")
+    cases = held_out_cases(world, context=3, horizon=30, n_cases=5)
+    assert cases["context"].shape == (5, 3, 34, 3) and cases["truth"].shape == (5, 30, 34, 3)
+    assert (cases["context"][:, 0, :, 1].sum(-1) == 1).all()  # one patient zero, at the first frame
+    # 30 steps outlast most karate epidemics: once nobody is infected, the truth is held.
+    ended = 0
+    for truth in cases["truth"]:
+        over = truth[..., 1].sum(-1) == 0  # [H]
+        if over.any():
+            h = int(over.argmax())
+            assert (truth[h:] == truth[h]).all()
+            ended += 1
+    assert ended >= 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_demo_writes_metrics_and_pictures(tmp_path, device):
+    cfg = CascadeDemoConfig(
+        world_options={"graph": "karate", "model": "sir"}, episodes=12, preset="tiny",
+        train=TrainConfig(steps=4, batch_size=4, warmup=1, device=device), cases=3, members=2,
+        oracle_runs=50, hub_runs=20, hub_members=1, hub_horizon=4,
+    )  # fmt: skip
+    m = run_cascade_demo(tmp_path, cfg, progress=False, log=lambda s: None)
+    for name in ("metrics.json", "spread.gif", "curves.png", "hubs.png", "checkpoint/model.safetensors"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    head = saved["headline"]
+    for key in ("node_brier_model", "node_brier_oracle", "node_brier_ratio", "infected_skill_vs_oracle", "hub_kendall_tau"):
+        assert key in head, key
+    assert len(head["infected_skill_vs_oracle"]) == cfg.horizon
+    assert set(head["hub_kendall_tau"]) == {"model", "simulator_at_budget", "degree", "eigenvector"}
+    assert set(saved["scores"]) == {"model", "oracle", "persistence", "mean_field"}
+    assert len(saved["diffusion_times"]) == 2 and all(t > 0 for row in saved["diffusion_times"] for t in row)
+    assert m["train_seconds"] > 0
+    config = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    assert config["sampler"]["method"] == "marginal"  # the cascade world's SAMPLER_DEFAULTS
+
+
+def test_demo_command_passes_training_and_hub_budgets(tmp_path, monkeypatch):
+    """`diffworld demo --world cascade` hands --batch-size, --episodes and --hub-members to the demo's config."""
+    from typer.testing import CliRunner
+
+    import diffworld.domains.epidemics.demo as cd
+    from diffworld.cli import app
+
+    seen = {}
+
+    def fake_run(out, cfg, log=print):
+        seen["cfg"] = cfg
+        head = {"node_brier_model": 0.03, "node_brier_oracle": 0.03, "node_brier_ratio": 1.0, "infected_skill_vs_oracle": [0.9], "hub_kendall_tau": {"model": 0.8}}
+        return {"headline": head, "total_seconds": 1.0}
+
+    monkeypatch.setattr(cd, "run_cascade_demo", fake_run)
+    args = ["demo", "--world", "cascade", "--out", str(tmp_path / "d"), "--steps", "9", "--batch-size", "32", "--episodes", "50", "--hub-members", "256"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.episodes, cfg.hub_members, cfg.members) == (9, 32, 50, 256, CascadeDemoConfig().members)
+    assert "hub Kendall tau: model 0.80" in result.output
+    # Without --hub-members, --members caps the hub dreams at the default 64 as before.
+    CliRunner().invoke(app, ["demo", "--world", "cascade", "--out", str(tmp_path / "e"), "--members", "8"])
+    assert seen["cfg"].hub_members == 8
