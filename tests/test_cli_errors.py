@@ -71,6 +71,7 @@ CASES = [
     ("eval-out-file", ["eval", "{ckpt}", "--out", "{file}"]),
     ("eval-out-under-file", ["eval", "{ckpt}", "--out", "{file}/sub"]),
     ("eval-members-1", ["eval", "{ckpt}", "--out", "{new}", "--members", "1"]),
+    ("eval-adaptive-real-world", ["eval", "{market}", "--out", "{new}", "--adaptive-steps", "4"]),
     ("eval-horizon-0", ["eval", "{ckpt}", "--out", "{new}", "--horizon", "0"]),
     ("eval-seed-negative", ["eval", "{ckpt}", "--out", "{new}", "--seed", "-1"]),
     ("eval-seed-offset-negative", ["eval", "{ckpt}", "--out", "{new}", "--seed-offset", "-1"]),
@@ -91,6 +92,7 @@ CASES = [
     ("rollout-device-tpu", ["rollout", "{ckpt}", "--out", "{new}.gif", "--device", "tpu"]),
     pytest.param("rollout-device-cuda", ["rollout", "{ckpt}", "--out", "{new}.gif", "--device", "cuda"], marks=NO_CUDA),
     ("rollout-sigma-ctx-nan", ["rollout", "{ckpt}", "--out", "{new}.gif", "--sigma-ctx", "nan"]),
+    ("rollout-adaptive-negative", ["rollout", "{ckpt}", "--out", "{new}.gif", "--adaptive-steps", "-1"]),
     # demo: 0 is a value, checked, never "not given"
     ("demo-unknown-world", ["demo", "--out", "{new}", "--world", "nope"]),
     ("demo-steps-0", ["demo", "--out", "{new}", "--steps", "0"]),

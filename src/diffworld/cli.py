@@ -59,6 +59,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: --policy and --world of the commands that play a checkpoint's world: what that run may import.
+ADAPTIVE_HELP = (
+    "Binary and categorical worlds: redraw a frame whose one-step draw is uncertain with this many Euler steps "
+    "(0: never; default: the model's)."
+)
 POLICY_HELP = (
     "Policy that plays the real episodes: random, default or package.module:function (default: the one the "
     "checkpoint's data was collected with; a package.module:function it names runs only if passed here)."
@@ -214,6 +218,7 @@ def eval_cmd(
     churn: Optional[float] = typer.Option(None, help="Stochastic churn of the sampler (default: the model's)."),
     sigma_ctx: Optional[float] = typer.Option(None, help="Context noise level (default: the model's)."),
     guidance: Optional[float] = typer.Option(None, help="Action guidance weight (default: the model's)."),
+    adaptive_steps: Optional[int] = typer.Option(None, help=ADAPTIVE_HELP),
     guide: Optional[str] = typer.Option(
         None, help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) that autoguides every forecast."
     ),
@@ -236,9 +241,15 @@ def eval_cmd(
         least = 2 if name == "members" else 1  # fair CRPS and spread need two members
         if value < least:
             raise ValueError(f"--{name} must be at least {least}, got {value}")
-    name = read_config(resolve_pretrained(checkpoint))["spec"]["name"]
+    spec = read_config(resolve_pretrained(checkpoint))["spec"]
+    name = spec["name"]
+    if adaptive_steps and spec["value_kind"] not in ("binary", "categorical"):  # before any domain's work
+        raise ValueError(f"--adaptive-steps needs a binary or categorical world; {name!r} is {spec['value_kind']}")
     domain = domain_of(name)
-    sampler = {k: v for k, v in dict(steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance).items() if v is not None}
+    sampler = {k: v for k, v in dict(
+        steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance,
+        adaptive_steps=adaptive_steps,
+    ).items() if v is not None}  # fmt: skip
     options = EvalOptions(
         sampler=sampler, device=device, seed=seed, **sizes, seed_offset=seed_offset, validation=validation, guide=guide,
         guide_weight=guide_weight, policy=policy, world=world, series=series, log=typer.echo,
@@ -271,6 +282,7 @@ def rollout(
     churn: Optional[float] = typer.Option(None),
     sigma_ctx: Optional[float] = typer.Option(None),
     guidance: Optional[float] = typer.Option(None),
+    adaptive_steps: Optional[int] = typer.Option(None, help=ADAPTIVE_HELP),
     device: str = typer.Option("cpu"),
     policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
@@ -283,7 +295,10 @@ def rollout(
     directory = resolve_pretrained(checkpoint)
     source = data_source(read_config(directory), policy, world, str(directory))
     model = WorldModel.from_pretrained(checkpoint, device=device)
-    settings = dict(steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance)
+    settings = dict(
+        steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance,
+        adaptive_steps=adaptive_steps,
+    )  # fmt: skip
     sampler = replace(model.sampler, **{k: v for k, v in settings.items() if v is not None})
     dream_gif(model, out, free_frames=frames, members=members, seed=seed, sampler=sampler, world=world, **source)
     typer.echo(f"wrote {out}")
