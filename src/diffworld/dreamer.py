@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.model.dit import KVCache
+from diffworld.model.kv_cache import KVCache
 from diffworld.model.world_model import WorldModel
 from diffworld.rollout import Fed, Run, check_actions, check_context, check_sampler, denoise_new_frame, null_actions, sample_frame
 

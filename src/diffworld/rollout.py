@@ -17,7 +17,7 @@ import torch
 
 from diffworld.checks import check_fits, check_int
 from diffworld.diffusion.sampling import SamplerConfig, in_target_units, karras_sigmas, sample
-from diffworld.model.dit import KVCache
+from diffworld.model.kv_cache import KVCache
 from diffworld.model.world_model import WorldModel
 
 
