@@ -3,11 +3,12 @@ import torch
 
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.kv_cache import KVCache
+from diffworld.rollout import rollout
 from tests.conftest import DEVICES, tiny_model
 
 
 def run(model, ctx, acts, seed=0, **kw):
-    return model.rollout(ctx, acts, generator=torch.Generator(device=model.device).manual_seed(seed), **kw)
+    return rollout(model, ctx, acts, generator=torch.Generator(device=model.device).manual_seed(seed), **kw)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -127,7 +128,7 @@ def test_marginal_sampler_refuses_real_valued_worlds(odd_model):
 )
 def test_bad_input_is_named(odd_model, ctx, acts, match):
     with pytest.raises(ValueError, match=match):
-        odd_model.rollout(ctx, acts)
+        rollout(odd_model, ctx, acts)
 
 
 CTX = torch.rand(1, 2, 3, 12, 20)
@@ -153,14 +154,14 @@ CTX = torch.rand(1, 2, 3, 12, 20)
 )
 def test_rollout_arguments_are_checked_naming_what_was_expected_and_found(odd_model, args, kwargs, error, match):
     with pytest.raises(error, match=match) as err:
-        odd_model.rollout(*args, **kwargs)
+        rollout(odd_model, *args, **kwargs)
     assert "\n" not in str(err.value)
 
 
 def test_actions_as_nested_lists_dream_as_a_tensor_does(odd_model):
     acts = [[0, 2, 1]]
-    a = odd_model.rollout(CTX, acts, generator=torch.Generator().manual_seed(0))
-    b = odd_model.rollout(CTX, torch.tensor(acts), generator=torch.Generator().manual_seed(0))
+    a = rollout(odd_model, CTX, acts, generator=torch.Generator().manual_seed(0))
+    b = rollout(odd_model, CTX, torch.tensor(acts), generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
 
 
@@ -210,7 +211,7 @@ def test_compiled_rollouts_and_dreamers_equal_eager_ones(odd_spec):
 def test_compiled_rollout_without_a_cpp_compiler_is_one_line(odd_spec, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler++")
     with pytest.raises(ValueError, match=r"^torch.compile on a CPU needs a C\+\+ compiler \(no-such-compiler\+\+"):
-        tiny_model(odd_spec).rollout(torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 1)), compile=True)
+        rollout(tiny_model(odd_spec), torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 1)), compile=True)
 
 
 # ---------------------------------------------------------------- autoguidance
@@ -271,25 +272,25 @@ def bits_model():
 def test_adaptive_steps_draw_again_only_the_uncertain_frames(bits_model):
     """Row 0's first draw is grey (the average of outcomes), row 1's is clean: only row 0 is drawn
     again, with `adaptive_steps` evaluations, and keeps the new draw."""
-    from diffworld.rollout import sample_frame
+    from diffworld.dreamer import sample_frame
 
     m, shape = bits_model, (2, 1, 1, 8, 8)
     first = torch.stack([torch.full(shape[1:], 0.6), torch.ones(shape[1:])])  # world units
     calls = []
 
-    def run(x, sigma, act, base):
+    def denoise(x, sigma):
         return m.normalize(first)
 
-    def restrict(index):
+    def redraw(index):
         calls.append(index.tolist())
-        return lambda x, sigma, act, base: calls.append(sigma) or m.normalize(torch.zeros(len(index), *shape[1:]))
+        return lambda x, sigma: calls.append(sigma) or m.normalize(torch.zeros(len(index), *shape[1:]))
 
     sampler = SamplerConfig(steps=1, adaptive_steps=3)
-    out = sample_frame(m, run, torch.zeros(2, 1, dtype=torch.long), 2, sampler, torch.Generator().manual_seed(0), restrict=restrict)
+    out = sample_frame(m, denoise, 2, sampler, torch.Generator().manual_seed(0), redraw=redraw)
     assert calls[0] == [0] and len(calls) == 1 + 3  # row 0 alone, three levels
     assert torch.equal(out[0], torch.zeros(shape[1:])) and torch.equal(out[1], torch.ones(shape[1:]))
     calls.clear()
-    plain = sample_frame(m, run, torch.zeros(2, 1, dtype=torch.long), 2, SamplerConfig(steps=1), restrict=restrict)
+    plain = sample_frame(m, denoise, 2, SamplerConfig(steps=1), redraw=redraw)
     assert not calls and torch.equal(plain[0], torch.ones(shape[1:]))  # 0.6 rounds up; nothing drawn again
 
 

@@ -27,6 +27,7 @@ from diffworld.evaluate.pictures import plot_horizons, write_gif
 from diffworld.evaluate.run import HELD_OUT_SEED_BASE, EvalConfig, evaluate
 from diffworld.heads import Heads, HeadsConfig, checkpoint_heads, dreamed_transitions, score_heads, train_heads
 from diffworld.model.world_model import ModelConfig, WorldModel, check_model, read_config, resolve_pretrained
+from diffworld.rollout import rollout
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
 from diffworld.worlds import (
@@ -385,7 +386,8 @@ def dream_gif(
             raise ValueError(f"no held-out episode of {world_name} has the {ctx_len + horizon + 1} frames a GIF case needs")
         t0 = min(len(ep) - horizon - 1, ctx_len - 1 + 40 * (c + 1))
         ctx = ep.frames[t0 - ctx_len + 1 : t0 + 1]
-        dream = model.rollout(
+        dream = rollout(
+            model,
             torch.as_tensor(ctx[None]),
             torch.as_tensor(ep.actions[None, t0 + 1 : t0 + 1 + horizon]),
             n_samples=members,
@@ -403,7 +405,8 @@ def dream_gif(
     if ep is None:
         raise ValueError(f"no held-out episode of {world_name} is longer than the {ctx_len + 1} frames a free dream needs")
     n_free = min(free_frames, len(ep) - ctx_len)
-    dream = model.rollout(
+    dream = rollout(
+        model,
         torch.as_tensor(ep.frames[None, :ctx_len]),
         torch.as_tensor(ep.actions[None, ctx_len : ctx_len + n_free]),
         n_samples=members,
