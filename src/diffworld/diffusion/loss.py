@@ -11,7 +11,6 @@ import torch
 
 from diffworld.diffusion.sampling import SamplerConfig, in_target_units, karras_sigmas, sample
 from diffworld.distributed import part_rows
-from diffworld.model.denoiser import Denoiser
 
 
 @dataclass(frozen=True)
@@ -244,7 +243,7 @@ def shift_windows(frames: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def own_predictions(
-    denoiser: Denoiser | torch.nn.Module,
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     context: torch.Tensor,
     start: torch.Tensor,
     sigma: float,
@@ -286,7 +285,7 @@ def own_predictions(
 
 
 def window_loss(
-    denoiser: Denoiser | torch.nn.Module,  # or its DDP wrapper
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     frames: torch.Tensor,
     actions: torch.Tensor | None,
     cfg: LossConfig,
