@@ -34,7 +34,7 @@ births a step for the 0.3 it draws (blobs split at the grid's edge or by noise, 
 overlap) — compare a model with the simulator's row, not with 0.3.
 
 `--guide CKPT --guide-weights W …` reads the model's forecasts autoguided by a weaker checkpoint
-of the same world (`WorldModel.guide_with`), one block per weight.
+of the same world (`rollout`'s `guide`), one block per weight.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)")
     parser.add_argument("--held-out", action="store_true", help="start dates of the held-out (scoring) trajectories instead of validation ones")
     parser.add_argument("--weakened", nargs=2, type=float, metavar=("A", "LIFE"), help="also branch a simulator with source amplitudes × A and emission lifetime LIFE steps")
-    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (WorldModel.guide_with)")
+    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (rollout's guide)")
     parser.add_argument("--guide-weights", type=float, nargs="+", default=[2.0], help="autoguidance weights to read with --guide (1: the model alone)")
     args = parser.parse_args()
     if args.horizon < EVENT_AGES:
@@ -118,9 +118,9 @@ def main() -> None:
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
         for weight in args.guide_weights if guide is not None else [1.0]:
-            model.guide_with(guide, weight)
             guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"
-            show(f"model {json.dumps(overrides)}: {sampler}{guided}", model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0))
+            futures = model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0, guide=guide, guide_weight=weight)
+            show(f"model {json.dumps(overrides)}: {sampler}{guided}", futures)
 
 
 if __name__ == "__main__":

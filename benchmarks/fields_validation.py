@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--free-runs", type=int, default=2)
     parser.add_argument("--free-frames", type=int, default=300)
-    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (WorldModel.guide_with)")
+    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (rollout's guide)")
     parser.add_argument("--guide-weights", type=float, nargs="+", default=[2.0], help="autoguidance weights to score with --guide (1: the model alone)")
     args = parser.parse_args()
     model = WorldModel.from_pretrained(args.model)
@@ -74,9 +74,8 @@ def main() -> None:
     for overrides in json.loads(args.samplers):
         for weight in args.guide_weights if guide is not None else [1.0]:
             model.sampler = replace(own, **overrides)
-            model.guide_with(guide, weight)
             t0 = time.perf_counter()
-            r = evaluate_forecasts(model, cfg, log=lambda _: None)
+            r = evaluate_forecasts(model, cfg, log=lambda _: None, guide=guide, guide_weight=weight)
             guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"
             print(f"sampler {json.dumps(overrides)}: {model.sampler}{guided}\n{report(r, time.perf_counter() - t0)}", flush=True)
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from diffworld import WorldModel
 from diffworld.domains.epidemics.scores import seed_frames
 from diffworld.model.world_model import ModelConfig
+from diffworld.rollout import rollout
 from diffworld.worlds import make_world
 from diffworld.worlds.cascade import extinct
 
@@ -76,7 +77,7 @@ def main() -> None:
     def dream(method: str, **kw: object) -> Callable[[], object]:
         sampler = replace(model.sampler, method=method, steps=3)
         gen = torch.Generator().manual_seed(0)
-        return lambda: model.rollout(ctx, None, horizon=args.horizon, n_samples=args.members, sampler=sampler, generator=gen, **kw)
+        return lambda: rollout(model, ctx, None, horizon=args.horizon, n_samples=args.members, sampler=sampler, generator=gen, **kw)
 
     euler = frames / best_time(dream("euler"), args.repeats)
     marginal = frames / best_time(dream("marginal"), args.repeats)

@@ -45,6 +45,7 @@ from common import machine, note_emulated_bf16, seconds
 from diffworld import WorldModel
 from diffworld.model.dit import PRESETS
 from diffworld.model.world_model import ModelConfig
+from diffworld.rollout import rollout
 from diffworld.splits import BENCHMARK_EPISODE_SEED
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import run_episode
@@ -86,8 +87,9 @@ def measure(
     def run(use_cache: bool, horizon: int) -> None:
         gen = torch.Generator(device=model.device).manual_seed(1)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            dreams[use_cache] = model.rollout(
-                context, actions[:, :horizon], n_samples=members, use_cache=use_cache, generator=gen, compile=compile
+            dreams[use_cache] = rollout(
+                model, context, actions[:, :horizon], n_samples=members, use_cache=use_cache, generator=gen,
+                compile=compile,
             )
 
     for use_cache in (True, False):  # warm-up (and compiling): every shape the timed runs meet

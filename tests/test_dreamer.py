@@ -3,6 +3,7 @@ import torch
 
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
+from diffworld.rollout import rollout
 
 
 def seeded(seed=0):
@@ -14,7 +15,7 @@ def test_stepping_equals_rollout_draw_for_draw(odd_model, method, guidance):
     """Past the trained window too (7 steps, window 5): the ring slides the same way."""
     sampler = SamplerConfig(steps=2, method=method, guidance=guidance)
     ctx, acts = torch.rand(2, 3, 3, 12, 20), torch.randint(0, 3, (2, 7))
-    expected = odd_model.rollout(ctx, acts, sampler=sampler, generator=seeded())[:, 0]  # [2, 7, *frame]
+    expected = rollout(odd_model, ctx, acts, sampler=sampler, generator=seeded())[:, 0]  # [2, 7, *frame]
     dreamer = Dreamer(odd_model, 2, sampler, seeded())
     dreamer.reset(ctx)
     got = torch.stack([dreamer.step(acts[:, h]) for h in range(7)], dim=1)
@@ -70,7 +71,8 @@ def test_restarts_keep_no_autograd_graph(odd_model):
         d.step(torch.randint(0, 3, (3,)))
         if h % 2:
             d.reset(torch.rand(1, len(d), 3, 12, 20), rows=[h % 3])
-    cached = [t for t in d.cache.k + d.cache.v if t is not None]
+    cache = d.pasts[0].cache
+    cached = [t for t in cache.k + cache.v if t is not None]
     assert cached and not any(t.requires_grad or t.grad_fn is not None for t in cached)
 
 
@@ -124,8 +126,62 @@ def test_stepping_with_adaptive_steps_equals_rollout_draw_for_draw():
     model = tiny_model(WorldSpec("bits", "grid", (1, 8, 8), "binary", ActionSpace("discrete", 3), value_range=(0.0, 1.0)))
     sampler = SamplerConfig(steps=1, adaptive_steps=3, uncertain=7.5)
     ctx, acts = (torch.rand(4, 2, 1, 8, 8) > 0.5).float(), torch.randint(0, 3, (4, 2))
-    expected = model.rollout(ctx, acts, sampler=sampler, generator=seeded())[:, 0]
+    expected = rollout(model, ctx, acts, sampler=sampler, generator=seeded())[:, 0]
     dreamer = Dreamer(model, 4, sampler, seeded())
     dreamer.reset(ctx)
     got = torch.stack([dreamer.step(acts[:, h]) for h in range(2)], dim=1)
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "uncached"])
+def test_an_autoguided_ensemble_steps_as_it_rolls_out(odd_spec, use_cache):
+    """A guide with a past of its own, classifier-free guidance, contexts repeated into an
+    ensemble and members that stop: stepping with the same generator equals `rollout`."""
+    from tests.conftest import tiny_model
+
+    model, guide = tiny_model(odd_spec, seed=0), tiny_model(odd_spec, seed=1)
+    sampler = SamplerConfig(steps=2, guidance=1.5)
+    ctx, acts = torch.rand(2, 3, 3, 12, 20), torch.randint(0, 3, (2, 5))
+    stop = lambda f: f.mean((1, 2, 3)) > 0.05  # noqa: E731
+    kw = dict(use_cache=use_cache, guide=guide, guide_weight=2.5)
+    expected = rollout(model, ctx, acts, n_samples=2, sampler=sampler, generator=seeded(), stop=stop, **kw)
+    expected = expected.flatten(0, 1)  # [4, 5, *frame]
+    dreamer = Dreamer(model, 4, sampler, seeded(), **kw)
+    dreamer.reset(ctx, repeat=2)
+    got = torch.empty_like(expected)
+    for h in range(5):
+        running = dreamer.running
+        if h:
+            got[:, h] = got[:, h - 1]  # stopped members hold their last frame, as in rollout
+        if len(running):
+            got[running, h] = dreamer.step(acts.repeat_interleave(2, 0)[running, h], stop if h < 4 else None)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert len(dreamer.running) < 4  # some members stopped: the case this test is about
+
+
+def test_restarting_a_row_without_the_cache_matches_a_fresh_dream(odd_model, monkeypatch):
+    """The reference past (frames recomputed at every pass) restarts rows as the cache does."""
+    sampler = SamplerConfig(steps=2)
+    ctx, new_ctx, acts = torch.rand(2, 4, 3, 12, 20), torch.rand(1, 4, 3, 12, 20), torch.randint(0, 3, (2, 6))
+    without_noise(monkeypatch)
+    d = Dreamer(odd_model, 2, sampler, use_cache=False)
+    d.reset(ctx)
+    for h in range(3):
+        d.step(acts[:, h])
+    d.reset(new_ctx, rows=[0])
+    got = torch.stack([d.step(acts[:, h]) for h in range(3, 6)], 1)
+    fresh = Dreamer(odd_model, 1, sampler, use_cache=False)
+    fresh.reset(new_ctx)
+    alone = torch.stack([fresh.step(acts[:1, h]) for h in range(3, 6)], 1)
+    assert torch.allclose(got[:1], alone, atol=1e-4)
+
+
+def test_a_guide_and_a_repeat_are_checked(odd_spec, odd_model):
+    from tests.conftest import tiny_model
+
+    with pytest.raises(ValueError, match="guide must share the model's world"):
+        Dreamer(odd_model, 2, guide=tiny_model(odd_spec, frames=4), guide_weight=2.0)
+    with pytest.raises(ValueError, match="needs a guide model"):
+        Dreamer(odd_model, 2, guide_weight=2.0)
+    with pytest.raises(ValueError, match="a divisor of the batch 3"):
+        Dreamer(odd_model, 3).reset(torch.rand(1, 2, 3, 12, 20), repeat=2)

@@ -2,12 +2,13 @@ import pytest
 import torch
 
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.model.dit import KVCache
+from diffworld.model.kv_cache import KVCache
+from diffworld.rollout import rollout
 from tests.conftest import DEVICES, tiny_model
 
 
 def run(model, ctx, acts, seed=0, **kw):
-    return model.rollout(ctx, acts, generator=torch.Generator(device=model.device).manual_seed(seed), **kw)
+    return rollout(model, ctx, acts, generator=torch.Generator(device=model.device).manual_seed(seed), **kw)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -57,61 +58,6 @@ def test_long_rollout_slides_and_costs_the_same_per_frame(odd_model, monkeypatch
     out = run(odd_model, torch.rand(1, 4, 3, 12, 20), torch.randint(0, 3, (1, 20)), n_samples=2)
     assert out.shape == (1, 2, 20, 3, 12, 20) and torch.isfinite(out).all()
     assert max(seen) == odd_model.frames - 1
-
-
-def test_ring_cache_keeps_the_newest_frames_and_attends_like_a_time_ordered_one():
-    """Past the window the ring buffer overwrites its oldest frame in place: a rotation of time
-    order, which attention to the cached frames (in place, masked) does not see."""
-    import torch.nn.functional as F
-
-    g = torch.Generator().manual_seed(0)
-    frames = [torch.randn(6, 2, 1, 8, generator=g) for _ in range(9)]  # [B·S, heads, 1 frame, dh]
-    cache = KVCache(depth=1, max_frames=4)
-    cache.append(0, torch.cat(frames[:2], -2), torch.cat(frames[:2], -2) * 2)  # a 2-frame context at once
-    for f in frames[2:7]:
-        cache.append(0, f, f * 2)
-    k, v = cache.get(0)
-    newest = torch.cat(frames[3:7], -2)
-    assert len(cache) == 4 and torch.equal(k, newest) and torch.equal(v, newest * 2)  # oldest first
-    assert cache.written[0] % cache.slots != 0  # the ring is rotated
-    # A rollout step: the frame dreamed last (frames[7]) joins the cache and the new one (frames[8])
-    # attends without the frame that just dropped out of the window (frames[3]).
-    q = torch.randn(6, 2, 2, 8, generator=g)
-    got = cache.attend(0, q, torch.cat(frames[7:9], -2), torch.cat(frames[7:9], -2) * 2, cache.ring_pass(q.shape[-2], 1, q.device))
-    fed = F.scaled_dot_product_attention(q[..., :1, :], torch.cat(frames[3:8], -2), torch.cat(frames[3:8], -2) * 2)
-    new = F.scaled_dot_product_attention(q[..., 1:, :], torch.cat(frames[4:9], -2), torch.cat(frames[4:9], -2) * 2)
-    assert torch.allclose(got, torch.cat([fed, new], -2), atol=1e-6)
-    assert len(cache) == 4 and torch.equal(cache.get(0)[0], torch.cat(frames[4:8], -2))  # the new frame did not join
-    kept = cache.select(torch.tensor([True, False, True]), batch=3)  # rows of entries 0 and 2
-    k = cache.get(0)[0]
-    assert torch.equal(kept.get(0)[0], torch.cat([k[:2], k[4:]]))
-
-
-def test_ring_cache_appends_of_several_frames_wrap_around_in_time_order():
-    """Appends of any size, within the ring or across its end, leave the newest frames, oldest first."""
-    cache, sent = KVCache(depth=1, max_frames=4), []
-    for n in (3, 2, 3, 1, 4, 2, 5):  # in place, across the end, more than the window at once, …
-        times = torch.arange(len(sent), len(sent) + n, dtype=torch.float32)  # frame values = their time
-        sent += times.tolist()
-        cache.append(0, times.reshape(1, 1, n, 1), -times.reshape(1, 1, n, 1))
-        k, v = cache.get(0)
-        held = min(len(sent), 4)
-        assert torch.equal(v, -k) and k.shape[-2] == held
-        assert k[0, 0, :, 0].tolist() == sent[-held:]
-
-
-def test_a_cache_may_start_at_any_frame_number():
-    """A cache whose first frame is numbered late (a Dreamer's restart) attends only to what it holds."""
-    import torch.nn.functional as F
-
-    g = torch.Generator().manual_seed(1)
-    late = KVCache(depth=1, max_frames=4)
-    late.written = [9]
-    k = torch.randn(3, 2, 2, 8, generator=g)
-    q = torch.randn(3, 2, 2, 8, generator=g)
-    got = late.attend(0, q, k, k, late.ring_pass(q.shape[-2], 2, q.device))
-    want = F.scaled_dot_product_attention(q, k, k, is_causal=True)
-    assert torch.allclose(got, want, atol=1e-6) and len(late) == 2 and late.written == [11]
 
 
 def test_context_longer_than_window_uses_the_newest_frames(odd_model):
@@ -182,7 +128,7 @@ def test_marginal_sampler_refuses_real_valued_worlds(odd_model):
 )
 def test_bad_input_is_named(odd_model, ctx, acts, match):
     with pytest.raises(ValueError, match=match):
-        odd_model.rollout(ctx, acts)
+        rollout(odd_model, ctx, acts)
 
 
 CTX = torch.rand(1, 2, 3, 12, 20)
@@ -208,14 +154,14 @@ CTX = torch.rand(1, 2, 3, 12, 20)
 )
 def test_rollout_arguments_are_checked_naming_what_was_expected_and_found(odd_model, args, kwargs, error, match):
     with pytest.raises(error, match=match) as err:
-        odd_model.rollout(*args, **kwargs)
+        rollout(odd_model, *args, **kwargs)
     assert "\n" not in str(err.value)
 
 
 def test_actions_as_nested_lists_dream_as_a_tensor_does(odd_model):
     acts = [[0, 2, 1]]
-    a = odd_model.rollout(CTX, acts, generator=torch.Generator().manual_seed(0))
-    b = odd_model.rollout(CTX, torch.tensor(acts), generator=torch.Generator().manual_seed(0))
+    a = rollout(odd_model, CTX, acts, generator=torch.Generator().manual_seed(0))
+    b = rollout(odd_model, CTX, torch.tensor(acts), generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
 
 
@@ -236,35 +182,6 @@ def test_a_policy_sees_the_dreamed_frames_and_replays_an_action_sequence(odd_mod
         run(odd_model, ctx, acts, n_samples=2, policy=policy)
     with pytest.raises(ValueError, match=r"policy at frame 0: expected shape \[4, 1\]"):
         run(odd_model, ctx, None, n_samples=2, horizon=3, policy=lambda h, p: acts[:, 0])
-
-
-def test_ring_cache_passes_of_any_mix_attend_like_an_explicit_window():
-    """Random mixes of appends and attending passes (1-2 frames, any number kept) against an explicit
-    list of the frames held: each frame sees the max_frames frames before it and itself, never a
-    frame an earlier pass left in a spare slot or one the window dropped."""
-    import torch.nn.functional as F
-
-    g = torch.Generator().manual_seed(3)
-    cache, held, window = KVCache(depth=1, max_frames=3), [], 3
-    for step in range(80):
-        if step % 9 == 4:  # a context of several frames at once
-            n = int(torch.randint(1, 6, (1,), generator=g))
-            k = torch.randn(2, 2, n, 4, generator=g)
-            cache.append(0, k, k + 1)
-            held = (held + list(k.unbind(-2)))[-window:]
-        else:
-            m = int(torch.randint(1, 3, (1,), generator=g))
-            keep = int(torch.randint(0, m + 1, (1,), generator=g))
-            q, k = torch.randn(2, 2, m, 4, generator=g), torch.randn(2, 2, m, 4, generator=g)
-            got = cache.attend(0, q, k, k + 1, cache.ring_pass(q.shape[-2], keep, q.device))
-            for j in range(m):
-                seen = torch.stack((held + list(k.unbind(-2))[: j + 1])[-(window + 1) :], -2)
-                want = F.scaled_dot_product_attention(q[..., j : j + 1, :], seen, seen + 1)
-                assert torch.allclose(got[..., j : j + 1, :], want, atol=1e-5), (step, m, keep, j)
-            held = (held + list(k.unbind(-2))[:keep])[-window:]
-        k_held, v_held = cache.get(0)
-        assert len(cache) == len(held)
-        assert k_held is None if not held else torch.equal(k_held, torch.stack(held, -2)) and torch.equal(v_held, k_held + 1)
 
 
 def test_compiled_rollouts_and_dreamers_equal_eager_ones(odd_spec):
@@ -294,7 +211,7 @@ def test_compiled_rollouts_and_dreamers_equal_eager_ones(odd_spec):
 def test_compiled_rollout_without_a_cpp_compiler_is_one_line(odd_spec, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler++")
     with pytest.raises(ValueError, match=r"^torch.compile on a CPU needs a C\+\+ compiler \(no-such-compiler\+\+"):
-        tiny_model(odd_spec).rollout(torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 1)), compile=True)
+        rollout(tiny_model(odd_spec), torch.rand(1, 2, 3, 12, 20), torch.randint(0, 3, (1, 1)), compile=True)
 
 
 # ---------------------------------------------------------------- autoguidance
@@ -355,25 +272,25 @@ def bits_model():
 def test_adaptive_steps_draw_again_only_the_uncertain_frames(bits_model):
     """Row 0's first draw is grey (the average of outcomes), row 1's is clean: only row 0 is drawn
     again, with `adaptive_steps` evaluations, and keeps the new draw."""
-    from diffworld.rollout import sample_frame
+    from diffworld.dreamer import sample_frame
 
     m, shape = bits_model, (2, 1, 1, 8, 8)
     first = torch.stack([torch.full(shape[1:], 0.6), torch.ones(shape[1:])])  # world units
     calls = []
 
-    def run(x, sigma, act, base):
+    def denoise(x, sigma):
         return m.normalize(first)
 
-    def restrict(index):
+    def redraw(index):
         calls.append(index.tolist())
-        return lambda x, sigma, act, base: calls.append(sigma) or m.normalize(torch.zeros(len(index), *shape[1:]))
+        return lambda x, sigma: calls.append(sigma) or m.normalize(torch.zeros(len(index), *shape[1:]))
 
     sampler = SamplerConfig(steps=1, adaptive_steps=3)
-    out = sample_frame(m, run, torch.zeros(2, 1, dtype=torch.long), 2, sampler, torch.Generator().manual_seed(0), restrict=restrict)
+    out = sample_frame(m, denoise, 2, sampler, torch.Generator().manual_seed(0), redraw=redraw)
     assert calls[0] == [0] and len(calls) == 1 + 3  # row 0 alone, three levels
     assert torch.equal(out[0], torch.zeros(shape[1:])) and torch.equal(out[1], torch.ones(shape[1:]))
     calls.clear()
-    plain = sample_frame(m, run, torch.zeros(2, 1, dtype=torch.long), 2, SamplerConfig(steps=1), restrict=restrict)
+    plain = sample_frame(m, denoise, 2, SamplerConfig(steps=1), redraw=redraw)
     assert not calls and torch.equal(plain[0], torch.ones(shape[1:]))  # 0.6 rounds up; nothing drawn again
 
 

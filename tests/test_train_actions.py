@@ -7,6 +7,7 @@ import torch
 
 from diffworld.data.store import EpisodeStore
 from diffworld.model.world_model import ModelConfig
+from diffworld.rollout import rollout
 from diffworld.spec import ActionSpace, WorldSpec
 from diffworld.train import TrainConfig, build_model, train
 
@@ -43,5 +44,5 @@ def test_continuous_and_no_action_stores_train(tmp_path):
         assert math.isfinite(result.final_loss)
         ctx = torch.as_tensor(np.stack(frames)[:1, :3])
         acts = torch.zeros(1, 2, 2) if kind == "continuous" else None
-        dream = result.model.rollout(ctx, acts, horizon=2, generator=torch.Generator().manual_seed(0))
+        dream = rollout(result.model, ctx, acts, horizon=2, generator=torch.Generator().manual_seed(0))
         assert dream.shape == (1, 1, 2, 1, 8, 8)

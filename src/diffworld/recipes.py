@@ -18,6 +18,7 @@ from diffworld.data.store import EpisodeStore
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import ModelConfig, WorldModel, check_model, read_config, resolve_pretrained
+from diffworld.rollout import rollout
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
 from diffworld.worlds import (

@@ -1,7 +1,11 @@
-"""What a world looks like from outside: frame shape, value kind and action space.
+"""What a world looks like from outside: frame shape, value kind and action space, and the
+episodes it produces.
 
 A `WorldSpec` is plain data. Worlds produce it, stores keep it, and a trained model carries a
-copy, so the model never has to import the world it was trained on.
+copy, so the model never has to import the world it was trained on. An `Episode` is one
+trajectory in the form every world produces and every store and loader serves; it lives here,
+beside the spec it is checked against, so that worlds and data both build on it and neither
+imports the other's package for it.
 """
 
 from __future__ import annotations
@@ -163,3 +167,35 @@ class WorldSpec:
             d["value_range"] = tuple(d["value_range"])
         d["edges"] = tuple(tuple(e) for e in d.get("edges", ()))
         return cls(**d)
+
+
+@dataclass
+class Episode:
+    """One trajectory of a world."""
+
+    frames: np.ndarray  # [T, *frame_shape]
+    actions: np.ndarray  # [T] int64 (discrete), [T, d] float32 (continuous) or [T] int64 of NO_ACTION
+    rewards: np.ndarray  # [T] float32
+    dones: np.ndarray  # [T] bool
+    seed: int | None = None
+    #: Simulator states per frame (optional), so an evaluation can branch the true world.
+    states: list[Any] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def validate(self, spec: WorldSpec, where: str = "episode") -> None:
+        """Raise ValueError naming the first thing that does not fit `spec`."""
+        spec.check_frames(self.frames, f"{where}.frames")
+        t = len(self)
+        for name in ("rewards", "dones"):
+            a = getattr(self, name)
+            if a.shape != (t,):
+                raise ValueError(f"{where}.{name}: expected shape [{t}], got {list(a.shape)}")
+        if spec.action.kind == "none":
+            if self.actions.shape[0] != t:
+                raise ValueError(f"{where}.actions: expected {t} entries, got {self.actions.shape[0]}")
+        else:
+            if self.actions.shape[0] != t:
+                raise ValueError(f"{where}.actions: expected {t} entries, got {self.actions.shape[0]}")
+            spec.action.validate(self.actions, f"{where}.actions")

@@ -10,6 +10,7 @@ from diffworld.layouts import SeriesLayout, make_layout
 from diffworld.model.dit import DiT, DiTConfig
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.recipes import train_store
+from diffworld.rollout import rollout
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig
 
@@ -45,7 +46,7 @@ def test_a_model_trains_on_imported_series_and_rolls_out(tmp_path):
     result = train_store(tmp_path / "s.zarr", tmp_path / "run", cfg, TrainConfig(steps=3, batch_size=4, warmup=1), progress=False, log=lambda s: None)
     model = result.model
     assert model.spec.layout == "series" and model.spec.variables == ("a", "b", "c")
-    dream = model.rollout(torch.as_tensor(data[None, :3, :, None]), horizon=5, n_samples=2, sampler=SamplerConfig(steps=2))
+    dream = rollout(model, torch.as_tensor(data[None, :3, :, None]), horizon=5, n_samples=2, sampler=SamplerConfig(steps=2))
     assert dream.shape == (1, 2, 5, 3, 1) and torch.isfinite(dream).all()
     # the saved model comes back with its variable embedding
     loaded = WorldModel.from_pretrained(tmp_path / "run" / "checkpoint")

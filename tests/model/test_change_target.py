@@ -12,6 +12,7 @@ from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
 from diffworld.model.denoiser import Denoiser, edm_scalings
 from diffworld.model.world_model import ModelConfig, WorldModel
+from diffworld.rollout import rollout
 from diffworld.train import build_model
 from diffworld.worlds import collect_episodes, make_world, random_policy
 from tests.conftest import perturb
@@ -120,7 +121,7 @@ def test_a_dream_is_drawn_at_the_targets_scale(field_episodes, target):
     model.denoiser.net = ZeroNet()
     ctx = torch.as_tensor(field_episodes[0].frames[None, :4])
     sampler = SamplerConfig(steps=32, method="heun", sigma_max=20.0)
-    dream = model.rollout(ctx, horizon=1, n_samples=64, sampler=sampler, generator=seeded(), use_cache=False)[0, :, 0]
+    dream = rollout(model, ctx, horizon=1, n_samples=64, sampler=sampler, generator=seeded(), use_cache=False)[0, :, 0]
     if target == "frame":
         drawn, scale = model.normalize(dream), model.config.sigma_data
     else:
@@ -133,13 +134,13 @@ def test_a_change_model_dreams_the_same_cached_uncached_and_stepped(field_episod
     model = perturb(field_model(field_episodes, "change", seed=1), seed=1).eval()
     ctx = torch.as_tensor(field_episodes[1].frames[None, 10:12])
     sampler = SamplerConfig(steps=3, churn=1.0)
-    cached = model.rollout(ctx, horizon=7, n_samples=2, sampler=sampler, generator=seeded())
+    cached = rollout(model, ctx, horizon=7, n_samples=2, sampler=sampler, generator=seeded())
     # Within the window (2 context + 2 new frames of 4) the cache is exact; past it, the ring keeps
     # keys computed while older frames were in view, so only the stepped dream below compares.
-    full = model.rollout(ctx, horizon=2, n_samples=2, sampler=sampler, generator=seeded(), use_cache=False)
+    full = rollout(model, ctx, horizon=2, n_samples=2, sampler=sampler, generator=seeded(), use_cache=False)
     assert torch.allclose(cached[:, :, :2], full, atol=1e-5)
     two = torch.as_tensor(np.stack([field_episodes[1].frames[10:12], field_episodes[2].frames[30:32]]))
-    expected = model.rollout(two, horizon=7, sampler=sampler, generator=seeded())[:, 0]  # past the window too
+    expected = rollout(model, two, horizon=7, sampler=sampler, generator=seeded())[:, 0]  # past the window too
     dreamer = Dreamer(model, 2, sampler, seeded())
     dreamer.reset(two)
     stepped = torch.stack([dreamer.step() for _ in range(7)], dim=1)

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from diffworld.diffusion.loss import teacher_mask
-from diffworld.model.dit import DiT, DiTConfig, KVCache, rope_angles
+from diffworld.model.dit import DiT, DiTConfig
+from diffworld.model.kernels import rope_angles
+from diffworld.model.kv_cache import KVCache
 from diffworld.layouts import GridLayout
 from tests.conftest import perturb
 
@@ -194,7 +196,7 @@ def test_rope_rotates_pairs_and_attends_by_time_difference():
     """RoPE's complex form (eager fp32) equals its real-pair form (other dtypes, and under
     torch.compile) to the last bit in fp32, keeps norms, and makes a query-key product depend
     only on their time difference."""
-    from diffworld.model.dit import rope, rope_angles, rope_pairs
+    from diffworld.model.kernels import rope, rope_angles, rope_pairs
 
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, 3, 1, 8, generator=g), torch.randn(2, 3, 1, 8, generator=g)  # [M, H, 1 frame, dh]

@@ -36,6 +36,7 @@ from torch import nn
 from diffworld.checks import MAX_SEED, check_device, check_int, check_number
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.model.world_model import WorldModel
+from diffworld.rollout import rollout
 from diffworld.spec import WorldSpec
 
 #: The format a heads folder's config.json names (a name, not a module: shipped heads carry it).
@@ -318,7 +319,7 @@ def dreamed_transitions(model: WorldModel, episodes: list[Episode], calm: int, s
         ctx = frames[window].float()
         ctx_actions = torch.as_tensor(all_actions[window]) if model.spec.action.kind != "none" else None
         act = torch.as_tensor(data.actions[idx])[:, None] if model.spec.action.kind != "none" else None
-        dream = model.rollout(ctx, act, context_actions=ctx_actions, generator=g)  # [B, 1, 1, *frame]
+        dream = rollout(model, ctx, act, context_actions=ctx_actions, generator=g)  # [B, 1, 1, *frame]
         new.append(dream[:, 0, 0].cpu().numpy())
     p = data.prev[pick]
     return Transitions.pairs(data.frames[p], np.concatenate(new), data.actions[pick], data.tally[pick], data.reward[pick], data.ends[pick])

@@ -4,48 +4,18 @@ All arrays of an episode are aligned with its frames: index t describes frame t 
 into it. `actions[t]` is the action taken *before* frame t (so `actions[0]` is `NO_ACTION`),
 `rewards[t]` the reward received on arriving at frame t, `dones[t]` whether the episode ended
 there. This is exactly what the model conditions on: frame t sees the action that produced it.
+
+`Episode` is defined in `diffworld.spec`, beneath both the worlds that produce episodes and the
+stores that keep them; it is importable from here as well.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
-from diffworld.spec import WorldSpec
+from diffworld.spec import Episode
 
-
-@dataclass
-class Episode:
-    """One trajectory of a world."""
-
-    frames: np.ndarray  # [T, *frame_shape]
-    actions: np.ndarray  # [T] int64 (discrete), [T, d] float32 (continuous) or [T] int64 of NO_ACTION
-    rewards: np.ndarray  # [T] float32
-    dones: np.ndarray  # [T] bool
-    seed: int | None = None
-    #: Simulator states per frame (optional), so an evaluation can branch the true world.
-    states: list[Any] | None = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return int(self.frames.shape[0])
-
-    def validate(self, spec: WorldSpec, where: str = "episode") -> None:
-        """Raise ValueError naming the first thing that does not fit `spec`."""
-        spec.check_frames(self.frames, f"{where}.frames")
-        t = len(self)
-        for name in ("rewards", "dones"):
-            a = getattr(self, name)
-            if a.shape != (t,):
-                raise ValueError(f"{where}.{name}: expected shape [{t}], got {list(a.shape)}")
-        if spec.action.kind == "none":
-            if self.actions.shape[0] != t:
-                raise ValueError(f"{where}.actions: expected {t} entries, got {self.actions.shape[0]}")
-        else:
-            if self.actions.shape[0] != t:
-                raise ValueError(f"{where}.actions: expected {t} entries, got {self.actions.shape[0]}")
-            spec.action.validate(self.actions, f"{where}.actions")
+__all__ = ["Episode", "frame_stats"]
 
 
 def frame_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:

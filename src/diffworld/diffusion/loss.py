@@ -11,7 +11,6 @@ import torch
 
 from diffworld.diffusion.sampling import SamplerConfig, in_target_units, karras_sigmas, sample
 from diffworld.distributed import part_rows
-from diffworld.model.denoiser import Denoiser
 
 
 @dataclass(frozen=True)
@@ -244,7 +243,7 @@ def shift_windows(frames: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def own_predictions(
-    denoiser: Denoiser | torch.nn.Module,
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     context: torch.Tensor,
     start: torch.Tensor,
     sigma: float,
@@ -388,7 +387,7 @@ def draw_forcing_noise(
 
 
 def noised_loss(
-    denoiser: Denoiser | torch.nn.Module,  # or its DDP wrapper
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     frames: torch.Tensor,
     actions: torch.Tensor | None,
     cfg: LossConfig,
@@ -429,7 +428,7 @@ def change_scale(module: torch.nn.Module, cfg: LossConfig, k: int) -> float:
 
 
 def teacher_loss(
-    denoiser: Denoiser | torch.nn.Module,
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     frames: torch.Tensor,
     actions: torch.Tensor | None,
     cfg: LossConfig,
@@ -463,7 +462,7 @@ def teacher_loss(
 
 
 def pushforward_context(
-    denoiser: Denoiser | torch.nn.Module,
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     frames: torch.Tensor,
     actions: torch.Tensor | None,
     cfg: LossConfig,
@@ -492,7 +491,7 @@ def pushforward_context(
 
 
 def forcing_loss(
-    denoiser: Denoiser | torch.nn.Module,
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     frames: torch.Tensor,
     actions: torch.Tensor | None,
     cfg: LossConfig,
@@ -533,7 +532,7 @@ def weighted_error(
 
 
 def window_loss(
-    denoiser: Denoiser | torch.nn.Module,  # or its DDP wrapper
+    denoiser: torch.nn.Module,  # a model.denoiser.Denoiser, or its DDP wrapper
     frames: torch.Tensor,
     actions: torch.Tensor | None,
     cfg: LossConfig,

@@ -18,6 +18,7 @@ import torch
 from diffworld.data.episodes import Episode
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import WorldModel
+from diffworld.rollout import rollout
 from diffworld.worlds.base import BranchableWorld, Policy, World, collect_episodes
 
 
@@ -103,8 +104,11 @@ def model_forecast(
     seed: int = 0,
     batch: int = 512,
     stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    guide: WorldModel | None = None,
+    guide_weight: float = 1.0,
 ) -> np.ndarray:
-    """[S, M, H, *frame] dreamed by `model`, in chunks of at most `batch` rollouts (`stop`: see `rollout`)."""
+    """[S, M, H, *frame] dreamed by `model`, in chunks of at most `batch` rollouts (`stop`, `guide`,
+    `guide_weight`: see `rollout`)."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
     per_chunk = max(1, batch // members)
     acting = model.spec.action.kind != "none"  # a world without actions stores NO_ACTION; pass none
@@ -112,7 +116,8 @@ def model_forecast(
     for i in range(0, len(context), per_chunk):
         sl = slice(i, i + per_chunk)
         ctx_a = None if context_actions is None or not acting else torch.as_tensor(context_actions[sl])
-        dream = model.rollout(
+        dream = rollout(
+            model,
             torch.as_tensor(context[sl]),
             torch.as_tensor(actions[sl]) if acting else None,
             horizon=actions.shape[1],
@@ -121,6 +126,8 @@ def model_forecast(
             sampler=sampler,
             generator=gen,
             stop=stop,
+            guide=guide,
+            guide_weight=guide_weight,
         )
         out.append(dream.float().cpu().numpy())
     return np.concatenate(out)

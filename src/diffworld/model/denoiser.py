@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffworld.model.dit import DiT, KVCache
+from diffworld.model.dit import DiT
+from diffworld.model.kv_cache import KVCache
 
 
 def edm_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, ...]:

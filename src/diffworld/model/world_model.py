@@ -163,35 +163,6 @@ class WorldModel(nn.Module):
             compiled = self.__dict__["_compiled_denoiser"] = torch.compile(self.denoiser)
         return compiled
 
-    def rollout(self, context: torch.Tensor, actions: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        """Dream the future; see `diffworld.rollout.rollout` for the arguments. The guide set by
-        `guide_with` applies unless `guide` is passed."""
-        from diffworld.rollout import rollout  # the rollout engine sits above the model
-
-        if self.guide is not None and "guide" not in kwargs:
-            kwargs = {**kwargs, "guide": self.guide[0], "guide_weight": kwargs.get("guide_weight", self.guide[1])}
-        return rollout(self, context, actions, **kwargs)
-
-    def guide_with(self, guide: WorldModel | None, weight: float | None = None) -> WorldModel:
-        """Autoguide every `rollout` of this model from now on: `guide` is a weaker model of the same
-        world (see `diffworld.rollout.rollout`), `weight` the autoguidance weight w (1: the model
-        alone; default `rollout.GUIDE_WEIGHT`); None stops. Kept outside the module's state, so checkpoints and `.to()` leave it
-        alone (move both models together). Stepped dreams (`Dreamer`) do not use it. Returns self."""
-        from diffworld.rollout import GUIDE_WEIGHT, check_guide
-
-        if guide is None:
-            self.__dict__.pop("_guide", None)
-            return self
-        weight = GUIDE_WEIGHT if weight is None else weight
-        check_guide(self, guide, weight)
-        self.__dict__["_guide"] = (guide, float(weight))
-        return self
-
-    @property
-    def guide(self) -> tuple[WorldModel, float] | None:
-        """(guide model, weight) set by `guide_with`, or None."""
-        return self.__dict__.get("_guide")
-
     def num_parameters(self) -> int:
         """Trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

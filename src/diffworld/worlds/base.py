@@ -8,8 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from diffworld.data.episodes import Episode
-from diffworld.spec import NO_ACTION, WorldSpec
+from diffworld.spec import NO_ACTION, Episode, WorldSpec
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from diffworld.domains.epidemics import scores as cascade_eval
 from diffworld.domains.epidemics.scores import (
     CascadeForecast,
     cascade_report,
@@ -216,17 +217,18 @@ def test_eigenvector_centrality_of_a_disconnected_graph() -> None:
 # --- the model --------------------------------------------------------------------------------
 
 
-def test_model_reach_counts_the_last_dreamed_frame_of_each_seed_context() -> None:
+def test_model_reach_counts_the_last_dreamed_frame_of_each_seed_context(monkeypatch) -> None:
     world = _world_on(nx.star_graph(4), 0.5)
     seen = []
 
-    def rollout(context, actions, horizon, n_samples, generator=None, stop=None):  # dreams: the seed spreads to node 0
+    def rollout(model, context, actions, horizon, n_samples, generator=None, stop=None):  # the seed spreads to node 0
         seen.append(context.clone())
         out = context[:, -1:].repeat(1, horizon, 1, 1)[:, None].repeat(1, n_samples, 1, 1, 1)  # [B, M, H, N, 3]
         out[:, : n_samples // 2, -1, 0] = torch.tensor([0.0, 0.0, 1.0])  # half the members reach the hub (R)
         return out
 
-    fake = types.SimpleNamespace(frames=4, rollout=rollout)
+    monkeypatch.setattr(cascade_eval, "rollout", rollout)
+    fake = types.SimpleNamespace(frames=4)
     reach = expected_final_reach_model(fake, world, members=4, horizon=2, batch=8)
     assert reach.tolist() == [1.0, 1.5, 1.5, 1.5, 1.5]  # the hub seed is already counted
     ctx = torch.cat(seen)

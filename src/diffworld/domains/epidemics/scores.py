@@ -30,6 +30,7 @@ import torch
 
 from diffworld.evaluate.metrics import crps, skill_vs_reference
 from diffworld.model.world_model import WorldModel
+from diffworld.rollout import rollout
 from diffworld.worlds import cascade as cascade_world
 from diffworld.worlds.cascade import I, R, S, extinct, spread_step
 
@@ -266,7 +267,7 @@ def expected_final_reach_model(
     out = np.empty(n)
     for lo in range(0, n, per_chunk):
         chunk = torch.as_tensor(ctx[lo : lo + per_chunk])  # [n', L, N, 3]
-        dream = model.rollout(chunk, None, horizon=horizon, n_samples=members, generator=generator, stop=extinct)  # [n', M, H, N, 3]
+        dream = rollout(model, chunk, None, horizon=horizon, n_samples=members, generator=generator, stop=extinct)  # [n', M, H, N, 3]
         final = node_states(dream[:, :, -1].float().cpu().numpy())  # [n', M, N]
         out[lo : lo + per_chunk] = (final != S).sum(-1).mean(-1)
     return out

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from diffworld.checks import MAX_SEED, check_int, check_number, check_output_dir
+from diffworld.diffusion.guidance import GUIDE_WEIGHT
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.domains.forecasting import weather
@@ -35,8 +36,8 @@ from diffworld.evaluate.forecasts import (
     oracle_forecast,
     persistence_forecast,
 )
+from diffworld.inputs import check_guide
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
-from diffworld.rollout import GUIDE_WEIGHT
 from diffworld.splits import FREE_RUN_SEED_OFFSET, HELD_OUT_SEED_BASE, VALIDATION_START_SEED_BASE
 from diffworld.train import TrainConfig
 from diffworld.worlds import collect_episodes, make_world, random_policy, training_defaults
@@ -119,8 +120,15 @@ class ForecastDemoConfig:
         return cls(world=world, **{**WORLD_DEFAULTS[world], **overrides})
 
 
-def evaluate_forecasts(model: WorldModel, cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Score `model` on held-out start dates and free runs; the report, plus its pictures' data under `_pictures`."""
+def evaluate_forecasts(
+    model: WorldModel,
+    cfg: ForecastDemoConfig,
+    log: Callable[[str], None] = print,
+    guide: WorldModel | None = None,
+    guide_weight: float = 1.0,
+) -> dict[str, Any]:
+    """Score `model` on held-out start dates and free runs; the report, plus its pictures' data under
+    `_pictures`. `guide`, `guide_weight`: autoguidance of every forecast and free run (see `rollout`)."""
     make = lambda: make_world(cfg.world, **cfg.world_options)
     world = make()
     rng = np.random.default_rng(cfg.seed)
@@ -131,7 +139,7 @@ def evaluate_forecasts(model: WorldModel, cfg: ForecastDemoConfig, log: Callable
     split = "held-out" if cfg.seed_base == HELD_OUT_SEED_BASE else "validation" if cfg.seed_base == VALIDATION_START_SEED_BASE else "other"
     log(f"{cfg.cases} {split} start dates (seeds from {cfg.seed_base}), {cfg.members} members, leads 1..{cfg.horizon}")
     t0 = time.perf_counter()
-    forecasts = {"model": model_forecast(model, cases.context, cases.actions, cfg.members, seed=cfg.seed)}
+    forecasts = {"model": model_forecast(model, cases.context, cases.actions, cfg.members, seed=cfg.seed, guide=guide, guide_weight=guide_weight)}
     fps = cfg.cases * cfg.members * cfg.horizon / (time.perf_counter() - t0)
     if getattr(world, "deterministic", False):  # branching alone would give identical members
         oracle = weather.twin_forecast(make, cases, cfg.members, cfg.twin_scale, cfg.seed)
@@ -163,7 +171,7 @@ def evaluate_forecasts(model: WorldModel, cfg: ForecastDemoConfig, log: Callable
     by_lead = [(spectrum(forecasts["model"][:, :, h]), spectrum(cases.truth[:, h])) for h in range(cfg.horizon)]
     ratio = np.stack([m / t for m, t in by_lead])  # [H, wavenumbers]
     log(f"free runs: {cfg.free_runs} × {cfg.free_factor * model.frames} frames")
-    free = free_run(model, make, cfg, log)
+    free = free_run(model, make, cfg, log, guide, guide_weight)
     headline = {
         "crps_by_lead": {n: c.tolist() for n, c in crps.items()},
         "skill_vs_oracle": skill.tolist(),
@@ -219,8 +227,16 @@ def true_run(world: Any, seed: int, frames: int) -> np.ndarray:
     return np.stack(out)
 
 
-def free_run(model: WorldModel, make: Callable[[], Any], cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Free-running rollouts free_factor × the training window long, against true runs as long.
+def free_run(
+    model: WorldModel,
+    make: Callable[[], Any],
+    cfg: ForecastDemoConfig,
+    log: Callable[[str], None] = print,
+    guide: WorldModel | None = None,
+    guide_weight: float = 1.0,
+) -> dict[str, Any]:
+    """Free-running rollouts free_factor × the training window long, against true runs as long
+    (autoguided by `guide` with weight `guide_weight`, see `rollout`).
 
     Starts: trajectories from seed `cfg.seed_base` + FREE_RUN_SEED_OFFSET (past the forecast cases'). The
     climate of each is its pooled mean, variance and spectrum over all frames and runs.
@@ -232,7 +248,7 @@ def free_run(model: WorldModel, make: Callable[[], Any], cfg: ForecastDemoConfig
     starts, truth = runs[:, :context], runs[:, context:]  # [R, L, *frame]
     no_actions = np.full((cfg.free_runs, length), -1)
     t0 = time.perf_counter()
-    dream = model_forecast(model, starts, no_actions, 1, seed=cfg.seed + 1)[:, 0]  # [R, L, *frame]
+    dream = model_forecast(model, starts, no_actions, 1, seed=cfg.seed + 1, guide=guide, guide_weight=guide_weight)[:, 0]  # [R, L, *frame]
     log(f"free runs took {time.perf_counter() - t0:.0f}s")
     m_mean, t_mean = float(dream.mean()), float(truth.mean())
     m_var, t_var = float(dream.var()), float(truth.var())
@@ -270,7 +286,7 @@ def evaluate_forecast_checkpoint(
     world options the checkpoint's data was collected with; `overrides` go to the world's
     `ForecastDemoConfig` (cases, members, horizon, seed, …), `sampler` replaces the checkpoint's.
     `guide`: a weaker checkpoint of the same world that autoguides every forecast and free run
-    with weight `guide_weight` (`WorldModel.guide_with`). Writes `out`/metrics.json and the
+    with weight `guide_weight` (see `rollout`). Writes `out`/metrics.json and the
     pictures; returns the metrics.
     """
     out = check_output_dir(out, "evaluation output")  # before any computing
@@ -290,12 +306,13 @@ def evaluate_forecast_checkpoint(
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:
         model.sampler = sampler
-    if guide is not None:
-        model.guide_with(WorldModel.from_pretrained(guide, device=device), guide_weight)
+    guide_model = None if guide is None else WorldModel.from_pretrained(guide, device=device)
+    weight = 1.0 if guide is None else guide_weight
+    check_guide(model, guide_model, weight)  # before any computing
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log(f"sampler: {model.sampler}" + ("" if guide is None else f", autoguided by {guide} with weight {guide_weight}"))
-    report = evaluate_and_draw(model, cfg, out, log)
+    report = evaluate_and_draw(model, cfg, out, log, guide_model, weight)
     metrics = {
         "world": world,
         "checkpoint": str(path),
@@ -310,13 +327,20 @@ def evaluate_forecast_checkpoint(
     return metrics
 
 
-def evaluate_and_draw(model: WorldModel, cfg: ForecastDemoConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """`evaluate_forecasts`, then its pictures in `out`; the report without picture data.
+def evaluate_and_draw(
+    model: WorldModel,
+    cfg: ForecastDemoConfig,
+    out: Path,
+    log: Callable[[str], None] = print,
+    guide: WorldModel | None = None,
+    guide_weight: float = 1.0,
+) -> dict[str, Any]:
+    """`evaluate_forecasts` (autoguided by `guide`, if given), then its pictures in `out`; the report without picture data.
 
     Always scores.png and spectra.png; for a grid world forecast.gif (truth, ensemble mean, one
     member, spread), for a ring of variables hovmoller.png.
     """
-    report = evaluate_forecasts(model, cfg, log)
+    report = evaluate_forecasts(model, cfg, log, guide, guide_weight)
     pics = report.pop("_pictures")
     free = report["free_run"]
     dream, truth = free.pop("_dream"), free.pop("_truth")

@@ -39,6 +39,7 @@ from diffworld.evaluate.metrics import cell_f1, decoded_state, score_forecast, s
 from diffworld.domains.games.pictures import plot_horizons
 from diffworld.model.world_model import WorldModel, read_config, resolve_pretrained
 from diffworld.recipes import checkpoint_train_seeds, data_source
+from diffworld.rollout import rollout
 from diffworld.splits import HELD_OUT_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World, run_episode
@@ -292,11 +293,11 @@ def rollout_fps(model: WorldModel, cases: Cases, sampler: SamplerConfig, frames:
     `repeats` dreams of `frames` frames, after a warm-up (one dream of a busy machine can read half)."""
     ctx = torch.as_tensor(cases.context[:1])
     acts = torch.zeros(1, frames, dtype=torch.long) if model.spec.action.kind == "discrete" else None
-    model.rollout(ctx, acts if acts is None else acts[:, :4], horizon=4, sampler=sampler)  # warm-up
+    rollout(model, ctx, acts if acts is None else acts[:, :4], horizon=4, sampler=sampler)  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        model.rollout(ctx, acts, horizon=frames, sampler=sampler).cpu()  # on a GPU: until the frames are done
+        rollout(model, ctx, acts, horizon=frames, sampler=sampler).cpu()  # on a GPU: until the frames are done
         times.append(time.perf_counter() - t0)
     return frames / statistics.median(times)
 

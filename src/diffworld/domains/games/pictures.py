@@ -12,6 +12,7 @@ from diffworld.checks import check_int, check_output_file
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.pictures import COLORS, write_gif
 from diffworld.model.world_model import WorldModel
+from diffworld.rollout import rollout
 from diffworld.splits import GIF_SEED_BASE, GIF_SEEDS
 from diffworld.worlds import Policy, check_recorded_world, default_policy, make_world
 from diffworld.worlds.base import run_episode
@@ -83,7 +84,8 @@ def dream_gif(
             raise ValueError(f"no held-out episode of {world_name} has the {ctx_len + horizon + 1} frames a GIF case needs")
         t0 = min(len(ep) - horizon - 1, ctx_len - 1 + 40 * (c + 1))
         ctx = ep.frames[t0 - ctx_len + 1 : t0 + 1]
-        dream = model.rollout(
+        dream = rollout(
+            model,
             torch.as_tensor(ctx[None]),
             torch.as_tensor(ep.actions[None, t0 + 1 : t0 + 1 + horizon]),
             n_samples=members,
@@ -101,7 +103,8 @@ def dream_gif(
     if ep is None:
         raise ValueError(f"no held-out episode of {world_name} is longer than the {ctx_len + 1} frames a free dream needs")
     n_free = min(free_frames, len(ep) - ctx_len)
-    dream = model.rollout(
+    dream = rollout(
+        model,
         torch.as_tensor(ep.frames[None, :ctx_len]),
         torch.as_tensor(ep.actions[None, ctx_len : ctx_len + n_free]),
         n_samples=members,
