@@ -26,7 +26,6 @@ import json
 import time
 
 import torch
-
 from common import machine
 
 from diffworld.diffusion.loss import LossConfig, window_loss
@@ -57,7 +56,12 @@ def valid_and_empty(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     at_serve = frames[:, :, COL : COL + 2]
     top = at_serve[:, :, 0].float().argmax(1)  # first row of the left column that is on
     n = torch.arange(len(frames))
-    whole = at_serve[n, top, 0] & at_serve[n, top, 1] & at_serve[n, (top + 1).clamp_max(31), 0] & at_serve[n, (top + 1).clamp_max(31), 1]
+    whole = (
+        at_serve[n, top, 0]
+        & at_serve[n, top, 1]
+        & at_serve[n, (top + 1).clamp_max(31), 0]
+        & at_serve[n, (top + 1).clamp_max(31), 1]
+    )
     return (count == 4) & whole, count == 0
 
 
@@ -66,7 +70,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="training steps")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dit", default="{}", help="JSON overrides of the toy's DiT")
-    parser.add_argument("--loss", default="{}", help="JSON overrides of the loss (default: wide levels, no motion weight)")
+    parser.add_argument(
+        "--loss", default="{}", help="JSON overrides of the loss (default: wide levels, no motion weight)"
+    )
     parser.add_argument("--samplers", type=int, nargs="+", default=[1, 8, 16], help="Euler steps to draw with")
     parser.add_argument("--sigma-max", type=float, default=5.0)
     parser.add_argument("--normalization", choices=list(NORMALIZATION), default="pong")
@@ -87,7 +93,9 @@ def main() -> None:
         opt.zero_grad()
         value.backward()
         opt.step()
-    print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f}s: dit {json.dumps(dit)}, {args.normalization} normalisation")
+    print(
+        f"trained {args.steps} steps in {time.perf_counter() - t0:.0f}s: dit {json.dumps(dit)}, {args.normalization} normalisation"
+    )
     denoiser.eval()
     n = args.draws
     context = serve_windows(n, gen, stats)[:, :2]
@@ -105,7 +113,10 @@ def main() -> None:
         valid, empty = valid_and_empty(on)
         rows = on[valid][:, :, COL].float().argmax(1) - ROWS[0]
         hist = torch.bincount(rows, minlength=ROWS[1] - ROWS[0] + 1).tolist()
-        print(f"| {steps} | {args.sigma_max:g} | {valid.float().mean():.3f} | {empty.float().mean():.3f} | {hist} |", flush=True)
+        print(
+            f"| {steps} | {args.sigma_max:g} | {valid.float().mean():.3f} | {empty.float().mean():.3f} | {hist} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ def seconds(fn: Callable[[], Any], device: str | torch.device = "cpu") -> float:
     return time.perf_counter() - t0
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu") -> float:
+def median_seconds(
+    fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
+) -> float:
     """Median wall time of `fn()` over `repeats` calls (`seconds`), after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()

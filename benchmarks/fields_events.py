@@ -80,11 +80,31 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=32)
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--horizon", type=int, default=16)
-    parser.add_argument("--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)")
-    parser.add_argument("--held-out", action="store_true", help="start dates of the held-out (scoring) trajectories instead of validation ones")
-    parser.add_argument("--weakened", nargs=2, type=float, metavar=("A", "LIFE"), help="also branch a simulator with source amplitudes × A and emission lifetime LIFE steps")
-    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (rollout's guide)")
-    parser.add_argument("--guide-weights", type=float, nargs="+", default=[2.0], help="autoguidance weights to read with --guide (1: the model alone)")
+    parser.add_argument(
+        "--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)"
+    )
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="start dates of the held-out (scoring) trajectories instead of validation ones",
+    )
+    parser.add_argument(
+        "--weakened",
+        nargs=2,
+        type=float,
+        metavar=("A", "LIFE"),
+        help="also branch a simulator with source amplitudes × A and emission lifetime LIFE steps",
+    )
+    parser.add_argument(
+        "--guide", help="a weaker checkpoint of the same world that autoguides the model (rollout's guide)"
+    )
+    parser.add_argument(
+        "--guide-weights",
+        type=float,
+        nargs="+",
+        default=[2.0],
+        help="autoguidance weights to read with --guide (1: the model alone)",
+    )
     args = parser.parse_args()
     if args.horizon < EVENT_AGES:
         raise SystemExit(f"--horizon must be at least {EVENT_AGES} to follow a birth's strength, got {args.horizon}")
@@ -93,12 +113,25 @@ def main() -> None:
     model = WorldModel.from_pretrained(args.model)
     world = make_world("fields")
     if model.spec.name != "fields" or tuple(model.spec.frame_shape) != tuple(world.spec.frame_shape):
-        raise SystemExit(f"this benchmark reads the default fields world {world.spec.frame_shape}; the model is {model.spec.name!r} with frames {model.spec.frame_shape}")
+        raise SystemExit(
+            f"this benchmark reads the default fields world {world.spec.frame_shape}; the model is {model.spec.name!r} with frames {model.spec.frame_shape}"
+        )
     first = (HELD_OUT_SEED_BASE if args.held_out else VALIDATION_START_SEED_BASE) + FIELDS_EVENTS_SEED_OFFSET
     context = model.frames - 1
-    cases = make_cases(lambda: make_world("fields"), list(range(first, first + args.cases)), random_policy, args.cases, context, args.horizon, np.random.default_rng(5), max_steps=context + 200)
+    cases = make_cases(
+        lambda: make_world("fields"),
+        list(range(first, first + args.cases)),
+        random_policy,
+        args.cases,
+        context,
+        args.horizon,
+        np.random.default_rng(5),
+        max_steps=context + 200,
+    )
     split = "held-out" if args.held_out else "validation"
-    print(f"model {args.model}: {args.cases} {split} starts (seeds from {first}) × {args.members} members, leads 1..{args.horizon}")
+    print(
+        f"model {args.model}: {args.cases} {split} starts (seeds from {first}) × {args.members} members, leads 1..{args.horizon}"
+    )
     oracle = oracle_forecast(lambda: make_world("fields"), cases, args.members, seed=7)
 
     def show(name: str, futures: np.ndarray) -> None:
@@ -113,13 +146,25 @@ def main() -> None:
     if args.weakened:
         amplitude, life = args.weakened
         weak = lambda: make_world("fields", source_amplitude=amplitude, source_life=life)
-        show(f"the simulator with sources × {amplitude:g}, lifetime {life:g}", oracle_forecast(weak, cases, args.members, seed=7))
+        show(
+            f"the simulator with sources × {amplitude:g}, lifetime {life:g}",
+            oracle_forecast(weak, cases, args.members, seed=7),
+        )
     guide = None if args.guide is None else WorldModel.from_pretrained(args.guide)
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
         for weight in args.guide_weights if guide is not None else [1.0]:
             guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"
-            futures = model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0, guide=guide, guide_weight=weight)
+            futures = model_forecast(
+                model,
+                cases.context,
+                cases.actions,
+                args.members,
+                sampler=sampler,
+                seed=0,
+                guide=guide,
+                guide_weight=weight,
+            )
             show(f"model {json.dumps(overrides)}: {sampler}{guided}", futures)
 
 

@@ -33,8 +33,8 @@ from dataclasses import replace
 import numpy as np
 
 from diffworld import WorldModel
-from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast
 from diffworld.domains.forecasting.weather import radial_spectrum
+from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast
 from diffworld.splits import FIELDS_PROBE_SEED_OFFSET, HELD_OUT_SEED_BASE, VALIDATION_START_SEED_BASE
 from diffworld.worlds import make_world, random_policy
 
@@ -49,7 +49,9 @@ def random_spectrum(next_frames: np.ndarray) -> np.ndarray:
     return radial_spectrum(next_frames[:, :, 0] - next_frames[:, :, 0].mean(axis=1, keepdims=True))
 
 
-def one_step_stats(next_frames: np.ndarray, median: np.ndarray, last: np.ndarray, oracle_random: np.ndarray) -> dict[str, object]:
+def one_step_stats(
+    next_frames: np.ndarray, median: np.ndarray, last: np.ndarray, oracle_random: np.ndarray
+) -> dict[str, object]:
     """Statistics of one-step ensembles [S, M, C, n, n] against the oracle's median [S, 1, C, n, n], the
     last true frame [S, C, n, n] and the oracle's `random_spectrum`."""
     s, m = next_frames.shape[:2]
@@ -60,7 +62,9 @@ def one_step_stats(next_frames: np.ndarray, median: np.ndarray, last: np.ndarray
         "mean increment": [round(float(v), 4) for v in increment],
         "spread": float(next_frames.std(axis=1).mean()),
         "distance to median": float(np.sqrt(((next_frames.mean(1, keepdims=True) - median) ** 2).mean())),
-        "random power": [float(random_spectrum(next_frames)[band].sum() / oracle_random[band].sum()) for band in (LARGE, SMALL)],
+        "random power": [
+            float(random_spectrum(next_frames)[band].sum() / oracle_random[band].sum()) for band in (LARGE, SMALL)
+        ],
     }
 
 
@@ -69,8 +73,14 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="checkpoint directory of a fields model")
     parser.add_argument("--cases", type=int, default=24)
     parser.add_argument("--members", type=int, default=48)
-    parser.add_argument("--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)")
-    parser.add_argument("--held-out", action="store_true", help="states of the held-out (scoring) trajectories instead of validation ones")
+    parser.add_argument(
+        "--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)"
+    )
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="states of the held-out (scoring) trajectories instead of validation ones",
+    )
     args = parser.parse_args()
     model = WorldModel.from_pretrained(args.model)
     if model.spec.name != "fields":
@@ -79,7 +89,9 @@ def main() -> None:
     first = (HELD_OUT_SEED_BASE if args.held_out else VALIDATION_START_SEED_BASE) + FIELDS_PROBE_SEED_OFFSET
     seeds = list(range(first, first + args.cases))
     context = model.frames - 1
-    cases = make_cases(make, seeds, random_policy, args.cases, context, 1, np.random.default_rng(1), max_steps=context + 200)
+    cases = make_cases(
+        make, seeds, random_policy, args.cases, context, 1, np.random.default_rng(1), max_steps=context + 200
+    )
     oracle = oracle_forecast(make, cases, args.members, seed=3)[:, :, 0]
     median = np.median(oracle, axis=1, keepdims=True)
     last = cases.context[:, -1]
@@ -92,12 +104,18 @@ def main() -> None:
     def row(name: str, frames: np.ndarray) -> None:
         st = one_step_stats(frames, median, last, oracle_random)
         large, small = st["random power"]
-        print(f"| {name} | {st['births/step']:.3f} | {st['mean increment']} | {st['spread']:.4f} | {st['distance to median']:.4f} | {large:.2f} / {small:.2f} |", flush=True)
+        print(
+            f"| {name} | {st['births/step']:.3f} | {st['mean increment']} | {st['spread']:.4f} | {st['distance to median']:.4f} | {large:.2f} / {small:.2f} |",
+            flush=True,
+        )
 
     row("oracle (the simulator)", oracle)
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
-        row(f"model {json.dumps(overrides)}", model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0)[:, :, 0])
+        row(
+            f"model {json.dumps(overrides)}",
+            model_forecast(model, cases.context, cases.actions, args.members, sampler=sampler, seed=0)[:, :, 0],
+        )
 
 
 if __name__ == "__main__":

@@ -52,14 +52,24 @@ def report(r: dict, seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="checkpoint directory of a fields or lorenz96 model")
-    parser.add_argument("--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)")
+    parser.add_argument(
+        "--samplers", default="[{}]", help="JSON list of SamplerConfig overrides ({} = the model's own)"
+    )
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--horizon", type=int, default=16)
     parser.add_argument("--free-runs", type=int, default=2)
     parser.add_argument("--free-frames", type=int, default=300)
-    parser.add_argument("--guide", help="a weaker checkpoint of the same world that autoguides the model (rollout's guide)")
-    parser.add_argument("--guide-weights", type=float, nargs="+", default=[2.0], help="autoguidance weights to score with --guide (1: the model alone)")
+    parser.add_argument(
+        "--guide", help="a weaker checkpoint of the same world that autoguides the model (rollout's guide)"
+    )
+    parser.add_argument(
+        "--guide-weights",
+        type=float,
+        nargs="+",
+        default=[2.0],
+        help="autoguidance weights to score with --guide (1: the model alone)",
+    )
     args = parser.parse_args()
     model = WorldModel.from_pretrained(args.model)
     if model.spec.name not in WORLDS:
@@ -70,14 +80,20 @@ def main() -> None:
         free_runs=args.free_runs, free_factor=max(1, args.free_frames // model.frames),
     )  # fmt: skip
     own = model.sampler
-    print(f"model {args.model}: {cfg.cases} validation starts (seeds from {cfg.seed_base}) × {cfg.members} members, leads 1..{cfg.horizon}; {cfg.free_runs} free runs × {cfg.free_factor * model.frames} frames", flush=True)
+    print(
+        f"model {args.model}: {cfg.cases} validation starts (seeds from {cfg.seed_base}) × {cfg.members} members, leads 1..{cfg.horizon}; {cfg.free_runs} free runs × {cfg.free_factor * model.frames} frames",
+        flush=True,
+    )
     for overrides in json.loads(args.samplers):
         for weight in args.guide_weights if guide is not None else [1.0]:
             model.sampler = replace(own, **overrides)
             t0 = time.perf_counter()
             r = evaluate_forecasts(model, cfg, log=lambda _: None, guide=guide, guide_weight=weight)
             guided = "" if guide is None else f", autoguided by {args.guide} with weight {weight:g}"
-            print(f"sampler {json.dumps(overrides)}: {model.sampler}{guided}\n{report(r, time.perf_counter() - t0)}", flush=True)
+            print(
+                f"sampler {json.dumps(overrides)}: {model.sampler}{guided}\n{report(r, time.perf_counter() - t0)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

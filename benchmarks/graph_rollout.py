@@ -64,12 +64,18 @@ def main() -> None:
     n = model.spec.frame_shape[0]
     torch.manual_seed(0)
 
-    rows, heads, dh = args.seeds * args.members, model.config.dit.heads, model.config.dit.width // model.config.dit.heads
+    rows, heads, dh = (
+        args.seeds * args.members,
+        model.config.dit.heads,
+        model.config.dit.width // model.config.dit.heads,
+    )
     q, k, v = (torch.randn(rows, heads, n, dh) for _ in range(3))
     bias = torch.randn(heads, n, n)
     t3 = best_time(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias), args.repeats + 3)
     t4 = best_time(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None]), args.repeats + 3)
-    print(f"spatial attention, {rows} frames of {n} nodes: 3-D mask {t3 * 1e3:.1f} ms, 4-D mask {t4 * 1e3:.1f} ms ({t3 / t4:.2f}×)")
+    print(
+        f"spatial attention, {rows} frames of {n} nodes: 3-D mask {t3 * 1e3:.1f} ms, 4-D mask {t4 * 1e3:.1f} ms ({t3 / t4:.2f}×)"
+    )
 
     ctx = torch.as_tensor(np.repeat(seed_frames(n)[: args.seeds, None], model.frames - 1, axis=1))
     frames = args.seeds * args.members * args.horizon
@@ -77,13 +83,19 @@ def main() -> None:
     def dream(method: str, **kw: object) -> Callable[[], object]:
         sampler = replace(model.sampler, method=method, steps=3)
         gen = torch.Generator().manual_seed(0)
-        return lambda: rollout(model, ctx, None, horizon=args.horizon, n_samples=args.members, sampler=sampler, generator=gen, **kw)
+        return lambda: rollout(
+            model, ctx, None, horizon=args.horizon, n_samples=args.members, sampler=sampler, generator=gen, **kw
+        )
 
     euler = frames / best_time(dream("euler"), args.repeats)
     marginal = frames / best_time(dream("marginal"), args.repeats)
-    print(f"ensemble of {args.seeds}×{args.members} dreams: euler (3 steps) {euler:.0f} frames/s, marginal {marginal:.0f} frames/s ({marginal / euler:.2f}×)")
+    print(
+        f"ensemble of {args.seeds}×{args.members} dreams: euler (3 steps) {euler:.0f} frames/s, marginal {marginal:.0f} frames/s ({marginal / euler:.2f}×)"
+    )
     stopped = frames / best_time(dream("marginal", stop=extinct), args.repeats)
-    print(f"single-seed epidemics, marginal: without stop {marginal:.0f} frames/s, with stop=extinct {stopped:.0f} frames/s ({stopped / marginal:.2f}×)")
+    print(
+        f"single-seed epidemics, marginal: without stop {marginal:.0f} frames/s, with stop=extinct {stopped:.0f} frames/s ({stopped / marginal:.2f}×)"
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import statistics
 from dataclasses import replace
 
 import torch
-
 from common import machine, note_emulated_bf16, seconds
 
 from diffworld import WorldModel
@@ -61,7 +60,9 @@ def random_model(reference: WorldModel, config_name: str, window: int) -> WorldM
     """A pong model of configuration `config_name` and `window` frames, every parameter N(0, 0.05²)."""
     dit = replace(CONFIGS[config_name], frames=window)
     torch.manual_seed(0)
-    model = WorldModel(reference.spec, ModelConfig(dit=dit), reference.mean.cpu(), reference.std.cpu(), reference.sampler).eval()
+    model = WorldModel(
+        reference.spec, ModelConfig(dit=dit), reference.mean.cpu(), reference.std.cpu(), reference.sampler
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():  # adaLN-Zero starts every residual branch closed: open them
             p.normal_(0.0, 0.05)
@@ -75,7 +76,13 @@ def finite_median(values: list[float]) -> float:
 
 
 def measure(
-    model: WorldModel, context: torch.Tensor, frames: int, members: int, repeats: int, precision: str = "fp32", compile: bool = False
+    model: WorldModel,
+    context: torch.Tensor,
+    frames: int,
+    members: int,
+    repeats: int,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> dict[str, float]:
     """Frames/s of the whole dream and per frame after the first, cached and recomputed (medians
     of `repeats`), their ratios (medians of each repeat's ratio), and the share of dreamed pixels
@@ -88,7 +95,12 @@ def measure(
         gen = torch.Generator(device=model.device).manual_seed(1)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             dreams[use_cache] = rollout(
-                model, context, actions[:, :horizon], n_samples=members, use_cache=use_cache, generator=gen,
+                model,
+                context,
+                actions[:, :horizon],
+                n_samples=members,
+                use_cache=use_cache,
+                generator=gen,
                 compile=compile,
             )
 
@@ -103,11 +115,15 @@ def measure(
             runs.setdefault(f"{name}_whole", []).append(frames * members / whole)
             # A repeat whose N-frame dream did not take longer than its 1-frame one (the machine
             # stalled in between) has no per-frame figure: NaN, left out of the median.
-            runs.setdefault(f"{name}_each", []).append((frames - 1) * members / (whole - first) if whole > first else math.nan)
+            runs.setdefault(f"{name}_each", []).append(
+                (frames - 1) * members / (whole - first) if whole > first else math.nan
+            )
         for kind in ("whole", "each"):
             runs.setdefault(f"ratio_{kind}", []).append(runs[f"cached_{kind}"][-1] / runs[f"full_{kind}"][-1])
     if torch._dynamo.utils.counters["stats"]["unique_graphs"] != graphs:
-        raise SystemExit("torch.compile compiled during the timed runs: the warm-up missed a shape, so the figures would include compiling")
+        raise SystemExit(
+            "torch.compile compiled during the timed runs: the warm-up missed a shape, so the figures would include compiling"
+        )
     out = {key: finite_median(values) for key, values in runs.items()}
     out["differ"] = float((dreams[True] != dreams[False]).float().mean())
     return out
@@ -118,29 +134,41 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--members", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--model", default=None, help="a trained checkpoint (or shipped name): measure it at its own window")
+    parser.add_argument(
+        "--model", default=None, help="a trained checkpoint (or shipped name): measure it at its own window"
+    )
     parser.add_argument("--frames", type=int, default=4, help="frames to dream per timed run (at least 2)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: the rollout under autocast")
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: the rollout under autocast"
+    )
     parser.add_argument("--compile", action="store_true", help="both paths' denoising passes through torch.compile")
     args = parser.parse_args()
     if args.compile:  # every model, context and batch is a new entry of the same compiled code: keep them
         torch._dynamo.config.recompile_limit = torch._dynamo.config.accumulated_recompile_limit = 4096
         torch._dynamo.config.fail_on_recompile_limit_hit = True  # never time an eager fallback as compiled
     if args.frames < 2:
-        parser.error(f"--frames must be at least 2 (the per-frame figure is a difference of 1- and N-frame dreams), got {args.frames}")
+        parser.error(
+            f"--frames must be at least 2 (the per-frame figure is a difference of 1- and N-frame dreams), got {args.frames}"
+        )
     reference = WorldModel.from_pretrained(args.model or "pong", device=args.device)
-    episode = run_episode(make_world("pong"), seed=BENCHMARK_EPISODE_SEED, policy=default_policy("pong"), max_steps=max(args.contexts) + 1)
+    episode = run_episode(
+        make_world("pong"), seed=BENCHMARK_EPISODE_SEED, policy=default_policy("pong"), max_steps=max(args.contexts) + 1
+    )
     if args.model:
         if args.frames >= reference.frames:
-            raise SystemExit(f"--frames must be below the model's window of {reference.frames} frames, got {args.frames}")
+            raise SystemExit(
+                f"--frames must be below the model's window of {reference.frames} frames, got {args.frames}"
+            )
         rows = [(args.model, reference.frames - args.frames, reference)]
     else:
         rows = [(name, length, None) for name in args.configs for length in args.contexts]
     print(f"{machine(args.device)}, {args.precision}{', torch.compile' if args.compile else ''}")
     note_emulated_bf16(args.device, args.precision)
-    print(f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); dreams of 1 and {args.frames} frames, median of {args.repeats}")
+    print(
+        f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); dreams of 1 and {args.frames} frames, median of {args.repeats}"
+    )
     print(f"{'':>32} {'whole dream, frames/s':^31} {'per frame after the first':^31}")
     print(
         f"{'config':>10} {'params':>7} {'context':>7} {'members':>7} "

@@ -20,13 +20,12 @@ import argparse
 from dataclasses import replace
 
 import numpy as np
-
 from common import machine
 
 from diffworld import WorldModel
+from diffworld.domains.games.evaluation import rollout_fps
 from diffworld.evaluate.forecasts import make_cases, model_forecast, oracle_forecast, persistence_forecast
 from diffworld.evaluate.metrics import crps, decoded_state
-from diffworld.domains.games.evaluation import rollout_fps
 from diffworld.splits import GAME_VALIDATION_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 
@@ -34,11 +33,17 @@ from diffworld.worlds import default_policy, make_world
 HORIZONS = (1, 8)
 
 
-def scores(world, fct: np.ndarray, truth: np.ndarray, truth_state: np.ndarray) -> tuple[list[float], list[float], float]:
+def scores(
+    world, fct: np.ndarray, truth: np.ndarray, truth_state: np.ndarray
+) -> tuple[list[float], list[float], float]:
     """(state CRPS at HORIZONS, pixel CRPS at HORIZONS, valid share) of a forecast [S, M, H, *frame]."""
     state, valid = decoded_state(world, fct, truth_state)
     state_crps, pixel_crps = crps(state, truth_state), crps(fct, truth)  # per horizon
-    return [float(state_crps[h - 1]) for h in HORIZONS], [float(pixel_crps[h - 1]) for h in HORIZONS], float(np.mean(valid))
+    return (
+        [float(state_crps[h - 1]) for h in HORIZONS],
+        [float(pixel_crps[h - 1]) for h in HORIZONS],
+        float(np.mean(valid)),
+    )
 
 
 def main() -> None:
@@ -59,19 +64,28 @@ def main() -> None:
     make = lambda: make_world(name)  # noqa: E731
     seeds = [GAME_VALIDATION_SEED_BASE + i for i in range(max(1, args.cases // 2))]
     horizon = max(HORIZONS)
-    cases = make_cases(make, seeds, default_policy(name), args.cases, model.frames - 1, horizon, np.random.default_rng(0))
+    cases = make_cases(
+        make, seeds, default_policy(name), args.cases, model.frames - 1, horizon, np.random.default_rng(0)
+    )
     truth_state = world.decode(cases.truth)[0]
     print(machine(args.device))
-    print(f"model {args.model}; {args.cases} validation cases (seeds {seeds[0]}..{seeds[-1]}) × {args.members} members; "
-          f"state CRPS in pixels")
+    print(
+        f"model {args.model}; {args.cases} validation cases (seeds {seeds[0]}..{seeds[-1]}) × {args.members} members; "
+        f"state CRPS in pixels"
+    )
     head = f"{'sampler':>10} {'evals/frame':>11} " + " ".join(f"{f'state h={h}':>10}" for h in HORIZONS)
     head += " " + " ".join(f"{f'pixel h={h}':>10}" for h in HORIZONS) + f" {'valid':>6} {'frames/s':>8}"
     print(head)
 
     def row(label: str, evals: str, fct: np.ndarray, fps: str) -> None:
         state, pixel, valid = scores(world, fct, cases.truth, truth_state)
-        print(f"{label:>10} {evals:>11} " + " ".join(f"{v:>10.3f}" for v in state) + " "
-              + " ".join(f"{v:>10.4f}" for v in pixel) + f" {valid:>6.3f} {fps:>8}")
+        print(
+            f"{label:>10} {evals:>11} "
+            + " ".join(f"{v:>10.3f}" for v in state)
+            + " "
+            + " ".join(f"{v:>10.4f}" for v in pixel)
+            + f" {valid:>6.3f} {fps:>8}"
+        )
 
     row("persist.", "", persistence_forecast(cases), "")
     row("oracle", "", oracle_forecast(make, cases, args.members), "")
@@ -82,7 +96,9 @@ def main() -> None:
             evals = steps if method == "euler" else 2 * steps - 1  # Heun's last step is an Euler step
             fps = rollout_fps(model, cases, sampler, repeats=args.repeats)
             row(f"{method} {steps}", f"{evals}", fct, f"{fps:.0f}")
-    print("The first evaluation of each frame also writes the frame before it into the KV cache (two frames, one pass).")
+    print(
+        "The first evaluation of each frame also writes the frame before it into the KV cache (two frames, one pass)."
+    )
 
 
 if __name__ == "__main__":

@@ -89,23 +89,36 @@ def main() -> None:
     parser.add_argument("--model", default="pong", help="checkpoint directory or shipped model name")
     parser.add_argument("--moments", type=int, default=48, help="serve moments (each with a control moment)")
     parser.add_argument("--members", type=int, default=16)
-    parser.add_argument("--samplers", default='[{"steps": 1}, {"steps": 4}, {"steps": 8}]', help="JSON list of SamplerConfig overrides")
+    parser.add_argument(
+        "--samplers", default='[{"steps": 1}, {"steps": 4}, {"steps": 8}]', help="JSON list of SamplerConfig overrides"
+    )
     parser.add_argument("--sigmas", type=float, nargs="+", default=[5.0, 2.0, 1.0, 0.5, 0.2])
     args = parser.parse_args()
     model = WorldModel.from_pretrained(args.model)
     if model.spec.name != "pong":
         raise SystemExit(f"this probe needs a pong model, got one of {model.spec.name!r}")
     serves, controls = serve_moments(model.frames - 1, args.moments)
-    print(f"model {args.model}: {args.moments} serve moments × {args.members} members (seeds {SERVE_PROBE_SEED_BASE}+), default sampler {model.sampler}")
-    print("| sampler | valid | served | no ball | served rows 8..22 | chi-square p | control valid |\n|---|---|---|---|---|---|---|")
+    print(
+        f"model {args.model}: {args.moments} serve moments × {args.members} members (seeds {SERVE_PROBE_SEED_BASE}+), default sampler {model.sampler}"
+    )
+    print(
+        "| sampler | valid | served | no ball | served rows 8..22 | chi-square p | control valid |\n|---|---|---|---|---|---|---|"
+    )
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
         r = serve_report(*read_serve(sample_next(model, serves, args.members, sampler)[:, :, 0]), SERVE_ROWS)
         control_valid = read_serve(sample_next(model, controls, args.members, sampler)[:, :, 0])[0]
         p = "-" if r["p"] is None else f"{r['p']:.3f}"
-        print(f"| {json.dumps(overrides)} | {r['valid']:.3f} | {r['served']:.3f} | {r['no_ball']:.3f} | {r['counts']} | {p} | {control_valid.mean():.3f} |", flush=True)
-    print("\n| σ | D on the true ball (serve) | largest elsewhere (serve) | D on the true ball (control) | largest elsewhere (control) |\n|---|---|---|---|---|")
-    for (s, on, off), (_, c_on, c_off) in zip(denoiser_reading(model, serves, args.sigmas), denoiser_reading(model, controls, args.sigmas)):
+        print(
+            f"| {json.dumps(overrides)} | {r['valid']:.3f} | {r['served']:.3f} | {r['no_ball']:.3f} | {r['counts']} | {p} | {control_valid.mean():.3f} |",
+            flush=True,
+        )
+    print(
+        "\n| σ | D on the true ball (serve) | largest elsewhere (serve) | D on the true ball (control) | largest elsewhere (control) |\n|---|---|---|---|---|"
+    )
+    for (s, on, off), (_, c_on, c_off) in zip(
+        denoiser_reading(model, serves, args.sigmas), denoiser_reading(model, controls, args.sigmas)
+    ):
         print(f"| {s:g} | {on:.2f} | {off:.2f} | {c_on:.2f} | {c_off:.2f} |")
 
 

@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import machine
 
 from diffworld.data.collect import CollectConfig
@@ -68,12 +67,19 @@ class SkillCheck:
         dream = model_forecast(model, self.cases.context, self.cases.actions, self.members, self.cases.context_actions)
         skill = skill_vs_reference(self.state_crps(dream), self.persistence, self.oracle)
         self.check_seconds += time.perf_counter() - t0
-        record = {"train_minutes": trained / 60, "min_skill": float(skill.min()), "skill": skill.round(3).tolist(),
-                  "check_seconds": self.check_seconds}
+        record = {
+            "train_minutes": trained / 60,
+            "min_skill": float(skill.min()),
+            "skill": skill.round(3).tolist(),
+            "check_seconds": self.check_seconds,
+        }
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        print(f"{trained / 60:6.1f} min of training: skill min {skill.min():.3f} (h=1 {skill[0]:.2f}, h=8 {skill[7]:.2f}, "
-              f"h=16 {skill[-1]:.2f})", flush=True)
+        print(
+            f"{trained / 60:6.1f} min of training: skill min {skill.min():.3f} (h=1 {skill[0]:.2f}, h=8 {skill[7]:.2f}, "
+            f"h=16 {skill[-1]:.2f})",
+            flush=True,
+        )
         if skill.min() >= self.target:
             print(f"time to skill >= {self.target} at every horizon: {trained / 60:.1f} minutes", flush=True)
             raise StopTraining(-float(skill.min()))
@@ -85,18 +91,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preset", default="base")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=9500, help="length of the learning-rate schedule, and the most steps run")
+    parser.add_argument(
+        "--steps", type=int, default=9500, help="length of the learning-rate schedule, and the most steps run"
+    )
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="training seed (the validation cases stay fixed)")
+    parser.add_argument(
+        "--seed", type=int, default=TrainConfig.seed, help="training seed (the validation cases stay fixed)"
+    )
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (TrainConfig.compile; compiling counts as training time)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step (TrainConfig.compile; compiling counts as training time)",
+    )
     parser.add_argument("--every", type=int, default=500, help="steps between checks")
     parser.add_argument("--cases", type=int, default=32)
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--target", type=float, default=0.7)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--loss", default="{}", help='JSON overrides of pong\'s recommended loss, e.g. \'{"self_context": 0.25}\'')
+    parser.add_argument(
+        "--loss", default="{}", help="JSON overrides of pong's recommended loss, e.g. '{\"self_context\": 0.25}'"
+    )
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; choose a new --out")
@@ -115,13 +131,17 @@ def main() -> None:
     model = build_model(make().spec, episodes, ModelConfig.preset(args.preset), seed=args.seed)
     args.out.mkdir(parents=True)
     check = SkillCheck(args.cases, args.members, 16, args.target, model.frames - 1, args.out / "time_to_skill.jsonl")
-    print(f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}, {args.precision}{', compiled' if args.compile else ''}, schedule of {args.steps} "
-          f"steps; a check every {args.every} steps on {args.cases} validation cases × {args.members} members")
+    print(
+        f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}, {args.precision}{', compiled' if args.compile else ''}, schedule of {args.steps} "
+        f"steps; a check every {args.every} steps on {args.cases} validation cases × {args.members} members"
+    )
     print(f"loss {loss}\nsampler {model.sampler}")
     check.started = time.perf_counter()
     result = train(model, episodes, cfg, args.out, progress=False, validate=check, validate_every=args.every)
-    print(f"stopped at step {result.steps}: {(result.seconds - check.check_seconds) / 60:.1f} minutes of training, "
-          f"{check.check_seconds / 60:.1f} of checks")
+    print(
+        f"stopped at step {result.steps}: {(result.seconds - check.check_seconds) / 60:.1f} minutes of training, "
+        f"{check.check_seconds / 60:.1f} of checks"
+    )
 
 
 if __name__ == "__main__":

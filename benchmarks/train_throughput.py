@@ -28,13 +28,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-
 from common import count_flops, machine, matmul_peak
 
 from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.loss import window_loss
-from diffworld.model.world_model import ModelConfig
 from diffworld.domains.games.demo import DemoConfig
+from diffworld.model.world_model import ModelConfig
 from diffworld.train import TrainConfig, build_model, native_bf16, train
 from diffworld.worlds import collect_episodes, default_policy, make_world
 
@@ -42,7 +41,9 @@ from diffworld.worlds import collect_episodes, default_policy, make_world
 def step_flops_and_tokens(model, episodes, cfg: TrainConfig) -> tuple[int, int]:
     """FLOPs of one training step (forward + backward of the loss) and the tokens the network sees in it."""
     frames, actions, ends = flatten(episodes)
-    batch = WindowSampler.from_arrays(frames, actions, ends, model.frames).sample(cfg.batch_size, torch.Generator().manual_seed(0))
+    batch = WindowSampler.from_arrays(frames, actions, ends, model.frames).sample(
+        cfg.batch_size, torch.Generator().manual_seed(0)
+    )
     model.to(cfg.device)
     x = model.normalize(batch.frames.to(cfg.device))
     acts = None if batch.actions is None else batch.actions.to(cfg.device)
@@ -77,12 +78,24 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5, help="logged windows of 10 steps per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, in turn")
     parser.add_argument("--episodes", type=int, default=40)
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=INT", help="override DiT fields, e.g. width=384 depth=12")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="FIELD=INT", help="override DiT fields, e.g. width=384 depth=12"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
-                        help="default: fp32, and bf16 where the device has native bf16 matmuls")
-    parser.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"],
-                        help="eager steps, and steps through torch.compile (TrainConfig.compile)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="default: fp32, and bf16 where the device has native bf16 matmuls",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["eager", "compiled"],
+        default=["eager", "compiled"],
+        help="eager steps, and steps through torch.compile (TrainConfig.compile)",
+    )
     args = parser.parse_args()
     overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
     world = DemoConfig.world
@@ -91,13 +104,17 @@ def main() -> None:
     fresh = lambda: build_model(make_world(world).spec, episodes, ModelConfig.preset(args.preset, **overrides))  # noqa: E731
     flops, tokens = step_flops_and_tokens(fresh(), episodes, cfg)
     print(f"{machine(args.device)}")
-    print(f"{world}, preset {' '.join([args.preset, *args.set])}, batch {args.batch_size}: {tokens} tokens and "
-          f"{flops / 1e9:.2f} GFLOP per training step")
+    print(
+        f"{world}, preset {' '.join([args.preset, *args.set])}, batch {args.batch_size}: {tokens} tokens and "
+        f"{flops / 1e9:.2f} GFLOP per training step"
+    )
     precisions = args.precisions or ["fp32", "bf16"]
     if args.precisions is None and not native_bf16(torch.device(args.device)):
         precisions = ["fp32"]  # emulated bf16: a 2048² bf16 matmul alone takes ~1 min on an AVX2 CPU
         print("bf16 skipped: this CPU emulates it (add --precisions fp32 bf16 to measure it anyway)")
-    print(f"{'precision':>9} {'mode':>8} {'peak GFLOP/s':>13} {'warm-up s':>9} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}")
+    print(
+        f"{'precision':>9} {'mode':>8} {'peak GFLOP/s':>13} {'warm-up s':>9} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}"
+    )
     for precision in precisions:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         peak = matmul_peak(dtype, device=args.device)
@@ -112,7 +129,9 @@ def main() -> None:
         for mode, values in rates.items():
             rate = statistics.median(values)
             achieved = flops * rate / 1e9
-            print(f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up[mode]:>9.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}")
+            print(
+                f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up[mode]:>9.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}"
+            )
         if {"eager", "compiled"} <= rates.keys():
             ratios = [c / e for e, c in zip(rates["eager"], rates["compiled"])]
             each = ", ".join(f"{r:.2f}" for r in ratios)

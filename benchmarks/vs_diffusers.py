@@ -30,7 +30,6 @@ import statistics
 from collections.abc import Callable
 
 import torch
-
 from common import count_flops, machine, note_emulated_bf16, seconds
 
 from diffworld.layouts import make_layout
@@ -47,7 +46,9 @@ CLASSES = 3
 
 
 def ours(width: int, depth: int, heads: int, patch: int, channels: int, size: int, frames: int) -> DiT:
-    spec = WorldSpec(name="bench", layout="grid", frame_shape=(channels, size, size), action=ActionSpace("discrete", CLASSES))
+    spec = WorldSpec(
+        name="bench", layout="grid", frame_shape=(channels, size, size), action=ActionSpace("discrete", CLASSES)
+    )
     cfg = DiTConfig(width=width, depth=depth, heads=heads, patch=patch, frames=frames)
     return DiT(cfg, make_layout(spec, patch), "discrete", CLASSES)
 
@@ -83,7 +84,9 @@ def passes(fn, device: str, precision: str) -> tuple[Callable[[], None], Callabl
     return forward, forward_backward
 
 
-def paired(ours_fn: Callable[[], None], theirs_fn: Callable[[], None], repeats: int, device: str) -> tuple[float, float, float]:
+def paired(
+    ours_fn: Callable[[], None], theirs_fn: Callable[[], None], repeats: int, device: str
+) -> tuple[float, float, float]:
     """(our median seconds, theirs, the median of the repeats' own ratios): the two are timed in
     turn within each repeat, so a drift of the machine between repeats stays out of the ratio, and
     which goes first alternates, so neither always inherits the other's state (on a CPU, the heap
@@ -112,8 +115,10 @@ def main() -> None:
     dev = torch.device(args.device)
     print(f"{machine(args.device)}, {args.precision}")
     note_emulated_bf16(args.device, args.precision)
-    print(f"{'config':>8} {'mode':>6} {'tokens':>7} {'ours fwd ms':>11} {'theirs fwd ms':>13} {'ratio':>6} "
-          f"{'ours f+b ms':>11} {'theirs f+b ms':>13} {'ratio':>6} {'GFLOP ours/theirs':>17}")
+    print(
+        f"{'config':>8} {'mode':>6} {'tokens':>7} {'ours fwd ms':>11} {'theirs fwd ms':>13} {'ratio':>6} "
+        f"{'ours f+b ms':>11} {'theirs f+b ms':>13} {'ratio':>6} {'GFLOP ours/theirs':>17}"
+    )
     for name in args.configs:
         width, depth, heads, patch, channels, size = CONFIGS[name]
         torch.manual_seed(0)
@@ -132,14 +137,18 @@ def main() -> None:
             labels = acts.flatten()
             ours_fwd, ours_fb = passes(lambda: net_ours(x, c_noise, acts, times), args.device, args.precision)
             theirs_fwd, theirs_fb = passes(
-                lambda: net_theirs(images, timestep=steps, class_labels=labels, return_dict=False)[0], args.device, args.precision
+                lambda: net_theirs(images, timestep=steps, class_labels=labels, return_dict=False)[0],
+                args.device,
+                args.precision,
             )
             fwd = paired(ours_fwd, theirs_fwd, args.repeats, args.device)
             fb = paired(ours_fb, theirs_fb, args.repeats, args.device)
             flops = f"{count_flops(ours_fwd) / 1e9:.2f}/{count_flops(theirs_fwd) / 1e9:.2f}"
             tokens = b * frames * (size // patch) ** 2
-            print(f"{name:>8} {mode:>6} {tokens:>7} {fwd[0] * 1e3:>11.1f} {fwd[1] * 1e3:>13.1f} {fwd[2]:>6.2f} "
-                  f"{fb[0] * 1e3:>11.1f} {fb[1] * 1e3:>13.1f} {fb[2]:>6.2f} {flops:>17}")
+            print(
+                f"{name:>8} {mode:>6} {tokens:>7} {fwd[0] * 1e3:>11.1f} {fwd[1] * 1e3:>13.1f} {fwd[2]:>6.2f} "
+                f"{fb[0] * 1e3:>11.1f} {fb[1] * 1e3:>13.1f} {fb[2]:>6.2f} {flops:>17}"
+            )
 
 
 if __name__ == "__main__":

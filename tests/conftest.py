@@ -9,10 +9,12 @@ import torch
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.spec import ActionSpace, WorldSpec
 
-
 #: Devices a test runs on: the CPU always, and a CUDA GPU where one is present (CI has none, so
 #: there the cuda cases are skipped; run `pytest -k cuda` on a GPU machine).
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+]
 
 
 def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:

@@ -20,14 +20,29 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def bench(script: str, *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("CPU "), proc.stdout[:200]  # the machine line: model, ISA, bf16 support
     return proc.stdout
 
 
 def test_rollout_cache_dreams_the_same_with_and_without_the_cache():
-    out = bench("rollout_cache.py", "--contexts", "4", "--configs", "demo", "--members", "1", "2", "--frames", "2", "--repeats", "1")
+    out = bench(
+        "rollout_cache.py",
+        "--contexts",
+        "4",
+        "--configs",
+        "demo",
+        "--members",
+        "1",
+        "2",
+        "--frames",
+        "2",
+        "--repeats",
+        "1",
+    )
     rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["demo"]]
     assert [r[3] for r in rows] == ["1", "2"], out  # one row per member count
     assert all(r[-1] == "0.0%" for r in rows), out  # share of dreamed pixels that differ
@@ -36,14 +51,39 @@ def test_rollout_cache_dreams_the_same_with_and_without_the_cache():
 
 def test_train_throughput_reports_mfu_against_the_measured_peak():
     # Eager only: the compiled step has its own test (tests/test_train.py), and compiling costs ~40 s cold.
-    out = bench("train_throughput.py", "--preset", "tiny", "--episodes", "2", "--windows", "1", "--rounds", "1", "--modes", "eager")
+    out = bench(
+        "train_throughput.py",
+        "--preset",
+        "tiny",
+        "--episodes",
+        "2",
+        "--windows",
+        "1",
+        "--rounds",
+        "1",
+        "--modes",
+        "eager",
+    )
     fp32 = next(line.split() for line in out.splitlines() if line.split()[:1] == ["fp32"])
     mode, peak, steps_per_s, mfu = fp32[1], float(fp32[2]), float(fp32[4]), fp32[-1]
     assert mode == "eager" and peak > 0 and steps_per_s > 0 and re.fullmatch(r"\d+\.\d%", mfu), out
 
 
 def test_sampler_steps_scores_each_setting():
-    out = bench("sampler_steps.py", "--cases", "2", "--members", "2", "--steps", "1", "2", "--methods", "euler", "--repeats", "1")
+    out = bench(
+        "sampler_steps.py",
+        "--cases",
+        "2",
+        "--members",
+        "2",
+        "--steps",
+        "1",
+        "2",
+        "--methods",
+        "euler",
+        "--repeats",
+        "1",
+    )
     rows = {" ".join(line.split()[:2]): line.split()[2:] for line in out.splitlines() if line.split()[:1] == ["euler"]}
     assert list(rows) == ["euler 1", "euler 2"], out
     assert [r[0] for r in rows.values()] == ["1", "2"], out  # network evaluations per frame

@@ -31,7 +31,13 @@ def test_worlds_lists_pong():
 
 
 def test_demo_writes_everything(demo_dir):
-    for name in ("metrics.json", "horizon.png", "rollout.gif", "checkpoint/model.safetensors", "checkpoint/config.json"):
+    for name in (
+        "metrics.json",
+        "horizon.png",
+        "rollout.gif",
+        "checkpoint/model.safetensors",
+        "checkpoint/config.json",
+    ):
         assert (demo_dir / name).is_file(), name
     m = json.loads((demo_dir / "metrics.json").read_text())
     assert m["world"] == "pong" and m["horizons"] == list(range(1, 17))
@@ -42,18 +48,44 @@ def test_demo_writes_everything(demo_dir):
 
 
 def test_eval_and_rollout_on_the_demo_checkpoint(demo_dir, tmp_path):
-    proc = cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "ev", "--cases", "4", "--members", "2", "--steps", "2")
+    proc = cli(
+        "eval", demo_dir / "checkpoint", "--out", tmp_path / "ev", "--cases", "4", "--members", "2", "--steps", "2"
+    )
     assert "state skill vs oracle" in proc.stdout
     m = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert m["sampler"]["steps"] == 2
-    cli("rollout", demo_dir / "checkpoint", "--out", tmp_path / "d.gif", "--frames", "6", "--members", "1", "--sigma-max", "2")
+    cli(
+        "rollout",
+        demo_dir / "checkpoint",
+        "--out",
+        tmp_path / "d.gif",
+        "--frames",
+        "6",
+        "--members",
+        "1",
+        "--sigma-max",
+        "2",
+    )
     assert (tmp_path / "d.gif").stat().st_size > 1000
-    one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e1", "--members", "1", check=False), "--members must be at least 2, got 1")
-    one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e0", "--cases", "0", check=False), "--cases must be at least 1, got 0")
-    one_line_error(cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "ev", "--validation", check=False), "--validation is for lorenz96 and fields")
+    one_line_error(
+        cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e1", "--members", "1", check=False),
+        "--members must be at least 2, got 1",
+    )
+    one_line_error(
+        cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "e0", "--cases", "0", check=False),
+        "--cases must be at least 1, got 0",
+    )
+    one_line_error(
+        cli("eval", demo_dir / "checkpoint", "--out", tmp_path / "ev", "--validation", check=False),
+        "--validation is for lorenz96 and fields",
+    )
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e0").exists()
     before = (demo_dir / "metrics.json").read_bytes()  # the demo's own scores: an eval must not replace them
-    one_line_error(cli("eval", demo_dir / "checkpoint", "--out", demo_dir, "--cases", "4", check=False), "metrics.json exists", "choose another --out")
+    one_line_error(
+        cli("eval", demo_dir / "checkpoint", "--out", demo_dir, "--cases", "4", check=False),
+        "metrics.json exists",
+        "choose another --out",
+    )
     assert (demo_dir / "metrics.json").read_bytes() == before
 
 
@@ -66,7 +98,9 @@ def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 def test_unknown_world(tmp_path):
-    one_line_error(cli("train", "--out", tmp_path / "x", "--world", "nope", check=False), "unknown world 'nope'", "pong")
+    one_line_error(
+        cli("train", "--out", tmp_path / "x", "--world", "nope", check=False), "unknown world 'nope'", "pong"
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -92,7 +126,10 @@ def test_corrupt_checkpoints(demo_dir, tmp_path):
 def test_refuses_to_overwrite_a_run(demo_dir):
     before = (demo_dir / "checkpoint/model.safetensors").read_bytes()
     one_line_error(cli("demo", "--out", demo_dir, *TINY_DEMO, check=False), "already holds")
-    one_line_error(cli("train", "--out", demo_dir, "--preset", "tiny", "--steps", "2", "--episodes", "2", check=False), "already holds")
+    one_line_error(
+        cli("train", "--out", demo_dir, "--preset", "tiny", "--steps", "2", "--episodes", "2", check=False),
+        "already holds",
+    )
     assert (demo_dir / "checkpoint/model.safetensors").read_bytes() == before
 
 
@@ -104,7 +141,10 @@ def test_a_run_whose_state_is_lost_is_refused_not_started_over(demo_dir, tmp_pat
     (run / "checkpoint/train_state.json").unlink()
     before = (run / "checkpoint/model.safetensors").read_bytes()
     train = ["train", "--out", run, "--preset", "tiny", "--steps", "2", "--episodes", "2"]
-    one_line_error(cli(*train, "--resume", check=False), f"{run / 'checkpoint/train_state.json'}: expected the run's training state")
+    one_line_error(
+        cli(*train, "--resume", check=False),
+        f"{run / 'checkpoint/train_state.json'}: expected the run's training state",
+    )
     one_line_error(cli(*train, check=False), "already holds a training run")
     one_line_error(cli(*train, "--resume", "--overwrite", check=False), "choose one")
     assert (run / "checkpoint/model.safetensors").read_bytes() == before
@@ -114,15 +154,23 @@ def test_a_run_whose_state_is_lost_is_refused_not_started_over(demo_dir, tmp_pat
 
 
 def test_nan_or_inf_sampler_settings_end_in_one_line(tmp_path):
-    for command, option, value in (("rollout", "--sigma-ctx", "nan"), ("rollout", "--guidance", "inf"), ("eval", "--sigma-max", "inf")):
+    for command, option, value in (
+        ("rollout", "--sigma-ctx", "nan"),
+        ("rollout", "--guidance", "inf"),
+        ("eval", "--sigma-max", "inf"),
+    ):
         proc = cli(command, "pong", "--out", tmp_path / "x", option, value, check=False)
         one_line_error(proc, f"sampler {option[2:].replace('-', '_')}: expected a finite number", f"found {value}")
     assert not (tmp_path / "x").exists()
 
 
 def test_bad_options(tmp_path):
-    one_line_error(cli("train", "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown model preset 'huge'")
-    one_line_error(cli("train", "--out", tmp_path / "x", "--dit", "{patch: 8}", check=False), "--dit must be a JSON object")
+    one_line_error(
+        cli("train", "--out", tmp_path / "x", "--preset", "huge", check=False), "unknown model preset 'huge'"
+    )
+    one_line_error(
+        cli("train", "--out", tmp_path / "x", "--dit", "{patch: 8}", check=False), "--dit must be a JSON object"
+    )
 
 
 def test_scenarios_prints_risk_and_writes_paths(tmp_path):
@@ -133,16 +181,25 @@ def test_scenarios_prints_risk_and_writes_paths(tmp_path):
     from tests.conftest import tiny_model
 
     ckpt = tiny_model(market_spec(("return",)), frames=6).save_pretrained(tmp_path / "market")
-    out = cli("scenarios", ckpt, "--date", "2016-06-23", "--horizon", "3", "--n", "50", "--out", tmp_path / "paths.npy").stdout
+    out = cli(
+        "scenarios", ckpt, "--date", "2016-06-23", "--horizon", "3", "--n", "50", "--out", tmp_path / "paths.npy"
+    ).stdout
     assert "50 paths of 3 days after 2016-06-23 (sp500)" in out and "var_1_3d" in out and "es_5_1d" in out
     assert np.load(tmp_path / "paths.npy").shape == (50, 3)
     one_line_error(cli("scenarios", ckpt, "--out", tmp_path / "paths.npy", check=False), "exists")
     one_line_error(cli("scenarios", ckpt, "--series", "ftse", check=False), "unknown market series 'ftse'")
     pong = tiny_model(make_world("pong").spec).save_pretrained(tmp_path / "pong")
     one_line_error(cli("scenarios", pong, check=False), "expected a one-asset market model, found world 'pong'")
-    one_line_error(cli("demo", "--out", tmp_path / "d", "--series", "sp500", check=False), "--series is for --world market")
-    one_line_error(cli("demo", "--out", tmp_path / "d", "--hub-members", "9", check=False), "--hub-members is for --world cascade")
-    one_line_error(cli("demo", "--out", tmp_path / "d", "--validate-every", "9", check=False), "--validate-every is for --world lorenz96 or fields")
+    one_line_error(
+        cli("demo", "--out", tmp_path / "d", "--series", "sp500", check=False), "--series is for --world market"
+    )
+    one_line_error(
+        cli("demo", "--out", tmp_path / "d", "--hub-members", "9", check=False), "--hub-members is for --world cascade"
+    )
+    one_line_error(
+        cli("demo", "--out", tmp_path / "d", "--validate-every", "9", check=False),
+        "--validate-every is for --world lorenz96 or fields",
+    )
 
 
 def test_heads_then_an_agent_in_the_dream(demo_dir, tmp_path):
@@ -159,7 +216,22 @@ def test_heads_then_an_agent_in_the_dream(demo_dir, tmp_path):
     assert again.returncode == 2 and "already holds heads" in again.stderr
 
     agent = tmp_path / "agent"
-    cli("agent", ckpt, "--heads", heads, "--out", agent, "--steps", "64", "--envs", "2", "--episodes", "2", "--dream-steps", "10")
+    cli(
+        "agent",
+        ckpt,
+        "--heads",
+        heads,
+        "--out",
+        agent,
+        "--steps",
+        "64",
+        "--envs",
+        "2",
+        "--episodes",
+        "2",
+        "--dream-steps",
+        "10",
+    )
     report = json.loads((agent / "metrics.json").read_text())
     returns = report["held_out_real_returns"]
     assert set(returns) == {"random", "dream_agent", "real_agent"} and all(r["episodes"] == 2 for r in returns.values())
@@ -173,7 +245,9 @@ def test_train_compile_without_a_cpp_compiler_is_one_line(tmp_path):
         [sys.executable, "-m", "diffworld", "train", "--out", str(tmp_path / "run"), "--compile", "--preset", "tiny", "--steps", "1"],
         capture_output=True, text=True, env={**os.environ, **env_cxx},
     )  # fmt: skip
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "C++ compiler" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "C++ compiler" in proc.stderr, (
+        proc.stderr
+    )
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
@@ -204,8 +278,16 @@ def test_a_checkpoint_naming_a_module_runs_none_of_its_code(tmp_path, monkeypatc
     collect = {"source": "pong", "policy": "evilmod:policy", "epsilon": 0.0, "max_steps": 60, "world_options": {}}
     data = {"data": {"world": "pong", "collect": collect, "train_seeds": [0, 1]}}
     by_policy = tiny_model(make_world("pong").spec).save_pretrained(tmp_path / "policy", extra=data)
-    gym = WorldSpec("gym:evilmod:Evil-v0", "grid", (3, 16, 16), "bounded", ActionSpace("discrete", 2), value_range=(0.0, 255.0))
-    gym_data = {"data": {"world": gym.name, "collect": {**collect, "source": gym.name, "policy": "random"}, "train_seeds": [0, 1]}}
+    gym = WorldSpec(
+        "gym:evilmod:Evil-v0", "grid", (3, 16, 16), "bounded", ActionSpace("discrete", 2), value_range=(0.0, 255.0)
+    )
+    gym_data = {
+        "data": {
+            "world": gym.name,
+            "collect": {**collect, "source": gym.name, "policy": "random"},
+            "train_seeds": [0, 1],
+        }
+    }
     by_world = tiny_model(gym).save_pretrained(tmp_path / "gym", extra=gym_data)
     commands = {
         "rollout": ["--out", tmp_path / "r.gif", "--frames", "4", "--members", "1"],
@@ -220,7 +302,10 @@ def test_a_checkpoint_naming_a_module_runs_none_of_its_code(tmp_path, monkeypatc
     proc = subprocess.run(play, capture_output=True, text=True, timeout=120)
     one_line_error(proc, "--world gym:evilmod:Evil-v0")
     assert list(markers.iterdir()) == []
-    one_line_error(cli("rollout", by_world, *commands["rollout"], "--world", "gym:other:Env-v0", check=False), "--world gym:evilmod:Evil-v0")
+    one_line_error(
+        cli("rollout", by_world, *commands["rollout"], "--world", "gym:other:Env-v0", check=False),
+        "--world gym:evilmod:Evil-v0",
+    )
     assert list(markers.iterdir()) == []
     # Passed on the command line, the same names are used: the module is imported, the policy called.
     cli("rollout", by_policy, *commands["rollout"], "--policy", "evilmod:policy")

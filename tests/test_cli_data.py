@@ -39,7 +39,18 @@ def test_train_eval_rollout_on_a_store(breakout, tmp_path):
     config = json.loads((tmp_path / "run/checkpoint/config.json").read_text())
     assert config["spec"]["name"] == "minatar:breakout" and config["model"]["dit"]["patch"] == 2
     assert config["data"]["collect"]["policy"] == "default" and config["data"]["train_seeds"] == [0, 5]
-    proc = cli("eval", tmp_path / "run/checkpoint", "--out", tmp_path / "ev", "--cases", "4", "--members", "2", "--horizon", "4")
+    proc = cli(
+        "eval",
+        tmp_path / "run/checkpoint",
+        "--out",
+        tmp_path / "ev",
+        "--cases",
+        "4",
+        "--members",
+        "2",
+        "--horizon",
+        "4",
+    )
     assert "cell-F1 skill vs oracle" in proc.stdout
     m = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert len(m["cell_f1_skill_vs_oracle"]) == 4
@@ -51,7 +62,9 @@ def test_train_eval_rollout_on_a_store(breakout, tmp_path):
 
 def test_bad_data_fails_before_training_and_overwrites_nothing(breakout, tmp_path):
     run = tmp_path / "run"
-    one_line_error(cli("train", "--data", tmp_path / "nope.zarr", "--out", run, *TINY_TRAIN, check=False), "no episode store")
+    one_line_error(
+        cli("train", "--data", tmp_path / "nope.zarr", "--out", run, *TINY_TRAIN, check=False), "no episode store"
+    )
     assert not run.exists()
     corrupt = tmp_path / "corrupt.zarr"
     shutil.copytree(breakout, corrupt)
@@ -59,7 +72,10 @@ def test_bad_data_fails_before_training_and_overwrites_nothing(breakout, tmp_pat
     one_line_error(cli("train", "--data", corrupt, "--out", run, *TINY_TRAIN, check=False), str(corrupt))
     assert not run.exists()
     # A layout that does not fit the store's 10×10 frames, asked for explicitly, is an error.
-    one_line_error(cli("train", "--data", breakout, "--out", run, "--dit", '{"patch": 3}', *TINY_TRAIN, check=False), "patch size 3")
+    one_line_error(
+        cli("train", "--data", breakout, "--out", run, "--dit", '{"patch": 3}', *TINY_TRAIN, check=False),
+        "patch size 3",
+    )
     assert not run.exists()
     # A run on breakout cannot be resumed on pong frames: refused before a step, the checkpoint intact.
     cli("train", "--data", breakout, "--out", run, *TINY_TRAIN)
@@ -87,7 +103,9 @@ def test_collection_killed_midway_resumes_without_duplicates(tmp_path):
 
     store = tmp_path / "pong.zarr"
     args = ["collect", "pong", "--out", str(store), "--episodes", "300", "--max-steps", "200"]
-    proc = subprocess.Popen([sys.executable, "-m", "diffworld", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diffworld", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until some episodes are committed, then kill
         time.sleep(0.2)
@@ -116,7 +134,9 @@ def test_a_second_collection_into_one_store_is_refused_while_the_first_writes(tm
 
     store = tmp_path / "pong.zarr"
     args = ["collect", "pong", "--out", str(store), "--episodes", "3000", "--max-steps", "200"]
-    first = subprocess.Popen([sys.executable, "-m", "diffworld", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "diffworld", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:  # wait until the first is writing episodes

@@ -204,5 +204,10 @@ def test_a_name_that_is_also_a_folder_is_still_a_name(places, tmp_path, monkeypa
     its first failure here (a bad --members) comes before any training, from the config."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nasdaq").mkdir()
-    result = CliRunner().invoke(app, ["demo", "--world", "market", "--series", "nasdaq", "--out", "nasdaq", "--members", "1"])
-    assert result.exit_code == 2 and result.stderr.strip() == "error: market demo members: expected an integer >= 2, found 1", result.stderr
+    result = CliRunner().invoke(
+        app, ["demo", "--world", "market", "--series", "nasdaq", "--out", "nasdaq", "--members", "1"]
+    )
+    assert (
+        result.exit_code == 2
+        and result.stderr.strip() == "error: market demo members: expected an integer >= 2, found 1"
+    ), result.stderr

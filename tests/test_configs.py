@@ -7,13 +7,13 @@ import pytest
 
 from diffworld.agents.heads import HeadsConfig
 from diffworld.agents.ppo import PPOConfig
+from diffworld.data.collect import CollectConfig
 from diffworld.domains.epidemics.evaluation import CascadeDemoConfig
 from diffworld.domains.forecasting.evaluation import ForecastDemoConfig
 from diffworld.domains.games.agents import AgentConfig
 from diffworld.domains.games.demo import DemoConfig
 from diffworld.domains.games.evaluation import EvalConfig
 from diffworld.domains.markets.evaluation import MarketDemoConfig
-from diffworld.data.collect import CollectConfig
 from diffworld.model.dit import DiTConfig
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig
@@ -77,7 +77,12 @@ BAD = [
     (CascadeDemoConfig, "members", 1, "cascade demo members: expected an integer >= 2, found 1"),
     (MarketDemoConfig, "members", 1, "market demo members: expected an integer >= 2, found 1"),
     (MarketDemoConfig, "seeds", 0, "market demo seeds: expected an integer >= 1, found 0"),
-    (MarketDemoConfig, "train_end", "2015-13-45", "market demo train_end: expected a date YYYY-MM-DD, found '2015-13-45'"),
+    (
+        MarketDemoConfig,
+        "train_end",
+        "2015-13-45",
+        "market demo train_end: expected a date YYYY-MM-DD, found '2015-13-45'",
+    ),
     (MarketDemoConfig, "test_end", "2010-01-01", "market demo dates: expected validation_start < train_end < test_end"),
     (CollectConfig, "epsilon", NAN, "collect epsilon: expected a finite number >= 0 and <= 1, found nan"),
     (CollectConfig, "episodes", 0, "collect episodes: expected an integer >= 1, found 0"),
@@ -100,7 +105,17 @@ def test_a_config_refuses_a_bad_number_where_it_is_built(case):
 
 
 def test_the_defaults_are_valid():
-    for config in (DiTConfig, TrainConfig, HeadsConfig, PPOConfig, AgentConfig, EvalConfig, DemoConfig, CascadeDemoConfig, MarketDemoConfig):
+    for config in (
+        DiTConfig,
+        TrainConfig,
+        HeadsConfig,
+        PPOConfig,
+        AgentConfig,
+        EvalConfig,
+        DemoConfig,
+        CascadeDemoConfig,
+        MarketDemoConfig,
+    ):
         config()
     ForecastDemoConfig.for_world("fields")
 
@@ -118,5 +133,14 @@ def test_the_defaults_are_valid():
 )
 def test_a_world_spec_refuses_bad_numbers(bad, message):
     with pytest.raises(ValueError) as err:
-        WorldSpec(**{"name": "w", "layout": "grid", "frame_shape": (1, 4, 4), "value_kind": "bounded", "value_range": (0.0, 1.0), **bad})
+        WorldSpec(
+            **{
+                "name": "w",
+                "layout": "grid",
+                "frame_shape": (1, 4, 4),
+                "value_kind": "bounded",
+                "value_range": (0.0, 1.0),
+                **bad,
+            }
+        )
     assert str(err.value) == message

@@ -36,7 +36,11 @@ def store(tmp_path_factory):
 
 
 def run(*args, torchrun=False, check=True):
-    prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun else [sys.executable]
+    prefix = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        if torchrun
+        else [sys.executable]
+    )
     proc = subprocess.run([*prefix, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -72,7 +76,9 @@ def test_ddp_two_ranks_match_one_process(store, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", [["--kill-at-step", 7], ["--kill-in-swap", 2]], ids=["between-checkpoints", "mid-swap"])
+@pytest.mark.parametrize(
+    "kill", [["--kill-at-step", 7], ["--kill-in-swap", 2]], ids=["between-checkpoints", "mid-swap"]
+)
 def test_sigkilled_run_resumes_to_the_same_parameters(store, tmp_path, kill):
     run(store, tmp_path / "full")
     killed = run(store, tmp_path / "cut", *kill, check=False)

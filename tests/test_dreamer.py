@@ -123,7 +123,9 @@ def test_stepping_with_adaptive_steps_equals_rollout_draw_for_draw():
     from diffworld.spec import ActionSpace, WorldSpec
     from tests.conftest import tiny_model
 
-    model = tiny_model(WorldSpec("bits", "grid", (1, 8, 8), "binary", ActionSpace("discrete", 3), value_range=(0.0, 1.0)))
+    model = tiny_model(
+        WorldSpec("bits", "grid", (1, 8, 8), "binary", ActionSpace("discrete", 3), value_range=(0.0, 1.0))
+    )
     sampler = SamplerConfig(steps=1, adaptive_steps=3, uncertain=7.5)
     ctx, acts = (torch.rand(4, 2, 1, 8, 8) > 0.5).float(), torch.randint(0, 3, (4, 2))
     expected = rollout(model, ctx, acts, sampler=sampler, generator=seeded())[:, 0]

@@ -43,7 +43,9 @@ def loop(out: Path) -> dict[str, float]:
     cfg = TrainConfig(steps=20, batch_size=4, lr=2e-3, warmup=2, log_every=5, checkpoint_every=100, seed=3)
     train(model, data, replace(cfg, loss=LossConfig(**training_defaults("lorenz96"))), out, progress=False)
     start = collect_episodes(make, [10], random_policy, max_steps=model.frames)[0].frames[None, : model.frames - 1]
-    dream = rollout(model, torch.as_tensor(start), None, horizon=8, n_samples=2, generator=torch.Generator().manual_seed(0))
+    dream = rollout(
+        model, torch.as_tensor(start), None, horizon=8, n_samples=2, generator=torch.Generator().manual_seed(0)
+    )
     values = dream.double()
     return {"sum": float(values.sum()), "sum_of_squares": float(values.square().sum()), "shape": list(dream.shape)}
 
@@ -63,5 +65,7 @@ def test_a_tiny_train_then_dream_matches_the_recorded_numbers(tmp_path):
     if want["signature"] == signature():
         assert (got["sum"], got["sum_of_squares"]) == (want["sum"], want["sum_of_squares"])
     else:
-        assert got["sum"] == pytest.approx(want["sum"], rel=FOREIGN_RTOL, abs=FOREIGN_RTOL * want["sum_of_squares"] ** 0.5)
+        assert got["sum"] == pytest.approx(
+            want["sum"], rel=FOREIGN_RTOL, abs=FOREIGN_RTOL * want["sum_of_squares"] ** 0.5
+        )
         assert got["sum_of_squares"] == pytest.approx(want["sum_of_squares"], rel=FOREIGN_RTOL)

@@ -167,8 +167,19 @@ def test_a_world_without_actions_takes_no_action_message():
 
 def test_keys_bind_digits_then_arrows_and_wasd_by_name():
     keys = key_bindings(NAMES)
-    assert {k: keys[k] for k in ("1", "2", "3", "ArrowUp", "w", "ArrowDown", "S")} == {"1": 0, "2": 1, "3": 2, "ArrowUp": 1, "w": 1, "ArrowDown": 2, "S": 2}
-    assert key_bindings(("noop", "fire", "move_left", "right"))[" "] == 1 and key_bindings(("noop", "fire", "move_left"))["ArrowLeft"] == 2
+    assert {k: keys[k] for k in ("1", "2", "3", "ArrowUp", "w", "ArrowDown", "S")} == {
+        "1": 0,
+        "2": 1,
+        "3": 2,
+        "ArrowUp": 1,
+        "w": 1,
+        "ArrowDown": 2,
+        "S": 2,
+    }
+    assert (
+        key_bindings(("noop", "fire", "move_left", "right"))[" "] == 1
+        and key_bindings(("noop", "fire", "move_left"))["ArrowLeft"] == 2
+    )
 
 
 def test_frames_round_trip_through_bytes():
@@ -310,7 +321,9 @@ def test_the_latest_action_drives_dream_and_truth(marker_client):
                     assert paddle_top(f.panels[1]) == expected
                 prev = f
         dreamer = next(iter(hub(marker_client).sessions.values())).dreamer
-        assert 1 in dreamer.actions and dreamer.actions[-1] == 2 and dreamer.actions == sorted(dreamer.actions)  # none, up, down
+        assert (
+            1 in dreamer.actions and dreamer.actions[-1] == 2 and dreamer.actions == sorted(dreamer.actions)
+        )  # none, up, down
 
 
 def test_settings_change_the_sessions_sampler_and_rate(client, pong_model):
@@ -456,7 +469,10 @@ def test_a_websocket_from_another_origin_is_refused_unless_allowed(pong_model):
                 assert receive(ws)["type"] == "hello"
         wait_until(lambda: not app.state.hub.sessions)
     allowed = create_app(pong_model, PlayConfig(seed=0, allow_origins=("http://evil.example",)), world=None)
-    with TestClient(allowed, base_url=BASE) as c, c.websocket_connect(WS, headers={"origin": "http://evil.example"}) as ws:
+    with (
+        TestClient(allowed, base_url=BASE) as c,
+        c.websocket_connect(WS, headers={"origin": "http://evil.example"}) as ws,
+    ):
         assert receive(ws)["type"] == "hello"
 
 

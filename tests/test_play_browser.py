@@ -43,7 +43,9 @@ class SpyDreamer(Dreamer):
 def running(app):
     """Serve `app` with uvicorn on a free loopback port in a thread; yields host:port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=64 * 1024))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_max_size=64 * 1024)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_until(lambda: server.started, timeout=20)
@@ -140,7 +142,9 @@ def test_page_plays_in_headless_chromium(served, tmp_path):
 
             # Reset: a fresh true start, frame counting restarts.
             page.locator("#reset").click()
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('reset: episode seed')", timeout=5000)
+            page.wait_for_function(
+                "document.getElementById('status').textContent.startsWith('reset: episode seed')", timeout=5000
+            )
             page.wait_for_function("Number(document.getElementById('fps').textContent) > 0", timeout=5000)
             assert float(text(page, "#fps")) > 0 and not errors, errors
 
@@ -211,7 +215,9 @@ def test_twenty_players_at_once_and_a_flooder(served):
         gained = np.array(counts) - np.array(before)
         stop.set()
         await asyncio.gather(*tasks)
-        print(f"\n{players} players: {want} frames each in {took:.1f} s; afterwards {gained.sum()} frames, {gained.min()}..{gained.max()} per player")
+        print(
+            f"\n{players} players: {want} frames each in {took:.1f} s; afterwards {gained.sum()} frames, {gained.min()}..{gained.max()} per player"
+        )
         assert gained.min() >= gained.max() / 3  # round-robin: nobody starves
 
     asyncio.run(main())

@@ -44,15 +44,22 @@ def pong_dreams() -> dict[str, torch.Tensor]:
     out = {
         "pong": rollout(model, ctx, acts, generator=seeded(1), **kw),
         "pong_cfg": rollout(model, ctx, acts, sampler=replace(model.sampler, guidance=2.0), generator=seeded(2), **kw),
-        "pong_adaptive": rollout(model, ctx, acts, sampler=replace(model.sampler, adaptive_steps=4), generator=seeded(3), **kw),
+        "pong_adaptive": rollout(
+            model, ctx, acts, sampler=replace(model.sampler, adaptive_steps=4), generator=seeded(3), **kw
+        ),
         "pong_uncached": rollout(model, ctx, acts[:, :6], generator=seeded(4), use_cache=False, **kw),
-        "pong_marginal": rollout(model, ctx, acts, sampler=replace(model.sampler, method="marginal"), generator=seeded(6), **kw),
+        "pong_marginal": rollout(
+            model, ctx, acts, sampler=replace(model.sampler, method="marginal"), generator=seeded(6), **kw
+        ),
     }
     dreamer = Dreamer(model, 2, replace(model.sampler, adaptive_steps=4), seeded(5))
     dreamer.reset(ctx, ctx_acts)
     frames = [dreamer.step(acts[:, h]) for h in range(6)]
     again = episodes[1]  # row 0 restarts from another moment, as long as the frames row 1 holds (7)
-    restart = torch.as_tensor(again.frames[40:47][None], dtype=torch.float32), torch.as_tensor(again.actions[40:47][None])
+    restart = (
+        torch.as_tensor(again.frames[40:47][None], dtype=torch.float32),
+        torch.as_tensor(again.actions[40:47][None]),
+    )
     dreamer.reset(*restart, rows=[0])
     frames += [dreamer.step(acts[:, h]) for h in range(6, 12)]
     out["pong_dreamer"] = torch.stack(frames, 1)  # [2, 12, 1, 32, 32]
@@ -71,8 +78,12 @@ def real_dreams() -> dict[str, torch.Tensor]:
     for cached in (True, False):
         name = "" if cached else "_uncached"
         kw = dict(n_samples=3, sampler=SamplerConfig(steps=2), use_cache=cached)
-        out[f"real_stop_policy{name}"] = rollout(model, ctx, None, horizon=8, stop=stop, policy=policy, generator=seeded(11), **kw)
-        out[f"real_heun{name}"] = rollout(model, ctx, acts, n_samples=2, sampler=heun, use_cache=cached, generator=seeded(12))
+        out[f"real_stop_policy{name}"] = rollout(
+            model, ctx, None, horizon=8, stop=stop, policy=policy, generator=seeded(11), **kw
+        )
+        out[f"real_heun{name}"] = rollout(
+            model, ctx, acts, n_samples=2, sampler=heun, use_cache=cached, generator=seeded(12)
+        )
     dreamer = Dreamer(model, 2, SamplerConfig(steps=2, guidance=2.0), seeded(13))
     dreamer.reset(ctx)
     out["real_dreamer"] = torch.stack([dreamer.step(acts[:, h]) for h in range(8)], 1)
@@ -96,14 +107,21 @@ def bits_dreams() -> dict[str, torch.Tensor]:
     """A binary tiny world: adaptive steps among members that stop, and the marginal sampler."""
     model = tiny_model(BITS)
     g = seeded(30)
-    ctx, acts = (torch.rand(2, 2, *BITS.frame_shape, generator=g) > 0.5).float(), torch.randint(0, 3, (2, 7), generator=g)
+    ctx, acts = (
+        (torch.rand(2, 2, *BITS.frame_shape, generator=g) > 0.5).float(),
+        torch.randint(0, 3, (2, 7), generator=g),
+    )
     stop = lambda f: f.sum((1, 2, 3)) > 34  # noqa: E731
     adaptive = SamplerConfig(steps=1, adaptive_steps=3, uncertain=2.0, guidance=2.0)
     out = {}
     for cached in (True, False):
         name = "" if cached else "_uncached"
-        out[f"bits_adaptive{name}"] = rollout(model, ctx, acts, n_samples=3, sampler=adaptive, stop=stop, use_cache=cached, generator=seeded(31))
-    out["bits_marginal"] = rollout(model, ctx, acts, n_samples=3, sampler=SamplerConfig(method="marginal"), generator=seeded(32))
+        out[f"bits_adaptive{name}"] = rollout(
+            model, ctx, acts, n_samples=3, sampler=adaptive, stop=stop, use_cache=cached, generator=seeded(31)
+        )
+    out["bits_marginal"] = rollout(
+        model, ctx, acts, n_samples=3, sampler=SamplerConfig(method="marginal"), generator=seeded(32)
+    )
     dreamer = Dreamer(model, 2, adaptive, seeded(33))
     dreamer.reset(ctx)
     out["bits_dreamer"] = torch.stack([dreamer.step(acts[:, h]) for h in range(7)], 1)
@@ -168,7 +186,9 @@ def load(path: Path = RECORDED) -> dict[str, torch.Tensor]:
             if key.endswith(".bits"):
                 name = key[: -len(".bits")]
                 shape = tuple(f[f"{name}.shape"])
-                out[name] = torch.as_tensor(np.unpackbits(f[key], count=int(np.prod(shape))).reshape(shape).astype(np.float32))
+                out[name] = torch.as_tensor(
+                    np.unpackbits(f[key], count=int(np.prod(shape))).reshape(shape).astype(np.float32)
+                )
             elif not key.endswith(".shape") and key != "machine":
                 out[key] = torch.as_tensor(f[key])
     return out

@@ -40,7 +40,11 @@ def test_the_network_computes_the_same_on_the_gpu_as_on_the_cpu_and_runs_in_bf16
 
 def test_rollout_is_seeded_and_members_differ(odd_model):
     ctx, acts = torch.rand(1, 3, 3, 12, 20), torch.randint(0, 3, (1, 4))
-    a, b, c = run(odd_model, ctx, acts, 1, n_samples=4), run(odd_model, ctx, acts, 1, n_samples=4), run(odd_model, ctx, acts, 2, n_samples=4)
+    a, b, c = (
+        run(odd_model, ctx, acts, 1, n_samples=4),
+        run(odd_model, ctx, acts, 1, n_samples=4),
+        run(odd_model, ctx, acts, 2, n_samples=4),
+    )
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert not torch.allclose(a[0, 0], a[0, 1])
 
@@ -113,7 +117,12 @@ def test_members_that_stop_hold_their_last_frame():
 
 def test_marginal_sampler_refuses_real_valued_worlds(odd_model):
     with pytest.raises(ValueError, match="marginal sampler needs a binary or categorical world"):
-        run(odd_model, torch.rand(1, 2, 3, 12, 20), torch.zeros(1, 2, dtype=torch.long), sampler=SamplerConfig(method="marginal"))
+        run(
+            odd_model,
+            torch.rand(1, 2, 3, 12, 20),
+            torch.zeros(1, 2, dtype=torch.long),
+            sampler=SamplerConfig(method="marginal"),
+        )
 
 
 @pytest.mark.parametrize(
@@ -137,20 +146,76 @@ CTX = torch.rand(1, 2, 3, 12, 20)
 @pytest.mark.parametrize(
     "args, kwargs, error, match",
     [
-        ((CTX, torch.zeros(3, dtype=torch.long)), {}, ValueError, r"^actions: expected a batch of action sequences \[B, H\], found shape \[3\]$"),
-        ((CTX, [torch.zeros(2), torch.zeros(3)]), {}, TypeError, r"^actions: expected a tensor, an array or nested lists of numbers, found list$"),
-        ((CTX, [["a", "b"]]), {}, TypeError, r"^actions: expected a tensor, an array or nested lists of numbers, found list$"),
-        ((CTX[:0], torch.zeros(0, 2, dtype=torch.long)), {}, ValueError, r"^context: expected at least one sequence of at least one frame, found shape \[0, 2, 3, 12, 20\]$"),
-        ((CTX[:, :0], torch.zeros(1, 2, dtype=torch.long)), {}, ValueError, r"^context: expected at least one sequence of at least one frame"),
-        ((CTX, torch.zeros(1, 2, dtype=torch.long)), dict(n_samples=2.5), ValueError, r"^rollout n_samples: expected an integer >= 1, found 2.5$"),
-        ((CTX, torch.zeros(1, 2, dtype=torch.long)), dict(n_samples=0), ValueError, r"^rollout n_samples: expected an integer >= 1, found 0$"),
+        (
+            (CTX, torch.zeros(3, dtype=torch.long)),
+            {},
+            ValueError,
+            r"^actions: expected a batch of action sequences \[B, H\], found shape \[3\]$",
+        ),
+        (
+            (CTX, [torch.zeros(2), torch.zeros(3)]),
+            {},
+            TypeError,
+            r"^actions: expected a tensor, an array or nested lists of numbers, found list$",
+        ),
+        (
+            (CTX, [["a", "b"]]),
+            {},
+            TypeError,
+            r"^actions: expected a tensor, an array or nested lists of numbers, found list$",
+        ),
+        (
+            (CTX[:0], torch.zeros(0, 2, dtype=torch.long)),
+            {},
+            ValueError,
+            r"^context: expected at least one sequence of at least one frame, found shape \[0, 2, 3, 12, 20\]$",
+        ),
+        (
+            (CTX[:, :0], torch.zeros(1, 2, dtype=torch.long)),
+            {},
+            ValueError,
+            r"^context: expected at least one sequence of at least one frame",
+        ),
+        (
+            (CTX, torch.zeros(1, 2, dtype=torch.long)),
+            dict(n_samples=2.5),
+            ValueError,
+            r"^rollout n_samples: expected an integer >= 1, found 2.5$",
+        ),
+        (
+            (CTX, torch.zeros(1, 2, dtype=torch.long)),
+            dict(n_samples=0),
+            ValueError,
+            r"^rollout n_samples: expected an integer >= 1, found 0$",
+        ),
         ((CTX, None), dict(horizon=1.5), ValueError, r"^rollout horizon: expected an integer >= 1, found 1.5$"),
         ((CTX, torch.tensor([[0.5, 1.0]])), {}, ValueError, r"^actions: expected whole action numbers, found 0.5$"),
-        (("frames", None), dict(horizon=1), TypeError, r"^context: expected a tensor or an array of frames, found str$"),
-        ((CTX, None), dict(horizon=10**12), ValueError, r"^a rollout of 1×1 dreams of 1000000000000 frames: expected at most the .* GiB of memory this cpu has"),
+        (
+            ("frames", None),
+            dict(horizon=1),
+            TypeError,
+            r"^context: expected a tensor or an array of frames, found str$",
+        ),
+        (
+            (CTX, None),
+            dict(horizon=10**12),
+            ValueError,
+            r"^a rollout of 1×1 dreams of 1000000000000 frames: expected at most the .* GiB of memory this cpu has",
+        ),
     ],
-    ids=["1-d-actions", "ragged-list", "list-of-strings", "batch-of-0", "no-context-frames", "fractional-samples", "no-samples", "fractional-horizon",
-         "fractional-action", "context-string", "too-long"],  # fmt: skip
+    ids=[
+        "1-d-actions",
+        "ragged-list",
+        "list-of-strings",
+        "batch-of-0",
+        "no-context-frames",
+        "fractional-samples",
+        "no-samples",
+        "fractional-horizon",
+        "fractional-action",
+        "context-string",
+        "too-long",
+    ],  # fmt: skip
 )
 def test_rollout_arguments_are_checked_naming_what_was_expected_and_found(odd_model, args, kwargs, error, match):
     with pytest.raises(error, match=match) as err:
@@ -229,7 +294,9 @@ def test_autoguided_rollout_mixes_the_two_denoisers(odd_spec):
     assert torch.allclose(run(model, ctx, acts, guide=guide, guide_weight=0.0, **kw), guide_alone, atol=1e-5)
     guided = run(model, ctx, acts, guide=guide, guide_weight=2.5, **kw)
     assert not torch.allclose(guided, alone, atol=1e-3) and torch.isfinite(guided).all()
-    assert torch.allclose(guided, run(model, ctx, acts, guide=guide, guide_weight=2.5, use_cache=False, **kw), atol=1e-5)
+    assert torch.allclose(
+        guided, run(model, ctx, acts, guide=guide, guide_weight=2.5, use_cache=False, **kw), atol=1e-5
+    )
 
 
 def test_autoguided_members_that_stop_keep_both_caches_in_step():
@@ -266,7 +333,9 @@ def bits_model():
     """A tiny binary grid world with actions (8×8 frames, 4 tokens a frame)."""
     from diffworld.spec import ActionSpace, WorldSpec
 
-    return tiny_model(WorldSpec("bits", "grid", (1, 8, 8), "binary", ActionSpace("discrete", 3), value_range=(0.0, 1.0)))
+    return tiny_model(
+        WorldSpec("bits", "grid", (1, 8, 8), "binary", ActionSpace("discrete", 3), value_range=(0.0, 1.0))
+    )
 
 
 def test_adaptive_steps_draw_again_only_the_uncertain_frames(bits_model):
@@ -314,9 +383,19 @@ def test_adaptive_steps_cached_equals_full_recompute_and_count_their_evaluations
 
 def test_adaptive_steps_need_an_ode_sampler_on_a_discrete_world(odd_model, bits_model):
     with pytest.raises(ValueError, match="adaptive steps need"):
-        run(odd_model, torch.rand(1, 2, 3, 12, 20), torch.zeros(1, 2, dtype=torch.long), sampler=SamplerConfig(adaptive_steps=4))
+        run(
+            odd_model,
+            torch.rand(1, 2, 3, 12, 20),
+            torch.zeros(1, 2, dtype=torch.long),
+            sampler=SamplerConfig(adaptive_steps=4),
+        )
     with pytest.raises(ValueError, match="adaptive steps need"):
-        run(bits_model, torch.zeros(1, 2, 1, 8, 8), torch.zeros(1, 2, dtype=torch.long), sampler=SamplerConfig(method="marginal", adaptive_steps=4))
+        run(
+            bits_model,
+            torch.zeros(1, 2, 1, 8, 8),
+            torch.zeros(1, 2, dtype=torch.long),
+            sampler=SamplerConfig(method="marginal", adaptive_steps=4),
+        )
     for bad in ({"adaptive_steps": -1}, {"adaptive_steps": 2.5}, {"uncertain": 0.0}, {"uncertain": float("nan")}):
         with pytest.raises(ValueError):
             SamplerConfig(**bad)

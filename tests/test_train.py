@@ -46,7 +46,10 @@ def held_loss(model, episodes, draws=8):
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
         frames = model.normalize(batch.frames)
-        return sum(float(window_loss(model.denoiser, frames, batch.actions, LossConfig(), gen)) for _ in range(draws)) / draws
+        return (
+            sum(float(window_loss(model.denoiser, frames, batch.actions, LossConfig(), gen)) for _ in range(draws))
+            / draws
+        )
 
 
 def test_tiny_overfit_loss_falls(tmp_path, pong_episodes):
@@ -86,7 +89,9 @@ def test_resume_equals_uninterrupted(tmp_path, pong_episodes):
         train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path / "cut", progress=False, on_step=kill_at(8))
     assert json.loads((tmp_path / "cut/checkpoint/train_state.json").read_text())["step"] == 6
     # Resuming ignores the fresh model's own initial weights (another seed here).
-    resumed = train(new_model(pong_episodes, seed=5), pong_episodes, tiny_cfg(), tmp_path / "cut", resume=True, progress=False)
+    resumed = train(
+        new_model(pong_episodes, seed=5), pong_episodes, tiny_cfg(), tmp_path / "cut", resume=True, progress=False
+    )
     assert resumed.steps == 12
     assert torch.equal(params(resumed.model), params(full.model))
     assert torch.equal(params(WorldModel.from_pretrained(tmp_path / "cut/checkpoint")), params(full.model))
@@ -121,10 +126,20 @@ def test_a_run_whose_state_cannot_be_read_is_refused_not_overwritten(tmp_path, p
     assert "\n" not in str(err.value)
     assert (ckpt / "model.safetensors").read_bytes() == before
     # Asked for in so many words, a new run replaces it.
-    r = train(new_model(pong_episodes, seed=5), pong_episodes, tiny_cfg(steps=2), tmp_path, overwrite=True, progress=False)
+    r = train(
+        new_model(pong_episodes, seed=5), pong_episodes, tiny_cfg(steps=2), tmp_path, overwrite=True, progress=False
+    )
     assert r.steps == 2 and (ckpt / "model.safetensors").read_bytes() != before
     with pytest.raises(ValueError, match="choose one"):
-        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, resume=True, overwrite=True, progress=False)
+        train(
+            new_model(pong_episodes),
+            pong_episodes,
+            tiny_cfg(steps=2),
+            tmp_path,
+            resume=True,
+            overwrite=True,
+            progress=False,
+        )
 
 
 def test_log_and_checkpoint_files(tmp_path, pong_episodes):
@@ -148,7 +163,13 @@ def test_forcing_mode_and_bf16_train(tmp_path, pong_episodes, device, monkeypatc
 def test_bf16_on_a_cpu_without_bf16_kernels_warns(tmp_path, pong_episodes, monkeypatch):
     monkeypatch.setattr("diffworld.train.native_bf16", lambda dev: False)
     with pytest.warns(UserWarning, match="no native bf16 matmul"):
-        train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1, precision="bf16"), tmp_path / "bf16", progress=False)
+        train(
+            new_model(pong_episodes),
+            pong_episodes,
+            tiny_cfg(steps=1, precision="bf16"),
+            tmp_path / "bf16",
+            progress=False,
+        )
     with warnings.catch_warnings(record=True) as caught:  # fp32 on the same CPU: no such warning
         warnings.simplefilter("always")
         train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1), tmp_path / "fp32", progress=False)
@@ -164,7 +185,15 @@ def test_early_stopping_keeps_the_best_validated_weights(tmp_path, pong_episodes
         snapshots.append(params(ema).clone())
         return next(scores)
 
-    result = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, progress=False, validate=validate, validate_every=4)
+    result = train(
+        new_model(pong_episodes),
+        pong_episodes,
+        tiny_cfg(),
+        tmp_path,
+        progress=False,
+        validate=validate,
+        validate_every=4,
+    )
     assert len(snapshots) == 3 and torch.equal(params(result.model), snapshots[1])
     assert result.best == {"step": 8, "validation": 1.0}
     assert not torch.equal(snapshots[1], snapshots[2])
@@ -184,7 +213,15 @@ def test_a_validation_hook_can_stop_the_run_and_resume_goes_on(tmp_path, pong_ep
     def validate(ema):
         raise StopTraining(0.5)
 
-    result = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, progress=False, validate=validate, validate_every=4)
+    result = train(
+        new_model(pong_episodes),
+        pong_episodes,
+        tiny_cfg(),
+        tmp_path,
+        progress=False,
+        validate=validate,
+        validate_every=4,
+    )
     assert result.steps == 4 and result.best == {"step": 4, "validation": 0.5}
     assert json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())["step"] == 4
     resumed = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path, resume=True, progress=False)
@@ -197,7 +234,10 @@ def test_compiled_training_matches_eager(tmp_path, pong_episodes):
     cfg = tiny_cfg(steps=4, log_every=1, checkpoint_every=4)
     eager = train(new_model(pong_episodes), pong_episodes, cfg, tmp_path / "eager", progress=False)
     train(new_model(pong_episodes), pong_episodes, replace(cfg, compile=True), tmp_path / "compiled", progress=False)
-    losses = {d: [json.loads(l)["loss"] for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in ("eager", "compiled")}
+    losses = {
+        d: [json.loads(l)["loss"] for l in (tmp_path / d / "train_log.jsonl").read_text().splitlines()]
+        for d in ("eager", "compiled")
+    }
     assert len(losses["eager"]) == 4 and losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4), losses
     loaded = WorldModel.from_pretrained(tmp_path / "compiled/checkpoint")
     assert loaded.state_dict().keys() == eager.model.state_dict().keys()
@@ -218,7 +258,10 @@ def test_compiling_without_a_cpp_compiler_fails_before_training(tmp_path, pong_e
     [
         (dict(patch=7), r"patch size 7 must divide the frame's height 32 and width 32"),
         (dict(width=30, heads=1), r"the model width must be divisible by 4 for 2-D positions, got 30"),
-        (dict(patch=1, width=16384, heads=2), r"5 copies of a model of 2 blocks of width 16384: expected at most the .* GiB of memory"),
+        (
+            dict(patch=1, width=16384, heads=2),
+            r"5 copies of a model of 2 blocks of width 16384: expected at most the .* GiB of memory",
+        ),
     ],
     ids=["patch", "width", "memory"],
 )
@@ -227,7 +270,9 @@ def test_a_model_that_cannot_be_built_or_trained_here_is_refused_before_collecti
     device: a layout it cannot use, or more weights than memory holds, fail then in one line."""
     import diffworld.recipes as recipes
 
-    monkeypatch.setattr(recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the model was checked"))
+    monkeypatch.setattr(
+        recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the model was checked")
+    )
     monkeypatch.setattr("diffworld.checks.memory_bytes", lambda device: 2**30)
     with pytest.raises(ValueError, match=match):
         recipes.train_world("pong", tmp_path / "run", ModelConfig.preset("tiny", **dit), tiny_cfg(), episodes=2)
@@ -240,8 +285,12 @@ def test_a_truncated_training_state_is_refused_before_any_data_is_collected(tmp_
     train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=2), tmp_path, progress=False)
     state = tmp_path / "checkpoint/train_state.safetensors"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    monkeypatch.setattr(recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the state was checked"))
-    with pytest.raises(ValueError, match=r"train_state.safetensors: expected the run's saved tensors, found SafetensorError"):
+    monkeypatch.setattr(
+        recipes, "collect_episodes", lambda *a, **k: pytest.fail("episodes collected before the state was checked")
+    )
+    with pytest.raises(
+        ValueError, match=r"train_state.safetensors: expected the run's saved tensors, found SafetensorError"
+    ):
         recipes.train_world("pong", tmp_path, ModelConfig.preset("tiny"), tiny_cfg(steps=4), episodes=2, resume=True)
 
 

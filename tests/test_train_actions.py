@@ -34,13 +34,24 @@ def moving_dot(n_episodes, length, rng, action_kind):
 def test_continuous_and_no_action_stores_train(tmp_path):
     rng = np.random.default_rng(0)
     for kind, space in (("continuous", ActionSpace("continuous", 2)), ("none", ActionSpace())):
-        spec = WorldSpec(name=f"dot-{kind}", layout="grid", frame_shape=(1, 8, 8), value_kind="binary", action=space, value_range=(0, 1))
+        spec = WorldSpec(
+            name=f"dot-{kind}",
+            layout="grid",
+            frame_shape=(1, 8, 8),
+            value_kind="binary",
+            action=space,
+            value_range=(0, 1),
+        )
         frames, actions = moving_dot(4, 12, rng, kind)
-        store = EpisodeStore.from_arrays(tmp_path / f"{kind}.zarr", spec, frames, actions if kind == "continuous" else None)
+        store = EpisodeStore.from_arrays(
+            tmp_path / f"{kind}.zarr", spec, frames, actions if kind == "continuous" else None
+        )
         if kind == "continuous":
             assert np.isnan(store.episode(0).actions[0]).all()  # T−1 actions: "no action" prepended
         model = build_model(spec, store, ModelConfig.preset("tiny", patch=4), seed=0)
-        result = train(model, store, TrainConfig(steps=3, batch_size=4, warmup=1, log_every=1), tmp_path / kind, progress=False)
+        result = train(
+            model, store, TrainConfig(steps=3, batch_size=4, warmup=1, log_every=1), tmp_path / kind, progress=False
+        )
         assert math.isfinite(result.final_loss)
         ctx = torch.as_tensor(np.stack(frames)[:1, :3])
         acts = torch.zeros(1, 2, 2) if kind == "continuous" else None

@@ -20,22 +20,38 @@ MAX_SEED = 2**63 - 1
 
 def check_int(where: str, value: Any, least: int = 0, most: int | None = None) -> None:
     """Raise ValueError unless `value` is an integer (a NumPy one too, not a bool) in [least, most]."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least and (most is None or value <= most)
+    ok = (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value >= least
+        and (most is None or value <= most)
+    )
     if not ok:
         bound = f"in [{least}, {most}]" if most is not None else f">= {least}"
         raise ValueError(f"{where}: expected an integer {bound}, found {value!r}")
 
 
 def check_number(
-    where: str, value: Any, least: float | None = None, most: float | None = None, above: float | None = None, below: float | None = None
+    where: str,
+    value: Any,
+    least: float | None = None,
+    most: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
 ) -> None:
     """Raise ValueError unless `value` is a finite int or float (not a bool) >= least, <= most, > above and < below."""
     finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     ok = finite and (least is None or value >= least) and (most is None or value <= most)
     ok = ok and (above is None or value > above) and (below is None or value < below)
     if not ok:
-        bounds = [f"{sign} {bound:g}" for bound, sign in ((least, ">="), (above, ">"), (most, "<="), (below, "<")) if bound is not None]
-        raise ValueError(f"{where}: expected a finite number{' ' + ' and '.join(bounds) if bounds else ''}, found {value!r}")
+        bounds = [
+            f"{sign} {bound:g}"
+            for bound, sign in ((least, ">="), (above, ">"), (most, "<="), (below, "<"))
+            if bound is not None
+        ]
+        raise ValueError(
+            f"{where}: expected a finite number{' ' + ' and '.join(bounds) if bounds else ''}, found {value!r}"
+        )
 
 
 def check_device(device: str | torch.device, where: str = "device") -> torch.device:
@@ -50,7 +66,9 @@ def check_device(device: str | torch.device, where: str = "device") -> torch.dev
             found = "no usable CUDA GPU" if torch.version.cuda else "a torch built without CUDA"
             raise ValueError(f"{where} {str(device)!r}: expected a CUDA GPU, found {found}; use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{where} {str(device)!r}: expected a GPU index below {torch.cuda.device_count()}, found {dev.index}")
+            raise ValueError(
+                f"{where} {str(device)!r}: expected a GPU index below {torch.cuda.device_count()}, found {dev.index}"
+            )
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValueError(f"{where} {str(device)!r}: expected an Apple GPU (MPS), found none; use --device cpu")
@@ -76,7 +94,9 @@ def check_output_file(path: str | Path, where: str = "output", suffixes: tuple[s
     if path.is_dir():
         raise ValueError(f"{where} {path}: expected a file name, found a folder")
     if suffixes and path.suffix.lower() not in suffixes:
-        raise ValueError(f"{where} {path}: expected a file name ending in {' or '.join(suffixes)}, found {path.suffix or 'no suffix'!r}")
+        raise ValueError(
+            f"{where} {path}: expected a file name ending in {' or '.join(suffixes)}, found {path.suffix or 'no suffix'!r}"
+        )
     _check_parents(path, where)
     return path
 
@@ -107,11 +127,22 @@ def check_fits(nbytes: int, what: str, device: torch.device | str = "cpu") -> No
     """Raise ValueError if `nbytes` (what one array of `what` takes) exceeds the memory of `device`."""
     total = memory_bytes(torch.device(device))
     if total is not None and nbytes > total:
-        raise ValueError(f"{what}: expected at most the {_gib(total)} of memory this {torch.device(device).type} has, found {_gib(nbytes)} needed; ask for fewer")
+        raise ValueError(
+            f"{what}: expected at most the {_gib(total)} of memory this {torch.device(device).type} has, found {_gib(nbytes)} needed; ask for fewer"
+        )
 
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.3g} GiB"
 
 
-__all__ = ["MAX_SEED", "check_device", "check_fits", "check_int", "check_number", "check_output_dir", "check_output_file", "memory_bytes"]
+__all__ = [
+    "MAX_SEED",
+    "check_device",
+    "check_fits",
+    "check_int",
+    "check_number",
+    "check_output_dir",
+    "check_output_file",
+    "memory_bytes",
+]

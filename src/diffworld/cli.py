@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -40,7 +41,15 @@ class Commands(TyperGroup):
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help="Diffusion-transformer world models.")
 
 #: Errors that come from bad input: reported in one line, exit code 2.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    KeyError,
+)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -97,7 +106,9 @@ def worlds() -> None:
             if spec is None:  # an adapter's family: each game has its own spec
                 table.add_row(name, domain.name, "grid", "from the game", "", "")
                 continue
-            acts = {"none": "none", "discrete": f"discrete {spec.action.n} {list(spec.action.names)}"}.get(spec.action.kind, f"{spec.action.kind} {spec.action.n}")
+            acts = {"none": "none", "discrete": f"discrete {spec.action.n} {list(spec.action.names)}"}.get(
+                spec.action.kind, f"{spec.action.kind} {spec.action.n}"
+            )
             table.add_row(name, domain.name, spec.layout, "×".join(map(str, spec.frame_shape)), spec.value_kind, acts)
     Console().print(table)
 
@@ -112,7 +123,7 @@ def collect(
     epsilon: float = typer.Option(0.0, help="Probability of a random action instead of the policy's."),
     max_steps: int = typer.Option(1000, help="Steps after which an episode is cut."),
     size: Optional[int] = typer.Option(None, help="Frame side in pixels for gym: and ale: sources (default 64)."),
-    options: Optional[str] = typer.Option(None, help='JSON options of the source, e.g. \'{"grayscale": true}\'.'),
+    options: Optional[str] = typer.Option(None, help="JSON options of the source, e.g. '{\"grayscale\": true}'."),
     workers: int = typer.Option(1, help="Processes that play episodes in parallel."),
     seed_offset: int = typer.Option(0, help="First episode seed."),
 ) -> None:
@@ -133,18 +144,29 @@ def collect(
             cfg, out, workers, on_episode=lambda e: bar.advance(task), on_resume=lambda n: bar.advance(task, n),
             log=lambda line: typer.echo(line, err=True),
         )  # fmt: skip
-    typer.echo(f"{out}: {len(store)} episodes, {store.num_frames} frames of {store.spec.name} {list(store.spec.frame_shape)}")
+    typer.echo(
+        f"{out}: {len(store)} episodes, {store.num_frames} frames of {store.spec.name} {list(store.spec.frame_shape)}"
+    )
 
 
 @app.command("train")
 @friendly
 def train_cmd(
     out: Path = typer.Option(..., help="Run directory: checkpoint/ and train_log.jsonl are written here."),
-    data: Optional[Path] = typer.Option(None, help="Episode store to train on (see `diffworld collect`); else --world is collected."),
-    world: Optional[str] = typer.Option(None, help="Built-in world to collect and learn when no --data is given (default pong)."),
-    episodes: Optional[int] = typer.Option(None, help="Training episodes to collect (seeds 0..N-1), without --data (default 200)."),
+    data: Optional[Path] = typer.Option(
+        None, help="Episode store to train on (see `diffworld collect`); else --world is collected."
+    ),
+    world: Optional[str] = typer.Option(
+        None, help="Built-in world to collect and learn when no --data is given (default pong)."
+    ),
+    episodes: Optional[int] = typer.Option(
+        None, help="Training episodes to collect (seeds 0..N-1), without --data (default 200)."
+    ),
     preset: str = typer.Option("small", help="Model size: tiny, small or base."),
-    dit: Optional[str] = typer.Option(None, help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'; "target": "change" diffuses each frame\'s change from the one before.'),
+    dit: Optional[str] = typer.Option(
+        None,
+        help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'; "target": "change" diffuses each frame\'s change from the one before.',
+    ),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Windows per step, over all processes."),
     lr: float = typer.Option(1e-3),
@@ -152,9 +174,13 @@ def train_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
     compile_step: bool = typer.Option(
-        False, "--compile", help="torch.compile the training step: a minute or so of compiling, then faster steps (needs a C++ compiler on CPU)."
+        False,
+        "--compile",
+        help="torch.compile the training step: a minute or so of compiling, then faster steps (needs a C++ compiler on CPU).",
     ),
-    loss: Optional[str] = typer.Option(None, help='JSON overrides of the world\'s recommended loss config, e.g. \'{"event_weight": 0}\'.'),
+    loss: Optional[str] = typer.Option(
+        None, help="JSON overrides of the world's recommended loss config, e.g. '{\"event_weight\": 0}'."
+    ),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Train a new model in place of the run OUT holds (its model is lost)."),
 ) -> None:
@@ -170,7 +196,9 @@ def train_cmd(
     if data is not None:  # the store names its world and holds its episodes: a --world or --episodes would go unused
         for name, value in (("--world", world), ("--episodes", episodes)):
             if value is not None:
-                raise ValueError(f"{name} is for training without --data (the world is collected); the store {data} names its own world and episodes")
+                raise ValueError(
+                    f"{name} is for training without --data (the world is collected); the store {data} names its own world and episodes"
+                )
         if not data.exists():
             raise FileNotFoundError(f"no episode store at {data}")
     world = world or "pong"
@@ -184,7 +212,16 @@ def train_cmd(
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)
     if data is None:
-        train_world(world, out, model_cfg, train_cfg, 200 if episodes is None else episodes, resume=resume, log=log, overwrite=overwrite)
+        train_world(
+            world,
+            out,
+            model_cfg,
+            train_cfg,
+            200 if episodes is None else episodes,
+            resume=resume,
+            log=log,
+            overwrite=overwrite,
+        )
     else:
         fit = "patch" not in dit_overrides
         train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite)
@@ -202,15 +239,20 @@ def _store_world(path: Path) -> str:
 def eval_cmd(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory, or the name of a shipped model (e.g. pong)."),
     out: Path = typer.Option(Path("eval"), help="Directory for metrics.json and the domain's pictures."),
-    cases: Optional[int] = typer.Option(None, help="Held-out forecast start points (default: the domain's; games 64, lorenz96/fields 32)."),
+    cases: Optional[int] = typer.Option(
+        None, help="Held-out forecast start points (default: the domain's; games 64, lorenz96/fields 32)."
+    ),
     members: Optional[int] = typer.Option(None, help="Ensemble members (default: the domain's)."),
-    horizon: Optional[int] = typer.Option(None, help="Leads 1..horizon (default: the domain's; games 16, lorenz96/fields 48)."),
+    horizon: Optional[int] = typer.Option(
+        None, help="Leads 1..horizon (default: the domain's; games 16, lorenz96/fields 48)."
+    ),
     seed: int = typer.Option(0),
     seed_offset: Optional[int] = typer.Option(
         None, help=f"Games: offset of the held-out episode seeds ({GAME_VALIDATION_OFFSET}: the validation set)."
     ),
     validation: bool = typer.Option(
-        False, help=f"lorenz96/fields: forecast from the validation start dates (seeds {VALIDATION_START_SEED_BASE}+), for choosing settings; the held-out dates only score the choice."
+        False,
+        help=f"lorenz96/fields: forecast from the validation start dates (seeds {VALIDATION_START_SEED_BASE}+), for choosing settings; the held-out dates only score the choice.",
     ),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
     method: Optional[str] = typer.Option(None, help="euler, heun or marginal (default: the model's)."),
@@ -220,10 +262,15 @@ def eval_cmd(
     guidance: Optional[float] = typer.Option(None, help="Action guidance weight (default: the model's)."),
     adaptive_steps: Optional[int] = typer.Option(None, help=ADAPTIVE_HELP),
     guide: Optional[str] = typer.Option(
-        None, help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) that autoguides every forecast."
+        None,
+        help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) that autoguides every forecast.",
     ),
-    guide_weight: Optional[float] = typer.Option(None, help="Autoguidance weight with --guide (default 2; 1: the model alone)."),
-    series: Optional[str] = typer.Option(None, help="market: the series whose test period is backtested (default sp500; a name or a CSV path)."),
+    guide_weight: Optional[float] = typer.Option(
+        None, help="Autoguidance weight with --guide (default 2; 1: the model alone)."
+    ),
+    series: Optional[str] = typer.Option(
+        None, help="market: the series whose test period is backtested (default sp500; a name or a CSV path)."
+    ),
     device: str = typer.Option("cpu"),
     policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
@@ -308,17 +355,28 @@ def rollout(
 @friendly
 def demo(
     out: Path = typer.Option(Path("demo"), help="Output directory."),
-    world: str = typer.Option("pong", help="The world whose domain's demo runs: pong (or another game), cascade, lorenz96, fields or market."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the demo's, sized for ~10 minutes on 2 cores)."),
+    world: str = typer.Option(
+        "pong", help="The world whose domain's demo runs: pong (or another game), cascade, lorenz96, fields or market."
+    ),
+    steps: Optional[int] = typer.Option(
+        None, help="Optimizer steps (default: the demo's, sized for ~10 minutes on 2 cores)."
+    ),
     preset: Optional[str] = typer.Option(None),
     episodes: Optional[int] = typer.Option(None),
     cases: Optional[int] = typer.Option(None, help="Held-out evaluation cases."),
     members: Optional[int] = typer.Option(None, help="Ensemble members in the evaluation."),
     batch_size: Optional[int] = typer.Option(None, help="Windows per optimizer step (default: the demo's)."),
-    validate_every: Optional[int] = typer.Option(None, help="--world lorenz96/fields: early stopping on the climate of free runs every N steps (0: off)."),
-    hub_members: Optional[int] = typer.Option(None, help="--world cascade: dreams per seed node for the hub ranking (default 64)."),
+    validate_every: Optional[int] = typer.Option(
+        None, help="--world lorenz96/fields: early stopping on the climate of free runs every N steps (0: off)."
+    ),
+    hub_members: Optional[int] = typer.Option(
+        None, help="--world cascade: dreams per seed node for the hub ranking (default 64)."
+    ),
     device: str = typer.Option("cpu"),
-    series: Optional[str] = typer.Option(None, help="--world market: an arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv."),
+    series: Optional[str] = typer.Option(
+        None,
+        help="--world market: an arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv.",
+    ),
 ) -> None:
     """Collect, train, evaluate and animate a world model: everything in one command."""
     from diffworld.domains import DemoOptions, check_options, domain_of, domains
@@ -338,8 +396,13 @@ def demo(
 @friendly
 def scenarios(
     checkpoint: Path = typer.Argument(..., help="A market model's checkpoint directory."),
-    series: str = typer.Option("sp500", help="An arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv."),
-    date: Optional[str] = typer.Option(None, help="Scenarios for the days after this day, YYYY-MM-DD (default: the last day of the series)."),
+    series: str = typer.Option(
+        "sp500",
+        help="An arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv.",
+    ),
+    date: Optional[str] = typer.Option(
+        None, help="Scenarios for the days after this day, YYYY-MM-DD (default: the last day of the series)."
+    ),
     horizon: int = typer.Option(10, help="Days ahead."),
     n: int = typer.Option(1000, help="Scenario paths."),
     seed: int = typer.Option(0),
@@ -413,13 +476,17 @@ def heads(
     from diffworld.domains.games.agents import train_checkpoint_heads
 
     config = HeadsConfig(steps=steps, batch_size=batch_size, seed=seed)
-    train_checkpoint_heads(checkpoint, out, config, episodes, held_out, device, log=typer.echo, policy=policy, world=world)
+    train_checkpoint_heads(
+        checkpoint, out, config, episodes, held_out, device, log=typer.echo, policy=policy, world=world
+    )
 
 
 @app.command()
 @friendly
 def agent(
-    checkpoint: str = typer.Argument(..., help="Checkpoint directory with heads/ (see `diffworld heads`), or a shipped model (pong)."),
+    checkpoint: str = typer.Argument(
+        ..., help="Checkpoint directory with heads/ (see `diffworld heads`), or a shipped model (pong)."
+    ),
     out: Path = typer.Option(..., help="Directory for metrics.json and the two agents."),
     steps: int = typer.Option(100_000, help="Environment steps of each agent's training."),
     envs: int = typer.Option(16, help="Dreams (and real games) stepped together."),
@@ -435,7 +502,9 @@ def agent(
     from diffworld.agents.ppo import PPOConfig
     from diffworld.domains.games.agents import AgentConfig, dream_agent
 
-    config = AgentConfig(ppo=PPOConfig(steps=steps, seed=seed), num_envs=envs, dream_steps=dream_steps, eval_episodes=episodes)
+    config = AgentConfig(
+        ppo=PPOConfig(steps=steps, seed=seed), num_envs=envs, dream_steps=dream_steps, eval_episodes=episodes
+    )
     dream_agent(checkpoint, out, config, heads_dir, device, log=typer.echo, policy=policy, world=world)
     typer.echo(f"wrote {out / 'metrics.json'}")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from diffworld.data.collect import BUILTIN_POLICIES, CollectConfig, resolve_policy
 from diffworld.data.episodes import Episode
@@ -18,7 +19,6 @@ from diffworld.data.store import EpisodeStore
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import ModelConfig, WorldModel, check_model, read_config, resolve_pretrained
-from diffworld.rollout import rollout
 from diffworld.spec import WorldSpec
 from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
 from diffworld.worlds import (
@@ -31,7 +31,6 @@ from diffworld.worlds import (
     make_world,
     training_defaults,
 )
-
 
 #: Copies of a model's weights training holds: weights, EMA, gradients and Adam's two moments.
 TRAINING_COPIES = 5
@@ -88,7 +87,11 @@ def train_world(
 
 def model_summary(model: WorldModel) -> str:
     """One log line: the network's size and settings, and what it diffuses when not the frame."""
-    target = f"; diffuses the change (std {model.config.change_std:.4f} in model units)" if model.config.target == "change" else ""
+    target = (
+        f"; diffuses the change (std {model.config.change_std:.4f} in model units)"
+        if model.config.target == "change"
+        else ""
+    )
     return f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model.config.dit}{target}"
 
 
@@ -136,7 +139,9 @@ def train_store(
     return result
 
 
-def fit_patch(spec: WorldSpec, config: ModelConfig, log: Callable[[str], None] = print, min_tokens: int = 16) -> ModelConfig:
+def fit_patch(
+    spec: WorldSpec, config: ModelConfig, log: Callable[[str], None] = print, min_tokens: int = 16
+) -> ModelConfig:
     """The config with a patch size that tiles `spec`'s grid frames into at least `min_tokens` tokens.
 
     A preset's patch (8) suits 32×32 or 64×64 frames; a 10×10 MinAtar grid needs 2. Keeps the
@@ -201,7 +206,9 @@ def recommended_loss(world: str, **overrides: Any) -> LossConfig:
     settings = {**training_defaults(world), **overrides}
     unknown = set(settings) - set(LossConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown loss setting(s) {sorted(unknown)}; expected some of {sorted(LossConfig.__dataclass_fields__)}")
+        raise ValueError(
+            f"unknown loss setting(s) {sorted(unknown)}; expected some of {sorted(LossConfig.__dataclass_fields__)}"
+        )
     return LossConfig(**settings)
 
 

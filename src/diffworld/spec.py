@@ -116,7 +116,11 @@ class WorldSpec:
             check_number("value_range high", hi, above=lo)
         if self.layout == "graph":
             n = self.frame_shape[0]
-            bad = [e for e in self.edges if len(e) != 2 or not all(isinstance(i, int | np.integer) and 0 <= i < n for i in e)]
+            bad = [
+                e
+                for e in self.edges
+                if len(e) != 2 or not all(isinstance(i, int | np.integer) and 0 <= i < n for i in e)
+            ]
             if bad:
                 raise ValueError(f"edges: expected pairs of node indices in [0, {n}), found {list(bad[0])}")
 
@@ -144,7 +148,9 @@ class WorldSpec:
             bad, expected = (a != lo) & (a != hi), f"values {lo:g} or {hi:g}"
         if bad.any():
             first = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
-            raise ValueError(f"{where}: expected {expected} for the {self.value_kind} world {self.name!r}, found {a[first]} at frame {first[0]}")
+            raise ValueError(
+                f"{where}: expected {expected} for the {self.value_kind} world {self.name!r}, found {a[first]} at frame {first[0]}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -156,10 +162,19 @@ class WorldSpec:
         if not isinstance(d, dict):
             raise ValueError(f"a world spec: expected a JSON object, found {d!r}")
         d = dict(d)
-        for key, kind in (("frame_shape", list), ("action", dict), ("variables", list), ("value_range", list), ("edges", list), ("name", str)):
+        for key, kind in (
+            ("frame_shape", list),
+            ("action", dict),
+            ("variables", list),
+            ("value_range", list),
+            ("edges", list),
+            ("name", str),
+        ):
             value = d.get(key)
             if value is not None and not isinstance(value, kind | tuple if kind is list else kind):
-                raise ValueError(f"spec {key}: expected {'a list' if kind is list else 'a JSON object' if kind is dict else 'a string'}, found {value!r}")
+                raise ValueError(
+                    f"spec {key}: expected {'a list' if kind is list else 'a JSON object' if kind is dict else 'a string'}, found {value!r}"
+                )
         d["action"] = ActionSpace(**{**d.get("action", {}), "names": tuple(d.get("action", {}).get("names", ()))})
         d["frame_shape"] = tuple(d["frame_shape"])
         d["variables"] = tuple(d.get("variables", ()))

@@ -39,7 +39,6 @@ from diffworld.model.world_model import ModelConfig, WorldModel, check_compiler,
 from diffworld.spec import WorldSpec
 from diffworld.worlds import sampler_defaults
 
-
 #: What a model trains on: episodes in memory, or an episode store on disk.
 TrainingData = list[Episode] | EpisodeStore
 
@@ -168,7 +167,9 @@ def change_std(data: TrainingData, spec: WorldSpec, std: np.ndarray, sigma_data:
         delta = np.diff(np.asarray(episode.frames, dtype=np.float64), axis=0) * scale
         total, count = total + float(np.square(delta).sum()), count + delta.size
     if count == 0 or not total > 0:
-        raise ValueError(f"a model that diffuses the change needs episodes of >= 2 frames that change; found {count} changes, all zero")
+        raise ValueError(
+            f"a model that diffuses the change needs episodes of >= 2 frames that change; found {count} changes, all zero"
+        )
     return math.sqrt(total / count)
 
 
@@ -238,7 +239,10 @@ def train(
     ranks, dev = distributed.setup(cfg.device)
     if cfg.precision == "bf16" and not native_bf16(dev):
         cap = torch.backends.cpu.get_cpu_capability()
-        warnings.warn(f"this CPU ({cap}) has no native bf16 matmul: bf16 training runs several times slower than fp32 here", stacklevel=2)
+        warnings.warn(
+            f"this CPU ({cap}) has no native bf16 matmul: bf16 training runs several times slower than fp32 here",
+            stacklevel=2,
+        )
     if cfg.batch_size % ranks.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {ranks.world_size} processes")
     model.to(dev).train()
@@ -285,7 +289,9 @@ def train(
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 # Every rank draws the loss's noise for the global batch and keeps its part, as it does the windows.
                 batch_shape = (cfg.batch_size, *x.shape[1:])
-                noise = draw_loss_noise(cfg.loss, batch_shape, acts is not None, gen_for(gen, dev), dev).part(ranks.part)
+                noise = draw_loss_noise(cfg.loss, batch_shape, acts is not None, gen_for(gen, dev), dev).part(
+                    ranks.part
+                )
                 loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -344,7 +350,9 @@ def train(
         ema.load_state_dict(best[2])
         if ranks.is_main:
             ema.save_pretrained(out / "best", extra={**meta, "best": chosen})
-    return TrainResult(model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss, best=chosen)
+    return TrainResult(
+        model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss, best=chosen
+    )
 
 
 def holds_run(out: str | Path) -> bool:
@@ -408,7 +416,9 @@ def check_same_model(ckpt: Path, model: WorldModel) -> None:
     want = json.loads(json.dumps(model.config_dict()))
     for key in ("spec", "model"):
         if held.get(key) != want[key]:
-            raise ValueError(f"{ckpt} holds a run with {key} {held.get(key)}; resuming it needs the same, got {want[key]}")
+            raise ValueError(
+                f"{ckpt} holds a run with {key} {held.get(key)}; resuming it needs the same, got {want[key]}"
+            )
 
 
 def flat_arrays(data: TrainingData, action_kind: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -474,7 +484,9 @@ def recover_checkpoint(ckpt: Path) -> None:
             old.rename(ckpt)
 
 
-def load_train_state(ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer, gen: torch.Generator) -> int:
+def load_train_state(
+    ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.optim.Optimizer, gen: torch.Generator
+) -> int:
     """Restore a run saved by `save_checkpoint`; returns the step it had reached."""
     info = read_train_state(ckpt)
     path = ckpt / "train_state.safetensors"
@@ -497,7 +509,14 @@ def load_train_state(ckpt: Path, model: WorldModel, ema: WorldModel, opt: torch.
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),

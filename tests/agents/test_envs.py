@@ -81,11 +81,16 @@ def test_bad_input_is_named(parts):
 
 
 def test_starting_windows_carry_the_episode_tally(parts):
-    from diffworld.data.episodes import Episode
     from diffworld.agents.envs import starting_windows
+    from diffworld.data.episodes import Episode
 
     rewards = np.array([0, 0, -1, 0, 1, 0, -1, 0], dtype=np.float32)
-    ep = Episode(np.arange(8, dtype=np.float32)[:, None, None, None] * np.ones((8, 1, 32, 32), np.float32), np.arange(8) % 3, rewards, np.arange(8) == 7)
+    ep = Episode(
+        np.arange(8, dtype=np.float32)[:, None, None, None] * np.ones((8, 1, 32, 32), np.float32),
+        np.arange(8) % 3,
+        rewards,
+        np.arange(8) == 7,
+    )
     frames, actions, tally = starting_windows([ep], 3, stride=2)
     assert frames[:, -1, 0, 0, 0].tolist() == [2, 4, 6]  # windows end at frames 2, 4, 6; frame 7 is the episode's last
     assert tally.tolist() == [[0, 1, 2], [1, 1, 4], [1, 2, 6]]

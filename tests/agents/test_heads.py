@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffworld.data.episodes import Episode
 from diffworld.agents.heads import Heads, HeadsConfig, Transitions, score_heads, train_heads
+from diffworld.data.episodes import Episode
 from diffworld.spec import ActionSpace, WorldSpec
 from diffworld.worlds import collect_episodes, default_policy, make_world
 
@@ -47,7 +47,12 @@ def test_heads_keep_the_data_base_rates_despite_oversampling_events():
     def episodes(n, seed):
         r = np.random.default_rng(seed)
         return [
-            Episode(r.random((100, 1, 8, 8), dtype=np.float32), r.integers(0, 2, 100), (r.random(100) < 0.05).astype(np.float32), np.zeros(100, bool))
+            Episode(
+                r.random((100, 1, 8, 8), dtype=np.float32),
+                r.integers(0, 2, 100),
+                (r.random(100) < 0.05).astype(np.float32),
+                np.zeros(100, bool),
+            )
             for _ in range(n)
         ]
 

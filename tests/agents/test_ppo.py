@@ -3,8 +3,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from diffworld.agents.ppo import PPOConfig, play_episodes, train_ppo
 from diffworld.agents.envs import WorldVectorEnv
+from diffworld.agents.ppo import PPOConfig, play_episodes, train_ppo
 from diffworld.worlds import make_world, run_episode
 
 

@@ -26,7 +26,9 @@ def test_shapes_become_frames(tmp_path, shape, layout, frame, kind):
 
 def test_several_trajectories_of_different_lengths(tmp_path):
     rng = np.random.default_rng(1)
-    store = import_arrays(tmp_path / "s.zarr", [rng.standard_normal((30, 3)), rng.standard_normal((12, 3))], variables=("a", "b", "c"))
+    store = import_arrays(
+        tmp_path / "s.zarr", [rng.standard_normal((30, 3)), rng.standard_normal((12, 3))], variables=("a", "b", "c")
+    )
     assert len(store) == 2 and store.num_frames == 42 and store.spec.variables == ("a", "b", "c")
 
 

@@ -189,13 +189,19 @@ def test_from_arrays_rejects_bad_input_before_creating_anything(tmp_path: Path, 
 @pytest.mark.parametrize(
     "kind, value, match",
     [
-        ("bounded", 1.5, r"episode\[1\]\.frames: expected values in \[0, 1\] for the bounded world 'b', found 1.5 at frame 2"),
+        (
+            "bounded",
+            1.5,
+            r"episode\[1\]\.frames: expected values in \[0, 1\] for the bounded world 'b', found 1.5 at frame 2",
+        ),
         ("bounded", -0.25, r"expected values in \[0, 1\] for the bounded world 'b', found -0.25"),
         ("binary", 0.5, r"episode\[1\]\.frames: expected values 0 or 1 for the binary world 'b', found 0.5 at frame 2"),
         ("categorical", 2.0, r"expected values 0 or 1 for the categorical world 'b', found 2.0"),
     ],
 )
-def test_from_arrays_refuses_values_outside_the_worlds_range(tmp_path: Path, kind: str, value: float, match: str) -> None:
+def test_from_arrays_refuses_values_outside_the_worlds_range(
+    tmp_path: Path, kind: str, value: float, match: str
+) -> None:
     spec = WorldSpec("b", "grid", (2, 4, 4), kind, ActionSpace("discrete", 3), value_range=(0.0, 1.0))
     frames = [np.zeros((5, 2, 4, 4), np.float32) for _ in range(2)]
     frames[1][2, 1, 3, 0] = value
@@ -311,8 +317,19 @@ def _shorten(path: Path, name: str) -> None:
         (lambda p: (p / "frames" / "c" / "0" / "0" / "0" / "0").write_bytes(b"junk"), r"/frames: expected readable"),
         (_plain_group, r"expected attribute diffworld_store = 1 .*found 'no such attribute'"),
     ],
-    ids=["nan-frame", "inf-reward", "action-range", "ends-total", "ends-order", "short-array", "missing-array",
-         "corrupt-group-json", "corrupt-array-json", "corrupt-chunk", "not-a-store"],
+    ids=[
+        "nan-frame",
+        "inf-reward",
+        "action-range",
+        "ends-total",
+        "ends-order",
+        "short-array",
+        "missing-array",
+        "corrupt-group-json",
+        "corrupt-array-json",
+        "corrupt-chunk",
+        "not-a-store",
+    ],
 )
 def test_open_rejects_a_corrupt_store_in_one_line(grid_store: Path, corrupt, match: str) -> None:
     EpisodeStore.open(grid_store)  # fine before

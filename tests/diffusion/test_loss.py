@@ -62,7 +62,6 @@ def test_window_loss_is_finite_and_seeded_in_both_modes():
         assert torch.isfinite(a) and a.item() == b.item()
 
 
-
 def teleporting_dot(steps: int = 200) -> torch.Tensor:
     """A dot walks right one pixel a step and, every 10 steps, reappears at column 3."""
     frames = torch.zeros(steps, 1, 16, 16)
@@ -88,7 +87,14 @@ def test_unforeseen_frequency_marks_where_objects_appear():
 def test_surprise_and_event_weights():
     frames = teleporting_dot(40)[None]  # [1, 40, 1, 16, 16]
     freq = unforeseen_frequency([frames[0]], radius=1)
-    cfg = LossConfig(motion_weight=5.0, motion_radius=1, surprise_weight=7.0, surprise_threshold=0.01, event_weight=3.0, event_max_frequency=0.5)
+    cfg = LossConfig(
+        motion_weight=5.0,
+        motion_radius=1,
+        surprise_weight=7.0,
+        surprise_threshold=0.01,
+        event_weight=3.0,
+        event_max_frequency=0.5,
+    )
     pixel, frame = loss_weights(frames, cfg, freq)
     assert pixel[0, 25, 0, 8, 3] == 8  # surprise weight on the landing spot, in every frame
     assert pixel[0, 25, 0, 8, 8] == 6 and pixel[0, 25, 0, 0, 0] == 1  # motion weight near the dot only
@@ -118,7 +124,13 @@ class Recorder(torch.nn.Module):
 def test_self_context_feeds_the_models_own_predictions_as_context():
     frames = torch.randn(3, 5, 1, 4, 4)
     rec = Recorder(7.0)
-    window_loss(rec, frames, None, LossConfig(self_context=1.0, min_context=2, motion_weight=0.0, surprise_weight=0.0), torch.Generator().manual_seed(0))
+    window_loss(
+        rec,
+        frames,
+        None,
+        LossConfig(self_context=1.0, min_context=2, motion_weight=0.0, surprise_weight=0.0),
+        torch.Generator().manual_seed(0),
+    )
     (first, first_sigma, first_times), (second, sigma, times) = rec.calls
     t, k = 5, 2
     # The first pass starts every target (frames 2..4) from noise at self_context_sigma, after the true context.
@@ -126,7 +138,9 @@ def test_self_context_feeds_the_models_own_predictions_as_context():
     ctx_noise = (first[:, :t] - frames) / first_sigma[:, :t, None, None, None]
     # The second pass sees the true first k frames, then the predictions (7.0), and the true targets.
     noised = torch.cat([frames[:, :k], torch.full_like(frames[:, k:], 7.0), frames[:, k:]], dim=1)
-    expected = noised + sigma[:, :, None, None, None] * torch.cat([ctx_noise, (second[:, t:] - frames[:, k:]) / sigma[:, t:, None, None, None]], dim=1)
+    expected = noised + sigma[:, :, None, None, None] * torch.cat(
+        [ctx_noise, (second[:, t:] - frames[:, k:]) / sigma[:, t:, None, None, None]], dim=1
+    )
     assert torch.allclose(second, expected, atol=1e-5)
     assert torch.allclose(second[:, k:t], 7.0 + sigma[:, k:t, None, None, None] * ctx_noise[:, k:], atol=1e-5)
 
@@ -195,7 +209,15 @@ def test_self_context_draws_its_context_with_the_sampler():
     7 is landed on exactly, whatever the noise."""
     frames = torch.randn(3, 5, 1, 4, 4)
     rec = Recorder(7.0)
-    cfg = LossConfig(self_context=1.0, self_context_steps=4, self_context_churn=2.0, self_context_sigma=3.0, min_context=2, motion_weight=0.0, surprise_weight=0.0)
+    cfg = LossConfig(
+        self_context=1.0,
+        self_context_steps=4,
+        self_context_churn=2.0,
+        self_context_sigma=3.0,
+        min_context=2,
+        motion_weight=0.0,
+        surprise_weight=0.0,
+    )
     window_loss(rec, frames, None, cfg, torch.Generator().manual_seed(0))
     assert len(rec.calls) == 5  # four sampler steps, then the training pass
     gamma = min(2.0 / 4, 2**0.5 - 1)
@@ -239,9 +261,14 @@ def test_a_change_model_fed_its_own_frames_changes_them_as_a_rollout_would():
 
 @pytest.mark.parametrize(
     "bad, match",
-    [({"p_mean": "a"}, "p_mean must be a finite number, got 'a'"), ({"p_std": float("nan")}, "p_std must be a finite number"),
-     ({"motion_weight": True}, "motion_weight must be a finite number"), ({"p_std": 0.0}, "p_std > 0"),
-     ({"ctx_sigma_max": 0.001}, "sigma_min < ctx_sigma_max"), ({"context": "diffusion"}, "'teacher' or 'forcing'")],
+    [
+        ({"p_mean": "a"}, "p_mean must be a finite number, got 'a'"),
+        ({"p_std": float("nan")}, "p_std must be a finite number"),
+        ({"motion_weight": True}, "motion_weight must be a finite number"),
+        ({"p_std": 0.0}, "p_std > 0"),
+        ({"ctx_sigma_max": 0.001}, "sigma_min < ctx_sigma_max"),
+        ({"context": "diffusion"}, "'teacher' or 'forcing'"),
+    ],
 )
 def test_loss_settings_of_the_wrong_kind_fail_when_made_not_mid_training(bad, match):
     with pytest.raises(ValueError, match=re.escape(match)):
@@ -273,4 +300,11 @@ def test_random_shift_trains_on_shifted_windows():
 
 def test_random_shift_refuses_a_fixed_surprise_map():
     with pytest.raises(ValueError, match="surprise map"):
-        window_loss(Recorder(0.0), torch.zeros(1, 4, 1, 8, 8), None, LossConfig(random_shift=True), torch.Generator(), torch.zeros(8, 8))
+        window_loss(
+            Recorder(0.0),
+            torch.zeros(1, 4, 1, 8, 8),
+            None,
+            LossConfig(random_shift=True),
+            torch.Generator(),
+            torch.zeros(8, 8),
+        )

@@ -27,7 +27,13 @@ def exact_solution(x_max: torch.Tensor, sigma_max: float, sd: float) -> torch.Te
 @pytest.mark.parametrize("method,steps,tol", [("euler", 256, 0.01), ("heun", 32, 0.01)])
 def test_sampler_solves_the_gaussian_ode(method, steps, tol):
     sd, sigma_max = 0.5, 80.0
-    x = sample(gaussian_denoiser(sd), (20000,), karras_sigmas(steps, 0.002, sigma_max), torch.Generator().manual_seed(0), method)
+    x = sample(
+        gaussian_denoiser(sd),
+        (20000,),
+        karras_sigmas(steps, 0.002, sigma_max),
+        torch.Generator().manual_seed(0),
+        method,
+    )
     x_max = torch.randn(20000, generator=torch.Generator().manual_seed(0)) * sigma_max
     assert (x - exact_solution(x_max, sigma_max, sd)).abs().mean() < tol
     assert abs(x.std().item() - sd) < 0.02
@@ -90,7 +96,9 @@ def test_given_draws_replace_the_generators_in_order():
         sample(den, (7,), sigmas, draws=iter([torch.zeros(8)]))
 
 
-@pytest.mark.parametrize("bad", [dict(steps=0), dict(method="ddim"), dict(sigma_min=0.0), dict(sigma_ctx=0.0), dict(churn=-1.0)])
+@pytest.mark.parametrize(
+    "bad", [dict(steps=0), dict(method="ddim"), dict(sigma_min=0.0), dict(sigma_ctx=0.0), dict(churn=-1.0)]
+)
 def test_bad_sampler_settings(bad):
     with pytest.raises(ValueError):
         SamplerConfig(**bad)
@@ -105,7 +113,7 @@ def test_every_numeric_sampler_setting_must_be_finite(name, value):
 
 @pytest.mark.parametrize("bad", [dict(rho=0.0), dict(guidance=-1.0), dict(sigma_max=0.001)])
 def test_sampler_settings_out_of_range(bad):
-    (name, value), = bad.items()
+    ((name, value),) = bad.items()
     with pytest.raises(ValueError, match=rf"sampler {name}: expected .*found {value}$"):
         SamplerConfig(**bad)
 

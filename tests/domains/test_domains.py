@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import diffworld
 from diffworld.cli import app
-from diffworld.domains import DOMAIN_MODULES, Domain, DemoOptions, EvalOptions, domain_of, domains
+from diffworld.domains import DOMAIN_MODULES, DemoOptions, Domain, EvalOptions, domain_of, domains
 from diffworld.domains.base import OPTIONAL_DEMO, OPTIONAL_EVAL
 from diffworld.worlds import ADAPTERS, list_worlds, make_world
 from diffworld.worlds.market import market_spec
@@ -27,7 +27,9 @@ def test_every_domain_offers_the_interface_and_reads_only_known_options():
         assert domain.eval_options <= set(OPTIONAL_EVAL) and domain.demo_options <= set(OPTIONAL_DEMO), domain.name
         for world in domain.demo_worlds:
             assert domain_of(world) is domain
-            assert domain.outputs(world, demo=True)[0] == "metrics.json" and "checkpoint/" in domain.outputs(world, demo=True)
+            assert domain.outputs(world, demo=True)[0] == "metrics.json" and "checkpoint/" in domain.outputs(
+                world, demo=True
+            )
             assert domain.outputs(world, demo=False)[0] == "metrics.json"
 
 
@@ -42,14 +44,20 @@ def test_every_listed_world_maps_to_exactly_one_domain():
     for domain in domains():  # a spec given is the world's own
         for name, spec in domain.worlds():
             assert spec is None or spec.name == name
-    with pytest.raises(ValueError, match=r"no domain serves world 'nope'; expected one of \(games: pong, .*markets: market\)"):
+    with pytest.raises(
+        ValueError, match=r"no domain serves world 'nope'; expected one of \(games: pong, .*markets: market\)"
+    ):
         domain_of("nope")
 
 
 def test_the_worlds_command_lists_every_world_with_its_domain():
     result = CliRunner().invoke(app, ["worlds"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines() if line.count("│") > 2}
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in result.output.splitlines()
+        if line.count("│") > 2
+    }
     expected = {name: d.name for d in domains() for name, _ in d.worlds()}
     assert rows == expected and rows["market"] == "markets" and rows["cascade"] == "epidemics"
 
@@ -100,7 +108,20 @@ def test_eval_dispatches_a_cascade_checkpoint_to_the_epidemic_protocol(cascade_c
 
     monkeypatch.setattr(evaluation, "evaluate_cascade_checkpoint", spy)
     out = tmp_path / "eval"
-    args = ["eval", str(cascade_checkpoint), "--out", str(out), "--cases", "2", "--members", "2", "--horizon", "3", "--steps", "2"]
+    args = [
+        "eval",
+        str(cascade_checkpoint),
+        "--out",
+        str(out),
+        "--cases",
+        "2",
+        "--members",
+        "2",
+        "--horizon",
+        "3",
+        "--steps",
+        "2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (seen["cases"], seen["members"], seen["horizon"], seen["hub_members"], seen["seed"]) == (2, 2, 3, 2, 0)
@@ -113,7 +134,9 @@ def test_eval_dispatches_a_cascade_checkpoint_to_the_epidemic_protocol(cascade_c
     assert "node Brier: model" in result.output and "hub Kendall tau" in result.output
     assert f"wrote {out}/metrics.json, spread.gif, curves.png and hubs.png in" in result.output
     # An option of another domain is refused, naming the domain that reads it.
-    refused = CliRunner().invoke(app, ["eval", str(cascade_checkpoint), "--out", str(tmp_path / "e2"), "--series", "sp500"])
+    refused = CliRunner().invoke(
+        app, ["eval", str(cascade_checkpoint), "--out", str(tmp_path / "e2"), "--series", "sp500"]
+    )
     assert refused.exit_code == 2 and "error: --series is for market; got a cascade model" in refused.output
 
 
@@ -132,7 +155,20 @@ def test_eval_dispatches_a_market_checkpoint_to_the_backtest(market_checkpoint, 
 
     monkeypatch.setattr(evaluation, "evaluate_market_checkpoint", spy)
     out = tmp_path / "eval"
-    args = ["eval", str(market_checkpoint), "--out", str(out), "--members", "4", "--horizon", "3", "--series", "sp500", "--steps", "2"]
+    args = [
+        "eval",
+        str(market_checkpoint),
+        "--out",
+        str(out),
+        "--members",
+        "4",
+        "--horizon",
+        "3",
+        "--series",
+        "sp500",
+        "--steps",
+        "2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (seen["members"], seen["horizon"], seen["series"], seen["sampler"].steps) == (4, 3, "sp500", 2)
@@ -143,16 +179,26 @@ def test_eval_dispatches_a_market_checkpoint_to_the_backtest(market_checkpoint, 
         assert (out / name).is_file(), name
     assert "model CRPS / GJR-GARCH-t" in result.output
     assert f"wrote {out}/metrics.json, backtest.md, fan_chart.png and var_backtest.png in" in result.output
-    for option, reader in (("--cases 3", "game worlds or cascade or lorenz96 and fields"), ("--validation", "lorenz96 and fields")):
-        refused = CliRunner().invoke(app, ["eval", str(market_checkpoint), "--out", str(tmp_path / "e2"), *option.split()])
-        assert refused.exit_code == 2 and f"error: {option.split()[0]} is for {reader}; got a market model" in refused.output
+    for option, reader in (
+        ("--cases 3", "game worlds or cascade or lorenz96 and fields"),
+        ("--validation", "lorenz96 and fields"),
+    ):
+        refused = CliRunner().invoke(
+            app, ["eval", str(market_checkpoint), "--out", str(tmp_path / "e2"), *option.split()]
+        )
+        assert (
+            refused.exit_code == 2
+            and f"error: {option.split()[0]} is for {reader}; got a market model" in refused.output
+        )
 
 
 def test_demo_reaches_every_domain_through_its_interface(tmp_path, monkeypatch):
     """`diffworld demo --world W` calls W's domain with the options given, and prints what it returned."""
     calls = []
     for domain in domains():
-        monkeypatch.setattr(type(domain), "demo", lambda self, world, out, options: calls.append((self.name, world, options)) or {})
+        monkeypatch.setattr(
+            type(domain), "demo", lambda self, world, out, options: calls.append((self.name, world, options)) or {}
+        )
         monkeypatch.setattr(type(domain), "print_summary", lambda self, metrics: None)
     for world in ("pong", "cascade", "lorenz96", "fields", "market"):
         result = CliRunner().invoke(app, ["demo", "--world", world, "--out", str(tmp_path / world), "--steps", "3"])
@@ -168,5 +214,8 @@ def test_demo_reaches_every_domain_through_its_interface(tmp_path, monkeypatch):
 
 def test_options_given_count_zero_and_ignore_what_was_not_given():
     assert EvalOptions().given() == {} and EvalOptions(validation=False, cases=0).given() == {"cases": 0}
-    assert EvalOptions(members=4, series="sp500").sizes("cases", "members", "series") == {"members": 4, "series": "sp500"}
+    assert EvalOptions(members=4, series="sp500").sizes("cases", "members", "series") == {
+        "members": 4,
+        "series": "sp500",
+    }
     assert DemoOptions(steps=0, series="sp500").given() == {"steps": 0, "series": "sp500"}

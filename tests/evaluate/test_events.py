@@ -104,5 +104,3 @@ def test_a_dream_that_never_spawns_scores_no_births():
     assert np.flatnonzero(r["rate"]).tolist() == (serves - 1).tolist()  # horizon h is frame h
     rows = np.bincount(world.decode(ep.frames[serves])[0][:, 1].astype(int), minlength=32) / len(serves)
     assert np.allclose(r["rows"]["pixels"], rows) and r["cols"]["pixels"][SERVE_X] == 1.0
-
-

@@ -43,10 +43,19 @@ def test_a_model_trains_on_imported_series_and_rolls_out(tmp_path):
     data = np.stack([np.sin(t), np.cos(t), 0.5 * np.sin(2 * t)], axis=1)  # [T, 3]
     import_arrays(tmp_path / "s.zarr", [data[:200], data[200:]], name="waves", variables=("a", "b", "c"))
     cfg = ModelConfig.preset("tiny", frames=4)
-    result = train_store(tmp_path / "s.zarr", tmp_path / "run", cfg, TrainConfig(steps=3, batch_size=4, warmup=1), progress=False, log=lambda s: None)
+    result = train_store(
+        tmp_path / "s.zarr",
+        tmp_path / "run",
+        cfg,
+        TrainConfig(steps=3, batch_size=4, warmup=1),
+        progress=False,
+        log=lambda s: None,
+    )
     model = result.model
     assert model.spec.layout == "series" and model.spec.variables == ("a", "b", "c")
-    dream = rollout(model, torch.as_tensor(data[None, :3, :, None]), horizon=5, n_samples=2, sampler=SamplerConfig(steps=2))
+    dream = rollout(
+        model, torch.as_tensor(data[None, :3, :, None]), horizon=5, n_samples=2, sampler=SamplerConfig(steps=2)
+    )
     assert dream.shape == (1, 2, 5, 3, 1) and torch.isfinite(dream).all()
     # the saved model comes back with its variable embedding
     loaded = WorldModel.from_pretrained(tmp_path / "run" / "checkpoint")

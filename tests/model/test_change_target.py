@@ -31,7 +31,9 @@ def field_episodes():
 
 
 def field_model(episodes, target, seed=0):
-    return build_model(make_world("fields", size=16).spec, episodes, ModelConfig.preset("tiny", patch=4, target=target), seed=seed)
+    return build_model(
+        make_world("fields", size=16).spec, episodes, ModelConfig.preset("tiny", patch=4, target=target), seed=seed
+    )
 
 
 class ZeroNet(torch.nn.Module):

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from diffworld.diffusion.loss import teacher_mask
+from diffworld.layouts import GridLayout
 from diffworld.model.dit import DiT, DiTConfig
 from diffworld.model.kernels import rope_angles
 from diffworld.model.kv_cache import KVCache
-from diffworld.layouts import GridLayout
 from tests.conftest import perturb
 
 
@@ -104,7 +104,14 @@ def test_a_committed_frame_is_written_as_a_write_pass_then_a_step_would(held):
     separate, fused = net.new_cache(), net.new_cache()
     for cache in (separate, fused):
         net(x[:, :held], c[:, :held], a[:, :held], t[:held], cache=cache, write_cache=True)
-    net(x[:, held : held + 1], c[:, held : held + 1], a[:, held : held + 1], t[held : held + 1], cache=separate, write_cache=True)
+    net(
+        x[:, held : held + 1],
+        c[:, held : held + 1],
+        a[:, held : held + 1],
+        t[held : held + 1],
+        cache=separate,
+        write_cache=True,
+    )
     want = net(x[:, held + 1 :], c[:, held + 1 :], a[:, held + 1 :], t[held + 1 :], cache=separate)
     got = net(x[:, held:], c[:, held:], a[:, held:], t[held:], cache=fused, commit=1)  # the new frame's output only
     assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
@@ -113,7 +120,9 @@ def test_a_committed_frame_is_written_as_a_write_pass_then_a_step_would(held):
     if held == 3:  # the new frame must not see the frame the commit pushed out of the window
         wide = KVCache(net.cfg.depth, 4)
         net(x[:, : held + 1], c[:, : held + 1], a[:, : held + 1], t[: held + 1], cache=wide, write_cache=True)
-        assert not torch.allclose(got, net(x[:, held + 1 :], c[:, held + 1 :], a[:, held + 1 :], t[held + 1 :], cache=wide), atol=1e-3)
+        assert not torch.allclose(
+            got, net(x[:, held + 1 :], c[:, held + 1 :], a[:, held + 1 :], t[held + 1 :], cache=wide), atol=1e-3
+        )
     with pytest.raises(ValueError, match="commit needs a cache"):
         net(x[:, held:], c[:, held:], a[:, held:], t[held:], commit=1)
 
@@ -142,7 +151,13 @@ def test_teacher_forward_equals_separate_rollout_steps(first):
     noisy = torch.randn_like(x)
     noisy[:, :first] = float("nan")  # frames before `first` are no targets: never read
     seq = torch.cat([x, noisy[:, first:]], 1)
-    out = net(seq, torch.cat([c, c[:, first:] + 1], 1), torch.cat([a, a[:, first:]], 1), torch.cat([t, t[first:]]), teacher_mask(4, first))
+    out = net(
+        seq,
+        torch.cat([c, c[:, first:] + 1], 1),
+        torch.cat([a, a[:, first:]], 1),
+        torch.cat([t, t[first:]]),
+        teacher_mask(4, first),
+    )
     assert torch.isfinite(out).all()
     out = torch.cat([out[:, :4], torch.zeros_like(out[:, :first]), out[:, 4:]], 1)
     for i in range(first, 4):

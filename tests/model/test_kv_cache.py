@@ -22,7 +22,9 @@ def test_ring_cache_keeps_the_newest_frames_and_attends_like_a_time_ordered_one(
     # A rollout step: the frame dreamed last (frames[7]) joins the cache and the new one (frames[8])
     # attends without the frame that just dropped out of the window (frames[3]).
     q = torch.randn(6, 2, 2, 8, generator=g)
-    got = cache.attend(0, q, torch.cat(frames[7:9], -2), torch.cat(frames[7:9], -2) * 2, cache.ring_pass(q.shape[-2], 1, q.device))
+    got = cache.attend(
+        0, q, torch.cat(frames[7:9], -2), torch.cat(frames[7:9], -2) * 2, cache.ring_pass(q.shape[-2], 1, q.device)
+    )
     fed = F.scaled_dot_product_attention(q[..., :1, :], torch.cat(frames[3:8], -2), torch.cat(frames[3:8], -2) * 2)
     new = F.scaled_dot_product_attention(q[..., 1:, :], torch.cat(frames[4:9], -2), torch.cat(frames[4:9], -2) * 2)
     assert torch.allclose(got, torch.cat([fed, new], -2), atol=1e-6)
@@ -81,4 +83,8 @@ def test_ring_cache_passes_of_any_mix_attend_like_an_explicit_window():
             held = (held + list(k.unbind(-2))[:keep])[-window:]
         k_held, v_held = cache.get(0)
         assert len(cache) == len(held)
-        assert k_held is None if not held else torch.equal(k_held, torch.stack(held, -2)) and torch.equal(v_held, k_held + 1)
+        assert (
+            k_held is None
+            if not held
+            else torch.equal(k_held, torch.stack(held, -2)) and torch.equal(v_held, k_held + 1)
+        )

@@ -13,7 +13,11 @@ SHAPES = [(4, 256, 96, 512), (3, 7, 5)]  # x's shape, then the output width
 def operands(shape, seed=0):
     g = torch.Generator().manual_seed(seed)
     *rows, d_in, d_out = shape
-    return torch.randn(*rows, d_in, generator=g), torch.randn(d_out, d_in, generator=g) / d_in**0.5, torch.randn(d_out, generator=g)
+    return (
+        torch.randn(*rows, d_in, generator=g),
+        torch.randn(d_out, d_in, generator=g) / d_in**0.5,
+        torch.randn(d_out, generator=g),
+    )
 
 
 def test_large_products_take_onednn_and_small_ones_do_not():

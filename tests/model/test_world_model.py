@@ -1,5 +1,4 @@
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -81,9 +80,18 @@ def _sigma_data(value):
     "damage, match",
     [
         (_nan_weight, r"model.safetensors: expected finite weights, found nan in .*\[3\]"),
-        (lambda m, p: m.std.view(-1)[1].fill_(0.0), r"model.safetensors: expected a normalisation std > 0 and finite .*found 0.0 in std\[1\]"),
-        (lambda m, p: m.std.view(-1)[0].fill_(float("inf")), r"model.safetensors: expected a normalisation std .*found inf in std\[0\]"),
-        (lambda m, p: m.mean.view(-1)[2].fill_(float("-inf")), r"model.safetensors: expected finite weights, found -inf in mean\[2\]"),
+        (
+            lambda m, p: m.std.view(-1)[1].fill_(0.0),
+            r"model.safetensors: expected a normalisation std > 0 and finite .*found 0.0 in std\[1\]",
+        ),
+        (
+            lambda m, p: m.std.view(-1)[0].fill_(float("inf")),
+            r"model.safetensors: expected a normalisation std .*found inf in std\[0\]",
+        ),
+        (
+            lambda m, p: m.mean.view(-1)[2].fill_(float("-inf")),
+            r"model.safetensors: expected finite weights, found -inf in mean\[2\]",
+        ),
         (_sigma_data(-1.0), r"config.json is invalid: sigma_data must be a finite number > 0, got -1.0"),
         (_sigma_data(0), r"config.json is invalid: sigma_data must be a finite number > 0, got 0"),
         (_sigma_data(float("nan")), r"config.json is invalid: sigma_data must be a finite number > 0, got nan"),
@@ -119,7 +127,11 @@ def _config_edit(path, value):
 @pytest.mark.parametrize(
     "path, value, match",
     [
-        (("model", "dit", "heads"), 0, r"config.json is invalid: dit heads: expected an integer in \[1, 1024\], found 0"),
+        (
+            ("model", "dit", "heads"),
+            0,
+            r"config.json is invalid: dit heads: expected an integer in \[1, 1024\], found 0",
+        ),
         (("model", "dit", "width"), "32", r"config.json is invalid: dit width: expected an integer .*found '32'"),
         (("model", "dit", "depth"), 2.5, r"config.json is invalid: dit depth: expected an integer .*found 2.5"),
         (("model", "dit"), None, r"config.json is invalid: expected a field 'dit', found none"),
@@ -127,15 +139,37 @@ def _config_edit(path, value):
         (("model", "change_std"), "x", r"config.json is invalid: change_std: expected a finite number >= 0, found 'x'"),
         (("spec",), "pong", r"config.json is invalid: expected spec to be a JSON object, found 'pong'"),
         (("spec", "frame_shape"), 5, r"config.json is invalid: spec frame_shape: expected a list, found 5"),
-        (("spec", "frame_shape"), [3, "12", 20], r"config.json is invalid: frame_shape: expected positive integers, found \[3, '12', 20\]"),
+        (
+            ("spec", "frame_shape"),
+            [3, "12", 20],
+            r"config.json is invalid: frame_shape: expected positive integers, found \[3, '12', 20\]",
+        ),
         (("spec", "name"), 5, r"config.json is invalid: spec name: expected a string, found 5"),
-        (("spec", "step_duration"), float("nan"), r"config.json is invalid: step_duration: expected a finite number > 0, found nan"),
+        (
+            ("spec", "step_duration"),
+            float("nan"),
+            r"config.json is invalid: step_duration: expected a finite number > 0, found nan",
+        ),
         (("sampler", "steps"), "3", r"config.json is invalid: sampler steps: expected an integer >= 1, found '3'"),
         (("data",), ["x"], r"config.json is invalid: expected data to be a JSON object"),
         (("data", "train_seeds"), [0, "9"], r"config.json is invalid: expected data.train_seeds to be \[first, last\]"),
     ],
-    ids=["zero-heads", "str-width", "float-depth", "no-dit", "model-list", "str-change-std", "spec-str", "int-frame-shape",
-         "str-in-frame-shape", "int-name", "nan-step", "str-sampler-steps", "data-list", "str-train-seed"],  # fmt: skip
+    ids=[
+        "zero-heads",
+        "str-width",
+        "float-depth",
+        "no-dit",
+        "model-list",
+        "str-change-std",
+        "spec-str",
+        "int-frame-shape",
+        "str-in-frame-shape",
+        "int-name",
+        "nan-step",
+        "str-sampler-steps",
+        "data-list",
+        "str-train-seed",
+    ],  # fmt: skip
 )
 def test_a_config_json_of_wrong_types_is_refused_in_one_line(odd_spec, tmp_path, path, value, match):
     tiny_model(odd_spec).save_pretrained(tmp_path, extra={"data": {"train_seeds": [0, 1]}})
@@ -151,15 +185,33 @@ def test_a_config_json_of_wrong_types_is_refused_in_one_line(odd_spec, tmp_path,
 @pytest.mark.parametrize(
     "path, value, match",
     [
-        (("model", "dit", "depth"), 1000, r"model.safetensors do not match the config: expected dit depth 1000, found 2 blocks"),
+        (
+            ("model", "dit", "depth"),
+            1000,
+            r"model.safetensors do not match the config: expected dit depth 1000, found 2 blocks",
+        ),
         (("model", "dit", "width"), 65536, r"checkpoint tensor .*: expected shape \[65536, .*\], found \[32, .*\]"),
-        (("model", "dit", "mlp_ratio"), 64.0, r"checkpoint tensor .*mlp.0.weight: expected shape \[2048, 32\], found \[128, 32\]"),
-        (("spec", "frame_shape"), [3, 65536, 65536], r"config.json is invalid: 65536x65536 frames in patches of 4: expected at most 8192 tokens"),
-        (("spec", "frame_shape"), [7, 12, 20], r"checkpoint tensor mean: expected shape \[7, 1, 1\], found \[3, 1, 1\]"),
+        (
+            ("model", "dit", "mlp_ratio"),
+            64.0,
+            r"checkpoint tensor .*mlp.0.weight: expected shape \[2048, 32\], found \[128, 32\]",
+        ),
+        (
+            ("spec", "frame_shape"),
+            [3, 65536, 65536],
+            r"config.json is invalid: 65536x65536 frames in patches of 4: expected at most 8192 tokens",
+        ),
+        (
+            ("spec", "frame_shape"),
+            [7, 12, 20],
+            r"checkpoint tensor mean: expected shape \[7, 1, 1\], found \[3, 1, 1\]",
+        ),
     ],
     ids=["depth", "width", "mlp", "frame", "channels"],
 )
-def test_config_sizes_are_checked_against_the_weights_before_anything_is_allocated(odd_spec, tmp_path, path, value, match, monkeypatch):
+def test_config_sizes_are_checked_against_the_weights_before_anything_is_allocated(
+    odd_spec, tmp_path, path, value, match, monkeypatch
+):
     """A config.json asking for a huge network is refused from the weights file's header, before any
     tensor of that size exists: every model built during the load is on the meta device."""
     tiny_model(odd_spec).save_pretrained(tmp_path)

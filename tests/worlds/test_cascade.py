@@ -11,13 +11,13 @@ import torch
 from diffworld.worlds import (
     BranchableWorld,
     DecodableWorld,
+    cascade,
     list_worlds,
     make_world,
     random_policy,
     run_episode,
     world_options,
 )
-from diffworld.worlds import cascade
 from diffworld.worlds.cascade import (
     GRAPHS,
     REAL_GRAPHS,

@@ -93,7 +93,14 @@ def test_branching_replays_and_reseeding_changes_the_future():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"size": 4}, "size >= 8"), ({"channels": 3}, "channels"), ({"diffusivity": (-1.0, 0.1)}, ">= 0"), ({"noise": -0.1}, "noise"), ({"switch": 2.0}, "switch"), ({"source_amplitude": -1.0}, "source_amplitude")],
+    [
+        ({"size": 4}, "size >= 8"),
+        ({"channels": 3}, "channels"),
+        ({"diffusivity": (-1.0, 0.1)}, ">= 0"),
+        ({"noise": -0.1}, "noise"),
+        ({"switch": 2.0}, "switch"),
+        ({"source_amplitude": -1.0}, "source_amplitude"),
+    ],
 )
 def test_bad_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

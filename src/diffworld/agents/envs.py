@@ -43,7 +43,9 @@ def opening_frames(episodes: list[Episode], length: int) -> tuple[np.ndarray, np
     return frames, actions
 
 
-def starting_windows(episodes: list[Episode], length: int, stride: int | None = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def starting_windows(
+    episodes: list[Episode], length: int, stride: int | None = 8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Real starting points for dreams: windows of `length` frames [N, length, *frame], their
     actions [N, length] and the episode's tally at their last frame [N, 3] (positive and negative
     rewards so far, frame index), every `stride` frames of every episode (None: the openings
@@ -57,7 +59,9 @@ def starting_windows(episodes: list[Episode], length: int, stride: int | None = 
             actions.append(e.actions[t - length + 1 : t + 1])
             tally.append(episode_tally[t])
     if not frames:
-        raise ValueError(f"need episodes of more than {length} frames to start dreams from, found none (longest: {max((len(e) for e in episodes), default=0)})")
+        raise ValueError(
+            f"need episodes of more than {length} frames to start dreams from, found none (longest: {max((len(e) for e in episodes), default=0)})"
+        )
     return np.stack(frames), np.stack(actions), np.asarray(tally, dtype=np.float32)
 
 
@@ -110,12 +114,20 @@ class DreamVectorEnv(VectorEnv):
         render_mode: str | None = None,
     ) -> None:
         if heads.spec.name != model.spec.name or tuple(heads.spec.frame_shape) != tuple(model.spec.frame_shape):
-            raise ValueError(f"heads of world {heads.spec.name!r} {list(heads.spec.frame_shape)} do not fit model of {model.spec.name!r} {list(model.spec.frame_shape)}")
+            raise ValueError(
+                f"heads of world {heads.spec.name!r} {list(heads.spec.frame_shape)} do not fit model of {model.spec.name!r} {list(model.spec.frame_shape)}"
+            )
         keep = model.frames - 1
         if len(starts) not in (2, 3):
-            raise ValueError(f"starts: expected (frames, actions) or (frames, actions, tally), got {len(starts)} arrays")
+            raise ValueError(
+                f"starts: expected (frames, actions) or (frames, actions, tally), got {len(starts)} arrays"
+            )
         start_frames, start_actions = np.asarray(starts[0]), np.asarray(starts[1])
-        if start_frames.ndim != len(model.spec.frame_shape) + 2 or start_frames.shape[1] < keep or tuple(start_frames.shape[2:]) != tuple(model.spec.frame_shape):
+        if (
+            start_frames.ndim != len(model.spec.frame_shape) + 2
+            or start_frames.shape[1] < keep
+            or tuple(start_frames.shape[2:]) != tuple(model.spec.frame_shape)
+        ):
             raise ValueError(
                 f"starts: expected frames [N, L >= {keep}, {', '.join(map(str, model.spec.frame_shape))}], got {list(start_frames.shape)}"
             )
@@ -133,7 +145,9 @@ class DreamVectorEnv(VectorEnv):
         else:  # an episode's opening: nothing received yet, at the context's last frame
             self.start_tally = torch.tensor([0.0, 0.0, start_frames.shape[1] - 1]).repeat(len(start_frames), 1)
         if self.start_tally.shape != (len(start_frames), 3):
-            raise ValueError(f"starts: expected a tally of shape [{len(start_frames)}, 3], got {list(self.start_tally.shape)}")
+            raise ValueError(
+                f"starts: expected a tally of shape [{len(start_frames)}, 3], got {list(self.start_tally.shape)}"
+            )
         self.num_envs, self.obs_frames, self.max_steps, self.render_mode = num_envs, frames, max_steps, render_mode
         self.single_observation_space, self.single_action_space = _spaces(model.spec, frames)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
@@ -151,7 +165,9 @@ class DreamVectorEnv(VectorEnv):
     def _observe(self) -> np.ndarray:
         return self.dreamer.history[:, -self.obs_frames :].cpu().numpy().astype(np.float32)
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Restart every dream from a randomly drawn real context."""
         _reseed(self, seed)
         self.generator.manual_seed(int(self.np_random.integers(2**62)))
@@ -166,7 +182,9 @@ class DreamVectorEnv(VectorEnv):
         """Dream one step of every env; envs that ended on the previous step restart instead."""
         actions = np.asarray(actions)
         if actions.shape[:1] != (self.num_envs,) or not all(self.single_action_space.contains(a) for a in actions):
-            raise ValueError(f"actions: expected {self.num_envs} actions from {self.single_action_space}, got {actions.tolist()!r}")
+            raise ValueError(
+                f"actions: expected {self.num_envs} actions from {self.single_action_space}, got {actions.tolist()!r}"
+            )
         restart = np.flatnonzero(self.needs_reset)
         prev = self.dreamer.last.clone()
         a = torch.as_tensor(actions, device=self.model.device)
@@ -213,7 +231,9 @@ class DreamEnv(gym.Env):
         self.render_mode = self.vec.render_mode
         self.ended = True
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self.vec._np_random = self.np_random  # one generator drives starts and dreams
         obs, info = self.vec.reset()
@@ -248,7 +268,14 @@ class WorldVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, make: Callable[[], World], num_envs: int = 1, frames: int = 1, max_steps: int = 1000, seeds: Iterator[int] | None = None) -> None:
+    def __init__(
+        self,
+        make: Callable[[], World],
+        num_envs: int = 1,
+        frames: int = 1,
+        max_steps: int = 1000,
+        seeds: Iterator[int] | None = None,
+    ) -> None:
         if num_envs < 1 or frames < 1 or max_steps < 1:
             raise ValueError(f"need num_envs, frames and max_steps >= 1, got {num_envs}, {frames}, {max_steps}")
         self.worlds = [make() for _ in range(num_envs)]
@@ -278,7 +305,9 @@ class WorldVectorEnv(VectorEnv):
         self.obs[i] = np.asarray(first, np.float32)[None]
         self.steps[i], self.needs_reset[i], self.episode_seeds[i] = 0, False, seed
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         _reseed(self, seed)
         for i in range(self.num_envs):
             self._start(i)

@@ -87,7 +87,12 @@ class Heads(nn.Module):
         super().__init__()
         if not rewards:
             raise ValueError("heads need at least one reward value")
-        self.spec, self.rewards, self.step_scale, self.config = spec, tuple(float(r) for r in rewards), float(step_scale), config
+        self.spec, self.rewards, self.step_scale, self.config = (
+            spec,
+            tuple(float(r) for r in rewards),
+            float(step_scale),
+            config,
+        )
         stat_shape = (-1,) + (1,) * (-1 - spec.channel_axis)
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(stat_shape))
         self.register_buffer("std", torch.as_tensor(np.asarray(std), dtype=torch.float32).reshape(stat_shape))
@@ -113,7 +118,9 @@ class Heads(nn.Module):
         act = spec.action
         self.action_dim = act.n if act.kind in ("discrete", "continuous") else 0
         self.mlp = nn.Sequential(
-            nn.Linear(features + self.action_dim + TALLY_FEATURES, config.hidden), nn.SiLU(), nn.Linear(config.hidden, len(rewards) + 1)
+            nn.Linear(features + self.action_dim + TALLY_FEATURES, config.hidden),
+            nn.SiLU(),
+            nn.Linear(config.hidden, len(rewards) + 1),
         )
 
     def action_features(self, actions: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -129,13 +136,17 @@ class Heads(nn.Module):
             return F.one_hot(a.clamp(min=0), self.action_dim).float() * (a >= 0)[:, None]
         return torch.nan_to_num(actions.float().reshape(batch, self.action_dim))
 
-    def forward(self, prev: torch.Tensor, frame: torch.Tensor, actions: torch.Tensor | None, tally: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, prev: torch.Tensor, frame: torch.Tensor, actions: torch.Tensor | None, tally: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """prev, frame [B, *frame] world units; tally [B, 3] (positive, negative rewards so far, step)."""
         b = frame.shape[0]
         p, f = (prev.float() - self.mean) / self.std, (frame.float() - self.mean) / self.std
         axis = self.spec.channel_axis % (frame.ndim - 1) + 1  # the channel axis of a batch of frames
         h = self.encoder(torch.cat([p, f, f - p], dim=axis))  # [B, features]
-        logits = self.mlp(torch.cat([h, self.action_features(actions, b), self.tally_features(tally)], dim=-1))  # [B, K + 1]
+        logits = self.mlp(
+            torch.cat([h, self.action_features(actions, b), self.tally_features(tally)], dim=-1)
+        )  # [B, K + 1]
         reward_logits = logits[:, :-1] + self.reward_shift
         return reward_logits, logits[:, -1] + self.end_shift[reward_logits.argmax(-1)]
 
@@ -150,7 +161,9 @@ class Heads(nn.Module):
         return data.batch(idx, self.mean.device)
 
     @torch.no_grad()
-    def predict(self, prev: torch.Tensor, frame: torch.Tensor, actions: torch.Tensor | None, tally: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(
+        self, prev: torch.Tensor, frame: torch.Tensor, actions: torch.Tensor | None, tally: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The most likely reward [B] (a value of `self.rewards`) and whether the episode ends [B] bool."""
         reward_logits, end_logit = self(prev, frame, actions, tally)
         values = torch.tensor(self.rewards, device=reward_logits.device)
@@ -185,10 +198,16 @@ class Heads(nn.Module):
         except json.JSONDecodeError as e:
             raise ValueError(f"{d / CONFIG}: not valid JSON ({e})") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ValueError(f"{d / CONFIG}: expected format {FORMAT!r}, found {config.get('format') if isinstance(config, dict) else config!r}")
+            raise ValueError(
+                f"{d / CONFIG}: expected format {FORMAT!r}, found {config.get('format') if isinstance(config, dict) else config!r}"
+            )
         try:
             spec = WorldSpec.from_dict(config["spec"])
-            rewards, step_scale, heads_config = tuple(config["rewards"]), config["step_scale"], HeadsConfig(**config["heads"])
+            rewards, step_scale, heads_config = (
+                tuple(config["rewards"]),
+                config["step_scale"],
+                HeadsConfig(**config["heads"]),
+            )
             if not all(isinstance(r, int | float) and not isinstance(r, bool) and np.isfinite(r) for r in rewards):
                 raise ValueError(f"expected rewards to be finite numbers, found {list(rewards)}")
             check_number("step_scale", step_scale, above=0.0)
@@ -238,7 +257,9 @@ class Transitions:
             t = len(e)
             prev.append(offset + np.arange(t - 1))
             actions.append(e.actions[1:])
-            tally.append(reward_tally(e.rewards)[:-1] + np.array([0, 0, 1], np.float32))  # the tally at frame t − 1, step t
+            tally.append(
+                reward_tally(e.rewards)[:-1] + np.array([0, 0, 1], np.float32)
+            )  # the tally at frame t − 1, step t
             reward.append(e.rewards[1:].astype(np.float64))
             ends.append(e.dones[1:])
             offset += t
@@ -252,7 +273,15 @@ class Transitions:
         )
 
     @classmethod
-    def pairs(cls, prev: np.ndarray, new: np.ndarray, actions: np.ndarray, tally: np.ndarray, reward: np.ndarray, ends: np.ndarray) -> Transitions:
+    def pairs(
+        cls,
+        prev: np.ndarray,
+        new: np.ndarray,
+        actions: np.ndarray,
+        tally: np.ndarray,
+        reward: np.ndarray,
+        ends: np.ndarray,
+    ) -> Transitions:
         """Transitions from separate previous and new frames [M, *frame] (e.g. dreamed new frames)."""
         frames = np.stack([prev, new], axis=1).reshape((2 * len(prev),) + prev.shape[1:])  # prev_0, new_0, prev_1, ...
         return cls(frames, 2 * np.arange(len(prev)), actions, tally.astype(np.float32), reward, ends.astype(bool))
@@ -272,7 +301,12 @@ class Transitions:
     def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
         p = self.prev[idx]
         as_t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-        return as_t(self.frames[p]).float(), as_t(self.frames[p + 1]).float(), as_t(self.actions[idx]), as_t(self.tally[idx])
+        return (
+            as_t(self.frames[p]).float(),
+            as_t(self.frames[p + 1]).float(),
+            as_t(self.actions[idx]),
+            as_t(self.tally[idx]),
+        )
 
 
 def reward_tally(rewards: np.ndarray) -> np.ndarray:
@@ -297,7 +331,9 @@ def reward_classes(rewards: np.ndarray) -> tuple[float, ...]:
 
 
 @torch.no_grad()
-def dreamed_transitions(model: WorldModel, episodes: list[Episode], calm: int, seed: int = 0, batch_size: int = 256) -> Transitions:
+def dreamed_transitions(
+    model: WorldModel, episodes: list[Episode], calm: int, seed: int = 0, batch_size: int = 256
+) -> Transitions:
     """Transitions whose new frame the model dreamed: for every event transition (a reward or an
     end) and `calm` others drawn at random, the model's one-step dream from the true context
     under the true action, labelled with the true reward and end. (Transitions before a full
@@ -322,7 +358,9 @@ def dreamed_transitions(model: WorldModel, episodes: list[Episode], calm: int, s
         dream = rollout(model, ctx, act, context_actions=ctx_actions, generator=g)  # [B, 1, 1, *frame]
         new.append(dream[:, 0, 0].cpu().numpy())
     p = data.prev[pick]
-    return Transitions.pairs(data.frames[p], np.concatenate(new), data.actions[pick], data.tally[pick], data.reward[pick], data.ends[pick])
+    return Transitions.pairs(
+        data.frames[p], np.concatenate(new), data.actions[pick], data.tally[pick], data.reward[pick], data.ends[pick]
+    )
 
 
 def train_heads(
@@ -380,7 +418,9 @@ def train_heads(
         loss.backward()
         opt.step()
         if (step + 1) % max(config.steps // 5, 1) == 0:
-            log(f"heads step {step + 1}/{config.steps}: loss {loss.item():.4f} ({(step + 1) / (time.perf_counter() - t0):.1f} it/s)")
+            log(
+                f"heads step {step + 1}/{config.steps}: loss {loss.item():.4f} ({(step + 1) / (time.perf_counter() - t0):.1f} it/s)"
+            )
     heads.eval()
     with torch.no_grad():
         heads.reward_shift.copy_(torch.as_tensor(reward_shift, dtype=torch.float32))
@@ -413,7 +453,11 @@ def score_heads(heads: Heads, data: list[Episode] | Transitions, batch_size: int
 
     def reward_scores(pred: np.ndarray) -> dict[str, Any]:
         per = {f"{v:g}": f1(pred == v, data.reward == v) for v in values}
-        return {"accuracy": float((pred == data.reward).mean()), "macro_f1": float(np.mean(list(per.values()))), "f1": per}
+        return {
+            "accuracy": float((pred == data.reward).mean()),
+            "macro_f1": float(np.mean(list(per.values()))),
+            "f1": per,
+        }
 
     return {
         "transitions": len(data),

@@ -69,7 +69,9 @@ class ActorCritic(nn.Module):
                 nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(2 * width * 64, 256), nn.SiLU(),
             )  # fmt: skip
         else:
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(obs_shape)), 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU())
+            self.body = nn.Sequential(
+                nn.Flatten(), nn.Linear(int(np.prod(obs_shape)), 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU()
+            )
         self.policy = nn.Linear(256, n_actions)
         self.value = nn.Linear(256, 1)
         nn.init.orthogonal_(self.policy.weight, 0.01)  # near-uniform first policy
@@ -93,7 +95,9 @@ class ActorCritic(nn.Module):
         return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0].numpy()
 
 
-def train_ppo(envs: object, config: PPOConfig = PPOConfig(), log: Callable[[str], None] = print, net: ActorCritic | None = None) -> tuple[ActorCritic, list[dict[str, float]]]:
+def train_ppo(
+    envs: object, config: PPOConfig = PPOConfig(), log: Callable[[str], None] = print, net: ActorCritic | None = None
+) -> tuple[ActorCritic, list[dict[str, float]]]:
     """Train an actor-critic on a Gymnasium vector env with discrete actions (next-step autoreset).
 
     Returns the network and a log (per update: steps, mean return of the episodes finished in it,
@@ -171,7 +175,9 @@ def train_ppo(envs: object, config: PPOConfig = PPOConfig(), log: Callable[[str]
                 logp = logp_all.gather(1, a[mb][:, None])[:, 0]
                 ratio = (logp - lp[mb]).exp()
                 adv_mb = (advs[mb] - advs[mb].mean()) / (advs[mb].std() + 1e-8)
-                policy_loss = -torch.min(ratio * adv_mb, ratio.clamp(1 - config.clip, 1 + config.clip) * adv_mb).mean()  # clipped surrogate
+                policy_loss = -torch.min(
+                    ratio * adv_mb, ratio.clamp(1 - config.clip, 1 + config.clip) * adv_mb
+                ).mean()  # clipped surrogate
                 value_loss = F.mse_loss(value, rets[mb])
                 entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
                 loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
@@ -191,7 +197,9 @@ def train_ppo(envs: object, config: PPOConfig = PPOConfig(), log: Callable[[str]
         }
         history.append(row)
         if (update + 1) % max(updates // 10, 1) == 0 or update + 1 == updates:
-            log(f"ppo update {update + 1}/{updates}: {row['steps']} steps, return {row['mean_return']:.2f} over {len(finished)} episodes, entropy {row['entropy']:.2f}, {row['seconds']:.0f}s")
+            log(
+                f"ppo update {update + 1}/{updates}: {row['steps']} steps, return {row['mean_return']:.2f} over {len(finished)} episodes, entropy {row['entropy']:.2f}, {row['seconds']:.0f}s"
+            )
     return net.eval(), history
 
 

@@ -47,7 +47,9 @@ class CollectConfig:
         check_int("collect seed_offset", self.seed_offset, 0)
         check_number("collect epsilon", self.epsilon, least=0.0, most=1.0)
         if not isinstance(self.world_options, dict):
-            raise ValueError(f"collect world_options: expected a dict of the source's options, found {self.world_options!r}")
+            raise ValueError(
+                f"collect world_options: expected a dict of the source's options, found {self.world_options!r}"
+            )
         if self.seed_offset + self.episodes > HELD_OUT_SEED_BASE:
             raise ValueError(
                 f"training seeds must lie in [0, {HELD_OUT_SEED_BASE}) (the rest is held out), "

@@ -49,18 +49,24 @@ def import_arrays(
     shape = arrays[0].shape
     for i, a in enumerate(arrays):
         if a.shape[1:] != shape[1:]:
-            raise ValueError(f"trajectory {i}: expected frames of shape {list(shape[1:])} like trajectory 0, got {list(a.shape[1:])}")
+            raise ValueError(
+                f"trajectory {i}: expected frames of shape {list(shape[1:])} like trajectory 0, got {list(a.shape[1:])}"
+            )
         if len(a) < 2:
             raise ValueError(f"trajectory {i}: expected at least 2 time steps, got {len(a)}")
         bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
         if bad.any():
-            raise ValueError(f"trajectory {i}: found NaN or inf at time index {int(np.flatnonzero(bad)[0])}; fill or drop it first")
+            raise ValueError(
+                f"trajectory {i}: found NaN or inf at time index {int(np.flatnonzero(bad)[0])}; fill or drop it first"
+            )
     layout, frame_shape = _frames(shape, layout)
     frames = [a.reshape((len(a), *frame_shape)) for a in arrays]
     names = tuple(str(v) for v in variables)
     expected = frame_shape[0]
     if names and len(names) != expected:
-        raise ValueError(f"expected {expected} variable or channel names for frames {list(frame_shape)}, got {len(names)}")
+        raise ValueError(
+            f"expected {expected} variable or channel names for frames {list(frame_shape)}, got {len(names)}"
+        )
     spec = WorldSpec(name=name, layout=layout, frame_shape=frame_shape, step_duration=step_duration, variables=names)  # type: ignore[arg-type]
     provenance = {"source": "import_arrays", "trajectories": len(frames), **(meta or {})}
     return EpisodeStore.from_arrays(path, spec, frames, meta=provenance)

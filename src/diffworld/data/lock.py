@@ -14,7 +14,7 @@ import os
 import socket
 import weakref
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class WriterRecord:
     @classmethod
     def mine(cls) -> WriterRecord:
         """The record of this process, starting now."""
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         return cls(pid=os.getpid(), host=socket.gethostname(), started=now)
 
     @classmethod

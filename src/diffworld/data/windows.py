@@ -40,7 +40,9 @@ class WindowSampler:
         self._init(frames, None if action_kind == "none" else actions, ends, length)
 
     @classmethod
-    def from_arrays(cls, frames: np.ndarray, actions: np.ndarray | None, ends: np.ndarray, length: int) -> WindowSampler:
+    def from_arrays(
+        cls, frames: np.ndarray, actions: np.ndarray | None, ends: np.ndarray, length: int
+    ) -> WindowSampler:
         """Flat frames [N, *frame] and actions [N, ...] (None: no actions) of episodes ending at `ends` [E]."""
         sampler = cls.__new__(cls)
         sampler._init(frames, actions, np.asarray(ends, dtype=np.int64), length)
@@ -50,7 +52,9 @@ class WindowSampler:
         starts_of_episode = np.concatenate([[0], ends[:-1]])
         lengths = ends - starts_of_episode
         if lengths.max(initial=0) < length:
-            raise ValueError(f"no episode has the {length} frames a window needs (longest: {int(lengths.max(initial=0))})")
+            raise ValueError(
+                f"no episode has the {length} frames a window needs (longest: {int(lengths.max(initial=0))})"
+            )
         self.length = length
         self.frames = torch.from_numpy(np.ascontiguousarray(frames))  # [sum T, *frame]
         self.actions = None if actions is None else torch.from_numpy(np.ascontiguousarray(actions))
@@ -75,4 +79,3 @@ class WindowSampler:
         frames = self.frames[idx].float()
         actions = None if self.actions is None else self.actions[idx]
         return Batch(frames=frames, actions=actions)
-

@@ -97,7 +97,9 @@ class LossConfig:
         if self.context not in ("teacher", "forcing"):
             raise ValueError(f"loss context must be 'teacher' or 'forcing', got {self.context!r}")
         if self.p_std <= 0 or not 0 < self.sigma_min < self.ctx_sigma_max:
-            raise ValueError(f"need p_std > 0 and 0 < sigma_min < ctx_sigma_max, got {self.p_std}, {self.sigma_min}, {self.ctx_sigma_max}")
+            raise ValueError(
+                f"need p_std > 0 and 0 < sigma_min < ctx_sigma_max, got {self.p_std}, {self.sigma_min}, {self.ctx_sigma_max}"
+            )
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context is a probability in [0, 1], got {self.self_context}")
         if self.self_context and self.context != "teacher":
@@ -110,13 +112,17 @@ class LossConfig:
             raise ValueError(f"self_context_churn must be >= 0, got {self.self_context_churn}")
 
 
-def sample_target_sigmas(shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu") -> torch.Tensor:
+def sample_target_sigmas(
+    shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu"
+) -> torch.Tensor:
     """ln σ ~ N(p_mean, p_std²)."""
     z = torch.randn(shape, generator=generator, device=device)
     return (cfg.p_mean + cfg.p_std * z).exp()
 
 
-def sample_context_sigmas(shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu") -> torch.Tensor:
+def sample_context_sigmas(
+    shape: tuple[int, ...], cfg: LossConfig, generator: torch.Generator, device="cpu"
+) -> torch.Tensor:
     """σ ~ U(sigma_min, ctx_sigma_max): the low levels finished frames are fed back at."""
     u = torch.rand(shape, generator=generator, device=device)
     return cfg.sigma_min + (cfg.ctx_sigma_max - cfg.sigma_min) * u
@@ -208,7 +214,9 @@ def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
-def loss_weights(frames: torch.Tensor, cfg: LossConfig, surprise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_weights(
+    frames: torch.Tensor, cfg: LossConfig, surprise: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel weights [B, T, 1, H, W] (1 + the larger of the motion and surprise weights) and
     frame weights [B, T] (1 + event_weight on frames with a rare unforeseen change)."""
     moved = motion_weights(frames, 1.0, cfg.motion_radius) > 1  # [B, T, 1, H, W], one mask for both
@@ -280,7 +288,15 @@ def own_predictions(
 
     sigmas = karras_sigmas(steps, SamplerConfig.sigma_min, sigma)
     target = in_target_units(denoise, origin, scale)
-    y = sample(target, tuple(start.shape), sigmas, churn=churn, draws=iter([start, *churn_noise]), device=start.device, dtype=start.dtype)
+    y = sample(
+        target,
+        tuple(start.shape),
+        sigmas,
+        churn=churn,
+        draws=iter([start, *churn_noise]),
+        device=start.device,
+        dtype=start.dtype,
+    )
     return origin + y * scale
 
 

@@ -79,7 +79,11 @@ class SamplerConfig:
                 raise ValueError(f"sampler {name}: expected a finite number {bound}, found {value}")
         if isinstance(self.adaptive_steps, bool) or not isinstance(self.adaptive_steps, int) or self.adaptive_steps < 0:
             raise ValueError(f"sampler adaptive_steps: expected an integer >= 0, found {self.adaptive_steps!r}")
-        finite = isinstance(self.uncertain, int | float) and not isinstance(self.uncertain, bool) and math.isfinite(self.uncertain)
+        finite = (
+            isinstance(self.uncertain, int | float)
+            and not isinstance(self.uncertain, bool)
+            and math.isfinite(self.uncertain)
+        )
         if not finite or self.uncertain <= 0:
             raise ValueError(f"sampler uncertain: expected a finite number of values > 0, found {self.uncertain!r}")
 
@@ -131,7 +135,9 @@ def sample(
             return torch.randn(shape, generator=generator, device=device, dtype=dtype)
         z = next(draws, None)
         if z is None or tuple(z.shape) != tuple(shape):
-            raise ValueError(f"sample needs one draw of shape {tuple(shape)} for the start and each churn; got {None if z is None else tuple(z.shape)}")
+            raise ValueError(
+                f"sample needs one draw of shape {tuple(shape)} for the start and each churn; got {None if z is None else tuple(z.shape)}"
+            )
         return z
 
     x = randn() * sigmas[0]

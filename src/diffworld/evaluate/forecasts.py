@@ -146,7 +146,9 @@ def climatology_forecast(train_frames: np.ndarray, shape: tuple[int, int, int], 
     return train_frames[idx].astype(np.float32)
 
 
-def oracle_forecast(make_world: Callable[[], World], cases: Cases, members: int, seed: int = 0, perturb: float = 0.0) -> np.ndarray:
+def oracle_forecast(
+    make_world: Callable[[], World], cases: Cases, members: int, seed: int = 0, perturb: float = 0.0
+) -> np.ndarray:
     """[S, M, H, *frame]: the true world from each case's state, `members` times with fresh noise.
 
     `perturb` > 0 first adds N(0, perturb²) to each member's start (the world's `perturb`
@@ -170,7 +172,9 @@ def oracle_forecast(make_world: Callable[[], World], cases: Cases, members: int,
     return out
 
 
-def training_frames(make_world: Callable[[], World], seeds: list[int], policy: Policy, max_steps: int = 1000) -> np.ndarray:
+def training_frames(
+    make_world: Callable[[], World], seeds: list[int], policy: Policy, max_steps: int = 1000
+) -> np.ndarray:
     """Frames of training-seed episodes, the pool climatology draws from."""
     episodes: list[Episode] = collect_episodes(make_world, seeds, policy, max_steps)
     return np.concatenate([e.frames for e in episodes])

@@ -84,7 +84,7 @@ def cell_f1(fct: np.ndarray, obs: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = 2 * tp / (2 * tp + fp + fn)
     f1 = f1.mean(axis=0)  # [H, C]
-    present = (true[:, 0].sum(axis=(0, *[c - 1 for c in cells])) > 0)  # [H, C]
+    present = true[:, 0].sum(axis=(0, *[c - 1 for c in cells])) > 0  # [H, C]
     return np.where(present, f1, np.nan)
 
 

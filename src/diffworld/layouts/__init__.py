@@ -32,7 +32,10 @@ def make_layout(spec: WorldSpec, patch: int) -> Layout:
         _, h, w = spec.frame_shape
         check_tokens((h // patch) * (w // patch) if patch >= 1 else 0, f"{h}x{w} frames in patches of {patch}")
     else:
-        check_tokens(spec.frame_shape[0], f"a {spec.layout} of {spec.frame_shape[0]} {'nodes' if spec.layout == 'graph' else 'variables'}")
+        check_tokens(
+            spec.frame_shape[0],
+            f"a {spec.layout} of {spec.frame_shape[0]} {'nodes' if spec.layout == 'graph' else 'variables'}",
+        )
     if spec.layout == "grid":
         return GridLayout(tuple(spec.frame_shape), patch, periodic=spec.periodic)  # type: ignore[arg-type]
     if spec.layout == "graph":
@@ -45,7 +48,9 @@ def make_layout(spec: WorldSpec, patch: int) -> Layout:
 def check_tokens(tokens: int, what: str) -> None:
     """Raise ValueError if a frame of `tokens` tokens (`what` makes them) exceeds `MAX_TOKENS`."""
     if tokens > MAX_TOKENS:
-        raise ValueError(f"{what}: expected at most {MAX_TOKENS} tokens a frame, found {tokens}; use larger patches or smaller frames")
+        raise ValueError(
+            f"{what}: expected at most {MAX_TOKENS} tokens a frame, found {tokens}; use larger patches or smaller frames"
+        )
 
 
 __all__ = ["MAX_TOKENS", "GraphLayout", "GridLayout", "HeatKernelBias", "Layout", "SeriesLayout", "make_layout"]

@@ -58,10 +58,14 @@ class Denoiser(nn.Module):
         if base is None:
             return out
         if not self.change_std:
-            raise ValueError("denoising a change from a base frame needs a model whose target is the change (change_std > 0)")
+            raise ValueError(
+                "denoising a change from a base frame needs a model whose target is the change (change_std > 0)"
+            )
         k = base.shape[1]
         if k > out.shape[1] or base.shape[0] != x.shape[0] or base.shape[2:] != x.shape[2:]:
-            raise ValueError(f"base: expected [{x.shape[0]}, K <= {out.shape[1]}, {', '.join(map(str, x.shape[2:]))}], got {list(base.shape)}")
+            raise ValueError(
+                f"base: expected [{x.shape[0]}, K <= {out.shape[1]}, {', '.join(map(str, x.shape[2:]))}], got {list(base.shape)}"
+            )
         r_skip, r_out, _, _ = edm_scalings(sigma[:, -k:], self.change_std)
         change = r_skip[expand] * (x[:, -k:] - base) + r_out[expand] * f[:, -k:]
         return torch.cat([out[:, :-k], base + change], dim=1)

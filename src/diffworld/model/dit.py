@@ -67,7 +67,9 @@ class DiTConfig:
             check_int(f"dit {name}", getattr(self, name), least, most)
         check_number("dit mlp_ratio", self.mlp_ratio, above=0.0, most=64.0)
         if int(self.width * self.mlp_ratio) < 1:
-            raise ValueError(f"dit mlp_ratio: expected a hidden width int(width · mlp_ratio) >= 1, found {self.width} · {self.mlp_ratio}")
+            raise ValueError(
+                f"dit mlp_ratio: expected a hidden width int(width · mlp_ratio) >= 1, found {self.width} · {self.mlp_ratio}"
+            )
         if self.width % self.heads or (self.width // self.heads) % 2:  # rotary positions turn pairs
             raise ValueError(f"dit width {self.width}: expected it to split into {self.heads} heads of even size")
 
@@ -241,7 +243,9 @@ class Block(nn.Module):
             else:  # cached frames are all in the past: visible to every new frame
                 keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)  # [B·S, H, L+N, dh]
                 own = mask if mask is not None else torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
-                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=torch.cat([own.new_ones(n, past_k.shape[-2]), own], dim=-1))
+                y = F.scaled_dot_product_attention(
+                    q, keys, values, attn_mask=torch.cat([own.new_ones(n, past_k.shape[-2]), own], dim=-1)
+                )
             if write_cache:  # after attending: the ring buffer overwrites its oldest frames in place
                 cache.append(layer, k, v)  # type: ignore[union-attr]
             y = self.temporal.out(y)

@@ -62,7 +62,9 @@ def rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     fuse into the kernels around them instead.
     """
     if x.dtype == torch.float32 and not torch.compiler.is_compiling():
-        return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * torch.view_as_complex(rotations)).flatten(-2)
+        return torch.view_as_real(
+            torch.view_as_complex(x.unflatten(-1, (-1, 2))) * torch.view_as_complex(rotations)
+        ).flatten(-2)
     return rope_pairs(x, rotations)
 
 
@@ -70,5 +72,6 @@ def rope_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """`rope` written on the real pairs: a few elementwise kernels, in any dtype."""
     cos, sin = rotations.to(x.dtype).unbind(-1)  # [N, dh/2] each
     x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)  # [..., N, dh/2, 2] -> [..., N, dh]
-
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(
+        -2
+    )  # [..., N, dh/2, 2] -> [..., N, dh]

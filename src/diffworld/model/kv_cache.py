@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 
+
 class RingPass(NamedTuple):
     """One rollout pass's place in a `KVCache` ring (`KVCache.ring_pass`)."""
 
@@ -100,7 +101,9 @@ class KVCache:
         holds tensors only and the ring's counters never become guards (a recompile per frame)."""
         first = self.written[0]
         if any(w != first for w in self.written):
-            raise RuntimeError(f"KVCache: a rollout pass needs every block's cache in step, found frames written {self.written}")
+            raise RuntimeError(
+                f"KVCache: a rollout pass needs every block's cache in step, found frames written {self.written}"
+            )
         if self.k[0] is None:  # the first write sets every block's origin (`_write`)
             self.origin = [first] * len(self.k)
         key = (first % self.slots, min(first - self.origin[0], self.slots), m, device)
@@ -154,7 +157,10 @@ class KVCache:
         for layer in range(len(self.k)):
             if src.k[layer] is None or self.k[layer] is None:
                 raise ValueError("KVCache.assign: both caches need written frames")
-            if src.held(layer) != self.held(layer) or src.written[layer] % self.slots != self.written[layer] % self.slots:
+            if (
+                src.held(layer) != self.held(layer)
+                or src.written[layer] % self.slots != self.written[layer] % self.slots
+            ):
                 raise ValueError(
                     f"KVCache.assign: the caches are out of step (held {src.held(layer)} vs {self.held(layer)}, "
                     f"written {src.written[layer]} vs {self.written[layer]})"
@@ -165,4 +171,6 @@ class KVCache:
     def repeat_interleave(self, n: int, batch: int) -> KVCache:
         """A cache for a batch of `batch`·n: each of the `batch` entries repeated n times in a row."""
         # contiguous(): with one token per frame the flatten is a stride-0 view, which in-place writes refuse.
-        return self._derived(lambda t: t.unflatten(0, (batch, 1, -1)).expand(-1, n, -1, -1, -1, -1).flatten(0, 2).contiguous())
+        return self._derived(
+            lambda t: t.unflatten(0, (batch, 1, -1)).expand(-1, n, -1, -1, -1, -1).flatten(0, 2).contiguous()
+        )

@@ -34,7 +34,9 @@ ONEDNN = (
 )
 
 
-def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
+def onednn_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, silu: bool = False
+) -> torch.Tensor:
     """x·Wᵀ + b (then SiLU) through oneDNN, whatever the size; `linear` decides when to call it."""
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "swish" if silu else "none", [], "")
 
@@ -76,7 +78,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if not _takes_onednn(x, weight):
         y = F.linear(x, weight, bias)
         return F.silu(y, inplace=not torch.is_grad_enabled()) if silu else y
-    if not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+    if not torch.is_grad_enabled() or not (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
         return onednn_linear(x, weight, bias, silu)
     y = _OneDNNLinear.apply(x, weight, bias)
     return F.silu(y) if silu else y

@@ -67,7 +67,9 @@ class ModelConfig:
         if self.target == "frame":
             return 1.0
         if self.change_std <= 0:
-            raise ValueError("a model that diffuses the change needs change_std > 0 (set by train.build_model from the data)")
+            raise ValueError(
+                "a model that diffuses the change needs change_std > 0 (set by train.build_model from the data)"
+            )
         return self.change_std / self.sigma_data
 
     @classmethod
@@ -100,7 +102,9 @@ class WorldModel(nn.Module):
         self.sampler = sampler or SamplerConfig()
         self.layout = make_layout(spec, config.dit.patch)
         change_std = config.change_std if config.target == "change" else None
-        self.denoiser = Denoiser(DiT(config.dit, self.layout, spec.action.kind, spec.action.n), config.sigma_data, change_std)
+        self.denoiser = Denoiser(
+            DiT(config.dit, self.layout, spec.action.kind, spec.action.n), config.sigma_data, change_std
+        )
         # Per-channel statistics, shaped to broadcast over frames [..., *frame_shape].
         stat_shape = (-1,) + (1,) * (-1 - spec.channel_axis)
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(stat_shape))
@@ -149,7 +153,9 @@ class WorldModel(nn.Module):
 
     def draw_marginal(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Every cell drawn independently from its estimated mean (world units): the marginal sampler's frame."""
-        return draw_marginal(mean, self.spec.value_kind, self.spec.channel_axis, self.spec.value_range or (0.0, 1.0), generator)
+        return draw_marginal(
+            mean, self.spec.value_kind, self.spec.channel_axis, self.spec.value_range or (0.0, 1.0), generator
+        )
 
     def compiled_denoiser(self) -> Callable[..., torch.Tensor]:
         """The denoiser through `torch.compile`, built on the first call and kept (outside the
@@ -224,7 +230,9 @@ def read_shapes(path: Path) -> dict[str, list[int]]:
         raise ValueError(f"checkpoint weights {path} are corrupt or unreadable: {e}") from None
 
 
-def check_model(spec: WorldSpec, config: ModelConfig, copies: int = 1, device: str | torch.device = "cpu") -> dict[str, list[int]]:
+def check_model(
+    spec: WorldSpec, config: ModelConfig, copies: int = 1, device: str | torch.device = "cpu"
+) -> dict[str, list[int]]:
     """The shape of every tensor a model of `config` for `spec` saves, or a one-line ValueError if
     none can be built (a patch that does not tile the frames, a width its positions cannot use,
     more tokens than `layouts.MAX_TOKENS`) or `copies` of its weights would not fit in the memory
@@ -234,7 +242,11 @@ def check_model(spec: WorldSpec, config: ModelConfig, copies: int = 1, device: s
     # Each block holds at least the 17·D² weights of its two attentions and adaLN, and its MLP's 2·D·hidden.
     least = config.dit.depth * (17 * d * d + 2 * d * int(d * config.dit.mlp_ratio))
     if copies:
-        check_fits(4 * copies * least, f"{copies} cop{'y' if copies == 1 else 'ies'} of a model of {config.dit.depth} blocks of width {d}", device)
+        check_fits(
+            4 * copies * least,
+            f"{copies} cop{'y' if copies == 1 else 'ies'} of a model of {config.dit.depth} blocks of width {d}",
+            device,
+        )
     channels = spec.frame_shape[spec.channel_axis]
     with torch.device("meta"):
         model = WorldModel(spec, config, np.zeros(channels), np.ones(channels))
@@ -247,7 +259,9 @@ def check_shapes(found: dict[str, list[int]], spec: WorldSpec, config: ModelConf
     config asking for thousands is refused before even a skeleton of them is built."""
     blocks = {k.split(".")[3] for k in found if k.startswith("denoiser.net.blocks.")}
     if len(blocks) != config.dit.depth:
-        raise ValueError(f"checkpoint weights {path} do not match the config: expected dit depth {config.dit.depth}, found {len(blocks)} blocks")
+        raise ValueError(
+            f"checkpoint weights {path} do not match the config: expected dit depth {config.dit.depth}, found {len(blocks)} blocks"
+        )
     try:  # the weights' own size is the file's: only the shapes need comparing
         expected = check_model(spec, config, copies=0)
     except ValueError as e:
@@ -288,7 +302,9 @@ def check_compiler(device: str | torch.device) -> None:
         return
     compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
     if shutil.which(compiler) is None:
-        raise ValueError(f"torch.compile on a CPU needs a C++ compiler ({compiler}, or another named by $CXX); none found on PATH")
+        raise ValueError(
+            f"torch.compile on a CPU needs a C++ compiler ({compiler}, or another named by $CXX); none found on PATH"
+        )
 
 
 def resolve_pretrained(name_or_path: str | Path) -> Path:
@@ -339,13 +355,20 @@ def parse_config(config: dict[str, Any], path: Path) -> tuple[WorldSpec, ModelCo
         m = config["model"]
         change_std = m.get("change_std", 0.0)
         check_number("change_std", change_std, least=0.0)
-        model_cfg = ModelConfig(dit=DiTConfig(**m["dit"]), sigma_data=m["sigma_data"], target=m.get("target", "frame"), change_std=change_std)
+        model_cfg = ModelConfig(
+            dit=DiTConfig(**m["dit"]),
+            sigma_data=m["sigma_data"],
+            target=m.get("target", "frame"),
+            change_std=change_std,
+        )
         sampler_fields = _known(SamplerConfig, config.get("sampler") or {})
         if "steps" in sampler_fields:
             check_int("sampler steps", sampler_fields["steps"], 1)
         sampler = SamplerConfig(**sampler_fields)
         seeds = (config.get("data") or {}).get("train_seeds")
-        if seeds is not None and not (isinstance(seeds, list) and len(seeds) == 2 and all(type(x) is int and x >= 0 for x in seeds)):
+        if seeds is not None and not (
+            isinstance(seeds, list) and len(seeds) == 2 and all(type(x) is int and x >= 0 for x in seeds)
+        ):
             raise ValueError(f"expected data.train_seeds to be [first, last], two integers >= 0, found {seeds!r}")
     except KeyError as e:
         raise ValueError(f"checkpoint config {path} is invalid: expected a field {e.args[0]!r}, found none") from None

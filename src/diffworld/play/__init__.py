@@ -41,7 +41,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffworld.play.protocol import PROTOCOL_VERSION, ClientMessage, Frame, PlaySettings, ProtocolError, decode_frame, encode_frame
+from diffworld.play.protocol import (
+    PROTOCOL_VERSION,
+    ClientMessage,
+    Frame,
+    PlaySettings,
+    ProtocolError,
+    decode_frame,
+    encode_frame,
+)
 
 __all__ = [
     "PROTOCOL_VERSION", "ClientMessage", "Frame", "PlayConfig", "PlaySettings", "ProtocolError",

@@ -120,16 +120,24 @@ def parse_message(text: str | bytes | None, names: tuple[str, ...], settings: Pl
     """
     if not isinstance(text, str):
         size = 0 if text is None else len(text)
-        raise ProtocolError(f"expected a JSON text message such as {{\"action\": 1}}, found a binary message of {size} bytes")
+        raise ProtocolError(
+            f'expected a JSON text message such as {{"action": 1}}, found a binary message of {size} bytes'
+        )
     try:
         message = json.loads(text)
     except json.JSONDecodeError:
-        raise ProtocolError(f"expected a JSON object such as {{\"action\": 1}}, found text that is not JSON: {_clip(text)!r}") from None
+        raise ProtocolError(
+            f'expected a JSON object such as {{"action": 1}}, found text that is not JSON: {_clip(text)!r}'
+        ) from None
     if not isinstance(message, dict) or not message:
-        raise ProtocolError(f"expected a JSON object with some of the keys {', '.join(MESSAGE_KEYS)}, found {_clip(text)!r}")
+        raise ProtocolError(
+            f"expected a JSON object with some of the keys {', '.join(MESSAGE_KEYS)}, found {_clip(text)!r}"
+        )
     unknown = sorted(set(message) - set(MESSAGE_KEYS))
     if unknown:
-        raise ProtocolError(f"unknown key(s) {', '.join(map(repr, unknown))}: expected some of {', '.join(MESSAGE_KEYS)}")
+        raise ProtocolError(
+            f"unknown key(s) {', '.join(map(repr, unknown))}: expected some of {', '.join(MESSAGE_KEYS)}"
+        )
     action = _parse_action(message["action"], names) if "action" in message else None
     new_settings = _parse_settings(message["settings"], settings) if "settings" in message else None
     if "reset" in message and message["reset"] is not True:
@@ -150,10 +158,14 @@ def _parse_action(value: Any, names: tuple[str, ...]) -> int:
 
 def _parse_settings(value: Any, current: PlaySettings) -> PlaySettings:
     if not isinstance(value, dict) or not value:
-        raise ProtocolError(f"settings: expected an object with some of {', '.join(LIMITS)}, found {_clip(json.dumps(value))}")
+        raise ProtocolError(
+            f"settings: expected an object with some of {', '.join(LIMITS)}, found {_clip(json.dumps(value))}"
+        )
     unknown = sorted(set(value) - set(LIMITS))
     if unknown:
-        raise ProtocolError(f"settings: unknown key(s) {', '.join(map(repr, unknown))}: expected some of {', '.join(LIMITS)}")
+        raise ProtocolError(
+            f"settings: unknown key(s) {', '.join(map(repr, unknown))}: expected some of {', '.join(LIMITS)}"
+        )
     changes: dict[str, Any] = {}
     for key, v in value.items():
         lo, hi = LIMITS[key]

@@ -82,7 +82,9 @@ class PlayConfig:
         if self.max_sessions < 1:
             raise ValueError(f"max_sessions: expected >= 1, got {self.max_sessions}")
         if self.message_rate <= 0 or self.message_burst < 1:
-            raise ValueError(f"message_rate and message_burst: expected > 0 and >= 1, got {self.message_rate}, {self.message_burst}")
+            raise ValueError(
+                f"message_rate and message_burst: expected > 0 and >= 1, got {self.message_rate}, {self.message_burst}"
+            )
         for host in self.hosts:
             if _host_name(host) is None:
                 raise ValueError(f"hosts: expected host[:port] (e.g. localhost:8000), found {host!r}")
@@ -186,7 +188,9 @@ def true_world(
 class Hub:
     """The live sessions of one app and the worker thread they step on."""
 
-    def __init__(self, model: WorldModel, config: PlayConfig, world: Callable[[], World] | None, dreamer_factory: DreamerFactory) -> None:
+    def __init__(
+        self, model: WorldModel, config: PlayConfig, world: Callable[[], World] | None, dreamer_factory: DreamerFactory
+    ) -> None:
         self.model, self.config, self.world, self.dreamer_factory = model, config, world, dreamer_factory
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffworld-play")
         #: Session id -> Session (None while it is being built).
@@ -230,7 +234,11 @@ class Hub:
         await ws.accept()
         cap = self.config.max_sessions
         if len(self.sessions) >= cap:
-            await _fail(ws, f"server busy: expected at most {cap} sessions at once, found {len(self.sessions)} playing; try again later", CLOSE_BUSY)
+            await _fail(
+                ws,
+                f"server busy: expected at most {cap} sessions at once, found {len(self.sessions)} playing; try again later",
+                CLOSE_BUSY,
+            )
             return
         sid = next(self.ids)
         self.sessions[sid] = None  # hold the slot while the session is built off the loop
@@ -299,8 +307,12 @@ class Hub:
                     )
                 text = message.get("text")
                 if text is not None and len(text) > cfg.max_message_chars:
-                    raise ProtocolError(f"expected a message of at most {cfg.max_message_chars} characters, found {len(text)}")
-                parsed = parse_message(text if text is not None else message.get("bytes"), session.names, session.settings)
+                    raise ProtocolError(
+                        f"expected a message of at most {cfg.max_message_chars} characters, found {len(text)}"
+                    )
+                parsed = parse_message(
+                    text if text is not None else message.get("bytes"), session.names, session.settings
+                )
             except ProtocolError as e:
                 async with lock:
                     await _fail(ws, str(e), CLOSE_POLICY)

@@ -34,7 +34,9 @@ def check_playable(model: WorldModel) -> None:
     if spec.layout != "grid":
         raise ValueError(f"play shows grid worlds (frames C×H×W); {spec.name!r} is a {spec.layout} world")
     if spec.action.kind == "continuous":
-        raise ValueError(f"play drives worlds with discrete actions or none; {spec.name!r} has {spec.action.n} continuous actions")
+        raise ValueError(
+            f"play drives worlds with discrete actions or none; {spec.name!r} has {spec.action.n} continuous actions"
+        )
 
 
 def settings_of(sampler: SamplerConfig, fps: float) -> PlaySettings:
@@ -65,7 +67,9 @@ class Session:
         check_playable(model)
         self.model = model
         self.world = world
-        self.names = action_names(model.spec.action.n, model.spec.action.names) if model.spec.action.kind == "discrete" else ()
+        self.names = (
+            action_names(model.spec.action.n, model.spec.action.names) if model.spec.action.kind == "discrete" else ()
+        )
         self.rng = np.random.default_rng(seed)
         generator = torch.Generator(device=model.device).manual_seed(int(self.rng.integers(2**62)))
         self.dreamer = dreamer_factory(model, 1, model.sampler, generator)
@@ -82,7 +86,9 @@ class Session:
     def apply_settings(self, settings: PlaySettings) -> None:
         """Use `settings` from the next frame on (the dreamer's sampler is replaced)."""
         self.settings = settings
-        self.dreamer.sampler = replace(self.dreamer.sampler, steps=settings.steps, sigma_ctx=settings.sigma_ctx, guidance=settings.guidance)
+        self.dreamer.sampler = replace(
+            self.dreamer.sampler, steps=settings.steps, sigma_ctx=settings.sigma_ctx, guidance=settings.guidance
+        )
 
     def reset(self) -> int:
         """Restart the dream from a real start: the true game from a fresh seed, stepped frames − 1 times
@@ -97,8 +103,12 @@ class Session:
         else:
             raise RuntimeError(f"{self.model.spec.name}: {START_TRIES} episodes in a row ended within {keep} steps")
         frames, actions = start
-        context = torch.as_tensor(np.asarray(frames, dtype=np.float32), device=self.model.device)[None]  # (1, L, *frame)
-        context_actions = None if actions is None else torch.as_tensor(actions, device=self.model.device)[None]  # (1, L)
+        context = torch.as_tensor(np.asarray(frames, dtype=np.float32), device=self.model.device)[
+            None
+        ]  # (1, L, *frame)
+        context_actions = (
+            None if actions is None else torch.as_tensor(actions, device=self.model.device)[None]
+        )  # (1, L)
         self.dreamer.reset(context, context_actions)
         self.index = 0
         return seed

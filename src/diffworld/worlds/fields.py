@@ -134,7 +134,11 @@ class Fields:
         born = rng.poisson(self.source_rate)
         if born:
             pos = rng.uniform(0, self.size, size=(born, 2))
-            amp = self.source_amplitude * rng.uniform(0.5, 1.5, size=(born, 1)) * np.concatenate([np.ones((born, 1)), rng.uniform(0.2, 1.0, (born, self.channels - 1))], 1)
+            amp = (
+                self.source_amplitude
+                * rng.uniform(0.5, 1.5, size=(born, 1))
+                * np.concatenate([np.ones((born, 1)), rng.uniform(0.2, 1.0, (born, self.channels - 1))], 1)
+            )
             self.sources = np.concatenate([self.sources, np.concatenate([pos, np.zeros((born, 1)), amp], 1)])
         if len(self.sources):
             strength = self.sources[:, 3:] * np.exp(-self.sources[:, 2:3] / self.source_life)  # [S, C]
@@ -165,7 +169,9 @@ class Fields:
         in all but a fraction of a percent of steps (tested).
         """
         if before.shape != after.shape or before.shape[-3:] != (self.channels, self.size, self.size):
-            raise ValueError(f"expected two arrays of frames [..., {self.channels}, {self.size}, {self.size}], got {before.shape} and {after.shape}")
+            raise ValueError(
+                f"expected two arrays of frames [..., {self.channels}, {self.size}, {self.size}], got {before.shape} and {after.shape}"
+            )
         moved = np.fft.ifft2(np.fft.fft2(before)[..., None, :, :, :] * self.transport).real  # [..., R, C, n, n]
         residual = after[..., None, :, :, :] - moved
         regime = (residual**2).sum(axis=(-1, -2, -3)).argmin(-1)
@@ -207,13 +213,21 @@ class Fields:
 
     def get_state(self) -> dict[str, Any]:
         """A copy of the complete state, the generator's included."""
-        return {"phi": self.phi.copy(), "regime": self.regime, "sources": self.sources.copy(), "t": self.t, "rng": generator_state(self.rng)}
+        return {
+            "phi": self.phi.copy(),
+            "regime": self.regime,
+            "sources": self.sources.copy(),
+            "t": self.t,
+            "rng": generator_state(self.rng),
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a state from `get_state` exactly."""
         phi = np.asarray(state["phi"], dtype=np.float64)
         if phi.shape != (self.channels, self.size, self.size) or not np.isfinite(phi).all():
-            raise ValueError(f"expected finite fields of shape ({self.channels}, {self.size}, {self.size}), got shape {phi.shape}")
+            raise ValueError(
+                f"expected finite fields of shape ({self.channels}, {self.size}, {self.size}), got shape {phi.shape}"
+            )
         self.phi, self.regime, self.t = phi.copy(), int(state["regime"]), int(state["t"])
         self.sources = np.asarray(state["sources"], dtype=np.float64).reshape(-1, 3 + self.channels).copy()
         self.rng = restore_generator(state["rng"])

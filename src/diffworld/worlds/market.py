@@ -63,7 +63,9 @@ def load_returns(name: str) -> Any:
         return french_returns(name)
     if name not in ARCH_SERIES:
         known = ", ".join([*ARCH_SERIES, *FRENCH_SERIES])
-        raise ValueError(f"unknown market series {name!r}; expected one of: {known} (or the path of a CSV file, holding a / or ending in .csv)")
+        raise ValueError(
+            f"unknown market series {name!r}; expected one of: {known} (or the path of a CSV file, holding a / or ending in .csv)"
+        )
     module, column = ARCH_SERIES[name]
     prices = importlib.import_module(module).load()[column]
     prices = prices[prices > 0].dropna()  # WTI has holidays as NaN; a price must be positive for a log
@@ -106,7 +108,9 @@ def read_csv(path: str | Path, column: str | None = None, kind: str = "prices", 
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: expected a CSV file with a date column and a value column, could not read it ({e})") from None
+        raise ValueError(
+            f"{path}: expected a CSV file with a date column and a value column, could not read it ({e})"
+        ) from None
     if table.shape[1] < 2:
         raise ValueError(f"{path}: expected a date column and a value column, found columns {list(table.columns)}")
     date_column = date_column or str(table.columns[0])
@@ -115,7 +119,9 @@ def read_csv(path: str | Path, column: str | None = None, kind: str = "prices", 
     if column is None:
         numeric = [c for c in table.columns if c != date_column and pd.api.types.is_numeric_dtype(table[c])]
         if len(numeric) != 1:
-            raise ValueError(f"{path}: expected exactly one numeric value column besides {date_column!r}, found {numeric}; name one")
+            raise ValueError(
+                f"{path}: expected exactly one numeric value column besides {date_column!r}, found {numeric}; name one"
+            )
         column = str(numeric[0])
     if column not in table:
         raise ValueError(f"{path}: no column {column!r}; found {list(table.columns)}")
@@ -125,10 +131,14 @@ def read_csv(path: str | Path, column: str | None = None, kind: str = "prices", 
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         what = "a finite return" if kind == "returns" else "a positive price"
-        raise ValueError(f"{path}: row {row + 2} (line of the file): expected a date and {what}, found {table.iloc[row][[date_column, column]].tolist()}")
+        raise ValueError(
+            f"{path}: row {row + 2} (line of the file): expected a date and {what}, found {table.iloc[row][[date_column, column]].tolist()}"
+        )
     series = pd.Series(values.to_numpy(np.float64), index=pd.DatetimeIndex(dates), name=column).sort_index()
     if series.index.has_duplicates:
-        raise ValueError(f"{path}: expected one row per date, found {series.index[series.index.duplicated()][0].date()} twice")
+        raise ValueError(
+            f"{path}: expected one row per date, found {series.index[series.index.duplicated()][0].date()} twice"
+        )
     if kind == "prices":
         series = 100.0 * np.log(series).diff().dropna()
     if len(series) < WARMUP + 10:
@@ -160,7 +170,9 @@ class VolatilityState:
     def update(self, returns: np.ndarray) -> VolatilityState:
         """The state before the next day, after `returns` [..., V] happened."""
         r2 = np.square(returns)
-        return VolatilityState(LAMBDA_FAST * self.fast + (1 - LAMBDA_FAST) * r2, LAMBDA_SLOW * self.slow + (1 - LAMBDA_SLOW) * r2)
+        return VolatilityState(
+            LAMBDA_FAST * self.fast + (1 - LAMBDA_FAST) * r2, LAMBDA_SLOW * self.slow + (1 - LAMBDA_SLOW) * r2
+        )
 
 
 def scale_returns(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[VolatilityState]]:

@@ -299,4 +299,3 @@ TRAINING_DEFAULTS = {"event_weight": 10.0, "p_mean": 1.0, "p_std": 0.8}
 #: they matter more than at the end: on a 22-minute `small` model, min skill vs oracle over
 #: h = 1..16 was 0.59 with these and 0.34 with the generic 3 steps at σ_ctx 0.05 (docs/research-log.md).
 SAMPLER_DEFAULTS = {"steps": 1, "sigma_ctx": 0.02}
-

@@ -41,7 +41,13 @@ def test_demo_writes_metrics_and_pictures(tmp_path, device):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "metrics.json").read_text())
     head = saved["headline"]
-    for key in ("node_brier_model", "node_brier_oracle", "node_brier_ratio", "infected_skill_vs_oracle", "hub_kendall_tau"):
+    for key in (
+        "node_brier_model",
+        "node_brier_oracle",
+        "node_brier_ratio",
+        "infected_skill_vs_oracle",
+        "hub_kendall_tau",
+    ):
         assert key in head, key
     assert len(head["infected_skill_vs_oracle"]) == cfg.horizon
     assert set(head["hub_kendall_tau"]) == {"model", "simulator_at_budget", "degree", "eigenvector"}
@@ -63,15 +69,41 @@ def test_demo_command_passes_training_and_hub_budgets(tmp_path, monkeypatch):
 
     def fake_run(out, cfg, log=print):
         seen["cfg"] = cfg
-        head = {"node_brier_model": 0.03, "node_brier_oracle": 0.03, "node_brier_ratio": 1.0, "infected_skill_vs_oracle": [0.9], "hub_kendall_tau": {"model": 0.8}}
+        head = {
+            "node_brier_model": 0.03,
+            "node_brier_oracle": 0.03,
+            "node_brier_ratio": 1.0,
+            "infected_skill_vs_oracle": [0.9],
+            "hub_kendall_tau": {"model": 0.8},
+        }
         return {"headline": head, "total_seconds": 1.0}
 
     monkeypatch.setattr(cd, "run_cascade_demo", fake_run)
-    args = ["demo", "--world", "cascade", "--out", str(tmp_path / "d"), "--steps", "9", "--batch-size", "32", "--episodes", "50", "--hub-members", "256"]
+    args = [
+        "demo",
+        "--world",
+        "cascade",
+        "--out",
+        str(tmp_path / "d"),
+        "--steps",
+        "9",
+        "--batch-size",
+        "32",
+        "--episodes",
+        "50",
+        "--hub-members",
+        "256",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
-    assert (cfg.train.steps, cfg.train.batch_size, cfg.episodes, cfg.hub_members, cfg.members) == (9, 32, 50, 256, CascadeDemoConfig().members)
+    assert (cfg.train.steps, cfg.train.batch_size, cfg.episodes, cfg.hub_members, cfg.members) == (
+        9,
+        32,
+        50,
+        256,
+        CascadeDemoConfig().members,
+    )
     assert "hub Kendall tau: model 0.80" in result.output
     # Without --hub-members, --members caps the hub dreams at the default 64 as before.
     CliRunner().invoke(app, ["demo", "--world", "cascade", "--out", str(tmp_path / "e"), "--members", "8"])

@@ -36,7 +36,7 @@ from diffworld.domains.epidemics.scores import (
     summarize_probabilities,
 )
 from diffworld.evaluate.forecasts import model_forecast
-from diffworld.worlds.cascade import I, R, S, Cascade
+from diffworld.worlds.cascade import Cascade, I, R, S
 from tests.conftest import tiny_model
 
 

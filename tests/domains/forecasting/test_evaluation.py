@@ -34,7 +34,9 @@ def test_demo_writes_metrics_and_pictures(tmp_path, device):
     assert saved["events"] is None  # Lorenz-96 has no discrete chance events
     free = saved["free_run"]
     assert free["frames"] == 2 * 4 and free["finite"] and free["var"]["truth"] > 0
-    assert np.isclose(head["free_run_var_rel_error"], abs(free["var"]["model"] - free["var"]["truth"]) / free["var"]["truth"])
+    assert np.isclose(
+        head["free_run_var_rel_error"], abs(free["var"]["model"] - free["var"]["truth"]) / free["var"]["truth"]
+    )
     assert len(saved["scores"]["model"]["rank_histogram"]) == 3
     assert np.asarray(saved["forecast_spectrum_ratio_by_lead"]).shape == (6, 4)  # leads × wavenumbers 1..K/2
     assert 1 <= head["oracle_saturation_lead"] <= 6
@@ -99,7 +101,21 @@ def test_cli_demo_passes_options_and_prints_the_headline(tmp_path, monkeypatch):
         return {"headline": head, "lead_time": [0.05 * (i + 1) for i in range(cfg.horizon)], "total_seconds": 1.0}
 
     monkeypatch.setattr(fd, "run_forecast_demo", fake_run)
-    args = ["demo", "--world", "fields", "--out", str(tmp_path / "d"), "--steps", "7", "--cases", "30", "--batch-size", "12", "--validate-every", "5"]
+    args = [
+        "demo",
+        "--world",
+        "fields",
+        "--out",
+        str(tmp_path / "d"),
+        "--steps",
+        "7",
+        "--cases",
+        "30",
+        "--batch-size",
+        "12",
+        "--validate-every",
+        "5",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cfg = seen["cfg"]
@@ -139,7 +155,18 @@ def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
     )  # fmt: skip
     run_forecast_demo(tmp_path / "demo", cfg, progress=False, log=lambda s: None)
     out = tmp_path / "eval"
-    args = ["eval", str(tmp_path / "demo" / "checkpoint"), "--out", str(out), "--cases", "3", "--members", "2", "--horizon", "5"]
+    args = [
+        "eval",
+        str(tmp_path / "demo" / "checkpoint"),
+        "--out",
+        str(out),
+        "--cases",
+        "3",
+        "--members",
+        "2",
+        "--horizon",
+        "5",
+    ]
     result = CliRunner().invoke(app, args + ["--sigma-max", "3", "--steps", "2", "--churn", "0.5"])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "metrics.json").read_text())
@@ -173,12 +200,17 @@ def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
     config["data"]["train_seeds"] = [0, 1_000_010]
     (leaky / "config.json").write_text(json.dumps(config))
     refused = CliRunner().invoke(app, args + ["--guide", str(leaky), "--out", str(tmp_path / "leaky-eval")])
-    assert refused.exit_code == 2 and "guide trained on seeds 0..1000010, which reach the start dates' seeds from 1000000" in refused.output
+    assert (
+        refused.exit_code == 2
+        and "guide trained on seeds 0..1000010, which reach the start dates' seeds from 1000000" in refused.output
+    )
     assert not (tmp_path / "leaky-eval").exists()
 
     # --validation: the same scores from the validation trajectories, the split named in metrics.json.
     val = tmp_path / "val"
-    result = CliRunner().invoke(app, ["eval", args[1], "--out", str(val), "--cases", "3", "--members", "2", "--horizon", "5", "--validation"])
+    result = CliRunner().invoke(
+        app, ["eval", args[1], "--out", str(val), "--cases", "3", "--members", "2", "--horizon", "5", "--validation"]
+    )
     assert result.exit_code == 0, result.output
     checked = json.loads((val / "metrics.json").read_text())
     assert (saved["cases"]["split"], saved["cases"]["seeds_from"]) == ("held-out", 1_000_000)
@@ -190,6 +222,9 @@ def test_cli_eval_scores_a_fields_checkpoint_like_the_demo(tmp_path):
 def test_forecast_evaluation_refuses_a_game_checkpoint(tmp_path):
     from diffworld.domains.forecasting.evaluation import evaluate_forecast_checkpoint
 
-    with pytest.raises(ValueError, match="needs a checkpoint trained on lorenz96 or fields trajectories, got one trained on world 'pong'"):
+    with pytest.raises(
+        ValueError,
+        match="needs a checkpoint trained on lorenz96 or fields trajectories, got one trained on world 'pong'",
+    ):
         evaluate_forecast_checkpoint("pong", tmp_path)
     assert not any(tmp_path.iterdir())  # nothing written

@@ -21,7 +21,9 @@ def test_ar1_recovers_its_parameters_and_becomes_climatology():
     np.testing.assert_allclose(fit.noise_std, s, atol=0.03)
     paths = fit.forecast(np.full((2, 3), 10.0), members=2000, horizon=40, rng=rng)
     assert paths.shape == (2, 2000, 40, 3)
-    np.testing.assert_allclose(paths[:, :, 0].mean(axis=1), np.broadcast_to(fit.mean + fit.phi * (10.0 - fit.mean), (2, 3)), atol=0.05)
+    np.testing.assert_allclose(
+        paths[:, :, 0].mean(axis=1), np.broadcast_to(fit.mean + fit.phi * (10.0 - fit.mean), (2, 3)), atol=0.05
+    )
     # Far ahead: the stationary distribution, std s / sqrt(1 − φ²).
     np.testing.assert_allclose(paths[:, :, -1].std(axis=1), s / np.sqrt(1 - phi**2), rtol=0.08)
 
@@ -54,7 +56,9 @@ def test_spectra_put_the_power_of_a_wave_at_its_wavenumber():
     assert r.shape == (16,) and r.argmax() + 1 == 5
     # Blur removes high wavenumbers: a smoothed white-noise field has less power there.
     noise = np.random.default_rng(0).standard_normal((8, 32, 32))
-    smooth = (noise + np.roll(noise, 1, -1) + np.roll(noise, -1, -1) + np.roll(noise, 1, -2) + np.roll(noise, -1, -2)) / 5
+    smooth = (
+        noise + np.roll(noise, 1, -1) + np.roll(noise, -1, -1) + np.roll(noise, 1, -2) + np.roll(noise, -1, -2)
+    ) / 5
     assert weather.radial_spectrum(smooth)[-1] < 0.2 * weather.radial_spectrum(noise)[-1]
 
 

@@ -1,16 +1,17 @@
 import numpy as np
 import pytest
-import torch
 
-from diffworld.evaluate.forecasts import make_cases, oracle_forecast, persistence_forecast
 from diffworld.domains.games.evaluation import EvalConfig, evaluate
+from diffworld.evaluate.forecasts import make_cases, oracle_forecast, persistence_forecast
 from diffworld.worlds import default_policy, make_world
 from tests.conftest import tiny_model
 
 
 @pytest.fixture(scope="module")
 def cases():
-    return make_cases(lambda: make_world("pong"), [1_000_000, 1_000_001], default_policy("pong"), 6, 3, 8, np.random.default_rng(0))
+    return make_cases(
+        lambda: make_world("pong"), [1_000_000, 1_000_001], default_policy("pong"), 6, 3, 8, np.random.default_rng(0)
+    )
 
 
 def test_cases_are_consistent_with_the_world(cases):
@@ -35,7 +36,16 @@ def test_oracle_branches_with_fresh_noise(cases):
 
 def test_evaluate_writes_every_headline_field():
     model = tiny_model(make_world("pong").spec, frames=4, patch=8)
-    cfg = EvalConfig(cases=4, episodes=2, members=3, horizon=5, fidelity_rollouts=4, climatology_episodes=2, serve_moments=4, serve_members=2)
+    cfg = EvalConfig(
+        cases=4,
+        episodes=2,
+        members=3,
+        horizon=5,
+        fidelity_rollouts=4,
+        climatology_episodes=2,
+        serve_moments=4,
+        serve_members=2,
+    )
     m = evaluate(model, "pong", cfg, train_seeds=[0, 1])
     assert m["world"] == "pong" and m["horizons"] == [1, 2, 3, 4, 5]
     for name in ("model", "persistence", "climatology", "oracle"):
@@ -49,7 +59,10 @@ def test_evaluate_writes_every_headline_field():
     assert m["valid_frac"] < 0.5
     assert np.mean(m["metrics"]["model"]["state_crps"]) > np.mean(m["metrics"]["oracle"]["state_crps"])
     # Chance events: births of the model, persistence (none) and the oracle; pong's serve drawn 4 × 2 times.
-    assert set(m["events"]["births"]) == {"model", "persistence", "oracle"} and m["events"]["births"]["persistence"]["births"] == 0
+    assert (
+        set(m["events"]["births"]) == {"model", "persistence", "oracle"}
+        and m["events"]["births"]["persistence"]["births"] == 0
+    )
     assert m["events"]["serve"]["oracle"]["frames"] == 8 and m["events"]["serve"]["oracle"]["served"] == 1.0
 
 
@@ -66,5 +79,7 @@ def test_evaluate_a_graph_world_without_actions():
     cfg = EvalConfig(cases=3, episodes=8, members=2, horizon=3, climatology_episodes=2)
     m = evaluate(model, "cascade", cfg, train_seeds=[0, 1], world_options={"graph": "karate", "beta_ratio": 3.0})
     assert set(m["metrics"]) == {"model", "persistence", "climatology", "oracle"}
-    assert len(m["state_skill_vs_oracle"]) == 3 and "action_fidelity" not in m and m["events"] is None  # no grid births on a graph
+    assert (
+        len(m["state_skill_vs_oracle"]) == 3 and "action_fidelity" not in m and m["events"] is None
+    )  # no grid births on a graph
     assert m["metrics"]["oracle"]["valid_frac"] == [1.0] * 3

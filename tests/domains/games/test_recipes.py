@@ -54,7 +54,13 @@ def test_a_demo_refuses_an_output_holding_metrics_before_training(tmp_path, monk
         demo.run_demo(tmp_path, demo.DemoConfig(preset="tiny"))
 
 
-@pytest.mark.parametrize("episodes, held_out, match", [(0, 5, "heads episodes: expected an integer >= 1, found 0"), (5, 0, "heads held_out: expected an integer >= 1, found 0")])
+@pytest.mark.parametrize(
+    "episodes, held_out, match",
+    [
+        (0, 5, "heads episodes: expected an integer >= 1, found 0"),
+        (5, 0, "heads held_out: expected an integer >= 1, found 0"),
+    ],
+)
 def test_heads_need_episodes_to_train_and_to_score_on(checkpoint, tmp_path, monkeypatch, episodes, held_out, match):
     monkeypatch.setattr(WorldModel, "from_pretrained", never("loaded"))
     with pytest.raises(ValueError, match=match):
@@ -67,12 +73,18 @@ def test_a_gif_checks_its_path_and_length_first_and_makes_its_folder(checkpoint,
         (tmp_path, {}, r"GIF .*: expected a file name, found a folder"),
         (tmp_path / "x.txt", {}, r"GIF .*x.txt: expected a file name ending in .gif, found '.txt'"),
         (a_file / "x.gif", {}, r"GIF .*: expected .*a_file to be a folder, found a file"),
-        (tmp_path / "x.gif", dict(free_frames=10**8), r"free_frames: expected an integer in \[1, 10000\], found 100000000"),
+        (
+            tmp_path / "x.gif",
+            dict(free_frames=10**8),
+            r"free_frames: expected an integer in \[1, 10000\], found 100000000",
+        ),
         (tmp_path / "x.gif", dict(members=0), r"members: expected an integer >= 1, found 0"),
     ):
         with pytest.raises(ValueError, match=match):
             dream_gif(model, path, **kwargs)
-    out = dream_gif(model, tmp_path / "new" / "folder" / "d.gif", free_frames=2, members=1, cases=1, horizon=2, max_steps=60)
+    out = dream_gif(
+        model, tmp_path / "new" / "folder" / "d.gif", free_frames=2, members=1, cases=1, horizon=2, max_steps=60
+    )
     assert out.is_file()
 
 

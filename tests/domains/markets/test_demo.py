@@ -67,7 +67,14 @@ def test_market_demo_writes_backtest_metrics_and_pictures(tmp_path, device):
         validation_members=4, members=8, free_paths=2, horizon=3, fan_paths=16,
     )  # fmt: skip
     run_market_demo(tmp_path, cfg, progress=False, log=lambda s: None)
-    for name in ("metrics.json", "backtest.md", "fan_chart.png", "var_backtest.png", "checkpoint/model.safetensors", "joint/checkpoint/model.safetensors"):
+    for name in (
+        "metrics.json",
+        "backtest.md",
+        "fan_chart.png",
+        "var_backtest.png",
+        "checkpoint/model.safetensors",
+        "joint/checkpoint/model.safetensors",
+    ):
         assert (tmp_path / name).is_file(), name
     m = json.loads((tmp_path / "metrics.json").read_text())
     head = m["headline"]
@@ -98,7 +105,13 @@ def test_a_series_name_is_never_read_as_a_file_even_where_one_of_that_name_exist
     (tmp_path / "nasdaq").mkdir()
     (tmp_path / "wti").write_text("not prices")
     assert load_series("nasdaq").name == "nasdaq" and len(load_series("wti")) > 1000
-    assert [is_csv_path(s) for s in ("nasdaq", "prices.csv", "PRICES.CSV", "data/prices", "./nasdaq")] == [False, True, True, True, True]
+    assert [is_csv_path(s) for s in ("nasdaq", "prices.csv", "PRICES.CSV", "data/prices", "./nasdaq")] == [
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
     with pytest.raises(ValueError, match=r"^nasdaq: expected a CSV file .*Is a directory"):  # a path, said as one
         load_series("nasdaq/")
 
@@ -113,7 +126,9 @@ def test_every_series_of_the_market_demo_is_read_before_any_training(tmp_path, m
         run_market_demo(tmp_path / "out", cfg, progress=False, log=lambda s: None)
     assert not (tmp_path / "out").exists()
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match=r"market demo output .*file: expected a folder \(or nothing yet\), found a file"):
+    with pytest.raises(
+        ValueError, match=r"market demo output .*file: expected a folder \(or nothing yet\), found a file"
+    ):
         run_market_demo(tmp_path / "file", MarketDemoConfig(), progress=False, log=lambda s: None)
 
 
@@ -123,7 +138,9 @@ def test_scenarios_refuse_sizes_and_dates_they_cannot_serve(market_model):
     r = GarchSimulator(assets=2, seed=0).simulate(120)
     with pytest.raises(ValueError, match=r"^scenarios n: expected an integer >= 1, found 0$"):
         scenarios(market_model, r, 3, 0)
-    with pytest.raises(ValueError, match=r"^100000000000 scenario paths of 10 days: expected at most the .* GiB of memory"):
+    with pytest.raises(
+        ValueError, match=r"^100000000000 scenario paths of 10 days: expected at most the .* GiB of memory"
+    ):
         scenarios(market_model, r, 10, 10**11)
     with pytest.raises(ValueError, match=r"^date: expected a day YYYY-MM-DD, found '2016-13-45'$"):
         history_until(load_series("sp500"), "2016-13-45")

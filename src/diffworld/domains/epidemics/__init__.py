@@ -13,7 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from diffworld.domains.base import DemoOptions, EvalOptions, checkpoint_sampler, given, refuse_existing_demo, with_training
+from diffworld.domains.base import (
+    DemoOptions,
+    EvalOptions,
+    checkpoint_sampler,
+    given,
+    refuse_existing_demo,
+    with_training,
+)
 from diffworld.spec import WorldSpec
 
 
@@ -66,8 +73,12 @@ class Epidemics:
     def print_summary(self, metrics: dict[str, Any]) -> None:
         """Node Brier scores beside the oracle's, the infected curve's skill by step, the hubs' Kendall τ."""
         head = metrics["headline"]
-        print(f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})")
-        print("infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in head["infected_skill_vs_oracle"]))
+        print(
+            f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})"
+        )
+        print(
+            "infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in head["infected_skill_vs_oracle"])
+        )
         print("hub Kendall tau: " + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_kendall_tau"].items()))
 
     def outputs(self, world: str, demo: bool) -> list[str]:

@@ -16,7 +16,10 @@ from diffworld.recipes import train_world
 
 
 def run_cascade_demo(
-    out: str | Path, cfg: CascadeDemoConfig = CascadeDemoConfig(), progress: bool = True, log: Callable[[str], None] = print
+    out: str | Path,
+    cfg: CascadeDemoConfig = CascadeDemoConfig(),
+    progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Collect, train, evaluate; write checkpoint/, metrics.json, spread.gif, curves.png and hubs.png into `out`."""
     out = Path(out)

@@ -13,6 +13,7 @@ persistence and the individual-based mean-field baseline:
 Every forecast starts from the first `frames − 1` moments of an epidemic (patient zero plus
 the steps observed after it).
 """
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,9 @@ class CascadeDemoConfig:
         check_int("cascade demo seed", self.seed, 0, MAX_SEED)
 
 
-def held_out_cases(world: Any, context: int, horizon: int, n_cases: int, max_tries: int = 100_000) -> dict[str, np.ndarray]:
+def held_out_cases(
+    world: Any, context: int, horizon: int, n_cases: int, max_tries: int = 100_000
+) -> dict[str, np.ndarray]:
     """Epidemics of held-out seeds still running after `context` frames: their start, and what followed.
 
     An epidemic that ends early (nobody infected) stays as it is, so its truth is held from its
@@ -99,10 +102,14 @@ def evaluate_cascade(model: WorldModel, cfg: CascadeDemoConfig, log: Callable[[s
     context = model.frames - 1
     cases = held_out_cases(world, context, cfg.horizon, cfg.cases)
     truth, last = ev.node_states(cases["truth"]), cases["last"]
-    log(f"{cfg.cases} held-out epidemics (seeds from {HELD_OUT_SEED_BASE}); model: {cfg.members} dreams of {cfg.horizon} steps each")
+    log(
+        f"{cfg.cases} held-out epidemics (seeds from {HELD_OUT_SEED_BASE}); model: {cfg.members} dreams of {cfg.horizon} steps each"
+    )
     no_actions = np.full((cfg.cases, cfg.horizon), -1)
     t0 = time.perf_counter()
-    dream = model_forecast(model, cases["context"], no_actions, cfg.members, seed=cfg.seed, stop=extinct)  # [S, M, H, N, 3]
+    dream = model_forecast(
+        model, cases["context"], no_actions, cfg.members, seed=cfg.seed, stop=extinct
+    )  # [S, M, H, N, 3]
     fps = cfg.cases * cfg.members * cfg.horizon / (time.perf_counter() - t0)
     traj = {
         "model": ev.node_states(dream),
@@ -129,7 +136,9 @@ def evaluate_cascade(model: WorldModel, cfg: CascadeDemoConfig, log: Callable[[s
     return report
 
 
-def evaluate_and_draw(model: WorldModel, cfg: CascadeDemoConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate_and_draw(
+    model: WorldModel, cfg: CascadeDemoConfig, out: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """`evaluate_cascade`, then its pictures in `out` (spread.gif, curves.png, hubs.png); the report without picture data."""
     report = evaluate_cascade(model, cfg, log)
     pics = report.pop("_pictures")
@@ -160,15 +169,21 @@ def evaluate_cascade_checkpoint(
     config = read_config(resolve_pretrained(path))
     world, data = config["spec"]["name"], config.get("data") or {}
     if world != "cascade":
-        raise ValueError(f"the epidemic evaluation needs a checkpoint trained on cascade epidemics, got one trained on world {world!r}")
+        raise ValueError(
+            f"the epidemic evaluation needs a checkpoint trained on cascade epidemics, got one trained on world {world!r}"
+        )
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = CascadeDemoConfig(world_options=dict(options), **overrides)
     seeds = data.get("train_seeds")
     if seeds and seeds[1] >= HELD_OUT_SEED_BASE:
-        raise ValueError(f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, which reach the held-out epidemics' seeds from {HELD_OUT_SEED_BASE}")
+        raise ValueError(
+            f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, which reach the held-out epidemics' seeds from {HELD_OUT_SEED_BASE}"
+        )
     frame = list(make_world("cascade", **cfg.world_options).spec.frame_shape)
     if list(config["spec"]["frame_shape"]) != frame:
-        raise ValueError(f"checkpoint frames {config['spec']['frame_shape']} do not fit the cascade world {cfg.world_options} ({frame})")
+        raise ValueError(
+            f"checkpoint frames {config['spec']['frame_shape']} do not fit the cascade world {cfg.world_options} ({frame})"
+        )
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:
         model.sampler = sampler
@@ -189,4 +204,10 @@ def evaluate_cascade_checkpoint(
     return metrics
 
 
-__all__ = ["CascadeDemoConfig", "evaluate_and_draw", "evaluate_cascade", "evaluate_cascade_checkpoint", "held_out_cases"]
+__all__ = [
+    "CascadeDemoConfig",
+    "evaluate_and_draw",
+    "evaluate_cascade",
+    "evaluate_cascade_checkpoint",
+    "held_out_cases",
+]

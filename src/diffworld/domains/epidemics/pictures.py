@@ -10,7 +10,6 @@ from PIL import Image
 
 from diffworld.evaluate.pictures import COLORS
 
-
 #: Node colours of the true S/I/R states.
 SIR_COLORS = ("#4c72b0", "#d62728", "#9a9a9a")
 
@@ -20,7 +19,9 @@ def _figure_image(fig: Any) -> Image.Image:
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
 
 
-def graph_heatmap_gif(graph: Any, truth: np.ndarray, forecasts: dict[str, Any], path: str | Path, case: int = 0, fps: int = 2) -> Path:
+def graph_heatmap_gif(
+    graph: Any, truth: np.ndarray, forecasts: dict[str, Any], path: str | Path, case: int = 0, fps: int = 2
+) -> Path:
     """Animation over the forecast horizon of one case: the true S/I/R states beside each
     forecaster's probability that a node is infected, on a fixed drawing of the graph.
 

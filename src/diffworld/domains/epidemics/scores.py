@@ -267,7 +267,9 @@ def expected_final_reach_model(
     out = np.empty(n)
     for lo in range(0, n, per_chunk):
         chunk = torch.as_tensor(ctx[lo : lo + per_chunk])  # [n', L, N, 3]
-        dream = rollout(model, chunk, None, horizon=horizon, n_samples=members, generator=generator, stop=extinct)  # [n', M, H, N, 3]
+        dream = rollout(
+            model, chunk, None, horizon=horizon, n_samples=members, generator=generator, stop=extinct
+        )  # [n', M, H, N, 3]
         final = node_states(dream[:, :, -1].float().cpu().numpy())  # [n', M, N]
         out[lo : lo + per_chunk] = (final != S).sum(-1).mean(-1)
     return out
@@ -330,7 +332,9 @@ def cascade_report(
     truth_i = _states(truth, 3, "truth") == I
     contested = (forecasts["oracle"].infected > 0.01) & (forecasts["oracle"].infected < 0.99)
     contested_brier = {
-        name: float(((np.asarray(fc.infected, np.float64) - truth_i) ** 2)[contested].mean()) if contested.any() else float("nan")
+        name: float(((np.asarray(fc.infected, np.float64) - truth_i) ** 2)[contested].mean())
+        if contested.any()
+        else float("nan")
         for name, fc in forecasts.items()
     }
     headline: dict[str, Any] = {

@@ -87,14 +87,22 @@ class Forecasting:
         for name in ("model", "persistence", "ar1", "oracle"):
             c = head["crps_by_lead"][name]
             print(f"CRPS {name:>11}: " + " ".join(f"t={lead[i]:g} {c[i]:.3f}" for i in (0, n // 4, n // 2, n - 1)))
-        verdict = "yes" if head["beats_persistence_and_ar1"] else f"no (first miss at lead {head['first_lead_not_beating']})"
+        verdict = (
+            "yes" if head["beats_persistence_and_ar1"] else f"no (first miss at lead {head['first_lead_not_beating']})"
+        )
         print(f"model beats persistence and AR(1) at every lead to {lead[n - 1]:g}: {verdict}")
-        print(f"free run: mean off by {head['free_run_mean_rel_error']:.1%}, variance by {head['free_run_var_rel_error']:.1%}")
-        print(f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): min {head['skill_vs_oracle_min_to_saturation']:.2f}")
+        print(
+            f"free run: mean off by {head['free_run_mean_rel_error']:.1%}, variance by {head['free_run_var_rel_error']:.1%}"
+        )
+        print(
+            f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): min {head['skill_vs_oracle_min_to_saturation']:.2f}"
+        )
         lo, hi = head["spread_skill_range_to_saturation"]
         o_lo, o_hi = head["oracle_spread_skill_range_to_saturation"]
         spectrum = head["spectrum_ratio_range"]
-        print(f"spread/skill to saturation: {lo:.2f}..{hi:.2f} (the oracle's {o_lo:.2f}..{o_hi:.2f}); forecast/truth spectrum: {spectrum[0]:.2f}..{spectrum[1]:.2f}")
+        print(
+            f"spread/skill to saturation: {lo:.2f}..{hi:.2f} (the oracle's {o_lo:.2f}..{o_hi:.2f}); forecast/truth spectrum: {spectrum[0]:.2f}..{spectrum[1]:.2f}"
+        )
         for line in event_lines(metrics.get("events")):
             print(line)
 

@@ -28,7 +28,9 @@ def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = prin
     """The early-stopping score: relative mean error + relative variance error of free runs from validation trajectories."""
     context = ModelConfig.preset(cfg.preset, **cfg.dit).dit.frames - 1
     seeds = range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + cfg.validation_runs)
-    runs = np.stack([true_run(make_world(cfg.world, **cfg.world_options), seed, context + cfg.validation_frames) for seed in seeds])
+    runs = np.stack(
+        [true_run(make_world(cfg.world, **cfg.world_options), seed, context + cfg.validation_frames) for seed in seeds]
+    )
     starts, real = runs[:, :context], runs[:, context:]  # [R, L, *frame]
     no_actions = np.full((len(runs), cfg.validation_frames), -1)
 
@@ -43,7 +45,10 @@ def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = prin
 
 
 def run_forecast_demo(
-    out: str | Path, cfg: ForecastDemoConfig = ForecastDemoConfig(), progress: bool = True, log: Callable[[str], None] = print
+    out: str | Path,
+    cfg: ForecastDemoConfig = ForecastDemoConfig(),
+    progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Collect, train, evaluate; write checkpoint/, metrics.json and the pictures of `evaluate_and_draw` into `out`."""
     if cfg.world not in WORLDS:

@@ -10,6 +10,7 @@ longer than the training window test whether the model stays on the attractor: t
 variance and spectrum against long true trajectories. Spectra: over the ring of variables
 (Lorenz-96) or the isotropic spectrum of the grid (fields).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,12 @@ from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.domains.forecasting import weather
 from diffworld.domains.forecasting.events import fields_report
-from diffworld.domains.forecasting.pictures import field_forecast_gif, plot_lead_scores, plot_ring_forecast, plot_spectra
+from diffworld.domains.forecasting.pictures import (
+    field_forecast_gif,
+    plot_lead_scores,
+    plot_ring_forecast,
+    plot_spectra,
+)
 from diffworld.evaluate.events import by_event
 from diffworld.evaluate.forecasts import (
     climatology_forecast,
@@ -102,7 +108,16 @@ class ForecastDemoConfig:
         if self.world not in WORLD_DEFAULTS:
             raise ValueError(f"the forecast demo serves {', '.join(WORLDS)}, got {self.world!r}")
         ModelConfig.preset(self.preset, **self.dit)  # a bad preset or DiT setting fails here, before any work
-        for name in ("episodes", "cases", "horizon", "climate_episodes", "free_runs", "free_factor", "validation_runs", "validation_frames"):
+        for name in (
+            "episodes",
+            "cases",
+            "horizon",
+            "climate_episodes",
+            "free_runs",
+            "free_factor",
+            "validation_runs",
+            "validation_frames",
+        ):
             check_int(f"forecast demo {name}", getattr(self, name), 1)
         check_int("forecast demo members", self.members, 2)  # fair CRPS and spread need two
         check_int("forecast demo validate_every", self.validate_every, 0)
@@ -134,12 +149,24 @@ def evaluate_forecasts(
     rng = np.random.default_rng(cfg.seed)
     context = model.frames - 1
     seeds = list(range(cfg.seed_base, cfg.seed_base + cfg.cases))
-    cases = make_cases(make, seeds, random_policy, cfg.cases, context, cfg.horizon, rng, max_steps=context + cfg.horizon + 200)
+    cases = make_cases(
+        make, seeds, random_policy, cfg.cases, context, cfg.horizon, rng, max_steps=context + cfg.horizon + 200
+    )
     climate = [e.frames for e in collect_episodes(make, range(cfg.climate_episodes), random_policy)]
-    split = "held-out" if cfg.seed_base == HELD_OUT_SEED_BASE else "validation" if cfg.seed_base == VALIDATION_START_SEED_BASE else "other"
+    split = (
+        "held-out"
+        if cfg.seed_base == HELD_OUT_SEED_BASE
+        else "validation"
+        if cfg.seed_base == VALIDATION_START_SEED_BASE
+        else "other"
+    )
     log(f"{cfg.cases} {split} start dates (seeds from {cfg.seed_base}), {cfg.members} members, leads 1..{cfg.horizon}")
     t0 = time.perf_counter()
-    forecasts = {"model": model_forecast(model, cases.context, cases.actions, cfg.members, seed=cfg.seed, guide=guide, guide_weight=guide_weight)}
+    forecasts = {
+        "model": model_forecast(
+            model, cases.context, cases.actions, cfg.members, seed=cfg.seed, guide=guide, guide_weight=guide_weight
+        )
+    }
     fps = cfg.cases * cfg.members * cfg.horizon / (time.perf_counter() - t0)
     if getattr(world, "deterministic", False):  # branching alone would give identical members
         oracle = weather.twin_forecast(make, cases, cfg.members, cfg.twin_scale, cfg.seed)
@@ -180,7 +207,10 @@ def evaluate_forecasts(
         "headline_leads": bar_leads,
         "skill_vs_oracle_min_to_saturation": float(skill[:sat].min()),
         "spread_skill_range_to_saturation": [float(spread_skill[:sat].min()), float(spread_skill[:sat].max())],
-        "oracle_spread_skill_range_to_saturation": [float(oracle_spread_skill[:sat].min()), float(oracle_spread_skill[:sat].max())],
+        "oracle_spread_skill_range_to_saturation": [
+            float(oracle_spread_skill[:sat].min()),
+            float(oracle_spread_skill[:sat].max()),
+        ],
         "spectrum_ratio_range": [float(ratio.min()), float(ratio.max())],
         "beats_persistence_and_ar1": bool(beats[:bar_leads].all()),
         "first_lead_not_beating": None if beats[:bar_leads].all() else int(np.flatnonzero(~beats)[0]) + 1,
@@ -197,7 +227,13 @@ def evaluate_forecasts(
         "free_run": free,
         "oracle": oracle_kind,
         "rollout_fps_ensemble": fps,
-        "cases": {"split": split, "seeds_from": cfg.seed_base, "cases": cfg.cases, "context": context, "members": cfg.members},
+        "cases": {
+            "split": split,
+            "seeds_from": cfg.seed_base,
+            "cases": cfg.cases,
+            "context": context,
+            "members": cfg.members,
+        },
         "_pictures": {"truth": cases.truth, "forecasts": forecasts},
     }
     return report
@@ -248,7 +284,9 @@ def free_run(
     starts, truth = runs[:, :context], runs[:, context:]  # [R, L, *frame]
     no_actions = np.full((cfg.free_runs, length), -1)
     t0 = time.perf_counter()
-    dream = model_forecast(model, starts, no_actions, 1, seed=cfg.seed + 1, guide=guide, guide_weight=guide_weight)[:, 0]  # [R, L, *frame]
+    dream = model_forecast(model, starts, no_actions, 1, seed=cfg.seed + 1, guide=guide, guide_weight=guide_weight)[
+        :, 0
+    ]  # [R, L, *frame]
     log(f"free runs took {time.perf_counter() - t0:.0f}s")
     m_mean, t_mean = float(dream.mean()), float(truth.mean())
     m_var, t_var = float(dream.var()), float(truth.var())
@@ -262,7 +300,10 @@ def free_run(
         "var": {"model": m_var, "truth": t_var},
         "mean_rel_error": abs(m_mean - t_mean) / abs(t_mean),
         "var_rel_error": abs(m_var - t_var) / t_var,
-        "var_by_third": {"model": [float(dream[:, i].var()) for i in thirds], "truth": [float(truth[:, i].var()) for i in thirds]},
+        "var_by_third": {
+            "model": [float(dream[:, i].var()) for i in thirds],
+            "truth": [float(truth[:, i].var()) for i in thirds],
+        },
         "spectrum": {"model": spec_m.tolist(), "truth": spec_t.tolist(), "ratio": (spec_m / spec_t).tolist()},
         "finite": bool(np.isfinite(dream).all()),
         "_dream": dream,
@@ -296,13 +337,17 @@ def evaluate_forecast_checkpoint(
     world, data = config["spec"]["name"], config.get("data") or {}
     if world not in WORLDS or data.get("store"):
         source = f"store {data['store']}" if data.get("store") else f"world {world!r}"
-        raise ValueError(f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, got one trained on {source}")
+        raise ValueError(
+            f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, got one trained on {source}"
+        )
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = ForecastDemoConfig.for_world(world, world_options=dict(options), **overrides)
     guide_data = {} if guide is None else read_config(resolve_pretrained(guide)).get("data") or {}
     for name, seeds in (("checkpoint", data.get("train_seeds")), ("guide", guide_data.get("train_seeds"))):
         if seeds and seeds[1] >= cfg.seed_base:
-            raise ValueError(f"{name} trained on seeds {seeds[0]}..{seeds[1]}, which reach the start dates' seeds from {cfg.seed_base}")
+            raise ValueError(
+                f"{name} trained on seeds {seeds[0]}..{seeds[1]}, which reach the start dates' seeds from {cfg.seed_base}"
+            )
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:
         model.sampler = sampler
@@ -347,10 +392,22 @@ def evaluate_and_draw(
     plot_lead_scores(report, out / "scores.png")
     plot_spectra(report, out / "spectra.png")
     if model.spec.layout == "grid":
-        field_forecast_gif(pics["truth"][0], pics["forecasts"]["model"][0], out / "forecast.gif", names=model.spec.variables)
+        field_forecast_gif(
+            pics["truth"][0], pics["forecasts"]["model"][0], out / "forecast.gif", names=model.spec.variables
+        )
     else:
-        plot_ring_forecast(pics["truth"][0], pics["forecasts"]["model"][0], out / "hovmoller.png", free=(truth[0], dream[0]))
+        plot_ring_forecast(
+            pics["truth"][0], pics["forecasts"]["model"][0], out / "hovmoller.png", free=(truth[0], dream[0])
+        )
     return report
 
 
-__all__ = ["WORLDS", "ForecastDemoConfig", "evaluate_and_draw", "evaluate_forecast_checkpoint", "evaluate_forecasts", "free_run", "true_run"]
+__all__ = [
+    "WORLDS",
+    "ForecastDemoConfig",
+    "evaluate_and_draw",
+    "evaluate_forecast_checkpoint",
+    "evaluate_forecasts",
+    "free_run",
+    "true_run",
+]

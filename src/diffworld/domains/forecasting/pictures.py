@@ -37,7 +37,9 @@ def plot_lead_scores(report: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_ring_forecast(truth: np.ndarray, ensemble: np.ndarray, path: str | Path, free: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+def plot_ring_forecast(
+    truth: np.ndarray, ensemble: np.ndarray, path: str | Path, free: tuple[np.ndarray, np.ndarray] | None = None
+) -> Path:
     """Hovmöller diagrams (variable against lead) of one forecast of a ring of variables: truth,
     ensemble mean, one member, ensemble spread; with `free` = (true run, free run) [L, K, ...]
     a second row shows a long free-running rollout beside a true trajectory.
@@ -82,7 +84,9 @@ def colormap_frames(x: np.ndarray, lo: float, hi: float, cmap: str = "magma") ->
     return rgb.transpose(0, 3, 1, 2)
 
 
-def field_forecast_gif(truth: np.ndarray, ensemble: np.ndarray, path: str | Path, channel: int = 0, names: tuple[str, ...] = ()) -> Path:
+def field_forecast_gif(
+    truth: np.ndarray, ensemble: np.ndarray, path: str | Path, channel: int = 0, names: tuple[str, ...] = ()
+) -> Path:
     """Side-by-side animation over the leads of one forecast: truth, ensemble mean, one member and the
     ensemble's spread, of one channel. truth [H, C, h, w], ensemble [M, H, C, h, w]."""
     truth, ensemble = np.asarray(truth)[:, channel], np.asarray(ensemble)[:, :, channel]

@@ -60,7 +60,9 @@ class AR1:
         return out
 
 
-def twin_forecast(make_world: Callable[[], World], cases: Cases, members: int, scale: float, seed: int = 0) -> np.ndarray:
+def twin_forecast(
+    make_world: Callable[[], World], cases: Cases, members: int, scale: float, seed: int = 0
+) -> np.ndarray:
     """[S, M, H, *frame]: the true world from each case's state perturbed by N(0, scale²), with fresh noise.
 
     The oracle of a deterministic world (Lorenz-96 without noise), where branching alone would
@@ -131,7 +133,9 @@ def score_ensembles(forecasts: dict[str, np.ndarray], truth: np.ndarray, rng: np
     return out
 
 
-def skill_against(scores: dict[str, dict], name: str, baseline: str = "persistence", reference: str = "oracle") -> list[float]:
+def skill_against(
+    scores: dict[str, dict], name: str, baseline: str = "persistence", reference: str = "oracle"
+) -> list[float]:
     """Per-lead CRPS skill of `name`: 0 = the baseline, 1 = the reference."""
     get = lambda n: np.asarray(scores[n]["crps"])
     return skill_vs_reference(get(name), get(baseline), get(reference)).tolist()

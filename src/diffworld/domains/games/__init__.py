@@ -26,6 +26,7 @@ from diffworld.domains.base import (
 )
 from diffworld.spec import WorldSpec
 
+
 class Games:
     """The games domain (`diffworld.domains.base.Domain`)."""
 
@@ -61,7 +62,9 @@ class Games:
         from diffworld.domains.games.demo import DemoConfig, run_demo
 
         cfg = DemoConfig(world=world)
-        scoring = replace(cfg.eval, cases=given(options.cases, cfg.eval.cases), members=given(options.members, cfg.eval.members))
+        scoring = replace(
+            cfg.eval, cases=given(options.cases, cfg.eval.cases), members=given(options.members, cfg.eval.members)
+        )
         cfg = replace(
             cfg,
             preset=given(options.preset, cfg.preset),
@@ -91,10 +94,14 @@ class Games:
         console.print(table)
         if "state_skill_vs_oracle" in metrics:
             skill = metrics["state_skill_vs_oracle"]
-            console.print(f"state skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
+            console.print(
+                f"state skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill)
+            )
         if "cell_f1_skill_vs_oracle" in metrics:
             skill = metrics["cell_f1_skill_vs_oracle"]
-            console.print(f"cell-F1 skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill))
+            console.print(
+                f"cell-F1 skill vs oracle by horizon: min {min(skill):.2f}, " + " ".join(f"{x:.2f}" for x in skill)
+            )
         for key in ("valid_frac", "action_fidelity", "rollout_fps", "evaluations_per_frame"):
             if key in metrics:
                 console.print(f"{key}: {metrics[key]:.3f}")

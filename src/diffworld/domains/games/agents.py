@@ -45,13 +45,23 @@ def heads_data(
         store_episodes = EpisodeStore.open(data["store"]).episodes()
         cut = len(store_episodes) - max(1, min(held_out, len(store_episodes) // 2))
         if cut < 1:
-            raise ValueError(f"store {data['store']}: heads need at least 2 episodes (one to train, one to score), found {len(store_episodes)}")
-        return store_episodes[:cut], store_episodes[cut:], {"store": data["store"], "train_episodes": cut, "held_out_episodes": len(store_episodes) - cut}
+            raise ValueError(
+                f"store {data['store']}: heads need at least 2 episodes (one to train, one to score), found {len(store_episodes)}"
+            )
+        return (
+            store_episodes[:cut],
+            store_episodes[cut:],
+            {"store": data["store"], "train_episodes": cut, "held_out_episodes": len(store_episodes) - cut},
+        )
     make, source = checkpoint_world(path, policy, world)
     held = [HEADS_HELD_OUT_SEED_BASE + i for i in range(held_out)]
     train_eps = training_episodes(path, episodes, make, source)
     held_eps = collect_episodes(make, held, source["policy"], source["max_steps"])
-    origin = {"world": config["spec"]["name"], "train_seeds": [train_eps[0].seed, train_eps[-1].seed], "held_out_seeds": [held[0], held[-1]]}
+    origin = {
+        "world": config["spec"]["name"],
+        "train_seeds": [train_eps[0].seed, train_eps[-1].seed],
+        "held_out_seeds": [held[0], held[-1]],
+    }
     return train_eps, held_eps, origin
 
 
@@ -90,7 +100,9 @@ def train_checkpoint_heads(
     scores = {"real": score_heads(heads, held_eps)}
     if dreamed:
         scores["dreamed"] = score_heads(heads, dreamed_transitions(model, held_eps, config.dreamed_calm, seed=1))
-    heads.save_pretrained(out, {"data": origin, "dreamed": dreamed, "held_out_scores": scores, "train_seconds": round(seconds, 1)})
+    heads.save_pretrained(
+        out, {"data": origin, "dreamed": dreamed, "held_out_scores": scores, "train_seconds": round(seconds, 1)}
+    )
     for kind, s in scores.items():
         r, e = s["reward"], s["end"]
         log(
@@ -151,11 +163,15 @@ def dream_agent(
     make, source = checkpoint_world(checkpoint, policy, world)
     model = WorldModel.from_pretrained(checkpoint, device=device)
     head = Heads.from_pretrained(heads if heads is not None else checkpoint_heads(model_dir), device=device)
-    starts = starting_windows(training_episodes(checkpoint, config.start_episodes, make, source), model.frames - 1, config.start_stride)
+    starts = starting_windows(
+        training_episodes(checkpoint, config.start_episodes, make, source), model.frames - 1, config.start_stride
+    )
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "config": asdict(config)}
 
-    log(f"training in the dream: {config.ppo.steps} steps, {config.num_envs} dreams, episodes cut at {config.dream_steps} steps")
+    log(
+        f"training in the dream: {config.ppo.steps} steps, {config.num_envs} dreams, episodes cut at {config.dream_steps} steps"
+    )
     dream_envs = DreamVectorEnv(model, head, starts, config.num_envs, config.frames, config.dream_steps)
     t0 = time.perf_counter()
     dream_net, dream_log = train_ppo(dream_envs, config.ppo, log)
@@ -179,10 +195,18 @@ def dream_agent(
     }
     scores = {}
     for name, policy in policies.items():
-        envs = WorldVectorEnv(make, config.num_envs, config.frames, source["max_steps"], seeds=itertools.count(first_seed))
+        envs = WorldVectorEnv(
+            make, config.num_envs, config.frames, source["max_steps"], seeds=itertools.count(first_seed)
+        )
         returns = play_episodes(envs, policy, config.eval_episodes)
-        scores[name] = {"mean": float(returns.mean()), "sem": float(returns.std(ddof=1) / np.sqrt(len(returns))), "episodes": len(returns)}
-        log(f"{name}: return {scores[name]['mean']:.2f} ± {scores[name]['sem']:.2f} over {len(returns)} held-out real episodes")
+        scores[name] = {
+            "mean": float(returns.mean()),
+            "sem": float(returns.std(ddof=1) / np.sqrt(len(returns))),
+            "episodes": len(returns),
+        }
+        log(
+            f"{name}: return {scores[name]['mean']:.2f} ± {scores[name]['sem']:.2f} over {len(returns)} held-out real episodes"
+        )
     report["held_out_real_returns"] = scores
     report["held_out_seeds_from"] = first_seed
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

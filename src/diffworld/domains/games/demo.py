@@ -40,13 +40,17 @@ class DemoConfig:
         check_int("demo episodes", self.episodes, 1)
 
 
-def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = True, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Collect, train, evaluate; write checkpoint/, metrics.json, horizon.png and rollout.gif into `out`."""
     out = check_output_dir(out, "demo output")
     if (out / "metrics.json").exists():  # found only after training, it would stop the demo late
         raise FileExistsError(f"{out / 'metrics.json'} exists; choose another output directory or remove it")
     t0 = time.perf_counter()
-    result = train_world(cfg.world, out, ModelConfig.preset(cfg.preset), cfg.train, cfg.episodes, progress=progress, log=log)
+    result = train_world(
+        cfg.world, out, ModelConfig.preset(cfg.preset), cfg.train, cfg.episodes, progress=progress, log=log
+    )
     log("evaluating on held-out episodes")
     metrics = evaluate_checkpoint(out / "checkpoint", out, cfg.eval, log=log, extra={"train_seconds": result.seconds})
     log("writing rollout.gif")

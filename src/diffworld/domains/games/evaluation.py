@@ -23,6 +23,7 @@ import torch
 from diffworld.checks import MAX_SEED, check_int, check_output_dir
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.domains.games.events import serve_report
+from diffworld.domains.games.pictures import plot_horizons
 from diffworld.evaluate.events import birth_report, by_event
 from diffworld.evaluate.forecasts import (
     Cases,
@@ -36,7 +37,6 @@ from diffworld.evaluate.forecasts import (
     training_frames,
 )
 from diffworld.evaluate.metrics import cell_f1, decoded_state, score_forecast, skill_vs_reference
-from diffworld.domains.games.pictures import plot_horizons
 from diffworld.model.world_model import WorldModel, read_config, resolve_pretrained
 from diffworld.recipes import checkpoint_train_seeds, data_source
 from diffworld.rollout import rollout
@@ -44,7 +44,6 @@ from diffworld.splits import HELD_OUT_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World, run_episode
 from diffworld.worlds.pong import SERVE_ROWS, Pong, read_serve, serve_frames
-
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,16 @@ class EvalConfig:
     serve_members: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("cases", "episodes", "horizon", "fidelity_rollouts", "climatology_episodes", "batch", "serve_moments", "serve_members"):
+        for name in (
+            "cases",
+            "episodes",
+            "horizon",
+            "fidelity_rollouts",
+            "climatology_episodes",
+            "batch",
+            "serve_moments",
+            "serve_members",
+        ):
             check_int(f"eval {name}", getattr(self, name), 1)
         check_int("eval members", self.members, 2)  # fair CRPS and spread need two
         check_int("eval seed_offset", self.seed_offset, 0)
@@ -118,7 +126,9 @@ def evaluate(
     log(f"model: {s} × {m} rollouts of {h} frames")
     t0 = time.perf_counter()
     with counting_evaluations(model) as evaluations:
-        dream = model_forecast(model, cases.context, cases.actions, m, cases.context_actions, sampler, cfg.seed, cfg.batch)
+        dream = model_forecast(
+            model, cases.context, cases.actions, m, cases.context_actions, sampler, cfg.seed, cfg.batch
+        )
     ensemble_fps = s * m * h / (time.perf_counter() - t0)
     forecasts = {"model": dream, "persistence": persistence_forecast(cases)}
     clim_pool = training_frames(make, train_seeds[: cfg.climatology_episodes], policy, max_steps)
@@ -134,7 +144,11 @@ def evaluate(
     truth_state = probe.decode(cases.truth)[0] if decodable else None  # type: ignore[union-attr]
     for name, fct in forecasts.items():
         px = score_forecast(fct, cases.truth)
-        entry: dict[str, Any] = {"pixel_crps": px["crps"], "pixel_rmse": px["rmse"], "pixel_spread_skill": px["spread_skill"]}
+        entry: dict[str, Any] = {
+            "pixel_crps": px["crps"],
+            "pixel_rmse": px["rmse"],
+            "pixel_spread_skill": px["spread_skill"],
+        }
         if decodable:
             state, valid = decoded_state(probe, fct, truth_state)
             st = score_forecast(state, truth_state)
@@ -176,7 +190,9 @@ def evaluate(
             -np.array(metrics["oracle"]["cell_f1"]),
         ).tolist()
     result["summary"] = {
-        name: {k: float(np.mean(v)) for k, v in entry.items() if k in ("state_crps", "pixel_crps", "state_rmse", "cell_f1")}
+        name: {
+            k: float(np.mean(v)) for k, v in entry.items() if k in ("state_crps", "pixel_crps", "state_rmse", "cell_f1")
+        }
         for name, entry in metrics.items()
     }
     result["events"] = None
@@ -248,7 +264,9 @@ def serve_draws(
         if len(picks) == cfg.serve_moments:
             break
     else:
-        raise ValueError(f"found {len(picks)} serve moments in {len(seeds)} held-out episodes, wanted {cfg.serve_moments}")
+        raise ValueError(
+            f"found {len(picks)} serve moments in {len(seeds)} held-out episodes, wanted {cfg.serve_moments}"
+        )
     at = cases_at(picks, context, 1)
     m, noise = cfg.serve_members, cfg.seed + 2
     drawn = {
@@ -279,7 +297,9 @@ def action_fidelity(model: WorldModel, world: Any, cases: Cases, cfg: EvalConfig
     n, h = cfg.fidelity_rollouts, cfg.horizon
     idx = np.arange(n) % len(cases.context)
     commands = rng.integers(model.spec.action.n, size=(n, h))
-    dream = model_forecast(model, cases.context[idx], commands, 1, cases.context_actions[idx], sampler, cfg.seed + 1, cfg.batch)
+    dream = model_forecast(
+        model, cases.context[idx], commands, 1, cases.context_actions[idx], sampler, cfg.seed + 1, cfg.batch
+    )
     state = world.decode(dream[:, 0])[0]  # [n, H, K]
     last_ctx = world.decode(cases.context[idx, -1])[0]  # [n, K]
     prev = np.concatenate([last_ctx[:, None], state[:, :-1]], axis=1)  # [n, H, K]
@@ -334,4 +354,12 @@ def evaluate_checkpoint(
     return metrics
 
 
-__all__ = ["EvalConfig", "action_fidelity", "evaluate", "evaluate_checkpoint", "game_events", "rollout_fps", "serve_draws"]
+__all__ = [
+    "EvalConfig",
+    "action_fidelity",
+    "evaluate",
+    "evaluate_checkpoint",
+    "game_events",
+    "rollout_fps",
+    "serve_draws",
+]

@@ -79,39 +79,56 @@ def dream_gif(
     gen = torch.Generator(device=model.device).manual_seed(seed)
     seeds = iter(range(GIF_SEED_BASE + seed * GIF_SEEDS, GIF_SEED_BASE + (seed + 1) * GIF_SEEDS))
     for c in range(cases):  # short forecasts from held-out episodes long enough for them
-        ep = next((e for e in (run_episode(true_world, s, policy, max_steps) for s in seeds) if len(e) > ctx_len + horizon), None)
+        ep = next(
+            (e for e in (run_episode(true_world, s, policy, max_steps) for s in seeds) if len(e) > ctx_len + horizon),
+            None,
+        )
         if ep is None:
-            raise ValueError(f"no held-out episode of {world_name} has the {ctx_len + horizon + 1} frames a GIF case needs")
+            raise ValueError(
+                f"no held-out episode of {world_name} has the {ctx_len + horizon + 1} frames a GIF case needs"
+            )
         t0 = min(len(ep) - horizon - 1, ctx_len - 1 + 40 * (c + 1))
         ctx = ep.frames[t0 - ctx_len + 1 : t0 + 1]
-        dream = rollout(
-            model,
-            torch.as_tensor(ctx[None]),
-            torch.as_tensor(ep.actions[None, t0 + 1 : t0 + 1 + horizon]),
-            n_samples=members,
-            context_actions=torch.as_tensor(ep.actions[None, t0 - ctx_len + 1 : t0 + 1]),
-            sampler=sampler,
-            generator=gen,
-        )[0].cpu().numpy()  # [M, H, *frame]
+        dream = (
+            rollout(
+                model,
+                torch.as_tensor(ctx[None]),
+                torch.as_tensor(ep.actions[None, t0 + 1 : t0 + 1 + horizon]),
+                n_samples=members,
+                context_actions=torch.as_tensor(ep.actions[None, t0 - ctx_len + 1 : t0 + 1]),
+                sampler=sampler,
+                generator=gen,
+            )[0]
+            .cpu()
+            .numpy()
+        )  # [M, H, *frame]
         panels_truth += [ctx, ep.frames[t0 + 1 : t0 + 1 + horizon]]
         for j in range(members):
             panels_dreams[j] += [ctx, dream[j]]
-        captions += [f"case {c + 1}: context"] * ctx_len + [f"case {c + 1}: h={h + 1}, true actions" for h in range(horizon)]
+        captions += [f"case {c + 1}: context"] * ctx_len + [
+            f"case {c + 1}: h={h + 1}, true actions" for h in range(horizon)
+        ]
     # A free dream far beyond the trained window, under the actions of a held-out episode.
     cap = min(max_steps, ctx_len + free_frames + 1)
     ep = next((e for e in (run_episode(true_world, s, policy, cap) for s in seeds) if len(e) > ctx_len + 1), None)
     if ep is None:
-        raise ValueError(f"no held-out episode of {world_name} is longer than the {ctx_len + 1} frames a free dream needs")
+        raise ValueError(
+            f"no held-out episode of {world_name} is longer than the {ctx_len + 1} frames a free dream needs"
+        )
     n_free = min(free_frames, len(ep) - ctx_len)
-    dream = rollout(
-        model,
-        torch.as_tensor(ep.frames[None, :ctx_len]),
-        torch.as_tensor(ep.actions[None, ctx_len : ctx_len + n_free]),
-        n_samples=members,
-        context_actions=torch.as_tensor(ep.actions[None, :ctx_len]),
-        sampler=sampler,
-        generator=gen,
-    )[0].cpu().numpy()
+    dream = (
+        rollout(
+            model,
+            torch.as_tensor(ep.frames[None, :ctx_len]),
+            torch.as_tensor(ep.actions[None, ctx_len : ctx_len + n_free]),
+            n_samples=members,
+            context_actions=torch.as_tensor(ep.actions[None, :ctx_len]),
+            sampler=sampler,
+            generator=gen,
+        )[0]
+        .cpu()
+        .numpy()
+    )
     panels_truth.append(ep.frames[ctx_len : ctx_len + n_free])
     for j in range(members):
         panels_dreams[j].append(dream[j])
@@ -120,7 +137,9 @@ def dream_gif(
     panels += [(f"dream {j + 1}", np.concatenate(panels_dreams[j])) for j in range(members)]
     value_range = model.spec.value_range or (0.0, 1.0)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return write_gif(panels, path, scale=max(1, 128 // model.spec.frame_shape[-1]), fps=8, captions=captions, value_range=value_range)
+    return write_gif(
+        panels, path, scale=max(1, 128 // model.spec.frame_shape[-1]), fps=8, captions=captions, value_range=value_range
+    )
 
 
 __all__ = ["MAX_GIF_FRAMES", "dream_gif", "plot_horizons"]

@@ -15,7 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from diffworld.domains.base import DemoOptions, EvalOptions, checkpoint_sampler, given, refuse_existing_demo, with_training
+from diffworld.domains.base import (
+    DemoOptions,
+    EvalOptions,
+    checkpoint_sampler,
+    given,
+    refuse_existing_demo,
+    with_training,
+)
 from diffworld.spec import WorldSpec
 
 
@@ -66,7 +73,9 @@ class Markets:
         print(f"test period {metrics['test_period'][0]}..{metrics['test_period'][1]}, one day ahead:")
         for name, c in head["crps"].items():
             k, h = head["kupiec_p"][name], head["hits"][name]
-            print(f"  {name:>16}: CRPS {c:.4f}  hits 1% {h['1%']:>3} (Kupiec p {k['1%']:.3f})  hits 5% {h['5%']:>3} (Kupiec p {k['5%']:.3f})")
+            print(
+                f"  {name:>16}: CRPS {c:.4f}  hits 1% {h['1%']:>3} (Kupiec p {k['1%']:.3f})  hits 5% {h['5%']:>3} (Kupiec p {k['5%']:.3f})"
+            )
         ratio = head["stylised_ratio_model_to_real"]
         print(
             f"model CRPS / GJR-GARCH-t: {head['model_crps_over_gjr_garch_t']:.4f}; stylised facts model/real: "

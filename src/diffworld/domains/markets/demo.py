@@ -29,8 +29,14 @@ from diffworld.train import build_model, train
 
 
 def train_market_model(
-    store: EpisodeStore, returns: np.ndarray, validation: np.ndarray, out: Path, cfg: MarketDemoConfig, progress: bool,
-    log: Callable[[str], None], seed: int,
+    store: EpisodeStore,
+    returns: np.ndarray,
+    validation: np.ndarray,
+    out: Path,
+    cfg: MarketDemoConfig,
+    progress: bool,
+    log: Callable[[str], None],
+    seed: int,
 ) -> tuple[WorldModel, dict[str, float]]:
     """Train the demo's model on `store` into `out`, early-stopped on its forecasts of `returns` [T, V] on the `validation` days.
 
@@ -40,26 +46,56 @@ def train_market_model(
     import scoringrules as sr
 
     model = build_model(store.spec, store, ModelConfig.preset(cfg.preset, **cfg.dit), cfg.sampler, seed=seed)
-    log(f"market model (seed {seed}): {model.num_parameters() / 1e6:.2f}M parameters on {store.num_frames} days of {len(store)} series")
+    log(
+        f"market model (seed {seed}): {model.num_parameters() / 1e6:.2f}M parameters on {store.num_frames} days of {len(store)} series"
+    )
     r = returns.reshape(len(returns), -1)
     obs = r[validation]  # [T, V]
     sampler = replace(cfg.sampler, steps=cfg.validation_steps)
 
     def validate(m: WorldModel) -> float:
-        fc = one_day_ahead(m, r, validation, cfg.validation_members, sampler, torch.Generator(device=m.device).manual_seed(cfg.seed + 1))  # [T, M, V]
+        fc = one_day_ahead(
+            m,
+            r,
+            validation,
+            cfg.validation_members,
+            sampler,
+            torch.Generator(device=m.device).manual_seed(cfg.seed + 1),
+        )  # [T, M, V]
         if r.shape[1] == 1:
             return float(np.mean(sr.crps_ensemble(obs[:, 0], fc[:, :, 0], estimator="fair")))
         return float(np.mean(sr.es_ensemble(obs, fc)))
 
-    extra = {"data": {"store": str(store.path), "world": "market", "validation_start": cfg.validation_start, "frames": store.num_frames}}
-    result = train(model, store, replace(cfg.train, seed=seed), out, progress=progress, extra_config=extra, validate=validate, validate_every=cfg.validate_every)
+    extra = {
+        "data": {
+            "store": str(store.path),
+            "world": "market",
+            "validation_start": cfg.validation_start,
+            "frames": store.num_frames,
+        }
+    }
+    result = train(
+        model,
+        store,
+        replace(cfg.train, seed=seed),
+        out,
+        progress=progress,
+        extra_config=extra,
+        validate=validate,
+        validate_every=cfg.validate_every,
+    )
     best = result.best
     assert best is not None  # validate was given
     log(f"early stopping: best validation score {best['validation']:.4f} at step {best['step']} of {result.steps}")
     return result.model, best
 
 
-def run_market_demo(out: str | Path, cfg: MarketDemoConfig = MarketDemoConfig(), progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_market_demo(
+    out: str | Path,
+    cfg: MarketDemoConfig = MarketDemoConfig(),
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train, backtest against the peers, check stylised facts and joint scenarios; write metrics.json and pictures into `out`."""
     import arch  # noqa: F401  (the peers and the scores: missing packages fail here, before any work)
     import scoringrules  # noqa: F401
@@ -80,7 +116,9 @@ def run_market_demo(out: str | Path, cfg: MarketDemoConfig = MarketDemoConfig(),
         )
     store = training_store(out / "train.zarr", [main, *extra], cfg.validation_start)
     trained = [
-        train_market_model(store, main.to_numpy(), validation, out / (f"seed{k}" if k else ""), cfg, progress, log, cfg.seed + k)
+        train_market_model(
+            store, main.to_numpy(), validation, out / (f"seed{k}" if k else ""), cfg, progress, log, cfg.seed + k
+        )
         for k in range(cfg.seeds)
     ]
     models = [m for m, _ in trained]
@@ -88,7 +126,9 @@ def run_market_demo(out: str | Path, cfg: MarketDemoConfig = MarketDemoConfig(),
     scored = backtest(models, main, test, cfg, gen, out, log)
     table, facts = scored["table"], scored["facts"]
 
-    joint = _joint_scores(cfg, {name: loaded[name] for name in cfg.joint}, out, progress, log, gen) if cfg.joint else None
+    joint = (
+        _joint_scores(cfg, {name: loaded[name] for name in cfg.joint}, out, progress, log, gen) if cfg.joint else None
+    )
     (out / "backtest.md").write_text(backtest_markdown(table))
     metrics = {
         "world": "market",
@@ -110,7 +150,12 @@ def run_market_demo(out: str | Path, cfg: MarketDemoConfig = MarketDemoConfig(),
 
 
 def _joint_scores(
-    cfg: MarketDemoConfig, series: dict[str, Any], out: Path, progress: bool, log: Callable[[str], None], gen: torch.Generator
+    cfg: MarketDemoConfig,
+    series: dict[str, Any],
+    out: Path,
+    progress: bool,
+    log: Callable[[str], None],
+    gen: torch.Generator,
 ) -> dict[str, Any]:
     """Joint one-day-ahead scenarios of `series` (`cfg.joint`'s, loaded) by one model, energy score beside independent GARCH-normal."""
     import pandas as pd
@@ -126,7 +171,12 @@ def _joint_scores(
     joint = one_day_ahead(model, frame.to_numpy(), test, cfg.members, generator=gen)  # [T, M, V]
     rng = np.random.default_rng(cfg.seed)
     independent = np.stack(
-        [garch_forecast(frame[name], test, pd.Timestamp(cfg.train_end), GARCH_PEERS["garch_normal"])[0].sample(cfg.members, rng) for name in cfg.joint],
+        [
+            garch_forecast(frame[name], test, pd.Timestamp(cfg.train_end), GARCH_PEERS["garch_normal"])[0].sample(
+                cfg.members, rng
+            )
+            for name in cfg.joint
+        ],
         axis=-1,
     )  # [T, M, V]
     corr_real = float(np.corrcoef(obs.T)[0, 1]) if obs.shape[1] > 1 else 1.0

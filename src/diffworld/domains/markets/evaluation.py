@@ -88,9 +88,13 @@ class MarketDemoConfig:
             try:
                 dates[name] = datetime.date.fromisoformat(getattr(self, name))
             except (TypeError, ValueError):
-                raise ValueError(f"market demo {name}: expected a date YYYY-MM-DD, found {getattr(self, name)!r}") from None
+                raise ValueError(
+                    f"market demo {name}: expected a date YYYY-MM-DD, found {getattr(self, name)!r}"
+                ) from None
         if not dates["validation_start"] < dates["train_end"] < dates["test_end"]:
-            raise ValueError(f"market demo dates: expected validation_start < train_end < test_end, found {self.validation_start}, {self.train_end}, {self.test_end}")
+            raise ValueError(
+                f"market demo dates: expected validation_start < train_end < test_end, found {self.validation_start}, {self.train_end}, {self.test_end}"
+            )
 
 
 def gjr_paths(returns: Any, test: np.ndarray, cfg: MarketDemoConfig, params: dict[str, float]) -> np.ndarray:
@@ -103,7 +107,9 @@ def gjr_paths(returns: Any, test: np.ndarray, cfg: MarketDemoConfig, params: dic
     return np.stack(sims)
 
 
-def headline(table: dict[str, dict[str, Any]], facts: dict[str, dict[str, float]], joint: dict[str, Any] | None) -> dict[str, Any]:
+def headline(
+    table: dict[str, dict[str, Any]], facts: dict[str, dict[str, float]], joint: dict[str, Any] | None
+) -> dict[str, Any]:
     """The acceptance numbers: Kupiec p at 1% and 5%, CRPS beside the GARCH peers, stylised-fact ratios."""
     m, g, t = table["model"], table["garch_normal"], table["gjr_garch_t"]
     head: dict[str, Any] = {
@@ -133,7 +139,13 @@ def backtest_markdown(table: dict[str, dict[str, Any]]) -> str:
 
 
 def backtest(
-    models: list[WorldModel], main: Any, test: np.ndarray, cfg: MarketDemoConfig, gen: torch.Generator, out: Path, log: Callable[[str], None]
+    models: list[WorldModel],
+    main: Any,
+    test: np.ndarray,
+    cfg: MarketDemoConfig,
+    gen: torch.Generator,
+    out: Path,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Score `models` (their scenarios pooled in equal shares) on the `test` days (indices into the
     dated returns `main`) beside the peers: the backtest table, stylised facts of free paths, the
@@ -143,7 +155,9 @@ def backtest(
     log(f"one-day-ahead forecasts of {len(test)} test days, {cfg.members} scenarios each")
     values = main.to_numpy()
     obs = values[test]
-    ahead = pooled(lambda m, k: one_day_ahead(m, values, test, k, generator=gen), models, cfg.members, axis=1)  # [T, M, 1]
+    ahead = pooled(
+        lambda m, k: one_day_ahead(m, values, test, k, generator=gen), models, cfg.members, axis=1
+    )  # [T, M, 1]
     forecasts: dict[str, risk.Forecast] = {"model": risk.EnsembleForecast(ahead[:, :, 0])}
     peers, params = peer_forecasts(main, test, pd.Timestamp(cfg.train_end))
     forecasts |= peers
@@ -151,15 +165,29 @@ def backtest(
 
     log(f"{cfg.free_paths} free-running paths of {len(test)} days for the stylised facts")
     before = values[: test[0]]
-    free = pooled(lambda m, k: scenarios(m, before, len(test), k, generator=gen), models, cfg.free_paths, axis=0)[:, :, 0]  # [P, T]
+    free = pooled(lambda m, k: scenarios(m, before, len(test), k, generator=gen), models, cfg.free_paths, axis=0)[
+        :, :, 0
+    ]  # [P, T]
     facts = {"real": risk.stylised_facts(obs[None]), "model": risk.stylised_facts(free)}
     gjr = gjr_paths(main, test, cfg, params["gjr_garch_t"])
     facts["gjr_garch_t"] = risk.stylised_facts(gjr)
 
     fan_day = test[len(test) // 2]
-    fan = pooled(lambda m, k: scenarios(m, values[:fan_day], cfg.horizon, k, generator=gen), models, cfg.fan_paths, axis=0)[:, :, 0]
-    plot_fan_chart(main.index[fan_day - 60 : fan_day + cfg.horizon], values[fan_day - 60 : fan_day + cfg.horizon], fan, out / "fan_chart.png")
-    plot_var_backtest(main.index[test], obs, {n: forecasts[n].quantile(0.01) for n in ("model", "gjr_garch_t")}, out / "var_backtest.png")
+    fan = pooled(
+        lambda m, k: scenarios(m, values[:fan_day], cfg.horizon, k, generator=gen), models, cfg.fan_paths, axis=0
+    )[:, :, 0]
+    plot_fan_chart(
+        main.index[fan_day - 60 : fan_day + cfg.horizon],
+        values[fan_day - 60 : fan_day + cfg.horizon],
+        fan,
+        out / "fan_chart.png",
+    )
+    plot_var_backtest(
+        main.index[test],
+        obs,
+        {n: forecasts[n].quantile(0.01) for n in ("model", "gjr_garch_t")},
+        out / "var_backtest.png",
+    )
     scenario_risk = {"day": str(main.index[fan_day].date()), **path_risk(fan)}
 
     return {"table": table, "facts": facts, "scenario_risk": scenario_risk, "params": params}
@@ -189,17 +217,23 @@ def evaluate_market_checkpoint(
     config = read_config(resolve_pretrained(path))
     spec, data = config["spec"], config.get("data") or {}
     if spec["name"] != "market" or spec["frame_shape"][0] != 1:
-        raise ValueError(f"{path}: expected a one-asset market model, found world {spec['name']!r} with frames {spec['frame_shape']}")
+        raise ValueError(
+            f"{path}: expected a one-asset market model, found world {spec['name']!r} with frames {spec['frame_shape']}"
+        )
     cfg = MarketDemoConfig(**overrides)
     trained_until = data.get("validation_start")
     if not isinstance(trained_until, str):
-        raise ValueError(f"{path}: expected data.validation_start (the first day it did not train on) in its config, found {trained_until!r}")
+        raise ValueError(
+            f"{path}: expected data.validation_start (the first day it did not train on) in its config, found {trained_until!r}"
+        )
     if datetime.date.fromisoformat(trained_until) > datetime.date.fromisoformat(cfg.train_end):
         raise ValueError(f"{path} trained on days up to {trained_until}, past the test period's start {cfg.train_end}")
     main = load_series(cfg.series)
     test = np.flatnonzero((main.index >= cfg.train_end) & (main.index < cfg.test_end))
     if len(test) < 20:
-        raise ValueError(f"expected at least 20 test days of {cfg.series} in [{cfg.train_end}, {cfg.test_end}), found {len(test)}")
+        raise ValueError(
+            f"expected at least 20 test days of {cfg.series} in [{cfg.train_end}, {cfg.test_end}), found {len(test)}"
+        )
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:
         model.sampler = sampler
@@ -227,4 +261,12 @@ def evaluate_market_checkpoint(
     return metrics
 
 
-__all__ = ["MARKET_LOSS", "MARKET_SAMPLER", "MarketDemoConfig", "backtest", "backtest_markdown", "evaluate_market_checkpoint", "headline"]
+__all__ = [
+    "MARKET_LOSS",
+    "MARKET_SAMPLER",
+    "MarketDemoConfig",
+    "backtest",
+    "backtest_markdown",
+    "evaluate_market_checkpoint",
+    "headline",
+]

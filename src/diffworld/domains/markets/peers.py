@@ -22,7 +22,9 @@ GARCH_PEERS: dict[str, dict[str, Any]] = {
 HISTORY_DAYS = 250
 
 
-def garch_forecast(returns: Any, test_index: np.ndarray, train_end: Any, settings: dict[str, Any]) -> tuple[ParametricForecast, dict[str, float]]:
+def garch_forecast(
+    returns: Any, test_index: np.ndarray, train_end: Any, settings: dict[str, Any]
+) -> tuple[ParametricForecast, dict[str, float]]:
     """One-day-ahead forecasts of `returns.iloc[test_index]` (a pandas Series) from a model fitted before `train_end`.
 
     Returns the forecast and the fitted parameters.
@@ -31,7 +33,9 @@ def garch_forecast(returns: Any, test_index: np.ndarray, train_end: Any, setting
 
     test_index = np.asarray(test_index)
     if test_index.min() < 1 or returns.index[test_index.min()] < train_end:
-        raise ValueError(f"test days must follow the training period (ending {train_end}), found {returns.index[test_index.min()]}")
+        raise ValueError(
+            f"test days must follow the training period (ending {train_end}), found {returns.index[test_index.min()]}"
+        )
     data = returns.iloc[: test_index.max() + 1]
     fit = arch_model(data, mean="Constant", **settings).fit(last_obs=train_end, disp="off")
     first = returns.index[test_index.min() - 1]  # the forecast made on day d is for day d + 1
@@ -48,7 +52,9 @@ def historical_simulation(returns: np.ndarray, test_index: np.ndarray, days: int
     """Each test day's forecast: the `days` real returns before it, as scenarios."""
     r = np.asarray(returns, np.float64)
     if np.min(test_index) < days:
-        raise ValueError(f"historical simulation needs {days} days before the first test day, found {np.min(test_index)}")
+        raise ValueError(
+            f"historical simulation needs {days} days before the first test day, found {np.min(test_index)}"
+        )
     return EnsembleForecast(np.stack([r[i - days : i] for i in test_index]))
 
 
@@ -58,7 +64,9 @@ def climatology(train_returns: np.ndarray, days: int) -> ParametricForecast:
     return ParametricForecast(np.full(days, r.mean()), np.full(days, r.std(ddof=1)))
 
 
-def peer_forecasts(returns: Any, test_index: np.ndarray, train_end: Any) -> tuple[dict[str, Forecast], dict[str, dict[str, float]]]:
+def peer_forecasts(
+    returns: Any, test_index: np.ndarray, train_end: Any
+) -> tuple[dict[str, Forecast], dict[str, dict[str, float]]]:
     """Every peer's one-day-ahead forecasts of the test days, and the GARCH peers' fitted parameters."""
     forecasts: dict[str, Forecast] = {}
     params: dict[str, dict[str, float]] = {}

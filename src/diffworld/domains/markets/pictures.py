@@ -24,7 +24,9 @@ def plot_fan_chart(dates: Any, returns: np.ndarray, paths: np.ndarray, path: str
     past = len(returns) - h
     level = np.cumsum(returns)  # cumulative 100·log-return
     start = level[past - 1]
-    cum = start + np.concatenate([np.zeros((len(paths), 1)), np.cumsum(paths, axis=1)], axis=1)  # [n, 1 + H], from the last known day
+    cum = start + np.concatenate(
+        [np.zeros((len(paths), 1)), np.cumsum(paths, axis=1)], axis=1
+    )  # [n, 1 + H], from the last known day
     fig, ax = plt.subplots(figsize=(8, 3.8))
     ax.plot(dates[:past], level[:past], color="k", lw=1.2, label="history")
     ax.plot(dates[past - 1 :], level[past - 1 :], color="k", lw=1.2, ls="--", label="what happened")
@@ -36,7 +38,9 @@ def plot_fan_chart(dates: Any, returns: np.ndarray, paths: np.ndarray, path: str
     ax.set_ylabel("cumulative 100·log-return")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(f"{len(paths)} dreamed {h}-day paths from {np.datetime_as_string(np.datetime64(dates[past - 1]), unit='D')}")
+    ax.set_title(
+        f"{len(paths)} dreamed {h}-day paths from {np.datetime_as_string(np.datetime64(dates[past - 1]), unit='D')}"
+    )
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -44,7 +48,9 @@ def plot_fan_chart(dates: Any, returns: np.ndarray, paths: np.ndarray, path: str
     return Path(path)
 
 
-def plot_var_backtest(dates: Any, returns: np.ndarray, var: dict[str, np.ndarray], path: str | Path, level: str = "1%") -> Path:
+def plot_var_backtest(
+    dates: Any, returns: np.ndarray, var: dict[str, np.ndarray], path: str | Path, level: str = "1%"
+) -> Path:
     """Daily returns of the test period with each forecaster's VaR line, the hits (returns below it) marked."""
     import matplotlib
 

@@ -129,7 +129,16 @@ def scenarios(
 
     ctx = torch.from_numpy(z[None, -context:])
     ctx_a = torch.from_numpy(f[None, -context:])
-    dz = rollout(model, ctx, n_samples=n, context_actions=ctx_a, horizon=horizon, sampler=sampler, generator=generator, policy=policy)
+    dz = rollout(
+        model,
+        ctx,
+        n_samples=n,
+        context_actions=ctx_a,
+        horizon=horizon,
+        sampler=sampler,
+        generator=generator,
+        policy=policy,
+    )
     return dz[0, :, :, :, 0].cpu().numpy() * np.stack(scales, axis=1)  # [n, H, V]
 
 
@@ -150,12 +159,16 @@ def path_risk(paths: np.ndarray, levels: tuple[float, ...] = risk.LEVELS) -> dic
     return out
 
 
-def checkpoint_scenarios(checkpoint: str | Path, series: str, date: str | None, horizon: int, n: int, seed: int = 0) -> tuple[np.ndarray, Any]:
+def checkpoint_scenarios(
+    checkpoint: str | Path, series: str, date: str | None, horizon: int, n: int, seed: int = 0
+) -> tuple[np.ndarray, Any]:
     """`n` return paths [n, horizon] of a one-asset market checkpoint for the days after `date` of
     `series` (its last day if None), and the history they continue (a dated series)."""
     model = WorldModel.from_pretrained(checkpoint)
     if model.spec.name != "market" or model.spec.frame_shape[0] != 1:
-        raise ValueError(f"{checkpoint}: expected a one-asset market model, found world {model.spec.name!r} with frames {list(model.spec.frame_shape)}")
+        raise ValueError(
+            f"{checkpoint}: expected a one-asset market model, found world {model.spec.name!r} with frames {list(model.spec.frame_shape)}"
+        )
     history = history_until(load_series(series), date, series)
     paths = scenarios(model, history.to_numpy(), horizon, n, generator=torch.Generator().manual_seed(seed))[:, :, 0]
     return paths, history
