@@ -13,7 +13,7 @@ $(BIN)/diffworld: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: setup demo test docs
+.PHONY: setup demo test docs lint
 setup: $(BIN)/diffworld
 
 demo: $(BIN)/diffworld  ## collect, train, evaluate and animate pong into ./demo
@@ -26,6 +26,10 @@ test: $(BIN)/diffworld  ## the whole test suite
 $(VENV)/.docs: $(BIN)/diffworld pyproject.toml
 	$(BIN)/pip install --quiet -e '.[docs]'
 	touch $@
+
+lint: $(BIN)/diffworld  ## ruff: the format and the lint rules of pyproject.toml
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 docs: $(VENV)/.docs  ## the docs site, built strictly into ./site
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -94,7 +94,8 @@ def main() -> None:
         value.backward()
         opt.step()
     print(
-        f"trained {args.steps} steps in {time.perf_counter() - t0:.0f}s: dit {json.dumps(dit)}, {args.normalization} normalisation"
+        f"trained {args.steps} steps in {time.perf_counter() - t0:.0f}s: dit {json.dumps(dit)}, "
+        f"{args.normalization} normalisation"
     )
     denoiser.eval()
     n = args.draws

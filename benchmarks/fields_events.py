@@ -114,7 +114,8 @@ def main() -> None:
     world = make_world("fields")
     if model.spec.name != "fields" or tuple(model.spec.frame_shape) != tuple(world.spec.frame_shape):
         raise SystemExit(
-            f"this benchmark reads the default fields world {world.spec.frame_shape}; the model is {model.spec.name!r} with frames {model.spec.frame_shape}"
+            f"this benchmark reads the default fields world {world.spec.frame_shape}; "
+            f"the model is {model.spec.name!r} with frames {model.spec.frame_shape}"
         )
     first = (HELD_OUT_SEED_BASE if args.held_out else VALIDATION_START_SEED_BASE) + FIELDS_EVENTS_SEED_OFFSET
     context = model.frames - 1
@@ -130,7 +131,8 @@ def main() -> None:
     )
     split = "held-out" if args.held_out else "validation"
     print(
-        f"model {args.model}: {args.cases} {split} starts (seeds from {first}) × {args.members} members, leads 1..{args.horizon}"
+        f"model {args.model}: {args.cases} {split} starts (seeds from {first}) × {args.members} members, "
+        f"leads 1..{args.horizon}"
     )
     oracle = oracle_forecast(lambda: make_world("fields"), cases, args.members, seed=7)
 

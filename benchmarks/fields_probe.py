@@ -97,7 +97,10 @@ def main() -> None:
     last = cases.context[:, -1]
     split = "held-out" if args.held_out else "validation"
     print(f"model {args.model}: {args.cases} {split} states (seeds from {first}) × {args.members} members, one step")
-    header = "| ensemble | births/step | mean increment (per channel) | spread | distance to median | random power k 1–5 / k ≥ 8 (÷ oracle's) |"
+    header = (
+        "| ensemble | births/step | mean increment (per channel) | spread | distance to median "
+        "| random power k 1–5 / k ≥ 8 (÷ oracle's) |"
+    )
     print(header + "\n" + "|---" * 6 + "|", flush=True)
     oracle_random = random_spectrum(oracle)
 
@@ -105,7 +108,8 @@ def main() -> None:
         st = one_step_stats(frames, median, last, oracle_random)
         large, small = st["random power"]
         print(
-            f"| {name} | {st['births/step']:.3f} | {st['mean increment']} | {st['spread']:.4f} | {st['distance to median']:.4f} | {large:.2f} / {small:.2f} |",
+            f"| {name} | {st['births/step']:.3f} | {st['mean increment']} | {st['spread']:.4f} "
+            f"| {st['distance to median']:.4f} | {large:.2f} / {small:.2f} |",
             flush=True,
         )
 

@@ -2,7 +2,8 @@
 
     python benchmarks/fields_validation.py --model runs/fields/checkpoint
     python benchmarks/fields_validation.py --model runs/fields/checkpoint --samplers '[{}, {"sigma_max": 20}]'
-    python benchmarks/fields_validation.py --model runs/long/checkpoint --guide runs/short/checkpoint --guide-weights 1.5 2
+    python benchmarks/fields_validation.py --model runs/long/checkpoint --guide runs/short/checkpoint \\
+        --guide-weights 1.5 2
 
 The forecast demo's weather-centre evaluation (`forecast_demo.evaluate_forecasts`) from start
 dates of validation trajectories (seeds 200,000+, never trained on; `diffworld eval --validation`
@@ -39,12 +40,19 @@ def report(r: dict, seconds: float) -> str:
     ratio = np.asarray(r["forecast_spectrum_ratio_by_lead"])
     free = r["free_run"]
     return "\n".join([
-        f"  CRPS at leads {' / '.join(str(i + 1) for i in at)}: " + " / ".join(f"{crps[i]:.4f}" for i in at) + "  (AR(1): " + " / ".join(f"{ar1[i]:.4f}" for i in at) + ")",
-        f"  skill vs oracle: lead 1 {h['skill_vs_oracle'][0]:.2f}, min to saturation (lead {sat}) {h['skill_vs_oracle_min_to_saturation']:.2f}",
+        f"  CRPS at leads {' / '.join(str(i + 1) for i in at)}: " + " / ".join(f"{crps[i]:.4f}" for i in at)
+        + "  (AR(1): " + " / ".join(f"{ar1[i]:.4f}" for i in at) + ")",
+        f"  skill vs oracle: lead 1 {h['skill_vs_oracle'][0]:.2f}, "
+        f"min to saturation (lead {sat}) {h['skill_vs_oracle_min_to_saturation']:.2f}",
         f"  spread/skill to saturation {ss[:sat].min():.2f}..{ss[:sat].max():.2f}; by lead {ss.round(2).tolist()}",
-        f"  the oracle's spread/skill by lead {np.asarray(r['scores']['oracle']['spread_skill']).round(2).tolist()} (a perfect ensemble: 1 up to the noise of this many starts)",
-        f"  spectrum ratio {h['spectrum_ratio_range'][0]:.2f}..{h['spectrum_ratio_range'][1]:.2f}; lowest by lead {ratio.min(1).round(2).tolist()}; highest {ratio.max(1).round(2).tolist()}",
-        "  free runs: " + ", ".join(f"{k} {free[k]['model']:.3f} (truth {free[k]['truth']:.3f}, {free[k]['model'] / free[k]['truth'] - 1:+.0%})" for k in ("mean", "var")),
+        f"  the oracle's spread/skill by lead {np.asarray(r['scores']['oracle']['spread_skill']).round(2).tolist()} "
+        "(a perfect ensemble: 1 up to the noise of this many starts)",
+        f"  spectrum ratio {h['spectrum_ratio_range'][0]:.2f}..{h['spectrum_ratio_range'][1]:.2f}; "
+        f"lowest by lead {ratio.min(1).round(2).tolist()}; highest {ratio.max(1).round(2).tolist()}",
+        "  free runs: " + ", ".join(
+            f"{k} {free[k]['model']:.3f} (truth {free[k]['truth']:.3f}, {free[k]['model'] / free[k]['truth'] - 1:+.0%})"
+            for k in ("mean", "var")
+        ),
         f"  ({seconds:.0f} s)",
     ])  # fmt: skip
 
@@ -76,12 +84,13 @@ def main() -> None:
         raise SystemExit(f"this benchmark scores {' or '.join(WORLDS)} models, got one of {model.spec.name!r}")
     guide = None if args.guide is None else WorldModel.from_pretrained(args.guide)
     cfg = ForecastDemoConfig.for_world(
-        model.spec.name, seed_base=VALIDATION_START_SEED_BASE, cases=args.cases, members=args.members, horizon=args.horizon,
-        free_runs=args.free_runs, free_factor=max(1, args.free_frames // model.frames),
+        model.spec.name, seed_base=VALIDATION_START_SEED_BASE, cases=args.cases, members=args.members,
+        horizon=args.horizon, free_runs=args.free_runs, free_factor=max(1, args.free_frames // model.frames),
     )  # fmt: skip
     own = model.sampler
     print(
-        f"model {args.model}: {cfg.cases} validation starts (seeds from {cfg.seed_base}) × {cfg.members} members, leads 1..{cfg.horizon}; {cfg.free_runs} free runs × {cfg.free_factor * model.frames} frames",
+        f"model {args.model}: {cfg.cases} validation starts (seeds from {cfg.seed_base}) × {cfg.members} members, "
+        f"leads 1..{cfg.horizon}; {cfg.free_runs} free runs × {cfg.free_factor * model.frames} frames",
         flush=True,
     )
     for overrides in json.loads(args.samplers):

@@ -74,7 +74,8 @@ def main() -> None:
     t3 = best_time(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias), args.repeats + 3)
     t4 = best_time(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None]), args.repeats + 3)
     print(
-        f"spatial attention, {rows} frames of {n} nodes: 3-D mask {t3 * 1e3:.1f} ms, 4-D mask {t4 * 1e3:.1f} ms ({t3 / t4:.2f}×)"
+        f"spatial attention, {rows} frames of {n} nodes: 3-D mask {t3 * 1e3:.1f} ms, "
+        f"4-D mask {t4 * 1e3:.1f} ms ({t3 / t4:.2f}×)"
     )
 
     ctx = torch.as_tensor(np.repeat(seed_frames(n)[: args.seeds, None], model.frames - 1, axis=1))
@@ -90,11 +91,13 @@ def main() -> None:
     euler = frames / best_time(dream("euler"), args.repeats)
     marginal = frames / best_time(dream("marginal"), args.repeats)
     print(
-        f"ensemble of {args.seeds}×{args.members} dreams: euler (3 steps) {euler:.0f} frames/s, marginal {marginal:.0f} frames/s ({marginal / euler:.2f}×)"
+        f"ensemble of {args.seeds}×{args.members} dreams: euler (3 steps) {euler:.0f} frames/s, "
+        f"marginal {marginal:.0f} frames/s ({marginal / euler:.2f}×)"
     )
     stopped = frames / best_time(dream("marginal", stop=extinct), args.repeats)
     print(
-        f"single-seed epidemics, marginal: without stop {marginal:.0f} frames/s, with stop=extinct {stopped:.0f} frames/s ({stopped / marginal:.2f}×)"
+        f"single-seed epidemics, marginal: without stop {marginal:.0f} frames/s, "
+        f"with stop=extinct {stopped:.0f} frames/s ({stopped / marginal:.2f}×)"
     )
 
 

@@ -122,7 +122,8 @@ def measure(
             runs.setdefault(f"ratio_{kind}", []).append(runs[f"cached_{kind}"][-1] / runs[f"full_{kind}"][-1])
     if torch._dynamo.utils.counters["stats"]["unique_graphs"] != graphs:
         raise SystemExit(
-            "torch.compile compiled during the timed runs: the warm-up missed a shape, so the figures would include compiling"
+            "torch.compile compiled during the timed runs: the warm-up missed a shape, "
+            "so the figures would include compiling"
         )
     out = {key: finite_median(values) for key, values in runs.items()}
     out["differ"] = float((dreams[True] != dreams[False]).float().mean())
@@ -150,7 +151,8 @@ def main() -> None:
         torch._dynamo.config.fail_on_recompile_limit_hit = True  # never time an eager fallback as compiled
     if args.frames < 2:
         parser.error(
-            f"--frames must be at least 2 (the per-frame figure is a difference of 1- and N-frame dreams), got {args.frames}"
+            "--frames must be at least 2 (the per-frame figure is a difference of 1- and N-frame dreams), "
+            f"got {args.frames}"
         )
     reference = WorldModel.from_pretrained(args.model or "pong", device=args.device)
     episode = run_episode(
@@ -167,7 +169,8 @@ def main() -> None:
     print(f"{machine(args.device)}, {args.precision}{', torch.compile' if args.compile else ''}")
     note_emulated_bf16(args.device, args.precision)
     print(
-        f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); dreams of 1 and {args.frames} frames, median of {args.repeats}"
+        f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); "
+        f"dreams of 1 and {args.frames} frames, median of {args.repeats}"
     )
     print(f"{'':>32} {'whole dream, frames/s':^31} {'per frame after the first':^31}")
     print(

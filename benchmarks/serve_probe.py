@@ -67,7 +67,8 @@ def sample_next(model: WorldModel, cases: Cases, members: int, sampler: SamplerC
 
 @torch.no_grad()
 def denoiser_reading(model: WorldModel, cases: Cases, sigmas: list[float]) -> list[tuple[float, float, float]]:
-    """(σ, D's mean on the true ball pixels, D's largest value elsewhere in the play field) of the true next frame + σ noise."""
+    """(σ, D's mean on the true ball pixels, D's largest value elsewhere in the play field) of the true
+    next frame + σ noise."""
     frames = torch.as_tensor(np.concatenate([cases.context, cases.truth], axis=1)).float().to(model.device)
     actions = torch.as_tensor(np.concatenate([cases.context_actions, cases.actions], axis=1)).to(model.device)
     x0 = model.normalize(frames)
@@ -99,10 +100,12 @@ def main() -> None:
         raise SystemExit(f"this probe needs a pong model, got one of {model.spec.name!r}")
     serves, controls = serve_moments(model.frames - 1, args.moments)
     print(
-        f"model {args.model}: {args.moments} serve moments × {args.members} members (seeds {SERVE_PROBE_SEED_BASE}+), default sampler {model.sampler}"
+        f"model {args.model}: {args.moments} serve moments × {args.members} members (seeds {SERVE_PROBE_SEED_BASE}+), "
+        f"default sampler {model.sampler}"
     )
     print(
-        "| sampler | valid | served | no ball | served rows 8..22 | chi-square p | control valid |\n|---|---|---|---|---|---|---|"
+        "| sampler | valid | served | no ball | served rows 8..22 | chi-square p | control valid |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for overrides in json.loads(args.samplers):
         sampler = replace(model.sampler, **overrides)
@@ -110,11 +113,13 @@ def main() -> None:
         control_valid = read_serve(sample_next(model, controls, args.members, sampler)[:, :, 0])[0]
         p = "-" if r["p"] is None else f"{r['p']:.3f}"
         print(
-            f"| {json.dumps(overrides)} | {r['valid']:.3f} | {r['served']:.3f} | {r['no_ball']:.3f} | {r['counts']} | {p} | {control_valid.mean():.3f} |",
+            f"| {json.dumps(overrides)} | {r['valid']:.3f} | {r['served']:.3f} | {r['no_ball']:.3f} | {r['counts']} "
+            f"| {p} | {control_valid.mean():.3f} |",
             flush=True,
         )
     print(
-        "\n| σ | D on the true ball (serve) | largest elsewhere (serve) | D on the true ball (control) | largest elsewhere (control) |\n|---|---|---|---|---|"
+        "\n| σ | D on the true ball (serve) | largest elsewhere (serve) | D on the true ball (control) "
+        "| largest elsewhere (control) |\n|---|---|---|---|---|"
     )
     for (s, on, off), (_, c_on, c_off) in zip(
         denoiser_reading(model, serves, args.sigmas), denoiser_reading(model, controls, args.sigmas)

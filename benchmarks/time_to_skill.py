@@ -76,8 +76,8 @@ class SkillCheck:
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(
-            f"{trained / 60:6.1f} min of training: skill min {skill.min():.3f} (h=1 {skill[0]:.2f}, h=8 {skill[7]:.2f}, "
-            f"h=16 {skill[-1]:.2f})",
+            f"{trained / 60:6.1f} min of training: skill min {skill.min():.3f} "
+            f"(h=1 {skill[0]:.2f}, h=8 {skill[7]:.2f}, h=16 {skill[-1]:.2f})",
             flush=True,
         )
         if skill.min() >= self.target:
@@ -132,7 +132,8 @@ def main() -> None:
     args.out.mkdir(parents=True)
     check = SkillCheck(args.cases, args.members, 16, args.target, model.frames - 1, args.out / "time_to_skill.jsonl")
     print(
-        f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}, {args.precision}{', compiled' if args.compile else ''}, schedule of {args.steps} "
+        f"{args.preset} ({model.num_parameters() / 1e6:.2f}M), batch {args.batch_size}, lr {args.lr:g}, "
+        f"seed {args.seed}, {args.precision}{', compiled' if args.compile else ''}, schedule of {args.steps} "
         f"steps; a check every {args.every} steps on {args.cases} validation cases × {args.members} members"
     )
     print(f"loss {loss}\nsampler {model.sampler}")

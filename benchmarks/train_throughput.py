@@ -14,8 +14,8 @@ Every figure is a median: of repeated matmuls, and of `--rounds` runs of `train`
 is the median of logged windows of 10 steps after a warm-up window (which holds the compiling;
 the first round's is printed). The modes run in turn within each round, and the compiled/eager
 speed-up is the median of the rounds' own ratios, so the machine's drift between minutes
-cancels in it. MFU = achieved FLOP/s / the peak of the same precision. `--set` overrides fields of the preset's DiT (a wider network fills
-a GPU that the demo's network leaves mostly idle).
+cancels in it. MFU = achieved FLOP/s / the peak of the same precision. `--set` overrides fields of
+the preset's DiT (a wider network fills a GPU that the demo's network leaves mostly idle).
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def main() -> None:
         precisions = ["fp32"]  # emulated bf16: a 2048² bf16 matmul alone takes ~1 min on an AVX2 CPU
         print("bf16 skipped: this CPU emulates it (add --precisions fp32 bf16 to measure it anyway)")
     print(
-        f"{'precision':>9} {'mode':>8} {'peak GFLOP/s':>13} {'warm-up s':>9} {'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}"
+        f"{'precision':>9} {'mode':>8} {'peak GFLOP/s':>13} {'warm-up s':>9} "
+        f"{'steps/s':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'MFU':>6}"
     )
     for precision in precisions:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
@@ -130,7 +131,8 @@ def main() -> None:
             rate = statistics.median(values)
             achieved = flops * rate / 1e9
             print(
-                f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up[mode]:>9.1f} {rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}"
+                f"{precision:>9} {mode:>8} {peak:>13.1f} {warm_up[mode]:>9.1f} "
+                f"{rate:>8.2f} {tokens * rate:>9.0f} {achieved:>8.1f} {achieved / peak:>6.1%}"
             )
         if {"eager", "compiled"} <= rates.keys():
             ratios = [c / e for e, c in zip(rates["eager"], rates["compiled"])]

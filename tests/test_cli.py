@@ -242,7 +242,8 @@ def test_heads_then_an_agent_in_the_dream(demo_dir, tmp_path):
 def test_train_compile_without_a_cpp_compiler_is_one_line(tmp_path):
     env_cxx = {"CXX": "no-such-compiler++"}
     proc = subprocess.run(
-        [sys.executable, "-m", "diffworld", "train", "--out", str(tmp_path / "run"), "--compile", "--preset", "tiny", "--steps", "1"],
+        [sys.executable, "-m", "diffworld", "train", "--out", str(tmp_path / "run"), "--compile",
+         "--preset", "tiny", "--steps", "1"],
         capture_output=True, text=True, env={**os.environ, **env_cxx},
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "C++ compiler" in proc.stderr, (

@@ -73,7 +73,8 @@ def free_port() -> int:
 
 
 class MarkerDreamer:
-    """Stands in for a Dreamer: its frame lights the pixel (row = action, column 0), so the dream shows the action it got."""
+    """Stands in for a Dreamer: its frame lights the pixel (row = action, column 0), so the dream shows the action
+    it got."""
 
     def __init__(self, model, batch, sampler, generator):
         self.sampler, self.shape, self.actions, self.contexts = sampler, tuple(model.spec.frame_shape), [], []
@@ -205,7 +206,8 @@ def test_token_bucket_allows_the_burst_then_the_rate():
 
 
 def test_reset_starts_the_dream_from_the_true_game(pong_model):
-    """The context is the true game from the returned seed under the recorded actions, and the truth goes on from its last frame."""
+    """The context is the true game from the returned seed under the recorded actions, and the truth goes on from its
+    last frame."""
     session = Session(pong_model, SETTINGS, make_world("pong"), seed=3)
     seed = session.reset()
     context, actions = session.dreamer.history[0], session.dreamer.history_actions[0]  # (7, 1, 32, 32), (7,)

@@ -92,7 +92,8 @@ def wait_for_paddle(page, row: int, timeout: float = 8.0) -> None:
 
 
 def test_page_plays_in_headless_chromium(served, tmp_path):
-    """Frames arrive (fps > 0, pixels change); keys and buttons drive the dream and the truth; settings and reset work."""
+    """Frames arrive (fps > 0, pixels change); keys and buttons drive the dream and the truth; settings and reset
+    work."""
     require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -216,7 +217,8 @@ def test_twenty_players_at_once_and_a_flooder(served):
         stop.set()
         await asyncio.gather(*tasks)
         print(
-            f"\n{players} players: {want} frames each in {took:.1f} s; afterwards {gained.sum()} frames, {gained.min()}..{gained.max()} per player"
+            f"\n{players} players: {want} frames each in {took:.1f} s; "
+            f"afterwards {gained.sum()} frames, {gained.min()}..{gained.max()} per player"
         )
         assert gained.min() >= gained.max() / 3  # round-robin: nobody starves
 

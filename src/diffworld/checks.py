@@ -95,7 +95,8 @@ def check_output_file(path: str | Path, where: str = "output", suffixes: tuple[s
         raise ValueError(f"{where} {path}: expected a file name, found a folder")
     if suffixes and path.suffix.lower() not in suffixes:
         raise ValueError(
-            f"{where} {path}: expected a file name ending in {' or '.join(suffixes)}, found {path.suffix or 'no suffix'!r}"
+            f"{where} {path}: expected a file name ending in {' or '.join(suffixes)}, "
+            f"found {path.suffix or 'no suffix'!r}"
         )
     _check_parents(path, where)
     return path
@@ -128,7 +129,8 @@ def check_fits(nbytes: int, what: str, device: torch.device | str = "cpu") -> No
     total = memory_bytes(torch.device(device))
     if total is not None and nbytes > total:
         raise ValueError(
-            f"{what}: expected at most the {_gib(total)} of memory this {torch.device(device).type} has, found {_gib(nbytes)} needed; ask for fewer"
+            f"{what}: expected at most the {_gib(total)} of memory this {torch.device(device).type} has, "
+            f"found {_gib(nbytes)} needed; ask for fewer"
         )
 
 

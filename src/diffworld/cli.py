@@ -165,7 +165,8 @@ def train_cmd(
     preset: str = typer.Option("small", help="Model size: tiny, small or base."),
     dit: Optional[str] = typer.Option(
         None,
-        help='JSON overrides of the model preset, e.g. \'{"patch": 8}\'; "target": "change" diffuses each frame\'s change from the one before.',
+        help="JSON overrides of the model preset, e.g. '{\"patch\": 8}'; "
+        '"target": "change" diffuses each frame\'s change from the one before.',
     ),
     steps: int = typer.Option(2000, help="Optimizer steps."),
     batch_size: int = typer.Option(16, help="Windows per step, over all processes."),
@@ -176,7 +177,8 @@ def train_cmd(
     compile_step: bool = typer.Option(
         False,
         "--compile",
-        help="torch.compile the training step: a minute or so of compiling, then faster steps (needs a C++ compiler on CPU).",
+        help="torch.compile the training step: a minute or so of compiling, "
+        "then faster steps (needs a C++ compiler on CPU).",
     ),
     loss: Optional[str] = typer.Option(
         None, help="JSON overrides of the world's recommended loss config, e.g. '{\"event_weight\": 0}'."
@@ -197,7 +199,8 @@ def train_cmd(
         for name, value in (("--world", world), ("--episodes", episodes)):
             if value is not None:
                 raise ValueError(
-                    f"{name} is for training without --data (the world is collected); the store {data} names its own world and episodes"
+                    f"{name} is for training without --data (the world is collected); "
+                    f"the store {data} names its own world and episodes"
                 )
         if not data.exists():
             raise FileNotFoundError(f"no episode store at {data}")
@@ -252,7 +255,8 @@ def eval_cmd(
     ),
     validation: bool = typer.Option(
         False,
-        help=f"lorenz96/fields: forecast from the validation start dates (seeds {VALIDATION_START_SEED_BASE}+), for choosing settings; the held-out dates only score the choice.",
+        help=f"lorenz96/fields: forecast from the validation start dates (seeds {VALIDATION_START_SEED_BASE}+), "
+        "for choosing settings; the held-out dates only score the choice.",
     ),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
     method: Optional[str] = typer.Option(None, help="euler, heun or marginal (default: the model's)."),
@@ -263,7 +267,8 @@ def eval_cmd(
     adaptive_steps: Optional[int] = typer.Option(None, help=ADAPTIVE_HELP),
     guide: Optional[str] = typer.Option(
         None,
-        help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) that autoguides every forecast.",
+        help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) "
+        "that autoguides every forecast.",
     ),
     guide_weight: Optional[float] = typer.Option(
         None, help="Autoguidance weight with --guide (default 2; 1: the model alone)."
@@ -276,7 +281,8 @@ def eval_cmd(
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
 ) -> None:
     """Evaluate a model on held-out data with its domain's protocol: games against persistence, climatology
-    and the oracle; lorenz96 and fields like a weather centre; cascade on epidemics and hubs; market as a VaR backtest."""
+    and the oracle; lorenz96 and fields like a weather centre; cascade on epidemics and hubs; market as a VaR
+    backtest."""
     from diffworld.checks import check_device, check_output_dir
     from diffworld.domains import EvalOptions, check_options, domain_of, domains
     from diffworld.model.world_model import read_config, resolve_pretrained
@@ -375,7 +381,8 @@ def demo(
     device: str = typer.Option("cpu"),
     series: Optional[str] = typer.Option(
         None,
-        help="--world market: an arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv.",
+        help="--world market: an arch.data series by name (sp500, nasdaq, wti) "
+        "or the path of a CSV of prices (date, price) holding a / or ending in .csv.",
     ),
 ) -> None:
     """Collect, train, evaluate and animate a world model: everything in one command."""
@@ -383,8 +390,8 @@ def demo(
 
     domain = domain_of(world)
     options = DemoOptions(
-        steps=steps, preset=preset, episodes=episodes, cases=cases, members=members, batch_size=batch_size, device=device,
-        validate_every=validate_every, hub_members=hub_members, series=series, log=typer.echo,
+        steps=steps, preset=preset, episodes=episodes, cases=cases, members=members, batch_size=batch_size,
+        device=device, validate_every=validate_every, hub_members=hub_members, series=series, log=typer.echo,
     )  # fmt: skip
     check_options(domain, world, options, domains())
     metrics = domain.demo(world, out, options)
@@ -398,7 +405,8 @@ def scenarios(
     checkpoint: Path = typer.Argument(..., help="A market model's checkpoint directory."),
     series: str = typer.Option(
         "sp500",
-        help="An arch.data series by name (sp500, nasdaq, wti) or the path of a CSV of prices (date, price) holding a / or ending in .csv.",
+        help="An arch.data series by name (sp500, nasdaq, wti) "
+        "or the path of a CSV of prices (date, price) holding a / or ending in .csv.",
     ),
     date: Optional[str] = typer.Option(
         None, help="Scenarios for the days after this day, YYYY-MM-DD (default: the last day of the series)."

@@ -149,7 +149,8 @@ class WorldSpec:
         if bad.any():
             first = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
             raise ValueError(
-                f"{where}: expected {expected} for the {self.value_kind} world {self.name!r}, found {a[first]} at frame {first[0]}"
+                f"{where}: expected {expected} for the {self.value_kind} world {self.name!r}, "
+                f"found {a[first]} at frame {first[0]}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,9 +173,8 @@ class WorldSpec:
         ):
             value = d.get(key)
             if value is not None and not isinstance(value, kind | tuple if kind is list else kind):
-                raise ValueError(
-                    f"spec {key}: expected {'a list' if kind is list else 'a JSON object' if kind is dict else 'a string'}, found {value!r}"
-                )
+                wanted = "a list" if kind is list else "a JSON object" if kind is dict else "a string"
+                raise ValueError(f"spec {key}: expected {wanted}, found {value!r}")
         d["action"] = ActionSpace(**{**d.get("action", {}), "names": tuple(d.get("action", {}).get("names", ()))})
         d["frame_shape"] = tuple(d["frame_shape"])
         d["variables"] = tuple(d.get("variables", ()))

@@ -168,7 +168,8 @@ def change_std(data: TrainingData, spec: WorldSpec, std: np.ndarray, sigma_data:
         total, count = total + float(np.square(delta).sum()), count + delta.size
     if count == 0 or not total > 0:
         raise ValueError(
-            f"a model that diffuses the change needs episodes of >= 2 frames that change; found {count} changes, all zero"
+            "a model that diffuses the change needs episodes of >= 2 frames that change; "
+            f"found {count} changes, all zero"
         )
     return math.sqrt(total / count)
 

@@ -205,7 +205,8 @@ def test_demo_reaches_every_domain_through_its_interface(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         assert f"wrote {tmp_path / world}/metrics.json" in result.output
     assert [(name, world) for name, world, _ in calls] == [
-        ("games", "pong"), ("epidemics", "cascade"), ("forecasting", "lorenz96"), ("forecasting", "fields"), ("markets", "market"),
+        ("games", "pong"), ("epidemics", "cascade"), ("forecasting", "lorenz96"), ("forecasting", "fields"),
+        ("markets", "market"),
     ]  # fmt: skip
     assert all(isinstance(o, DemoOptions) and o.steps == 3 and o.given() == {"steps": 3} for _, _, o in calls)
     refused = CliRunner().invoke(app, ["demo", "--world", "pong", "--out", str(tmp_path / "x"), "--series", "sp500"])

@@ -2,10 +2,11 @@
 
 `DreamVectorEnv` runs `num_envs` dreams as one batch of a `Dreamer` (one network call per
 denoising step for all of them). Each episode starts from real frames — a window of a recorded
-episode (`starting_windows`, `opening_frames`) — and goes on with the model; rewards and episode ends come from the `Heads`
-(`diffworld.agents.heads`) read off every dreamed transition, with the tally of rewards the heads have
-predicted so far. An episode also stops (truncated) after `max_steps` dreamed steps. Ended
-dreams restart on the next `step` (Gymnasium's next-step autoreset) while the others go on.
+episode (`starting_windows`, `opening_frames`) — and goes on with the model; rewards and episode
+ends come from the `Heads` (`diffworld.agents.heads`) read off every dreamed transition, with the
+tally of rewards the heads have predicted so far. An episode also stops (truncated) after
+`max_steps` dreamed steps. Ended dreams restart on the next `step` (Gymnasium's next-step
+autoreset) while the others go on.
 
 `DreamEnv` is the single-environment face of the same thing (a `gymnasium.Env`, which
 `gymnasium.utils.env_checker.check_env` accepts). `WorldVectorEnv` gives the true simulator
@@ -60,7 +61,8 @@ def starting_windows(
             tally.append(episode_tally[t])
     if not frames:
         raise ValueError(
-            f"need episodes of more than {length} frames to start dreams from, found none (longest: {max((len(e) for e in episodes), default=0)})"
+            f"need episodes of more than {length} frames to start dreams from, found none "
+            f"(longest: {max((len(e) for e in episodes), default=0)})"
         )
     return np.stack(frames), np.stack(actions), np.asarray(tally, dtype=np.float32)
 
@@ -115,7 +117,8 @@ class DreamVectorEnv(VectorEnv):
     ) -> None:
         if heads.spec.name != model.spec.name or tuple(heads.spec.frame_shape) != tuple(model.spec.frame_shape):
             raise ValueError(
-                f"heads of world {heads.spec.name!r} {list(heads.spec.frame_shape)} do not fit model of {model.spec.name!r} {list(model.spec.frame_shape)}"
+                f"heads of world {heads.spec.name!r} {list(heads.spec.frame_shape)} "
+                f"do not fit model of {model.spec.name!r} {list(model.spec.frame_shape)}"
             )
         keep = model.frames - 1
         if len(starts) not in (2, 3):
@@ -129,7 +132,8 @@ class DreamVectorEnv(VectorEnv):
             or tuple(start_frames.shape[2:]) != tuple(model.spec.frame_shape)
         ):
             raise ValueError(
-                f"starts: expected frames [N, L >= {keep}, {', '.join(map(str, model.spec.frame_shape))}], got {list(start_frames.shape)}"
+                f"starts: expected frames [N, L >= {keep}, {', '.join(map(str, model.spec.frame_shape))}], "
+                f"got {list(start_frames.shape)}"
             )
         if not 1 <= frames <= keep + 1:
             raise ValueError(f"frames: expected 1..{keep + 1} frames per observation, got {frames}")

@@ -199,7 +199,8 @@ class Heads(nn.Module):
             raise ValueError(f"{d / CONFIG}: not valid JSON ({e})") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(
-                f"{d / CONFIG}: expected format {FORMAT!r}, found {config.get('format') if isinstance(config, dict) else config!r}"
+                f"{d / CONFIG}: expected format {FORMAT!r}, "
+                f"found {config.get('format') if isinstance(config, dict) else config!r}"
             )
         try:
             spec = WorldSpec.from_dict(config["spec"])
@@ -419,7 +420,8 @@ def train_heads(
         opt.step()
         if (step + 1) % max(config.steps // 5, 1) == 0:
             log(
-                f"heads step {step + 1}/{config.steps}: loss {loss.item():.4f} ({(step + 1) / (time.perf_counter() - t0):.1f} it/s)"
+                f"heads step {step + 1}/{config.steps}: loss {loss.item():.4f} "
+                f"({(step + 1) / (time.perf_counter() - t0):.1f} it/s)"
             )
     heads.eval()
     with torch.no_grad():

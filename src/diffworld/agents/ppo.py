@@ -198,7 +198,8 @@ def train_ppo(
         history.append(row)
         if (update + 1) % max(updates // 10, 1) == 0 or update + 1 == updates:
             log(
-                f"ppo update {update + 1}/{updates}: {row['steps']} steps, return {row['mean_return']:.2f} over {len(finished)} episodes, entropy {row['entropy']:.2f}, {row['seconds']:.0f}s"
+                f"ppo update {update + 1}/{updates}: {row['steps']} steps, return {row['mean_return']:.2f} "
+                f"over {len(finished)} episodes, entropy {row['entropy']:.2f}, {row['seconds']:.0f}s"
             )
     return net.eval(), history
 

@@ -98,7 +98,8 @@ class LossConfig:
             raise ValueError(f"loss context must be 'teacher' or 'forcing', got {self.context!r}")
         if self.p_std <= 0 or not 0 < self.sigma_min < self.ctx_sigma_max:
             raise ValueError(
-                f"need p_std > 0 and 0 < sigma_min < ctx_sigma_max, got {self.p_std}, {self.sigma_min}, {self.ctx_sigma_max}"
+                "need p_std > 0 and 0 < sigma_min < ctx_sigma_max, "
+                f"got {self.p_std}, {self.sigma_min}, {self.ctx_sigma_max}"
             )
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context is a probability in [0, 1], got {self.self_context}")

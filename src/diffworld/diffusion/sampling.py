@@ -136,7 +136,8 @@ def sample(
         z = next(draws, None)
         if z is None or tuple(z.shape) != tuple(shape):
             raise ValueError(
-                f"sample needs one draw of shape {tuple(shape)} for the start and each churn; got {None if z is None else tuple(z.shape)}"
+                f"sample needs one draw of shape {tuple(shape)} for the start and each churn; "
+                f"got {None if z is None else tuple(z.shape)}"
             )
         return z
 

@@ -28,7 +28,8 @@ def ensemble_mean_rmse(fct: np.ndarray, obs: np.ndarray) -> np.ndarray:
 
 
 def ensemble_spread(fct: np.ndarray) -> np.ndarray:
-    """Per-horizon spread [H]: the root of the members' variance (unbiased, M ≥ 2) averaged over starts and variables."""
+    """Per-horizon spread [H]: the root of the members' variance (unbiased, M ≥ 2) averaged over starts and
+    variables."""
     var = np.asarray(fct, np.float64).var(axis=1, ddof=1)  # [S, H, ...]
     return np.sqrt(var.reshape(var.shape[0], var.shape[1], -1).mean(axis=(0, 2)))
 

@@ -27,7 +27,8 @@ MAX_TOKENS = 8192
 
 
 def make_layout(spec: WorldSpec, patch: int) -> Layout:
-    """The layout for `spec`; `patch` is the grid's patch size (graphs and series have one token per node or variable)."""
+    """The layout for `spec`; `patch` is the grid's patch size (graphs and series have one token per node or
+    variable)."""
     if spec.layout == "grid":
         _, h, w = spec.frame_shape
         check_tokens((h // patch) * (w // patch) if patch >= 1 else 0, f"{h}x{w} frames in patches of {patch}")
@@ -49,7 +50,8 @@ def check_tokens(tokens: int, what: str) -> None:
     """Raise ValueError if a frame of `tokens` tokens (`what` makes them) exceeds `MAX_TOKENS`."""
     if tokens > MAX_TOKENS:
         raise ValueError(
-            f"{what}: expected at most {MAX_TOKENS} tokens a frame, found {tokens}; use larger patches or smaller frames"
+            f"{what}: expected at most {MAX_TOKENS} tokens a frame, found {tokens}; "
+            "use larger patches or smaller frames"
         )
 
 

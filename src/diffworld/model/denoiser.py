@@ -64,7 +64,8 @@ class Denoiser(nn.Module):
         k = base.shape[1]
         if k > out.shape[1] or base.shape[0] != x.shape[0] or base.shape[2:] != x.shape[2:]:
             raise ValueError(
-                f"base: expected [{x.shape[0]}, K <= {out.shape[1]}, {', '.join(map(str, x.shape[2:]))}], got {list(base.shape)}"
+                f"base: expected [{x.shape[0]}, K <= {out.shape[1]}, {', '.join(map(str, x.shape[2:]))}], "
+                f"got {list(base.shape)}"
             )
         r_skip, r_out, _, _ = edm_scalings(sigma[:, -k:], self.change_std)
         change = r_skip[expand] * (x[:, -k:] - base) + r_out[expand] * f[:, -k:]

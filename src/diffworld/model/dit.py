@@ -62,13 +62,15 @@ class DiTConfig:
         # Sizes from a context frame and a new one (frames) up to far beyond any model trained here:
         # a config asking for more is a mistake (or a hostile file), refused before anything is built.
         for name, least, most in (
-            ("width", 1, 65_536), ("depth", 1, 1024), ("heads", 1, 1024), ("patch", 1, 1024), ("frames", 2, 65_536), ("refine", 0, 1024)
+            ("width", 1, 65_536), ("depth", 1, 1024), ("heads", 1, 1024), ("patch", 1, 1024),
+            ("frames", 2, 65_536), ("refine", 0, 1024)
         ):  # fmt: skip
             check_int(f"dit {name}", getattr(self, name), least, most)
         check_number("dit mlp_ratio", self.mlp_ratio, above=0.0, most=64.0)
         if int(self.width * self.mlp_ratio) < 1:
             raise ValueError(
-                f"dit mlp_ratio: expected a hidden width int(width · mlp_ratio) >= 1, found {self.width} · {self.mlp_ratio}"
+                "dit mlp_ratio: expected a hidden width int(width · mlp_ratio) >= 1, "
+                f"found {self.width} · {self.mlp_ratio}"
             )
         if self.width % self.heads or (self.width // self.heads) % 2:  # rotary positions turn pairs
             raise ValueError(f"dit width {self.width}: expected it to split into {self.heads} heads of even size")
@@ -365,7 +367,8 @@ class DiT(nn.Module):
         b, n = x.shape[:2]
         if commit and (cache is None or mask is not None or not 0 < commit < n or n > KVCache.spare):
             raise ValueError(
-                f"commit needs a cache, the default mask and 0 < commit < N <= {KVCache.spare}, got commit={commit}, N = {n}"
+                f"commit needs a cache, the default mask and 0 < commit < N <= {KVCache.spare}, "
+                f"got commit={commit}, N = {n}"
             )
         # A pass of at most `spare` frames against a cache (a rollout step) is attended in the ring, in place.
         in_ring = cache is not None and mask is None and n <= KVCache.spare

@@ -55,7 +55,8 @@ def rope_angles(times: torch.Tensor, dh: int) -> torch.Tensor:
 
 
 def rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding in time: x [..., N, dh] rotated pairwise, (x[2j], x[2j+1]) by `rope_angles` [N, dh/2, 2].
+    """Rotary position embedding in time: x [..., N, dh] rotated pairwise, (x[2j], x[2j+1])
+    by `rope_angles` [N, dh/2, 2].
 
     One complex product in eager fp32; `rope_pairs` otherwise: torch has no bf16 complex, and
     inductor generates no code for complex products, so under `torch.compile` the real pairs

@@ -260,7 +260,8 @@ def check_shapes(found: dict[str, list[int]], spec: WorldSpec, config: ModelConf
     blocks = {k.split(".")[3] for k in found if k.startswith("denoiser.net.blocks.")}
     if len(blocks) != config.dit.depth:
         raise ValueError(
-            f"checkpoint weights {path} do not match the config: expected dit depth {config.dit.depth}, found {len(blocks)} blocks"
+            f"checkpoint weights {path} do not match the config: "
+            f"expected dit depth {config.dit.depth}, found {len(blocks)} blocks"
         )
     try:  # the weights' own size is the file's: only the shapes need comparing
         expected = check_model(spec, config, copies=0)
@@ -269,7 +270,8 @@ def check_shapes(found: dict[str, list[int]], spec: WorldSpec, config: ModelConf
     missing, unexpected = set(expected) - set(found), set(found) - set(expected)
     if missing or unexpected:
         raise ValueError(
-            f"checkpoint weights {path} do not match the config: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+            f"checkpoint weights {path} do not match the config: "
+            f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
         )
     for k, shape in expected.items():
         if found[k] != shape:
@@ -335,7 +337,8 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise ValueError(f"{directory / CONFIG} is not a diffworld world-model config (format {FORMAT!r} expected)")
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(
-            f"{directory / CONFIG} has format version {config['format_version']}; this diffworld reads up to {FORMAT_VERSION}"
+            f"{directory / CONFIG} has format version {config['format_version']}; "
+            f"this diffworld reads up to {FORMAT_VERSION}"
         )
     parse_config(config, directory / CONFIG)  # every field checked when read, whoever reads it
     return config

@@ -236,7 +236,8 @@ class Hub:
         if len(self.sessions) >= cap:
             await _fail(
                 ws,
-                f"server busy: expected at most {cap} sessions at once, found {len(self.sessions)} playing; try again later",
+                f"server busy: expected at most {cap} sessions at once, found {len(self.sessions)} playing; "
+                "try again later",
                 CLOSE_BUSY,
             )
             return

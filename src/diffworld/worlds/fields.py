@@ -170,7 +170,8 @@ class Fields:
         """
         if before.shape != after.shape or before.shape[-3:] != (self.channels, self.size, self.size):
             raise ValueError(
-                f"expected two arrays of frames [..., {self.channels}, {self.size}, {self.size}], got {before.shape} and {after.shape}"
+                f"expected two arrays of frames [..., {self.channels}, {self.size}, {self.size}], "
+                f"got {before.shape} and {after.shape}"
             )
         moved = np.fft.ifft2(np.fft.fft2(before)[..., None, :, :, :] * self.transport).real  # [..., R, C, n, n]
         residual = after[..., None, :, :, :] - moved

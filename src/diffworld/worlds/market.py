@@ -56,7 +56,8 @@ FEATURES = 2
 
 
 def load_returns(name: str) -> Any:
-    """100·log-returns of a series shipped in `arch.data` (ARCH_SERIES daily, FRENCH_SERIES monthly) as a pandas Series."""
+    """100·log-returns of a series shipped in `arch.data` (ARCH_SERIES daily, FRENCH_SERIES monthly) as a pandas
+    Series."""
     import importlib
 
     if name in FRENCH_SERIES:
@@ -64,7 +65,8 @@ def load_returns(name: str) -> Any:
     if name not in ARCH_SERIES:
         known = ", ".join([*ARCH_SERIES, *FRENCH_SERIES])
         raise ValueError(
-            f"unknown market series {name!r}; expected one of: {known} (or the path of a CSV file, holding a / or ending in .csv)"
+            f"unknown market series {name!r}; expected one of: {known} "
+            "(or the path of a CSV file, holding a / or ending in .csv)"
         )
     module, column = ARCH_SERIES[name]
     prices = importlib.import_module(module).load()[column]
@@ -132,7 +134,8 @@ def read_csv(path: str | Path, column: str | None = None, kind: str = "prices", 
         row = int(np.flatnonzero(bad.to_numpy())[0])
         what = "a finite return" if kind == "returns" else "a positive price"
         raise ValueError(
-            f"{path}: row {row + 2} (line of the file): expected a date and {what}, found {table.iloc[row][[date_column, column]].tolist()}"
+            f"{path}: row {row + 2} (line of the file): expected a date and {what}, "
+            f"found {table.iloc[row][[date_column, column]].tolist()}"
         )
     series = pd.Series(values.to_numpy(np.float64), index=pd.DatetimeIndex(dates), name=column).sort_index()
     if series.index.has_duplicates:

@@ -1,4 +1,5 @@
-"""Games' chance events: pong's serve drawn by a model and by the true game, and the events section of `diffworld eval`."""
+"""Games' chance events: pong's serve drawn by a model and by the true game, and the events section of
+`diffworld eval`."""
 
 import json
 

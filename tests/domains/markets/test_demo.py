@@ -62,8 +62,9 @@ def test_one_day_ahead_needs_a_full_context(market_model):
 @pytest.mark.parametrize("device", DEVICES)
 def test_market_demo_writes_backtest_metrics_and_pictures(tmp_path, device):
     cfg = MarketDemoConfig(
-        extra_series=("wti",), validation_start="2014-11-01", train_end="2015-01-01", test_end="2015-02-15", preset="tiny",
-        dit={"frames": 6}, train=TrainConfig(steps=4, batch_size=4, warmup=1, loss=MARKET_LOSS, device=device), validate_every=2,
+        extra_series=("wti",), validation_start="2014-11-01", train_end="2015-01-01", test_end="2015-02-15",
+        preset="tiny", dit={"frames": 6},
+        train=TrainConfig(steps=4, batch_size=4, warmup=1, loss=MARKET_LOSS, device=device), validate_every=2,
         validation_members=4, members=8, free_paths=2, horizon=3, fan_paths=16,
     )  # fmt: skip
     run_market_demo(tmp_path, cfg, progress=False, log=lambda s: None)

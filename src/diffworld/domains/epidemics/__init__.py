@@ -74,7 +74,8 @@ class Epidemics:
         """Node Brier scores beside the oracle's, the infected curve's skill by step, the hubs' Kendall τ."""
         head = metrics["headline"]
         print(
-            f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} (ratio {head['node_brier_ratio']:.2f})"
+            f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} "
+            f"(ratio {head['node_brier_ratio']:.2f})"
         )
         print(
             "infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in head["infected_skill_vs_oracle"])

@@ -96,14 +96,16 @@ def held_out_cases(
 
 
 def evaluate_cascade(model: WorldModel, cfg: CascadeDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Score `model` on held-out epidemics: the report of `diffworld.domains.epidemics.scores`, plus its pictures' data."""
+    """Score `model` on held-out epidemics: the report of `diffworld.domains.epidemics.scores`, plus its pictures'
+    data."""
     world = make_world("cascade", **cfg.world_options)
     rng = np.random.default_rng(cfg.seed)
     context = model.frames - 1
     cases = held_out_cases(world, context, cfg.horizon, cfg.cases)
     truth, last = ev.node_states(cases["truth"]), cases["last"]
     log(
-        f"{cfg.cases} held-out epidemics (seeds from {HELD_OUT_SEED_BASE}); model: {cfg.members} dreams of {cfg.horizon} steps each"
+        f"{cfg.cases} held-out epidemics (seeds from {HELD_OUT_SEED_BASE}); "
+        f"model: {cfg.members} dreams of {cfg.horizon} steps each"
     )
     no_actions = np.full((cfg.cases, cfg.horizon), -1)
     t0 = time.perf_counter()
@@ -139,7 +141,8 @@ def evaluate_cascade(model: WorldModel, cfg: CascadeDemoConfig, log: Callable[[s
 def evaluate_and_draw(
     model: WorldModel, cfg: CascadeDemoConfig, out: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """`evaluate_cascade`, then its pictures in `out` (spread.gif, curves.png, hubs.png); the report without picture data."""
+    """`evaluate_cascade`, then its pictures in `out` (spread.gif, curves.png, hubs.png); the report without picture
+    data."""
     report = evaluate_cascade(model, cfg, log)
     pics = report.pop("_pictures")
     graph_heatmap_gif(pics["world"].graph, pics["truth"][0], pics["forecasts"], out / "spread.gif", case=0)
@@ -170,19 +173,22 @@ def evaluate_cascade_checkpoint(
     world, data = config["spec"]["name"], config.get("data") or {}
     if world != "cascade":
         raise ValueError(
-            f"the epidemic evaluation needs a checkpoint trained on cascade epidemics, got one trained on world {world!r}"
+            "the epidemic evaluation needs a checkpoint trained on cascade epidemics, "
+            f"got one trained on world {world!r}"
         )
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = CascadeDemoConfig(world_options=dict(options), **overrides)
     seeds = data.get("train_seeds")
     if seeds and seeds[1] >= HELD_OUT_SEED_BASE:
         raise ValueError(
-            f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, which reach the held-out epidemics' seeds from {HELD_OUT_SEED_BASE}"
+            f"checkpoint trained on seeds {seeds[0]}..{seeds[1]}, "
+            f"which reach the held-out epidemics' seeds from {HELD_OUT_SEED_BASE}"
         )
     frame = list(make_world("cascade", **cfg.world_options).spec.frame_shape)
     if list(config["spec"]["frame_shape"]) != frame:
         raise ValueError(
-            f"checkpoint frames {config['spec']['frame_shape']} do not fit the cascade world {cfg.world_options} ({frame})"
+            f"checkpoint frames {config['spec']['frame_shape']} "
+            f"do not fit the cascade world {cfg.world_options} ({frame})"
         )
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:

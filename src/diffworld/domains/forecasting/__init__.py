@@ -92,16 +92,19 @@ class Forecasting:
         )
         print(f"model beats persistence and AR(1) at every lead to {lead[n - 1]:g}: {verdict}")
         print(
-            f"free run: mean off by {head['free_run_mean_rel_error']:.1%}, variance by {head['free_run_var_rel_error']:.1%}"
+            f"free run: mean off by {head['free_run_mean_rel_error']:.1%}, "
+            f"variance by {head['free_run_var_rel_error']:.1%}"
         )
         print(
-            f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): min {head['skill_vs_oracle_min_to_saturation']:.2f}"
+            f"skill vs oracle to lead {head['oracle_saturation_lead']} (saturation): "
+            f"min {head['skill_vs_oracle_min_to_saturation']:.2f}"
         )
         lo, hi = head["spread_skill_range_to_saturation"]
         o_lo, o_hi = head["oracle_spread_skill_range_to_saturation"]
         spectrum = head["spectrum_ratio_range"]
         print(
-            f"spread/skill to saturation: {lo:.2f}..{hi:.2f} (the oracle's {o_lo:.2f}..{o_hi:.2f}); forecast/truth spectrum: {spectrum[0]:.2f}..{spectrum[1]:.2f}"
+            f"spread/skill to saturation: {lo:.2f}..{hi:.2f} (the oracle's {o_lo:.2f}..{o_hi:.2f}); "
+            f"forecast/truth spectrum: {spectrum[0]:.2f}..{spectrum[1]:.2f}"
         )
         for line in event_lines(metrics.get("events")):
             print(line)
@@ -120,7 +123,8 @@ def event_lines(events: dict[str, Any] | None) -> list[str]:
     at_birth = lambda r: None if r["strength_by_age"] is None else r["strength_by_age"][0]  # noqa: E731
     return [
         EVENTS_HEADING,
-        f"  source births a step {model_and_oracle(lambda r: mean(r['rate']), sb)}, emission at birth {model_and_oracle(at_birth, sb, '.2f')}; "
+        f"  source births a step {model_and_oracle(lambda r: mean(r['rate']), sb)}, "
+        f"emission at birth {model_and_oracle(at_birth, sb, '.2f')}; "
         f"wind turns a step {model_and_oracle(lambda r: r['turns_a_step'], wind)}",
     ]
 

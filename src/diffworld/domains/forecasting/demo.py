@@ -25,7 +25,8 @@ from diffworld.worlds import make_world
 
 
 def climate_validator(cfg: ForecastDemoConfig, log: Callable[[str], None] = print) -> Callable[[WorldModel], float]:
-    """The early-stopping score: relative mean error + relative variance error of free runs from validation trajectories."""
+    """The early-stopping score: relative mean error + relative variance error of free runs from validation
+    trajectories."""
     context = ModelConfig.preset(cfg.preset, **cfg.dit).dit.frames - 1
     seeds = range(VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + cfg.validation_runs)
     runs = np.stack(
@@ -58,7 +59,8 @@ def run_forecast_demo(
     validate = climate_validator(cfg, log) if cfg.validate_every else None
     result = train_world(
         cfg.world, out, ModelConfig.preset(cfg.preset, **cfg.dit), cfg.train, cfg.episodes,
-        progress=progress, log=log, world_options=cfg.world_options, validate=validate, validate_every=cfg.validate_every or 1,
+        progress=progress, log=log, world_options=cfg.world_options, validate=validate,
+        validate_every=cfg.validate_every or 1,
     )  # fmt: skip
     log("evaluating on held-out trajectories")
     report = evaluate_and_draw(result.model, cfg, out, log)

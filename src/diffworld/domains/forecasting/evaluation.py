@@ -338,7 +338,8 @@ def evaluate_forecast_checkpoint(
     if world not in WORLDS or data.get("store"):
         source = f"store {data['store']}" if data.get("store") else f"world {world!r}"
         raise ValueError(
-            f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, got one trained on {source}"
+            f"the forecast evaluation needs a checkpoint trained on {' or '.join(WORLDS)} trajectories, "
+            f"got one trained on {source}"
         )
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = ForecastDemoConfig.for_world(world, world_options=dict(options), **overrides)
@@ -346,7 +347,8 @@ def evaluate_forecast_checkpoint(
     for name, seeds in (("checkpoint", data.get("train_seeds")), ("guide", guide_data.get("train_seeds"))):
         if seeds and seeds[1] >= cfg.seed_base:
             raise ValueError(
-                f"{name} trained on seeds {seeds[0]}..{seeds[1]}, which reach the start dates' seeds from {cfg.seed_base}"
+                f"{name} trained on seeds {seeds[0]}..{seeds[1]}, "
+                f"which reach the start dates' seeds from {cfg.seed_base}"
             )
     model = WorldModel.from_pretrained(path, device=device)
     if sampler is not None:
@@ -380,7 +382,8 @@ def evaluate_and_draw(
     guide: WorldModel | None = None,
     guide_weight: float = 1.0,
 ) -> dict[str, Any]:
-    """`evaluate_forecasts` (autoguided by `guide`, if given), then its pictures in `out`; the report without picture data.
+    """`evaluate_forecasts` (autoguided by `guide`, if given), then its pictures in `out`; the report without
+    picture data.
 
     Always scores.png and spectra.png; for a grid world forecast.gif (truth, ensemble mean, one
     member, spread), for a ring of variables hovmoller.png.

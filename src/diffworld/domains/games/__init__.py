@@ -121,14 +121,17 @@ def event_lines(events: dict[str, Any] | None) -> list[str]:
     if "births" in events:
         b = events["births"]
         lines.append(
-            f"  births a frame, mean over h = 1..{len(b['model']['rate'])}: {model_and_oracle(lambda r: mean(r['rate']), b)} "
+            f"  births a frame, mean over h = 1..{len(b['model']['rate'])}: "
+            f"{model_and_oracle(lambda r: mean(r['rate']), b)} "
             f"(h = 1: {model_and_oracle(lambda r: r['rate'][0], b)}; persistence {mean(b['persistence']['rate']):.3f})"
         )
     if "serve" in events:
         sv = events["serve"]
         lines.append(
-            f"  serve, {sv['model']['frames']} draws from {sv['moments']} moments: valid ball {model_and_oracle(lambda r: r['served'], sv)}, "
-            f"no ball {model_and_oracle(lambda r: r['no_ball'], sv)}, rows vs uniform chi-square p {model_and_oracle(lambda r: r['p'], sv)}"
+            f"  serve, {sv['model']['frames']} draws from {sv['moments']} moments: "
+            f"valid ball {model_and_oracle(lambda r: r['served'], sv)}, "
+            f"no ball {model_and_oracle(lambda r: r['no_ball'], sv)}, "
+            f"rows vs uniform chi-square p {model_and_oracle(lambda r: r['p'], sv)}"
         )
     return lines
 

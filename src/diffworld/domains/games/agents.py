@@ -46,7 +46,8 @@ def heads_data(
         cut = len(store_episodes) - max(1, min(held_out, len(store_episodes) // 2))
         if cut < 1:
             raise ValueError(
-                f"store {data['store']}: heads need at least 2 episodes (one to train, one to score), found {len(store_episodes)}"
+                f"store {data['store']}: heads need at least 2 episodes (one to train, one to score), "
+                f"found {len(store_episodes)}"
             )
         return (
             store_episodes[:cut],
@@ -106,9 +107,11 @@ def train_checkpoint_heads(
     for kind, s in scores.items():
         r, e = s["reward"], s["end"]
         log(
-            f"held out, {kind} new frames ({s['transitions']} transitions): reward accuracy {r['heads']['accuracy']:.4f} "
-            f"macro-F1 {r['heads']['macro_f1']:.3f} (majority {r['majority']['accuracy']:.4f} / {r['majority']['macro_f1']:.3f}); "
-            f"end accuracy {e['heads']['accuracy']:.4f} F1 {e['heads']['f1']:.3f} (majority {e['majority']['accuracy']:.4f} / 0)"
+            f"held out, {kind} new frames ({s['transitions']} transitions): "
+            f"reward accuracy {r['heads']['accuracy']:.4f} macro-F1 {r['heads']['macro_f1']:.3f} "
+            f"(majority {r['majority']['accuracy']:.4f} / {r['majority']['macro_f1']:.3f}); "
+            f"end accuracy {e['heads']['accuracy']:.4f} F1 {e['heads']['f1']:.3f} "
+            f"(majority {e['majority']['accuracy']:.4f} / 0)"
         )
     return scores
 
@@ -170,7 +173,8 @@ def dream_agent(
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "config": asdict(config)}
 
     log(
-        f"training in the dream: {config.ppo.steps} steps, {config.num_envs} dreams, episodes cut at {config.dream_steps} steps"
+        f"training in the dream: {config.ppo.steps} steps, {config.num_envs} dreams, "
+        f"episodes cut at {config.dream_steps} steps"
     )
     dream_envs = DreamVectorEnv(model, head, starts, config.num_envs, config.frames, config.dream_steps)
     t0 = time.perf_counter()
@@ -205,7 +209,8 @@ def dream_agent(
             "episodes": len(returns),
         }
         log(
-            f"{name}: return {scores[name]['mean']:.2f} ± {scores[name]['sem']:.2f} over {len(returns)} held-out real episodes"
+            f"{name}: return {scores[name]['mean']:.2f} ± {scores[name]['sem']:.2f} "
+            f"over {len(returns)} held-out real episodes"
         )
     report["held_out_real_returns"] = scores
     report["held_out_seeds_from"] = first_seed

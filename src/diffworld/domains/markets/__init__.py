@@ -74,7 +74,8 @@ class Markets:
         for name, c in head["crps"].items():
             k, h = head["kupiec_p"][name], head["hits"][name]
             print(
-                f"  {name:>16}: CRPS {c:.4f}  hits 1% {h['1%']:>3} (Kupiec p {k['1%']:.3f})  hits 5% {h['5%']:>3} (Kupiec p {k['5%']:.3f})"
+                f"  {name:>16}: CRPS {c:.4f}  hits 1% {h['1%']:>3} (Kupiec p {k['1%']:.3f})  "
+                f"hits 5% {h['5%']:>3} (Kupiec p {k['5%']:.3f})"
             )
         ratio = head["stylised_ratio_model_to_real"]
         print(

@@ -38,7 +38,8 @@ def train_market_model(
     log: Callable[[str], None],
     seed: int,
 ) -> tuple[WorldModel, dict[str, float]]:
-    """Train the demo's model on `store` into `out`, early-stopped on its forecasts of `returns` [T, V] on the `validation` days.
+    """Train the demo's model on `store` into `out`, early-stopped on its forecasts of `returns` [T, V] on the
+    `validation` days.
 
     The score is the fair CRPS (one asset) or the energy score (several) of `validation_members`
     one-day-ahead scenarios; the best weights are returned (with their step and score) and saved in `out/best/`.
@@ -47,7 +48,8 @@ def train_market_model(
 
     model = build_model(store.spec, store, ModelConfig.preset(cfg.preset, **cfg.dit), cfg.sampler, seed=seed)
     log(
-        f"market model (seed {seed}): {model.num_parameters() / 1e6:.2f}M parameters on {store.num_frames} days of {len(store)} series"
+        f"market model (seed {seed}): {model.num_parameters() / 1e6:.2f}M parameters "
+        f"on {store.num_frames} days of {len(store)} series"
     )
     r = returns.reshape(len(returns), -1)
     obs = r[validation]  # [T, V]
@@ -96,7 +98,8 @@ def run_market_demo(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train, backtest against the peers, check stylised facts and joint scenarios; write metrics.json and pictures into `out`."""
+    """Train, backtest against the peers, check stylised facts and joint scenarios; write metrics.json and pictures
+    into `out`."""
     import arch  # noqa: F401  (the peers and the scores: missing packages fail here, before any work)
     import scoringrules  # noqa: F401
 
@@ -157,7 +160,8 @@ def _joint_scores(
     log: Callable[[str], None],
     gen: torch.Generator,
 ) -> dict[str, Any]:
-    """Joint one-day-ahead scenarios of `series` (`cfg.joint`'s, loaded) by one model, energy score beside independent GARCH-normal."""
+    """Joint one-day-ahead scenarios of `series` (`cfg.joint`'s, loaded) by one model, energy score beside independent
+    GARCH-normal."""
     import pandas as pd
     import scoringrules as sr
 

@@ -93,7 +93,8 @@ class MarketDemoConfig:
                 ) from None
         if not dates["validation_start"] < dates["train_end"] < dates["test_end"]:
             raise ValueError(
-                f"market demo dates: expected validation_start < train_end < test_end, found {self.validation_start}, {self.train_end}, {self.test_end}"
+                "market demo dates: expected validation_start < train_end < test_end, "
+                f"found {self.validation_start}, {self.train_end}, {self.test_end}"
             )
 
 
@@ -130,7 +131,8 @@ def backtest_markdown(table: dict[str, dict[str, Any]]) -> str:
     """The backtest as a markdown table, one row per forecaster."""
     cols = [("crps", "CRPS", "{:.4f}"), ("hits_1", "hits 1%", "{}"), ("kupiec_p_1", "Kupiec p 1%", "{:.3f}"),
             ("christoffersen_p_1", "Christoffersen p 1%", "{:.3f}"), ("traffic_light_1", "traffic light 1%", "{}"),
-            ("hits_5", "hits 5%", "{}"), ("kupiec_p_5", "Kupiec p 5%", "{:.3f}"), ("christoffersen_p_5", "Christoffersen p 5%", "{:.3f}"),
+            ("hits_5", "hits 5%", "{}"), ("kupiec_p_5", "Kupiec p 5%", "{:.3f}"),
+            ("christoffersen_p_5", "Christoffersen p 5%", "{:.3f}"),
             ("pinball_1", "pinball 1%", "{:.4f}"), ("pinball_5", "pinball 5%", "{:.4f}")]  # fmt: skip
     lines = ["| forecaster | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, row in table.items():
@@ -224,7 +226,8 @@ def evaluate_market_checkpoint(
     trained_until = data.get("validation_start")
     if not isinstance(trained_until, str):
         raise ValueError(
-            f"{path}: expected data.validation_start (the first day it did not train on) in its config, found {trained_until!r}"
+            f"{path}: expected data.validation_start (the first day it did not train on) in its config, "
+            f"found {trained_until!r}"
         )
     if datetime.date.fromisoformat(trained_until) > datetime.date.fromisoformat(cfg.train_end):
         raise ValueError(f"{path} trained on days up to {trained_until}, past the test period's start {cfg.train_end}")

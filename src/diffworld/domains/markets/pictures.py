@@ -32,8 +32,8 @@ def plot_fan_chart(dates: Any, returns: np.ndarray, paths: np.ndarray, path: str
     ax.plot(dates[past - 1 :], level[past - 1 :], color="k", lw=1.2, ls="--", label="what happened")
     x = dates[past - 1 :]
     for lo, hi, alpha in ((1, 99, 0.15), (5, 95, 0.25), (25, 75, 0.4)):
-        ax.fill_between(x, np.percentile(cum, lo, axis=0), np.percentile(cum, hi, axis=0), color=COLORS["model"], alpha=alpha, lw=0,
-                        label=f"scenarios {lo}–{hi}%")  # fmt: skip
+        ax.fill_between(x, np.percentile(cum, lo, axis=0), np.percentile(cum, hi, axis=0), color=COLORS["model"],
+                        alpha=alpha, lw=0, label=f"scenarios {lo}–{hi}%")  # fmt: skip
     ax.plot(x, np.median(cum, axis=0), color=COLORS["model"], lw=1.5, label="median")
     ax.set_ylabel("cumulative 100·log-return")
     ax.grid(alpha=0.3)

@@ -77,7 +77,8 @@ def one_day_ahead(
     generator: torch.Generator | None = None,
     chunk: int = 128,
 ) -> np.ndarray:
-    """Scenarios [len(days), members, V] of the returns on `days` (indices into `returns` [T, V]), each from the days before it."""
+    """Scenarios [len(days), members, V] of the returns on `days` (indices into `returns` [T, V]), each from the days
+    before it."""
     r = np.asarray(returns, np.float64)
     r = r[:, None] if r.ndim == 1 else r
     z, f, sigma, _ = scale_returns(r)
@@ -167,7 +168,8 @@ def checkpoint_scenarios(
     model = WorldModel.from_pretrained(checkpoint)
     if model.spec.name != "market" or model.spec.frame_shape[0] != 1:
         raise ValueError(
-            f"{checkpoint}: expected a one-asset market model, found world {model.spec.name!r} with frames {list(model.spec.frame_shape)}"
+            f"{checkpoint}: expected a one-asset market model, "
+            f"found world {model.spec.name!r} with frames {list(model.spec.frame_shape)}"
         )
     history = history_until(load_series(series), date, series)
     paths = scenarios(model, history.to_numpy(), horizon, n, generator=torch.Generator().manual_seed(seed))[:, :, 0]
