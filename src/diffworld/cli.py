@@ -294,10 +294,8 @@ def eval_cmd(
         least = 2 if name == "members" else 1  # fair CRPS and spread need two members
         if value < least:
             raise ValueError(f"--{name} must be at least {least}, got {value}")
-    spec = read_config(resolve_pretrained(checkpoint))["spec"]
-    name = spec["name"]
-    if adaptive_steps and spec["value_kind"] not in ("binary", "categorical"):  # before any domain's work
-        raise ValueError(f"--adaptive-steps needs a binary or categorical world; {name!r} is {spec['value_kind']}")
+    config = read_config(resolve_pretrained(checkpoint))
+    name = config["spec"]["name"]
     domain = domain_of(name)
     sampler = {k: v for k, v in dict(
         steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance,

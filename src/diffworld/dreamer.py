@@ -264,7 +264,7 @@ class Dreamer:
         if self.batch == 0:
             raise RuntimeError("every dream has stopped; reset the Dreamer to dream again")
         model, s, dev = self.model, self.sampler, self.model.device
-        check_sampler(model, s)
+        check_sampler(model.spec, s)
         if actions is not None:
             actions = torch.as_tensor(actions, device=dev)[:, None]  # [batch, 1(, d)]
         a = check_actions(model, actions, self.batch, 1, "actions")

@@ -12,6 +12,7 @@ import torch
 
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import WorldModel
+from diffworld.spec import WorldSpec
 
 
 def null_actions(model: WorldModel, batch: int, n: int, device: torch.device) -> torch.Tensor | None:
@@ -92,18 +93,18 @@ def as_tensor(values: object, what: str) -> torch.Tensor | None:
         ) from None
 
 
-def check_sampler(model: WorldModel, sampler: SamplerConfig) -> None:
-    """Raise ValueError where `sampler` cannot serve `model`'s world (the marginal sampler needs discrete cells)."""
-    if sampler.method == "marginal" and model.spec.value_kind not in ("binary", "categorical"):
+def check_sampler(spec: WorldSpec, sampler: SamplerConfig) -> None:
+    """Raise ValueError where `sampler` cannot serve the world of `spec` (the marginal sampler and
+    adaptive steps need discrete cells)."""
+    discrete = spec.value_kind in ("binary", "categorical")
+    if sampler.method == "marginal" and not discrete:
         raise ValueError(
-            f"the marginal sampler needs a binary or categorical world; {model.spec.name!r} is {model.spec.value_kind}"
+            f"the marginal sampler needs a binary or categorical world; {spec.name!r} is {spec.value_kind}"
         )
-    if sampler.adaptive_steps and (
-        sampler.method == "marginal" or model.spec.value_kind not in ("binary", "categorical")
-    ):
+    if sampler.adaptive_steps and (sampler.method == "marginal" or not discrete):
         raise ValueError(
             f"adaptive steps need an ODE sampler on a binary or categorical world; got method {sampler.method!r} "
-            f"on {model.spec.name!r} ({model.spec.value_kind})"
+            f"on {spec.name!r} ({spec.value_kind})"
         )
 
 

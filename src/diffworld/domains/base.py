@@ -171,10 +171,15 @@ def model_and_oracle(read: Callable[[dict[str, Any]], Any], numbers: dict[str, A
 
 
 def checkpoint_sampler(checkpoint: str | Path, settings: dict[str, Any]) -> Any:
-    """The checkpoint's sampler (`SamplerConfig`) with `settings` on top; a bad checkpoint or setting fails here."""
+    """The checkpoint's sampler (`SamplerConfig`) with `settings` on top; a bad checkpoint or setting, or a
+    sampler its world cannot use (`check_sampler`), fails here, before a domain's work."""
+    from diffworld.inputs import check_sampler
     from diffworld.model.world_model import WorldModel
 
-    return replace(WorldModel.from_pretrained(checkpoint).sampler, **settings)
+    model = WorldModel.from_pretrained(checkpoint)
+    sampler = replace(model.sampler, **settings)
+    check_sampler(model.spec, sampler)
+    return sampler
 
 
 #: The line that heads the chance events of an evaluation's summary.
