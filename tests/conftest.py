@@ -44,3 +44,17 @@ def odd_spec() -> WorldSpec:
 @pytest.fixture(params=[0, 3], ids=["linear-head", "refiner"])
 def odd_model(odd_spec: WorldSpec, request: pytest.FixtureRequest) -> WorldModel:
     return tiny_model(odd_spec, refine=request.param)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread while recording and replaying numbers: the thread count reorders float additions."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def recording_signature() -> dict[str, str]:
+    """What recorded numbers depend on beyond the code: torch and the CPU's vector unit."""
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}

@@ -24,16 +24,13 @@ from diffworld.model.world_model import ModelConfig
 from diffworld.rollout import rollout
 from diffworld.train import TrainConfig, build_model, train
 from diffworld.worlds import collect_episodes, make_world, random_policy, training_defaults
+from tests.conftest import recording_signature
 
 RECORDED = Path(__file__).with_name("pinned_loop.json")
 RECORD = os.environ.get("DIFFWORLD_RECORD") == "1"
 #: Relative tolerance where the recording's torch or CPU differ from this one: 20 steps of training
 #: and 8 dreamed frames carry reordered float additions further than the loss alone does.
 FOREIGN_RTOL = 1e-3
-
-
-def signature() -> dict[str, str]:
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
 
 
 def loop(out: Path) -> dict[str, float]:
@@ -50,19 +47,14 @@ def loop(out: Path) -> dict[str, float]:
     return {"sum": float(values.sum()), "sum_of_squares": float(values.square().sum()), "shape": list(dream.shape)}
 
 
-def test_a_tiny_train_then_dream_matches_the_recorded_numbers(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the thread count reorders float additions
-    try:
-        got = loop(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
+def test_a_tiny_train_then_dream_matches_the_recorded_numbers(tmp_path, one_thread):
+    got = loop(tmp_path)
     if RECORD:
-        RECORDED.write_text(json.dumps({**got, "signature": signature()}, indent=1, sort_keys=True) + "\n")
+        RECORDED.write_text(json.dumps({**got, "signature": recording_signature()}, indent=1, sort_keys=True) + "\n")
     want = json.loads(RECORDED.read_text())
     assert got["shape"] == want["shape"]
     assert all(map(torch.isfinite, torch.tensor([got["sum"], got["sum_of_squares"]])))
-    if want["signature"] == signature():
+    if want["signature"] == recording_signature():
         assert (got["sum"], got["sum_of_squares"]) == (want["sum"], want["sum_of_squares"])
     else:
         assert got["sum"] == pytest.approx(

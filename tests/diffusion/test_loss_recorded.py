@@ -26,7 +26,7 @@ from diffworld.diffusion.loss import LossConfig
 from diffworld.model.world_model import ModelConfig
 from diffworld.train import TrainConfig, build_model, train
 from diffworld.worlds import collect_episodes, default_policy, make_world, random_policy, training_defaults
-from tests.conftest import perturb
+from tests.conftest import perturb, recording_signature
 
 RECORDED = Path(__file__).with_name("loss_recorded.json")
 RECORD = os.environ.get("DIFFWORLD_RECORD") == "1"
@@ -49,17 +49,8 @@ CASES = {
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Torch on one thread while recording and replaying: the thread count reorders float additions."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def signature() -> dict[str, str]:
-    """What the exact numbers depend on beyond the code: torch and the CPU's vector unit."""
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+def _one_thread(one_thread):
+    """Every test here records and replays on one thread (`one_thread`)."""
 
 
 def episodes(world: str, options: dict) -> list:
@@ -123,7 +114,7 @@ def recorded() -> dict:
 def record(key: str, value) -> None:
     data = recorded()
     data[key] = value
-    data["signature"] = signature()
+    data["signature"] = recording_signature()
     RECORDED.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
@@ -136,7 +127,7 @@ def flat(numbers) -> list[float]:
 
 def check(got, want) -> None:
     """Equal on the recording's torch and CPU; else within FOREIGN_RTOL."""
-    if recorded()["signature"] == signature():
+    if recorded()["signature"] == recording_signature():
         assert got == want
     else:
         assert flat(got) == pytest.approx(flat(want), rel=FOREIGN_RTOL)
