@@ -311,3 +311,18 @@ def test_a_checkpoint_naming_a_module_runs_none_of_its_code(tmp_path, monkeypatc
     # Passed on the command line, the same names are used: the module is imported, the policy called.
     cli("rollout", by_policy, *commands["rollout"], "--policy", "evilmod:policy")
     assert sorted(p.name for p in markers.iterdir()) == ["called", "imported"]
+
+
+def test_a_model_trained_with_a_chance_code_dreams_with_it_and_others_refuse_the_chance_sampler(demo_dir, tmp_path):
+    run, demo = tmp_path / "chance", demo_dir / "checkpoint"
+    train = ["train", "--out", run, "--steps", "3", "--episodes", "2", "--init", demo, "--dit", '{"chance": 4}']
+    one_line_error(cli(*train, "--preset", "tiny", check=False), "drop --preset")
+    assert "fresh: denoiser.net.chance" in cli(*train).stdout  # the demo's model, with a chance code added
+    config, before = (json.loads((d / "config.json").read_text()) for d in (run / "checkpoint", demo))
+    assert config["model"]["dit"] == {**before["model"]["dit"], "chance": 4}
+    assert config["sampler"]["method"] == "chance" and config["init"] == str(demo)
+    cli("rollout", run / "checkpoint", "--out", tmp_path / "dream.gif", "--frames", "4")
+    assert (tmp_path / "dream.gif").is_file()
+    refused = cli("rollout", demo_dir / "checkpoint", "--out", tmp_path / "x.gif", "--method", "chance", check=False)
+    one_line_error(refused, "needs a model trained with a chance code")
+    assert not (tmp_path / "x.gif").exists()

@@ -298,3 +298,21 @@ def test_a_file_where_the_run_directory_should_be_is_refused(tmp_path, pong_epis
     (tmp_path / "run").write_text("not a folder")
     with pytest.raises(ValueError, match=r"run directory .*run: expected a folder \(or nothing yet\), found a file"):
         train(new_model(pong_episodes), pong_episodes, tiny_cfg(steps=1), tmp_path / "run", progress=False)
+
+
+def test_initialising_from_a_trained_model_copies_it_and_refuses_another_world_or_size(
+    tmp_path, odd_spec, pong_episodes
+):
+    from diffworld.train import initialize_from
+    from tests.conftest import tiny_model
+
+    saved = tiny_model(odd_spec, seed=1).save_pretrained(tmp_path / "odd")
+    model = tiny_model(odd_spec, seed=2, chance=4)
+    fresh = initialize_from(model, saved)
+    assert fresh and all(k.startswith("denoiser.net.chance") for k in fresh)
+    source = WorldModel.from_pretrained(saved).state_dict()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+    with pytest.raises(ValueError, match="expected a model of the world 'pong'"):
+        initialize_from(new_model(pong_episodes), saved)
+    with pytest.raises(ValueError, match="expected shape"):
+        initialize_from(tiny_model(odd_spec, width=64, heads=2), saved)

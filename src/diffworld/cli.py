@@ -162,7 +162,9 @@ def train_cmd(
     episodes: Optional[int] = typer.Option(
         None, help="Training episodes to collect (seeds 0..N-1), without --data (default 200)."
     ),
-    preset: str = typer.Option("small", help="Model size: tiny, small or base."),
+    preset: Optional[str] = typer.Option(
+        None, help="Model size: tiny, small (the default) or base; with --init, that model's own."
+    ),
     dit: Optional[str] = typer.Option(
         None,
         help="JSON overrides of the model preset, e.g. '{\"patch\": 8}'; "
@@ -185,6 +187,11 @@ def train_cmd(
     ),
     resume: bool = typer.Option(False, help="Continue the run in OUT from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Train a new model in place of the run OUT holds (its model is lost)."),
+    init: Optional[str] = typer.Option(
+        None,
+        help="Start from a trained model of the same world (checkpoint directory or shipped name) "
+        "and fine-tune it; parts it lacks (a chance code) start fresh.",
+    ),
 ) -> None:
     """Train a world model on an episode store, or on freshly collected episodes of a built-in world.
 
@@ -206,7 +213,12 @@ def train_cmd(
             raise FileNotFoundError(f"no episode store at {data}")
     world = world or "pong"
     dit_overrides = _json_overrides(dit, "--dit")
-    model_cfg = ModelConfig.preset(preset, **dit_overrides)
+    if init is not None:
+        if preset is not None:
+            raise ValueError("--init trains the model it names at its own size; drop --preset (--dit still applies)")
+        model_cfg = init_config(init, dit_overrides)
+    else:
+        model_cfg = ModelConfig.preset(preset or "small", **dit_overrides)
     source = world if data is None else _store_world(data)
     train_cfg = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
@@ -224,11 +236,28 @@ def train_cmd(
             resume=resume,
             log=log,
             overwrite=overwrite,
+            init=init,
         )
     else:
         fit = "patch" not in dit_overrides
-        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite)
+        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite, init=init)
     log(f"checkpoint: {out / 'checkpoint'}")
+
+
+def init_config(init: str, dit_overrides: dict[str, Any]) -> Any:
+    """The model config of the trained model `init` (checkpoint or shipped name), with `dit_overrides` on top."""
+    from dataclasses import replace
+
+    from diffworld.model.dit import DiTConfig
+    from diffworld.model.world_model import WorldModel
+
+    config = WorldModel.from_pretrained(init).config
+    unknown = set(dit_overrides) - set(DiTConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(
+            f"unknown model setting(s) {sorted(unknown)}; expected some of {sorted(DiTConfig.__dataclass_fields__)}"
+        )
+    return replace(config, dit=replace(config.dit, **dit_overrides))
 
 
 def _store_world(path: Path) -> str:
@@ -259,7 +288,7 @@ def eval_cmd(
         "for choosing settings; the held-out dates only score the choice.",
     ),
     steps: Optional[int] = typer.Option(None, help="Sampler steps (default: the model's)."),
-    method: Optional[str] = typer.Option(None, help="euler, heun or marginal (default: the model's)."),
+    method: Optional[str] = typer.Option(None, help="euler, heun, marginal or chance (default: the model's)."),
     sigma_max: Optional[float] = typer.Option(None, help="Noise level sampling starts from (default: the model's)."),
     churn: Optional[float] = typer.Option(None, help="Stochastic churn of the sampler (default: the model's)."),
     sigma_ctx: Optional[float] = typer.Option(None, help="Context noise level (default: the model's)."),

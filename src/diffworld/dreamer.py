@@ -93,6 +93,28 @@ def sample_frame(
     return model.project(frames)
 
 
+def chance_frame(
+    model: WorldModel,
+    past: Past,
+    actions: torch.Tensor | None,
+    t: torch.Tensor,
+    rows: int,
+    sampler: SamplerConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One new frame for each of `rows` dreams [rows, 1, *frame] (world units, on the world's values)
+    from a model with a chance code: a pass at σ_max without a code gives the prior's features, a
+    code is drawn from the prior, and a second pass at σ_max decodes it."""
+    shape = (rows, 1) + tuple(model.spec.frame_shape)
+    s, dev = sampler.sigma_max, model.device
+    _, features = past.denoise(
+        s * torch.randn(shape, generator=generator, device=dev), s, actions, t, None, features=True
+    )
+    code = model.denoiser.net.chance.draw(features, generator)  # type: ignore[union-attr]
+    frame = past.denoise(s * torch.randn(shape, generator=generator, device=dev), s, actions, t, None, code=code)
+    return model.project(model.denormalize(frame))
+
+
 #################################################################################
 #                                 The engine                                    #
 #################################################################################
@@ -264,7 +286,7 @@ class Dreamer:
         if self.batch == 0:
             raise RuntimeError("every dream has stopped; reset the Dreamer to dream again")
         model, s, dev = self.model, self.sampler, self.model.device
-        check_sampler(model.spec, s)
+        check_sampler(model.spec, s, model.config.dit.chance)
         if actions is not None:
             actions = torch.as_tensor(actions, device=dev)[:, None]  # [batch, 1(, d)]
         a = check_actions(model, actions, self.batch, 1, "actions")
@@ -277,7 +299,14 @@ class Dreamer:
             pick = lambda v: None if v is None else v[index]  # noqa: E731
             return self._denoiser([p.rows(index, self.batch) for p in self.pasts], pick(a), t, pick(base))
 
-        drawn = sample_frame(model, self._denoiser(self.pasts, a, t, base), self.batch, s, self.generator, base, redraw)
+        if s.method == "chance":
+            if len(self.pasts) > 1:
+                raise ValueError("the chance sampler runs the model alone; drop the guide (guide_weight 1)")
+            drawn = chance_frame(model, self.pasts[0], a, t, self.batch, s, self.generator)
+        else:
+            drawn = sample_frame(
+                model, self._denoiser(self.pasts, a, t, base), self.batch, s, self.generator, base, redraw
+            )
         frame = drawn  # [batch, 1, *frame]: the frames fed back, those of the dreams that go on
         if stop is not None:
             goes_on = ~torch.as_tensor(stop(frame[:, 0]), dtype=torch.bool, device=dev)  # [batch]

@@ -93,9 +93,20 @@ def as_tensor(values: object, what: str) -> torch.Tensor | None:
         ) from None
 
 
-def check_sampler(spec: WorldSpec, sampler: SamplerConfig) -> None:
-    """Raise ValueError where `sampler` cannot serve the world of `spec` (the marginal sampler and
-    adaptive steps need discrete cells)."""
+def check_sampler(spec: WorldSpec, sampler: SamplerConfig, chance: int = 0) -> None:
+    """Raise ValueError where `sampler` cannot serve the world of `spec` with a model of `chance`
+    chance codes (the marginal sampler and adaptive steps need discrete cells; the chance sampler a
+    chance code, without guidance or adaptive steps)."""
+    if sampler.method == "chance":
+        if not chance:
+            raise ValueError(
+                "the chance sampler needs a model trained with a chance code (dit chance > 0); this one has none"
+            )
+        if sampler.guidance != 1.0 or sampler.adaptive_steps:
+            raise ValueError(
+                "the chance sampler draws in two passes without guidance or adaptive steps; "
+                f"got guidance {sampler.guidance}, adaptive_steps {sampler.adaptive_steps}"
+            )
     discrete = spec.value_kind in ("binary", "categorical")
     if sampler.method == "marginal" and not discrete:
         raise ValueError(

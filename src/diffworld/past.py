@@ -74,13 +74,20 @@ class CachedPast:
         self.pending = (x, sigma, actions, t)
 
     def denoise(
-        self, x: torch.Tensor, sigma: float, actions: torch.Tensor | None, t: torch.Tensor, base: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        sigma: float,
+        actions: torch.Tensor | None,
+        t: torch.Tensor,
+        base: torch.Tensor | None,
+        **chance: object,
     ) -> torch.Tensor:
-        """D(x; σ) of new frames x [R, 1, *frame] at position t [1] against the past."""
+        """D(x; σ) of new frames x [R, 1, *frame] at position t [1] against the past (`chance`: the
+        denoiser's `code` and `features`)."""
         sig = torch.full((x.shape[0], 1), sigma, device=x.device)
         fed, self.pending = self.pending, None
         if fed is None:
-            return self.denoiser(x, sig, actions, t, cache=self.cache, base=base)
+            return self.denoiser(x, sig, actions, t, cache=self.cache, base=base, **chance)
         fx, fsigma, fa, ft = fed
         if fa is not None or actions is not None:
             fa = null_actions(self.model, len(x), 1, x.device) if fa is None else fa
@@ -88,7 +95,7 @@ class CachedPast:
                 [fa, null_actions(self.model, len(x), 1, x.device) if actions is None else actions], dim=1
             )
         x, sig, times = torch.cat([fx, x], dim=1), torch.cat([fsigma, sig], dim=1), torch.cat([ft, t])
-        return self.denoiser(x, sig, actions, times, cache=self.cache, commit=1, base=base)
+        return self.denoiser(x, sig, actions, times, cache=self.cache, commit=1, base=base, **chance)
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep the dreams `keep` (bool [R]) alone, in their order."""
@@ -149,14 +156,22 @@ class RecomputedPast:
         self._hold(cat(self.x, x), cat(self.sigma, sigma), cat(self.actions, actions), cat(self.times, t))
 
     def denoise(
-        self, x: torch.Tensor, sigma: float, actions: torch.Tensor | None, t: torch.Tensor, base: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        sigma: float,
+        actions: torch.Tensor | None,
+        t: torch.Tensor,
+        base: torch.Tensor | None,
+        **chance: object,
     ) -> torch.Tensor:
-        """D(x; σ) of new frames x [R, 1, *frame] at position t [1], the frames in view recomputed."""
+        """D(x; σ) of new frames x [R, 1, *frame] at position t [1], the frames in view recomputed
+        (`chance`: the denoiser's `code` and `features`)."""
         sig = torch.full((x.shape[0], 1), sigma, device=x.device)
         seq = torch.cat([self.x, x], dim=1)  # [R, L + 1, *frame]
         seq_sigma = torch.cat([self.sigma, sig], dim=1)
         seq_a = None if actions is None else torch.cat([self.actions, actions], dim=1)
-        return self.denoiser(seq, seq_sigma, seq_a, torch.cat([self.times, t]), base=base)[:, -1:]
+        out = self.denoiser(seq, seq_sigma, seq_a, torch.cat([self.times, t]), base=base, **chance)
+        return (out[0][:, -1:], out[1]) if chance.get("features") else out[:, -1:]
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep the dreams `keep` (bool [R]) alone, in their order."""

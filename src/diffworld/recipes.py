@@ -20,7 +20,15 @@ from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import ModelConfig, WorldModel, check_model, read_config, resolve_pretrained
 from diffworld.spec import WorldSpec
-from diffworld.train import TrainConfig, TrainResult, build_model, check_data, check_run_dir, train
+from diffworld.train import (
+    TrainConfig,
+    TrainResult,
+    build_model,
+    check_data,
+    check_run_dir,
+    initialize_from,
+    train,
+)
 from diffworld.worlds import (
     Policy,
     World,
@@ -50,10 +58,12 @@ def train_world(
     validate: Callable[[WorldModel], float] | None = None,
     validate_every: int = 250,
     overwrite: bool = False,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them.
 
     `validate` / `validate_every`: early stopping, and `overwrite`: see `diffworld.train.train`.
+    `init`: a trained model of the world (checkpoint or shipped name) to start from (`initialize_from`).
     """
     check_run_dir(out, resume, overwrite)  # before the episodes are collected
     options = dict(world_options or {})
@@ -66,16 +76,19 @@ def train_world(
     frames = sum(len(e) for e in data)
     log(f"collected {len(data)} episodes of {world} ({frames} frames) in {time.perf_counter() - t0:.1f}s")
     model = build_model(make().spec, data, model_config, sampler, seed=train_config.seed)
+    if init is not None and not resume:
+        start_from(model, init, log)
     log(model_summary(model))
     seeds = collect_cfg.seeds
     extra = {
+        **({"init": str(init)} if init is not None else {}),
         "data": {
             "world": world,
             "collect": collect_cfg.identity(),
             "train_seeds": [seeds[0], seeds[-1]],
             "episodes": len(data),
             "frames": frames,
-        }
+        },
     }
     result = train(
         model, data, train_config, out, resume=resume, progress=progress, extra_config=extra, validate=validate,
@@ -83,6 +96,12 @@ def train_world(
     )  # fmt: skip
     log(f"trained {result.steps} steps in {result.seconds:.0f}s; final loss {result.final_loss:.4f}")
     return result
+
+
+def start_from(model: WorldModel, init: str | Path, log: Callable[[str], None]) -> None:
+    """Initialise `model` from the trained model `init` (`initialize_from`) and log what starts fresh."""
+    new = sorted({k.rsplit(".", 1)[0] for k in initialize_from(model, init)})
+    log(f"initialised from {init}; fresh: {', '.join(new) or 'nothing'}")
 
 
 def model_summary(model: WorldModel) -> str:
@@ -106,11 +125,13 @@ def train_store(
     log: Callable[[str], None] = print,
     fit: bool = True,
     overwrite: bool = False,
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Train on an episode store (see `diffworld collect`); the store is validated before anything is written.
 
     `fit` adapts the preset's patch size to the store's frames (`fit_patch`); with False a patch
-    that does not tile the frames is an error. `overwrite`: see `diffworld.train.train`.
+    that does not tile the frames is an error. `overwrite`: see `diffworld.train.train`. `init`:
+    as in `train_world`.
     """
     check_run_dir(out, resume, overwrite)
     store = EpisodeStore.open(data)
@@ -119,10 +140,13 @@ def train_store(
     check_model(store.spec, model_config, copies=TRAINING_COPIES, device=train_config.device)
     model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
     check_data(model, store)
+    if init is not None and not resume:
+        start_from(model, init, log)
     log(f"store {data}: {len(store)} episodes of {store.spec.name} ({store.num_frames} frames)")
     log(model_summary(model))
     known = store.seeds[store.seeds >= 0]
     extra = {
+        **({"init": str(init)} if init is not None else {}),
         "data": {
             "store": str(data),
             "world": store.spec.name,
@@ -130,7 +154,7 @@ def train_store(
             "train_seeds": [int(known.min()), int(known.max())] if known.size else None,
             "episodes": len(store),
             "frames": store.num_frames,
-        }
+        },
     }
     result = train(
         model, store, train_config, out, resume=resume, progress=progress, extra_config=extra, overwrite=overwrite

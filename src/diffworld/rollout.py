@@ -83,7 +83,7 @@ def rollout(
     s = sampler or model.sampler
     dev = model.device
     frame_shape = tuple(model.spec.frame_shape)
-    check_sampler(model.spec, s)
+    check_sampler(model.spec, s, model.config.dit.chance)
     check_guide(model, guide, guide_weight)
     context = check_context(model, context)
     b, length = context.shape[:2]

@@ -33,6 +33,7 @@ from diffworld.checks import MAX_SEED, check_device, check_int, check_number, ch
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler, flatten
+from diffworld.diffusion.chance import chance_loss, draw_chance_noise, event_frames
 from diffworld.diffusion.loss import LossConfig, draw_loss_noise, noised_loss, unforeseen_frequency
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import ModelConfig, WorldModel, check_compiler, read_config
@@ -145,15 +146,43 @@ def build_model(
 ) -> WorldModel:
     """A freshly initialised model with normalisation statistics from `data` (episodes or a store).
 
-    Without `sampler`, the model samples with the settings its world recommends (`sampler_defaults`).
+    Without `sampler`, the model samples with the settings its world recommends (`sampler_defaults`),
+    with the chance sampler if it has a chance code.
     """
-    sampler = sampler or SamplerConfig(**sampler_defaults(spec.name))
+    if sampler is None:  # a model with a chance code draws with it; others as their world recommends
+        sampler = SamplerConfig(
+            **{**sampler_defaults(spec.name), **({"method": "chance"} if config.dit.chance else {})}
+        )
     mean, std = frame_stats(data) if isinstance(data, list) else data.stats()
     if config.target == "change" and not config.change_std:
         config = replace(config, change_std=change_std(data, spec, std, config.sigma_data))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return WorldModel(spec, config, mean, std, sampler)
+
+
+def initialize_from(model: WorldModel, checkpoint: str | Path) -> list[str]:
+    """Copy the weights and normalisation of a trained model of the same world (a checkpoint directory or a
+    shipped model's name) into `model`, to fine-tune it; parts only `model` has (a chance code) keep
+    their fresh initialisation. Returns those parts' tensor names; a one-line ValueError where the
+    worlds or a shared tensor's shape differ."""
+    source = WorldModel.from_pretrained(checkpoint)
+    if source.spec != model.spec:
+        raise ValueError(
+            f"--init {checkpoint}: expected a model of the world {model.spec.name!r} "
+            f"{list(model.spec.frame_shape)}, found one of {source.spec.name!r} {list(source.spec.frame_shape)}"
+        )
+    own, found = model.state_dict(), source.state_dict()
+    extra = sorted(set(found) - set(own))
+    if extra:
+        raise ValueError(f"--init {checkpoint}: its tensors {extra[:3]} have no place in this model")
+    for name, tensor in found.items():
+        if own[name].shape != tensor.shape:
+            raise ValueError(
+                f"--init {checkpoint}: tensor {name} expected shape {list(own[name].shape)}, found {list(tensor.shape)}"
+            )
+    model.load_state_dict(found, strict=False)
+    return sorted(set(own) - set(found))
 
 
 def change_std(data: TrainingData, spec: WorldSpec, std: np.ndarray, sigma_data: float) -> float:
@@ -258,10 +287,14 @@ def train(
     frames, actions, ends = flat_arrays(data, model.spec.action.kind)
     sampler = WindowSampler.from_arrays(frames, actions, ends, model.frames)
     surprise = None
-    if model.spec.layout == "grid" and (cfg.loss.surprise_weight or cfg.loss.event_weight):
+    has_chance = model.denoiser.net.chance is not None and cfg.loss.chance_weight > 0
+    if model.spec.layout == "grid" and (cfg.loss.surprise_weight or cfg.loss.event_weight or has_chance):
         starts = np.concatenate([[0], ends[:-1]])
         trajectories = (torch.from_numpy(frames[a:b]) for a, b in zip(starts, ends))
         surprise = unforeseen_frequency(trajectories, cfg.loss.motion_radius).to(dev)
+    events = chance_windows(sampler, frames, ends, model.spec, surprise, cfg.loss) if has_chance else None
+    if has_chance and ranks.world_size > 1:
+        raise ValueError("a model with a chance code trains in one process for now; run it without torchrun")
     denoiser: torch.nn.Module = model.denoiser
     if ranks.world_size > 1:
         denoiser = DistributedDataParallel(model.denoiser, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -275,6 +308,7 @@ def train(
     def project(x: torch.Tensor) -> torch.Tensor:  # own predictions fed back as a rollout feeds frames back
         return model.normalize(model.project(model.denormalize(x)))
 
+    chance_parts: dict[str, float] = {}
     window_loss_sum, window_count, t0, last_log_t = 0.0, 0, time.perf_counter(), time.perf_counter()
     final_loss = float("nan")
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (score, step, EMA weights)
@@ -294,6 +328,10 @@ def train(
                     ranks.part
                 )
                 loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project)
+                if has_chance:
+                    loss = loss + cfg.loss.chance_weight * chance_step(
+                        denoiser, model, sampler, events, cfg, gen, dev, surprise, chance_parts
+                    )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             loss_value = float(distributed.mean_over_ranks(loss.detach(), ranks))
@@ -317,6 +355,7 @@ def train(
                     "grad_norm": float(grad_norm),
                     "steps_per_s": window_count / (now - last_log_t),
                     "elapsed_s": now - t0,
+                    **{f"chance_{k}": v for k, v in chance_parts.items()},
                 }
                 if log is not None:
                     log.write(json.dumps(record) + "\n")
@@ -354,6 +393,51 @@ def train(
     return TrainResult(
         model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss, best=chosen
     )
+
+
+def chance_windows(
+    sampler: WindowSampler,
+    frames: np.ndarray,
+    ends: np.ndarray,
+    spec: WorldSpec,
+    surprise: torch.Tensor | None,
+    cfg: LossConfig,
+) -> torch.Tensor | None:
+    """The starts of the windows that end at a frame where something appears by chance (`event_frames`),
+    where a chance code has an outcome to learn; None where there are none (or the world is no grid)."""
+    if spec.layout != "grid" or cfg.chance_events == 0:
+        return None
+    starts = np.concatenate([[0], ends[:-1]])
+    kind, value_range = spec.value_kind, spec.value_range or (0.0, 1.0)
+    flat = [
+        a + event_frames(torch.from_numpy(frames[a:b]), kind, value_range, surprise, cfg).nonzero()[:, 0]
+        for a, b in zip(starts, ends)
+    ]
+    found = sampler.ending_at(torch.cat(flat)) if flat else torch.zeros(0, dtype=torch.long)
+    return found if len(found) else None
+
+
+def chance_step(
+    denoiser: torch.nn.Module,
+    model: WorldModel,
+    sampler: WindowSampler,
+    events: torch.Tensor | None,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    dev: torch.device,
+    surprise: torch.Tensor | None,
+    parts: dict[str, float],
+) -> torch.Tensor:
+    """The chance code's loss on windows of its own: a `chance_events` share ending at event frames."""
+    b = cfg.batch_size
+    n_events = 0 if events is None else round(cfg.loss.chance_events * b)
+    batches = [sampler.sample(b - n_events, gen)] + ([sampler.sample(n_events, gen, starts=events)] if n_events else [])
+    x = model.normalize(torch.cat([w.frames for w in batches]).to(dev))
+    acts = None if batches[0].actions is None else torch.cat([w.actions for w in batches]).to(dev)
+    noise = draw_chance_noise(cfg.loss, tuple(x.shape), gen_for(gen, dev), dev)
+    loss, found = chance_loss(denoiser, x, acts, cfg.loss, noise, model.sampler.sigma_max, surprise, gen_for(gen, dev))
+    parts.update(found)
+    return loss
 
 
 def holds_run(out: str | Path) -> bool:

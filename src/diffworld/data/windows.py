@@ -67,15 +67,28 @@ class WindowSampler:
         """Number of distinct windows."""
         return int(self.starts.numel())
 
-    def sample(self, batch_size: int, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> Batch:
-        """`batch_size` windows drawn uniformly with replacement.
+    def ending_at(self, frames: torch.Tensor) -> torch.Tensor:
+        """The starts of the windows whose last frame is one of the flat frame indices `frames` (those that exist)."""
+        starts = frames.long() - (self.length - 1)
+        return starts[torch.isin(starts, self.starts)]
+
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        part: tuple[int, int] = (0, 1),
+        starts: torch.Tensor | None = None,
+    ) -> Batch:
+        """`batch_size` windows drawn uniformly with replacement (among `starts`, a subset of the
+        valid window starts, if given).
 
         `part = (i, n)` returns only the i-th of n equal slices of the batch, with the generator
         advanced exactly as for the whole batch: n processes sharing a seed together draw the
         batch one process would.
         """
-        pick = torch.randint(len(self), (batch_size,), generator=generator)[part_rows(batch_size, part)]
-        idx = self.starts[pick][:, None] + torch.arange(self.length)  # [B, T]
+        pool = self.starts if starts is None else starts
+        pick = torch.randint(len(pool), (batch_size,), generator=generator)[part_rows(batch_size, part)]
+        idx = pool[pick][:, None] + torch.arange(self.length)  # [B, T]
         frames = self.frames[idx].float()
         actions = None if self.actions is None else self.actions[idx]
         return Batch(frames=frames, actions=actions)

@@ -87,6 +87,13 @@ class LossConfig:
     #: Measured on Lorenz-96 it made free runs worse (docs/research-log.md): the graph layout's sense of
     #: direction is its node positions, which shifting makes uninformative. Off by default.
     random_shift: bool = False
+    #: Weight of the chance code's loss (`diffworld.diffusion.chance`), for a model with a chance
+    #: code (`DiTConfig.chance`); it trains on windows of its own, drawn beside the window loss's.
+    chance_weight: float = 1.0
+    #: Share of the chance loss's windows that end at a frame where something appears by chance
+    #: (`diffusion.chance.event_frames`: a serve, a spawn), where the code has an outcome to name;
+    #: the others are drawn uniformly. Grid worlds; elsewhere all are uniform.
+    chance_events: float = 0.5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -101,6 +108,10 @@ class LossConfig:
                 "need p_std > 0 and 0 < sigma_min < ctx_sigma_max, "
                 f"got {self.p_std}, {self.sigma_min}, {self.ctx_sigma_max}"
             )
+        if not 0.0 <= self.chance_events <= 1.0:
+            raise ValueError(f"chance_events is a share in [0, 1], got {self.chance_events}")
+        if self.chance_weight < 0:
+            raise ValueError(f"chance_weight must be >= 0, got {self.chance_weight}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context is a probability in [0, 1], got {self.self_context}")
         if self.self_context and self.context != "teacher":

@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-METHODS = ("euler", "heun", "marginal")
+METHODS = ("euler", "heun", "marginal", "chance")
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,10 @@ class SamplerConfig:
     #: Denoising steps per frame (network evaluations: steps for Euler, 2·steps − 1 for Heun).
     steps: int = 3
     #: "euler" (1st order ODE), "heun" (2nd order ODE) or "marginal" (one evaluation at σ_max,
-    #: then every cell drawn independently; binary and categorical worlds; `steps` is unused).
-    method: Literal["euler", "heun", "marginal"] = "euler"
+    #: then every cell drawn independently; binary and categorical worlds; `steps` is unused) or
+    #: "chance" (a model with a chance code: a code drawn from its prior, then decoded at σ_max;
+    #: two evaluations; `steps` is unused).
+    method: Literal["euler", "heun", "marginal", "chance"] = "euler"
     sigma_min: float = 0.002
     sigma_max: float = 5.0
     #: Karras schedule curvature.

@@ -178,7 +178,7 @@ def checkpoint_sampler(checkpoint: str | Path, settings: dict[str, Any]) -> Any:
 
     model = WorldModel.from_pretrained(checkpoint)
     sampler = replace(model.sampler, **settings)
-    check_sampler(model.spec, sampler)
+    check_sampler(model.spec, sampler, model.config.dit.chance)
     return sampler
 
 

@@ -46,17 +46,22 @@ class Denoiser(nn.Module):
         write_cache: bool = False,
         commit: int = 0,
         base: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        code: torch.Tensor | None = None,
+        features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x [B, N, *frame] noisy frames, sigma [B, N] -> denoised frames [B, N, *frame] (with
         `commit`, only the N − commit frames after the finished ones; cache, write_cache and commit:
         see `DiT.forward`). `base` [B, K, *frame]: the clean frames before the last K frames, which
-        are then denoised as changes from them (needs `change_std`)."""
+        are then denoised as changes from them (needs `change_std`). `code` [B, chance_dim]: the last
+        frame's chance code; `features`: also return its final tokens (see `DiT.forward`)."""
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
         expand = (...,) + (None,) * (x.ndim - 2)  # [B, N] -> [B, N, 1, ..., 1]
-        f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache, commit).to(x.dtype)
-        out = c_skip[expand][:, commit:] * x[:, commit:] + c_out[expand][:, commit:] * f
+        extra = {} if code is None and not features else {"code": code, "features": features}
+        f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache, commit, **extra)
+        f, feats = f if features else (f, None)
+        out = c_skip[expand][:, commit:] * x[:, commit:] + c_out[expand][:, commit:] * f.to(x.dtype)
         if base is None:
-            return out
+            return out if feats is None else (out, feats)
         if not self.change_std:
             raise ValueError(
                 "denoising a change from a base frame needs a model whose target is the change (change_std > 0)"
@@ -69,4 +74,5 @@ class Denoiser(nn.Module):
             )
         r_skip, r_out, _, _ = edm_scalings(sigma[:, -k:], self.change_std)
         change = r_skip[expand] * (x[:, -k:] - base) + r_out[expand] * f[:, -k:]
-        return torch.cat([out[:, :-k], base + change], dim=1)
+        out = torch.cat([out[:, :-k], base + change], dim=1)
+        return out if feats is None else (out, feats)

@@ -29,6 +29,7 @@ from torch import nn
 
 from diffworld.checks import check_int, check_number
 from diffworld.layouts import Layout
+from diffworld.model.chance import ChanceCode
 from diffworld.model.kernels import adaln_vectors, rope, rope_angles, scale_offset
 from diffworld.model.kv_cache import KVCache, RingPass
 from diffworld.model.linear import Linear, linear
@@ -57,13 +58,18 @@ class DiTConfig:
     #: Features per value for the layout's refiner head (grid: 3×3 convolutions across patch
     #: borders); 0 maps tokens back to values with a linear unpatchify.
     refine: int = 0
+    #: Codes of a learned chance code (`diffworld.model.chance`): the new frame's random outcome,
+    #: drawn from a prior and decoded at σ_max in two network evaluations; 0: none.
+    chance: int = 0
+    #: Width of a chance code's vectors.
+    chance_dim: int = 8
 
     def __post_init__(self) -> None:
         # Sizes from a context frame and a new one (frames) up to far beyond any model trained here:
         # a config asking for more is a mistake (or a hostile file), refused before anything is built.
         for name, least, most in (
             ("width", 1, 65_536), ("depth", 1, 1024), ("heads", 1, 1024), ("patch", 1, 1024),
-            ("frames", 2, 65_536), ("refine", 0, 1024)
+            ("frames", 2, 65_536), ("refine", 0, 1024), ("chance", 0, 65_536), ("chance_dim", 1, 4096)
         ):  # fmt: skip
             check_int(f"dit {name}", getattr(self, name), least, most)
         check_number("dit mlp_ratio", self.mlp_ratio, above=0.0, most=64.0)
@@ -302,6 +308,12 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.final = FinalLayer(cfg.width, layout.token_dim * max(cfg.refine, 1))
         self.refiner = layout.refiner(cfg.refine) if cfg.refine else None
+        self.chance = None
+        if cfg.chance:  # the code joins the new frame's conditioning and each of its tokens
+            tokens = layout.num_tokens
+            self.chance = ChanceCode(tokens * layout.token_dim, cfg.width, cfg.chance, cfg.chance_dim)
+            self.chance_embed = nn.Linear(cfg.chance_dim, cfg.width, bias=False)
+            self.chance_tokens = nn.Linear(cfg.chance_dim, tokens * cfg.width, bias=False)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -309,7 +321,8 @@ class DiT(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.normal_(self.noise_embed.mlp[0].weight, std=0.02)
         nn.init.normal_(self.noise_embed.mlp[2].weight, std=0.02)
         if hasattr(self.action_embed, "table"):
@@ -352,7 +365,9 @@ class DiT(nn.Module):
         cache: KVCache | None = None,
         write_cache: bool = False,
         commit: int = 0,
-    ) -> torch.Tensor:
+        code: torch.Tensor | None = None,
+        features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """
         x [B, N, *frame]; c_noise [B, N]; actions [B, N] (discrete) or [B, N, d] or None;
         times [N] frame indices for RoPE; mask [N, N] bool (True = may attend), default causal;
@@ -362,7 +377,8 @@ class DiT(nn.Module):
         have left it (a full ring without its oldest frame): a rollout feeds back the frame it
         dreamed last in the same pass as the first denoising step of the next, exactly as a write
         pass followed by that step, in one pass; the output then holds only the N − commit frames
-        after them.
+        after them. code [B, chance_dim]: the chance code of the last frame (the new one; the others
+        get none). features: also return the last frame's final tokens [B, S, D] (a chance prior's input).
         """
         b, n = x.shape[:2]
         if commit and (cache is None or mask is not None or not 0 < commit < n or n > KVCache.spare):
@@ -377,6 +393,8 @@ class DiT(nn.Module):
         pos = self.pos if self.pos_embed is None else self.pos_embed(self.pos)  # [S, D]
         h = self.embed(tokens) + pos  # [B, N, S, D]
         c = self.noise_embed(c_noise) + self.action_embed(actions, (b, n))  # [B, N, D]
+        if code is not None:
+            h, c = self.with_code(h, c, code)
         biases = self.spatial_biases()  # depth × ([S, S], [H, S, S] or None)
         rotations = rope_angles(times, self.cfg.width // self.cfg.heads)
         for i, block in enumerate(self.blocks):
@@ -384,4 +402,19 @@ class DiT(nn.Module):
         if commit:  # the finished frames' outputs are never read: only their keys and values
             h, c = h[:, commit:], c[:, commit:]
         out = self.final(h, c)  # [B, N − commit, S, token values (× refine)]
-        return self.layout.from_tokens(out) if self.refiner is None else self.refiner(out)  # [B, N, *frame]
+        frames = self.layout.from_tokens(out) if self.refiner is None else self.refiner(out)  # [B, N, *frame]
+        return (frames, h[:, -1]) if features else frames
+
+    def with_code(self, h: torch.Tensor, c: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens h [B, N, S, D] and conditioning c [B, N, D] with the chance code [B, chance_dim] of the last frame."""
+        if self.chance is None:
+            raise ValueError("a chance code was given to a model without one (dit chance = 0)")
+        b, n, s, d = h.shape
+        if tuple(code.shape) != (b, self.cfg.chance_dim):
+            raise ValueError(f"chance code: expected shape [{b}, {self.cfg.chance_dim}], got {list(code.shape)}")
+        code = code.to(h.dtype)
+        last = torch.zeros(n, device=h.device, dtype=h.dtype)
+        last[-1] = 1.0
+        c = c + last[None, :, None] * self.chance_embed(code)[:, None]
+        h = h + last[None, :, None, None] * self.chance_tokens(code).view(b, 1, s, d)
+        return h, c

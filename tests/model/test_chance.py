@@ -1,0 +1,89 @@
+"""The chance code: its place in the DiT, its codebook, and a checkpoint that keeps it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.dreamer import Dreamer
+from diffworld.inputs import check_sampler
+from diffworld.model import chance as chance_module
+from diffworld.model.world_model import WorldModel
+from tests.conftest import tiny_model
+
+
+def inputs(model, b=3, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((b, n) + tuple(model.spec.frame_shape), generator=g)
+    return x, torch.rand(b, n, generator=g) + 0.1, torch.randint(0, 3, (b, n), generator=g), torch.arange(n)
+
+
+def test_a_code_changes_only_the_last_frame(odd_spec):
+    model = tiny_model(odd_spec, chance=4)
+    x, sigma, a, t = inputs(model)
+    codes = torch.randn(2, 3, model.config.dit.chance_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        one, two = (model.denoiser(x, sigma, a, t, code=c) for c in codes)
+        plain = model.denoiser(x, sigma, a, t)
+    assert torch.equal(one[:, :-1], two[:, :-1]) and torch.equal(one[:, :-1], plain[:, :-1])
+    assert (one[:, -1] - two[:, -1]).abs().max() > 1e-3
+
+
+def test_features_are_the_last_frames_tokens(odd_spec):
+    model = tiny_model(odd_spec, chance=4)
+    x, sigma, a, t = inputs(model)
+    with torch.no_grad():
+        out, features = model.denoiser(x, sigma, a, t, features=True)
+        assert torch.equal(out, model.denoiser(x, sigma, a, t))
+    assert features.shape == (3, model.layout.num_tokens, model.config.dit.width)
+    assert model.denoiser.net.chance.logits(features).shape == (3, 4)
+
+
+def test_bad_codes_are_named(odd_spec):
+    x, sigma, a, t = inputs(tiny_model(odd_spec))
+    with pytest.raises(ValueError, match="without one"):
+        tiny_model(odd_spec).denoiser(x, sigma, a, t, code=torch.zeros(3, 8))
+    with pytest.raises(ValueError, match=r"expected shape \[3, 8\], got \[3, 5\]"):
+        tiny_model(odd_spec, chance=4).denoiser(x, sigma, a, t, code=torch.zeros(3, 5))
+
+
+def test_the_encoder_learns_through_its_code_and_idle_codes_restart(monkeypatch):
+    monkeypatch.setattr(chance_module, "RESTART_EVERY", 3)
+    code = chance_module.ChanceCode(values=12, width=16, codes=6, dim=4).train()
+    g = torch.Generator().manual_seed(0)
+    new, before = torch.randn(5, 12, generator=g), torch.randn(5, 12, generator=g)
+    q, index, loss = code.encode(new, before, g)
+    assert q.shape == (5, 4) and index.shape == (5,) and torch.allclose(q.detach(), code.codebook[index].detach())
+    (q.square().sum() + loss).backward()
+    assert code.encoder[0].weight.grad.abs().sum() > 0  # straight through the quantiser
+    used = set(index.tolist())
+    before_restart = code.codebook.detach().clone()
+    code.encode(new, before, g), code.encode(new, before, g)  # the third call restarts the idle codes
+    moved = (code.codebook.detach() - before_restart).abs().sum(1) > 0
+    assert moved.tolist() == [i not in used for i in range(6)]
+
+
+def test_the_chance_sampler_needs_a_code_and_no_guidance(odd_spec):
+    with pytest.raises(ValueError, match="needs a model trained with a chance code"):
+        check_sampler(odd_spec, SamplerConfig(method="chance"))
+    with pytest.raises(ValueError, match="without guidance"):
+        check_sampler(odd_spec, SamplerConfig(method="chance", guidance=2.0), chance=4)
+    check_sampler(odd_spec, SamplerConfig(method="chance"), chance=4)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_chance_dream_is_the_same_with_or_without_the_cache_and_after_a_reload(odd_spec, tmp_path, use_cache):
+    model = tiny_model(odd_spec, chance=4)
+    model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05)
+    ctx, acts = torch.rand(2, 2, 3, 12, 20), torch.randint(0, 3, (2, 3))  # 2 + 3 frames: the window of 5
+
+    def dream(m, cache):
+        dreamer = Dreamer(m, 2, generator=torch.Generator().manual_seed(0), use_cache=cache)
+        dreamer.reset(ctx)
+        return torch.stack([dreamer.step(acts[:, h]) for h in range(3)], dim=1)
+
+    reference = dream(model, True)
+    reloaded = WorldModel.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert reloaded.config.dit.chance == 4
+    assert torch.allclose(dream(reloaded, use_cache), reference, atol=1e-5)
