@@ -33,9 +33,10 @@ from diffworld.checks import MAX_SEED, check_device, check_int, check_number, ch
 from diffworld.data.episodes import Episode, frame_stats
 from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler, flatten
-from diffworld.diffusion.chance import chance_loss, draw_chance_noise, event_frames
-from diffworld.diffusion.loss import LossConfig, draw_loss_noise, noised_loss, unforeseen_frequency
+from diffworld.diffusion.chance import chance_loss, draw_chance_noise
+from diffworld.diffusion.loss import LossConfig, draw_loss_noise, noised_loss, unforeseen_frequency, unforeseen_pixels
 from diffworld.diffusion.sampling import SamplerConfig
+from diffworld.evaluate.events import births, occupied
 from diffworld.model.world_model import ModelConfig, WorldModel, check_compiler, read_config
 from diffworld.spec import WorldSpec
 from diffworld.worlds import sampler_defaults
@@ -393,6 +394,34 @@ def train(
     return TrainResult(
         model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss, best=chosen
     )
+
+
+def event_frames(
+    frames: torch.Tensor,
+    value_kind: str,
+    value_range: tuple[float, float],
+    surprise: torch.Tensor | None,
+    cfg: LossConfig,
+) -> torch.Tensor:
+    """Consecutive grid frames [T, C, H, W] of one episode -> bool [T]: the frames where something
+    appears by chance. Binary and categorical worlds: a birth (an object with nothing of its
+    channel next to it in the frame before: a serve, a spawn; `evaluate.events.births`). Real-valued
+    ones: a rare unforeseen change (at a pixel where such changes happen in at most
+    `event_max_frequency` of transitions, given the training data's `surprise` map [H, W])."""
+    events = torch.zeros(len(frames), dtype=torch.bool)
+    if len(frames) < 2:
+        return events
+    if value_kind in ("binary", "categorical"):
+        on = occupied(frames.cpu().numpy(), value_kind, value_range)
+        count, _ = births(on[:-1], on[1:])  # [T − 1, C]
+        events[1:] = torch.from_numpy(count.reshape(len(count), -1).sum(1) > 0)
+        return events
+    if surprise is None or len(frames) < 3:
+        return events
+    rare = (surprise > 0) & (surprise <= cfg.event_max_frequency)  # [H, W]
+    unforeseen = unforeseen_pixels(frames.float()[None], cfg.motion_radius)[0]  # [T − 2, H, W]
+    events[2:] = (unforeseen & rare.to(unforeseen.device)).flatten(1).any(1).cpu()
+    return events
 
 
 def chance_windows(

@@ -8,12 +8,13 @@ import torch
 from scipy.stats import chisquare
 
 from diffworld.data.windows import WindowSampler
-from diffworld.diffusion.chance import chance_loss, draw_chance_noise, event_frames
+from diffworld.diffusion.chance import chance_loss, draw_chance_noise
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.spec import ActionSpace, WorldSpec
+from diffworld.train import event_frames
 from tests.conftest import tiny_model
 
 ROWS = (0, 3, 6)  # where the toss puts a 2×2 block in the new frame, each with chance 1/3

@@ -20,10 +20,8 @@ from diffworld.diffusion.loss import (
     LossConfig,
     edm_weight,
     sample_context_sigmas,
-    unforeseen_pixels,
     weighted_error,
 )
-from diffworld.evaluate.events import births, occupied
 
 
 @dataclass(frozen=True)
@@ -83,31 +81,3 @@ def chance_loss(
         "prior": float(prior.detach()),
         "codes_used": float(index.unique().numel()),
     }
-
-
-def event_frames(
-    frames: torch.Tensor,
-    value_kind: str,
-    value_range: tuple[float, float],
-    surprise: torch.Tensor | None,
-    cfg: LossConfig,
-) -> torch.Tensor:
-    """Consecutive grid frames [T, C, H, W] of one episode -> bool [T]: the frames where something
-    appears by chance. Binary and categorical worlds: a birth (an object with nothing of its
-    channel next to it in the frame before: a serve, a spawn; `evaluate.events.births`). Real-valued
-    ones: a rare unforeseen change (at a pixel where such changes happen in at most
-    `event_max_frequency` of transitions, given the training data's `surprise` map [H, W])."""
-    events = torch.zeros(len(frames), dtype=torch.bool)
-    if len(frames) < 2:
-        return events
-    if value_kind in ("binary", "categorical"):
-        on = occupied(frames.cpu().numpy(), value_kind, value_range)
-        count, _ = births(on[:-1], on[1:])  # [T − 1, C]
-        events[1:] = torch.from_numpy(count.reshape(len(count), -1).sum(1) > 0)
-        return events
-    if surprise is None or len(frames) < 3:
-        return events
-    rare = (surprise > 0) & (surprise <= cfg.event_max_frequency)  # [H, W]
-    unforeseen = unforeseen_pixels(frames.float()[None], cfg.motion_radius)[0]  # [T − 2, H, W]
-    events[2:] = (unforeseen & rare.to(unforeseen.device)).flatten(1).any(1).cpu()
-    return events

@@ -91,7 +91,7 @@ class LossConfig:
     #: code (`DiTConfig.chance`); it trains on windows of its own, drawn beside the window loss's.
     chance_weight: float = 1.0
     #: Share of the chance loss's windows that end at a frame where something appears by chance
-    #: (`diffusion.chance.event_frames`: a serve, a spawn), where the code has an outcome to name;
+    #: (`train.event_frames`: a serve, a spawn), where the code has an outcome to name;
     #: the others are drawn uniformly. Grid worlds; elsewhere all are uniform.
     chance_events: float = 0.5
 
