@@ -25,8 +25,8 @@ def tiny_cfg(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-def new_model(episodes, seed=0):
-    return build_model(make_world("pong").spec, episodes, ModelConfig.preset("tiny"), seed=seed)
+def new_model(episodes, seed=0, **dit):
+    return build_model(make_world("pong").spec, episodes, ModelConfig.preset("tiny", **dit), seed=seed)
 
 
 def params(model):
@@ -82,16 +82,23 @@ def kill_at(step):
     return hook
 
 
-def test_resume_equals_uninterrupted(tmp_path, pong_episodes):
-    full = train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path / "full", progress=False)
+@pytest.mark.parametrize("chance", [0, 4], ids=["plain", "chance-code"])
+def test_resume_equals_uninterrupted(tmp_path, pong_episodes, chance, monkeypatch):
+    monkeypatch.setattr("diffworld.model.chance.RESTART_EVERY", 4)  # idle codes restart across the cut
+    dit = {"chance": chance} if chance else {}
+    full = train(new_model(pong_episodes, **dit), pong_episodes, tiny_cfg(), tmp_path / "full", progress=False)
     # Killed at step 8: the checkpoint of step 6 survives, steps 7 and 8 are lost.
     with pytest.raises(Killed):
-        train(new_model(pong_episodes), pong_episodes, tiny_cfg(), tmp_path / "cut", progress=False, on_step=kill_at(8))
+        train(
+            new_model(pong_episodes, **dit), pong_episodes, tiny_cfg(), tmp_path / "cut", progress=False,
+            on_step=kill_at(8),
+        )  # fmt: skip
     assert json.loads((tmp_path / "cut/checkpoint/train_state.json").read_text())["step"] == 6
     # Resuming ignores the fresh model's own initial weights (another seed here).
     resumed = train(
-        new_model(pong_episodes, seed=5), pong_episodes, tiny_cfg(), tmp_path / "cut", resume=True, progress=False
-    )
+        new_model(pong_episodes, seed=5, **dit), pong_episodes, tiny_cfg(), tmp_path / "cut", resume=True,
+        progress=False,
+    )  # fmt: skip
     assert resumed.steps == 12
     assert torch.equal(params(resumed.model), params(full.model))
     assert torch.equal(params(WorldModel.from_pretrained(tmp_path / "cut/checkpoint")), params(full.model))

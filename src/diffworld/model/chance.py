@@ -42,8 +42,9 @@ class ChanceCode(nn.Module):
         self.codebook = nn.Parameter(torch.randn(codes, dim) * 0.5)
         # p(code | past), from the new frame's features at σ_max, normalised: a trained DiT's run large.
         self.prior = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, codes))
-        self.register_buffer("usage", torch.zeros(codes), persistent=False)
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=False)
+        # Kept with the weights, so a resumed run restarts idle codes exactly when an unbroken one would.
+        self.register_buffer("usage", torch.zeros(codes))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
     def encode(
         self, new: torch.Tensor, mean: torch.Tensor, generator: torch.Generator | None = None
