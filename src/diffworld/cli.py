@@ -246,18 +246,9 @@ def train_cmd(
 
 def init_config(init: str, dit_overrides: dict[str, Any]) -> Any:
     """The model config of the trained model `init` (checkpoint or shipped name), with `dit_overrides` on top."""
-    from dataclasses import replace
-
-    from diffworld.model.dit import DiTConfig
     from diffworld.model.world_model import WorldModel
 
-    config = WorldModel.from_pretrained(init).config
-    unknown = set(dit_overrides) - set(DiTConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(
-            f"unknown model setting(s) {sorted(unknown)}; expected some of {sorted(DiTConfig.__dataclass_fields__)}"
-        )
-    return replace(config, dit=replace(config.dit, **dit_overrides))
+    return WorldModel.from_pretrained(init).config.with_dit(**dit_overrides)
 
 
 def _store_world(path: Path) -> str:

@@ -79,11 +79,16 @@ class ModelConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; expected one of: {', '.join(PRESETS)}")
         target = overrides.pop("target", "frame")
+        return cls(target=target).with_dit(PRESETS[name], also=("target",), **overrides)
+
+    def with_dit(self, dit: DiTConfig | None = None, also: tuple[str, ...] = (), **overrides: Any) -> ModelConfig:
+        """This config with its DiT (or `dit`) and those of its fields in `overrides` replaced; a
+        one-line ValueError naming an unknown field (and the valid ones, with the caller's `also`)."""
         unknown = set(overrides) - set(DiTConfig.__dataclass_fields__)
         if unknown:
-            expected = sorted(DiTConfig.__dataclass_fields__) + ["target"]
+            expected = sorted(DiTConfig.__dataclass_fields__) + list(also)
             raise ValueError(f"unknown model setting(s) {sorted(unknown)}; expected some of {expected}")
-        return cls(dit=replace(PRESETS[name], **overrides), target=target)
+        return replace(self, dit=replace(dit or self.dit, **overrides))
 
 
 class WorldModel(nn.Module):
