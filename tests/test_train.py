@@ -102,6 +102,9 @@ def test_resume_equals_uninterrupted(tmp_path, pong_episodes, chance, monkeypatc
     assert resumed.steps == 12
     assert torch.equal(params(resumed.model), params(full.model))
     assert torch.equal(params(WorldModel.from_pretrained(tmp_path / "cut/checkpoint")), params(full.model))
+    if chance:  # serves are over-drawn in training: a dream's event odds are brought down, and kept
+        shift = WorldModel.from_pretrained(tmp_path / "cut/checkpoint").denoiser.net.chance.event_shift
+        assert shift < -1 and shift == full.model.denoiser.net.chance.event_shift
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, pong_episodes):

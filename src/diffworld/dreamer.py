@@ -103,15 +103,22 @@ def chance_frame(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """One new frame for each of `rows` dreams [rows, 1, *frame] (world units, on the world's values)
-    from a model with a chance code: a pass at σ_max without a code gives the prior's features, a
-    code is drawn from the prior, and a second pass at σ_max decodes it."""
+    from a model with a chance code: a pass at σ_max without a code gives the frame where the prior
+    draws no event, and the prior's features; the dreams where it draws one decode their drawn code
+    in a second pass at σ_max (those dreams alone)."""
     shape = (rows, 1) + tuple(model.spec.frame_shape)
     s, dev = sampler.sigma_max, model.device
-    _, features = past.denoise(
+    frame, features = past.denoise(
         s * torch.randn(shape, generator=generator, device=dev), s, actions, t, None, features=True
     )
-    code = model.denoiser.net.chance.draw(features, generator)  # type: ignore[union-attr]
-    frame = past.denoise(s * torch.randn(shape, generator=generator, device=dev), s, actions, t, None, code=code)
+    acts, code = model.denoiser.net.chance.draw(features, generator)  # type: ignore[union-attr]
+    if acts.any():
+        index = acts.nonzero()[:, 0]
+        noise = s * torch.randn((len(index),) + shape[1:], generator=generator, device=dev)
+        part = past if len(index) == rows else past.rows(index, rows)
+        picked = None if actions is None else actions[index]
+        frame = frame.clone()
+        frame[index] = part.denoise(noise, s, picked, t, None, code=code)
     return model.project(model.denormalize(frame))
 
 

@@ -104,7 +104,7 @@ def check_sampler(spec: WorldSpec, sampler: SamplerConfig, chance: int = 0) -> N
             )
         if sampler.guidance != 1.0 or sampler.adaptive_steps:
             raise ValueError(
-                "the chance sampler draws in two passes without guidance or adaptive steps; "
+                "the chance sampler draws without guidance or adaptive steps; "
                 f"got guidance {sampler.guidance}, adaptive_steps {sampler.adaptive_steps}"
             )
     discrete = spec.value_kind in ("binary", "categorical")

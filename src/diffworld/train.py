@@ -296,6 +296,11 @@ def train(
     events = chance_windows(sampler, frames, ends, model.spec, surprise, cfg.loss) if has_chance else None
     if has_chance and ranks.world_size > 1:
         raise ValueError("a model with a chance code trains in one process for now; run it without torchrun")
+    if has_chance:
+        share = 0 if events is None else round(cfg.loss.chance_events * cfg.batch_size) / cfg.batch_size
+        shift = event_shift(0 if events is None else len(events), len(sampler), share)
+        for m in (model, ema):
+            m.denoiser.net.chance.event_shift.fill_(shift)  # type: ignore[union-attr]
     denoiser: torch.nn.Module = model.denoiser
     if ranks.world_size > 1:
         denoiser = DistributedDataParallel(model.denoiser, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -405,7 +410,8 @@ def event_frames(
 ) -> torch.Tensor:
     """Consecutive grid frames [T, C, H, W] of one episode -> bool [T]: the frames where something
     appears by chance. Binary and categorical worlds: a birth (an object with nothing of its
-    channel next to it in the frame before: a serve, a spawn; `evaluate.events.births`). Real-valued
+    channel next to it in the frame before: a serve, a spawn; `evaluate.events.births`) and the
+    frame after it (the object's first move, which shows the direction chance gave it). Real-valued
     ones: a rare unforeseen change (at a pixel where such changes happen in at most
     `event_max_frequency` of transitions, given the training data's `surprise` map [H, W])."""
     events = torch.zeros(len(frames), dtype=torch.bool)
@@ -414,7 +420,9 @@ def event_frames(
     if value_kind in ("binary", "categorical"):
         on = occupied(frames.cpu().numpy(), value_kind, value_range)
         count, _ = births(on[:-1], on[1:])  # [T − 1, C]
-        events[1:] = torch.from_numpy(count.reshape(len(count), -1).sum(1) > 0)
+        born = torch.from_numpy(count.reshape(len(count), -1).sum(1) > 0)
+        events[1:] = born
+        events[2:] |= born[:-1]  # the new object's first move: where chance sent it shows here
         return events
     if surprise is None or len(frames) < 3:
         return events
@@ -457,16 +465,35 @@ def chance_step(
     surprise: torch.Tensor | None,
     parts: dict[str, float],
 ) -> torch.Tensor:
-    """The chance code's loss on windows of its own: a `chance_events` share ending at event frames."""
+    """The chance code's loss on windows of its own: a `chance_events` share drawn among those that
+    end at event frames (`event_frames`), the rest among all. On grids a window's target is an
+    event or not as `event_frames` says; elsewhere every frame is left to chance."""
     b = cfg.batch_size
     n_events = 0 if events is None else round(cfg.loss.chance_events * b)
     batches = [sampler.sample(b - n_events, gen)] + ([sampler.sample(n_events, gen, starts=events)] if n_events else [])
-    x = model.normalize(torch.cat([w.frames for w in batches]).to(dev))
+    raw = torch.cat([w.frames for w in batches])
+    event = None
+    if model.spec.layout == "grid":
+        kind, value_range = model.spec.value_kind, model.spec.value_range or (0.0, 1.0)
+        event = torch.stack([event_frames(w, kind, value_range, surprise, cfg.loss)[-1] for w in raw])
+    x = model.normalize(raw.to(dev))
     acts = None if batches[0].actions is None else torch.cat([w.actions for w in batches]).to(dev)
     noise = draw_chance_noise(cfg.loss, tuple(x.shape), gen_for(gen, dev), dev)
-    loss, found = chance_loss(denoiser, x, acts, cfg.loss, noise, model.sampler.sigma_max, surprise, gen_for(gen, dev))
+    loss, found = chance_loss(
+        denoiser, x, acts, cfg.loss, noise, model.sampler.sigma_max, surprise, gen_for(gen, dev), event
+    )
     parts.update(found)
     return loss
+
+
+def event_shift(n_events: int, n_windows: int, share: float) -> float:
+    """Log odds of an event in the data minus those in a training mix that draws `share` of its
+    windows among the `n_events` (of `n_windows`) ending at events and the rest among all."""
+    rate = n_events / max(n_windows, 1)
+    mixed = share + (1 - share) * rate
+    if not 0 < rate < 1 or mixed >= 1:
+        return 0.0
+    return math.log(rate / (1 - rate)) - math.log(mixed / (1 - mixed))
 
 
 def holds_run(out: str | Path) -> bool:

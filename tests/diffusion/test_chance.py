@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -12,20 +14,25 @@ from diffworld.diffusion.chance import chance_loss, draw_chance_noise
 from diffworld.diffusion.loss import LossConfig
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
+from diffworld.evaluate.forecasts import counting_evaluations
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.spec import ActionSpace, WorldSpec
-from diffworld.train import event_frames
+from diffworld.train import event_frames, event_shift
 from tests.conftest import tiny_model
 
 ROWS = (0, 3, 6)  # where the toss puts a 2×2 block in the new frame, each with chance 1/3
 
 
-def toss_windows(b: int, g: torch.Generator) -> torch.Tensor:
-    """[b, 3, 1, 8, 8]: two frames with a marker, then a block at a row drawn uniformly from ROWS."""
+def toss_windows(b: int, g: torch.Generator, quiet: bool | torch.Tensor = False) -> torch.Tensor:
+    """[b, 3, 1, 8, 8]: two frames with a marker at the left, then a block at a row drawn uniformly
+    from ROWS; where `quiet` ([b] or one for all), the marker is at the right and stays: no toss."""
+    quiet = torch.as_tensor(quiet).expand(b)
     f = torch.zeros(b, 3, 1, 8, 8)
-    f[:, :2, 0, 0, 0] = 1
+    f[~quiet, :2, 0, 0, 0] = 1
+    f[quiet, :, 0, 0, 7] = 1
     for i, r in enumerate(torch.tensor(ROWS)[torch.randint(3, (b,), generator=g)].tolist()):
-        f[i, 2, 0, r : r + 2, 3:5] = 1
+        if not quiet[i]:
+            f[i, 2, 0, r : r + 2, 3:5] = 1
     return f
 
 
@@ -39,31 +46,78 @@ def outcomes(frames: torch.Tensor) -> list[int]:
     return counts
 
 
-def test_a_chance_code_draws_every_outcome_of_a_toss_that_the_posterior_mean_averages_away(one_thread):
+def train_toss(
+    codes: int, steps: int, windows: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[WorldModel, torch.Generator]:
+    """A tiny DiT with a chance code, trained on the chance loss alone over `windows(g)` ->
+    (frames [32, 3, 1, 8, 8], event [32]); returned in eval mode with the generator it drew from."""
     spec = WorldSpec("toss", "grid", (1, 8, 8), "binary", ActionSpace("none", 0), value_range=(0.0, 1.0))
     torch.manual_seed(0)
-    model = WorldModel(spec, ModelConfig.preset("tiny", patch=4, frames=3, chance=8), [0.05], [0.2])
+    model = WorldModel(spec, ModelConfig.preset("tiny", patch=4, frames=3, chance=codes), [0.05], [0.2])
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     cfg = LossConfig(motion_weight=0, surprise_weight=0)
     model.train()
-    for _ in range(400):
-        x = model.normalize(toss_windows(32, g))
-        loss, _ = chance_loss(model.denoiser, x, None, cfg, draw_chance_noise(cfg, tuple(x.shape), g), 5.0, None, g)
+    for _ in range(steps):
+        frames, event = windows(g)
+        x = model.normalize(frames)
+        loss, _ = chance_loss(
+            model.denoiser, x, None, cfg, draw_chance_noise(cfg, tuple(x.shape), g), 5.0, None, g, event
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    context = toss_windows(1, g)[:, :2].expand(300, -1, -1, -1, -1)
-    drawn = {}
-    for method in ("chance", "euler"):
+    return model.eval(), g
+
+
+def test_a_chance_code_draws_every_outcome_of_a_toss_that_the_posterior_mean_averages_away(one_thread):
+    """Half the windows toss, half are quiet (nothing happens): the code draws the toss's three
+    outcomes where one happens, and where none does it draws no event and costs one evaluation."""
+
+    def windows(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        quiet = torch.rand(32, generator=g) < 0.5
+        return toss_windows(32, g, quiet), ~quiet
+
+    model, g = train_toss(8, 800, windows)
+    drawn, evaluations = {}, {}
+    for method, quiet in (("chance", False), ("euler", False), ("chance", True)):
         model.sampler = SamplerConfig(method=method, steps=1, sigma_ctx=0.02)
         dreamer = Dreamer(model, 300, generator=torch.Generator().manual_seed(1))
-        dreamer.reset(context)
-        drawn[method] = outcomes(dreamer.step())
-    assert sum(drawn["chance"]) >= 0.95 * 300, drawn  # measured: 296 of 300
-    assert chisquare(drawn["chance"]).pvalue > 0.001, drawn  # measured: [124, 88, 84]
-    assert sum(drawn["euler"]) < 0.5 * 300, drawn  # one step returns the mean: measured 0 valid
+        dreamer.reset(toss_windows(1, g, quiet)[:, :2].expand(300, -1, -1, -1, -1))
+        with counting_evaluations(model) as count:
+            new = dreamer.step()
+        drawn[method, quiet], evaluations[method, quiet] = new, count[0] / 300
+    tossed, still = outcomes(drawn["chance", False]), toss_windows(1, g, True)[0, 2]
+    assert sum(tossed) >= 0.95 * 300, tossed  # measured: 300 of 300
+    assert chisquare(tossed).pvalue > 0.001, tossed  # measured: [89, 126, 85]
+    assert sum(outcomes(drawn["euler", False])) < 0.5 * 300  # one step returns the mean: measured 0 valid
+    assert (drawn["chance", True] == still).flatten(1).all(1).float().mean() >= 0.95  # measured: 1.00
+    assert evaluations["chance", True] < 1.1 and evaluations["chance", False] > 1.9, evaluations  # measured: 1.0, 2.0
+
+
+def test_events_drawn_at_the_datas_rate_when_training_over_draws_them(one_thread):
+    """A toss happens after the same past one time in five; training sees half its windows at tosses,
+    and the event head's shift brings a dream back to one in five."""
+    rate, share = 0.2, 0.5
+
+    def windows(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        event = torch.cat([torch.rand(16, generator=g) < rate, torch.ones(16, dtype=torch.bool)])  # random, then events
+        frames = toss_windows(32, g)
+        frames[~event, 2] = frames[~event, 1]  # no toss: nothing changes
+        return frames, event
+
+    model, g = train_toss(4, 300, windows)
+    drawn = {}
+    for shift in (0.0, event_shift(round(rate * 10_000), 10_000, share)):
+        model.denoiser.net.chance.event_shift.fill_(shift)
+        model.sampler = SamplerConfig(method="chance", sigma_ctx=0.02)
+        dreamer = Dreamer(model, 400, generator=torch.Generator().manual_seed(1))
+        dreamer.reset(toss_windows(1, g)[:, :2].expand(400, -1, -1, -1, -1))
+        new = dreamer.step()
+        drawn[shift] = float(new[:, 0, 0, 0].eq(0).float().mean())  # the marker gone: a toss was drawn
+    unshifted, shifted = drawn.values()
+    assert 0.45 < unshifted < 0.75, drawn  # the mix's rate, 0.5 + 0.5 · 0.2 = 0.6: measured 0.650
+    assert 0.12 < shifted < 0.28, drawn  # the data's rate, 0.2: measured 0.228
 
 
 def test_the_chance_loss_needs_a_code_and_a_frame_target(odd_spec):
@@ -74,7 +128,21 @@ def test_the_chance_loss_needs_a_code_and_a_frame_target(odd_spec):
     with pytest.raises(ValueError, match="needs a model with a chance code"):
         chance_loss(tiny_model(odd_spec).denoiser, x, None, cfg, noise, 5.0)
     loss, parts = chance_loss(tiny_model(odd_spec, chance=4).train().denoiser, x, None, cfg, noise, 5.0)
-    assert loss.ndim == 0 and torch.isfinite(loss) and set(parts) == {"decoder", "prior", "codes_used"}
+    assert (
+        loss.ndim == 0
+        and torch.isfinite(loss)
+        and set(parts) == {"mean", "decoder", "event", "prior", "codes_used", "events"}
+    )
+    quiet, _ = chance_loss(
+        tiny_model(odd_spec, chance=4).train().denoiser,
+        x,
+        None,
+        cfg,
+        noise,
+        5.0,
+        event=torch.zeros(2, dtype=torch.bool),
+    )
+    assert torch.isfinite(quiet)  # no window with an event: the event head alone learns
 
 
 def test_event_frames_are_births_on_discrete_grids_and_rare_unforeseen_changes_on_real_ones():
@@ -85,7 +153,10 @@ def test_event_frames_are_births_on_discrete_grids_and_rare_unforeseen_changes_o
     for t in range(5, 8):
         frames[t, 0, 2, 8 - (t - 5)] = 1
     cfg, rare, common = LossConfig(), torch.full((10, 10), 1e-3), torch.full((10, 10), 0.5)
-    assert event_frames(frames, "binary", (0.0, 1.0), None, cfg).nonzero()[:, 0].tolist() == [5]
+    assert event_frames(frames, "binary", (0.0, 1.0), None, cfg).nonzero()[:, 0].tolist() == [
+        5,
+        6,
+    ]  # and its first move
     assert event_frames(frames, "real", (0.0, 1.0), rare, cfg).nonzero()[:, 0].tolist() == [5]
     assert not event_frames(frames, "real", (0.0, 1.0), common, cfg).any()  # common there: not an event
     assert not event_frames(frames[:5], "binary", (0.0, 1.0), None, cfg).any()  # motion alone: nothing born

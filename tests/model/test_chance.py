@@ -37,7 +37,8 @@ def test_features_are_the_last_frames_tokens(odd_spec):
         out, features = model.denoiser(x, sigma, a, t, features=True)
         assert torch.equal(out, model.denoiser(x, sigma, a, t))
     assert features.shape == (3, model.layout.num_tokens, model.config.dit.width)
-    assert model.denoiser.net.chance.logits(features).shape == (3, 4)
+    event, codes = model.denoiser.net.chance.logits(features)
+    assert event.shape == (3,) and codes.shape == (3, 4)
 
 
 def test_bad_codes_are_named(odd_spec):
@@ -48,8 +49,7 @@ def test_bad_codes_are_named(odd_spec):
         tiny_model(odd_spec, chance=4).denoiser(x, sigma, a, t, code=torch.zeros(3, 5))
 
 
-def test_the_encoder_learns_through_its_code_and_idle_codes_restart(monkeypatch):
-    monkeypatch.setattr(chance_module, "RESTART_EVERY", 3)
+def test_the_encoder_learns_through_its_code():
     code = chance_module.ChanceCode(values=12, width=16, codes=6, dim=4).train()
     g = torch.Generator().manual_seed(0)
     new, before = torch.randn(5, 12, generator=g), torch.randn(5, 12, generator=g)
@@ -57,11 +57,23 @@ def test_the_encoder_learns_through_its_code_and_idle_codes_restart(monkeypatch)
     assert q.shape == (5, 4) and index.shape == (5,) and torch.allclose(q.detach(), code.codebook[index].detach())
     (q.square().sum() + loss).backward()
     assert code.encoder[0].weight.grad.abs().sum() > 0  # straight through the quantiser
-    used = set(index.tolist())
-    before_restart = code.codebook.detach().clone()
-    code.encode(new, before, g), code.encode(new, before, g)  # the third call restarts the idle codes
-    moved = (code.codebook.detach() - before_restart).abs().sum(1) > 0
-    assert moved.tolist() == [i not in used for i in range(6)]
+
+
+def test_idle_codes_restart_after_2_4_8_times_restart_every_calls(monkeypatch):
+    monkeypatch.setattr(chance_module, "RESTART_EVERY", 2)
+    code = chance_module.ChanceCode(values=12, width=16, codes=6, dim=4)
+    g = torch.Generator().manual_seed(0)
+    e, index = torch.randn(5, 4, generator=g), torch.tensor([0, 0, 1, 1, 0])  # codes 2..5 idle
+    restarted = []
+    for call in range(1, 10):
+        before = code.codebook.detach().clone()
+        code._restart_dead(e, index, g)
+        moved = (code.codebook.detach() - before).abs().sum(1) > 0
+        if moved.any():
+            restarted.append(call)
+            assert moved.tolist() == [False, False, True, True, True, True]
+            assert torch.cdist(code.codebook.detach()[moved], e).amin(1).max() < 0.1  # onto encodings
+    assert restarted == [2, 4, 8]
 
 
 def test_the_chance_sampler_needs_a_code_and_no_guidance(odd_spec):

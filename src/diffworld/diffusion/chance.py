@@ -1,12 +1,14 @@
-"""The loss of a chance code (`diffworld.model.chance`): decoder, prior and codebook in one pass.
+"""The loss of a chance code (`diffworld.model.chance`): posterior mean, decoder, prior and codebook.
 
-For windows of T frames, the last frame is the target. Two sequences share
-the T − 1 context frames (at σ_ctx levels): one ends with the target at σ_max without a code (A),
-the other with the target at σ_max and its posterior code (B), which the encoder picks from the
-target and A's output (what the past alone predicts). B's error trains the
-decoder (and, through the code, the encoder); A's features train the prior head to predict B's code
-(cross-entropy; the code is a target, not a gradient path). Training at σ_max alone is what the
-sampler meets: a dream decodes its code in one pass from pure noise.
+For windows of T frames, the last frame is the target, a chance **event** or not (a birth or a
+new object's first move: `diffworld.train.event_frames`). Two sequences share the T − 1 context
+frames (at σ_ctx levels) and end with the new frame as pure noise at σ_max, as a dream meets it:
+A without a code (every window; on the ordinary ones its error trains the posterior mean given
+no event, the frame a dream keeps where no event is drawn), B, for the event
+windows only, with the posterior code, which the encoder picks from the target and A's output
+(what the past alone predicts). B's error trains the decoder (and, through the code, the
+encoder). A's features train the prior head: whether an event happens (every window) and which
+code it has (the event windows; the code is a target, not a gradient path).
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ def chance_loss(
     sigma_max: float,
     surprise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    event: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(loss, parts) for windows of clean frames [B, T, *frame] (model units) whose last frame is
-    the target: decoder error at `sigma_max` + prior cross-entropy + codebook loss."""
+    the target: the errors of the posterior mean and the decoder at `sigma_max` + event and code
+    cross-entropies + codebook loss.
+
+    `event` (bool [B]; None: all) marks the windows whose target is a chance event."""
     module = getattr(denoiser, "module", denoiser)
     chance = module.net.chance
     if chance is None:
@@ -65,19 +71,39 @@ def chance_loss(
     target = frames[:, -1]
     sigma = torch.cat([noise.sigma, torch.full((b, 1), sigma_max, device=dev)], dim=1)  # [B, T]
     times = torch.arange(t, device=dev)
-    # Two sequences over the same noisy context: the target at σ_max without a code (A), with it (B).
+    # Two sequences over the same noisy context, the new frame pure noise at σ_max as a dream meets
+    # it (at σ_max, target + noise still shows a little of the target, which a dream's noise does
+    # not hold): without a code (A), with the posterior code (B).
     context = frames[:, :-1] + noise.sigma[expand] * noise.noise[:, : t - 1]
-    noisy = [torch.cat([context, (target + sigma_max * noise.noise[:, t - 1 + j])[:, None]], dim=1) for j in (0, 1)]
+    noisy = [torch.cat([context, (sigma_max * noise.noise[:, t - 1 + j])[:, None]], dim=1) for j in (0, 1)]
+    event = torch.ones(b, dtype=torch.bool, device=dev) if event is None else event.to(dev)
     plain, feats = denoiser(noisy[0], sigma, actions, times, features=True)
-    code, index, codebook_loss = chance.encode(target, plain[:, -1].detach(), generator)
-    decoded = denoiser(noisy[1], sigma, actions, times, code=code)[:, -1:]
-    err = (decoded - target[:, None]).square()  # [B, 1, *frame]
-    weight = edm_weight(sigma[:, -1:], module.sigma_data)
-    decoder = weighted_error(err, weight, frames, t - 1, cfg, surprise)
-    prior = F.cross_entropy(chance.logits(feats).float(), index)
-    loss = decoder + prior + codebook_loss
+    event_logits, code_logits = chance.logits(feats)
+    happens = F.binary_cross_entropy_with_logits(event_logits.float(), event.float())
+    # A's output is the frame a dream keeps where no event is drawn: E[frame | past, no event],
+    # trained on the ordinary windows as the sampler meets it.
+    lam = edm_weight(sigma[:, -1:], module.sigma_data)
+    zero = plain.new_zeros(())
+    mean, decoder, prior, codebook_loss, used = zero, zero, zero, zero, 0
+    if not event.all():
+        no = (~event).nonzero()[:, 0]
+        err = (plain[no, -1:] - target[no, None]).square()
+        mean = weighted_error(err, lam[no], frames[no], t - 1, cfg, surprise)
+    if event.any():
+        ev = event.nonzero()[:, 0]
+        code, index, codebook_loss = chance.encode(target[ev], plain[ev, -1].detach(), generator)
+        acts = None if actions is None else actions[ev]
+        decoded = denoiser(noisy[1][ev], sigma[ev], acts, times, code=code)[:, -1:]
+        err = (decoded - target[ev, None]).square()  # [E, 1, *frame]
+        decoder = weighted_error(err, lam[ev], frames[ev], t - 1, cfg, surprise)
+        prior = F.cross_entropy(code_logits[ev].float(), index)
+        used = index.unique().numel()
+    loss = mean + decoder + happens + prior + codebook_loss
     return loss, {
+        "mean": float(mean.detach()),
         "decoder": float(decoder.detach()),
+        "event": float(happens.detach()),
         "prior": float(prior.detach()),
-        "codes_used": float(index.unique().numel()),
+        "codes_used": float(used),
+        "events": float(event.float().mean()),
     }

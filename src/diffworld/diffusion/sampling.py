@@ -35,8 +35,8 @@ class SamplerConfig:
     steps: int = 3
     #: "euler" (1st order ODE), "heun" (2nd order ODE) or "marginal" (one evaluation at σ_max,
     #: then every cell drawn independently; binary and categorical worlds; `steps` is unused) or
-    #: "chance" (a model with a chance code: a code drawn from its prior, then decoded at σ_max;
-    #: two evaluations; `steps` is unused).
+    #: "chance" (a model with a chance code: one evaluation at σ_max, and where its prior draws a
+    #: chance event, a second one that decodes the drawn code; `steps` is unused).
     method: Literal["euler", "heun", "marginal", "chance"] = "euler"
     sigma_min: float = 0.002
     sigma_max: float = 5.0

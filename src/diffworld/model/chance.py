@@ -9,11 +9,16 @@ A one-step sampler returns the posterior mean of the new frame, which averages a
   restarted on the batch's encodings);
 - the DiT, given that code, denoises the new frame from pure noise (σ_max) in one pass: the code
   says which outcome, the past says the rest;
-- a prior head reads the DiT's features of the new frame at σ_max without a code and predicts the
-  code's distribution given the past.
+- a prior head reads the DiT's features of the new frame at σ_max without a code and predicts, given
+  the past, whether chance acts on this frame at all (an event: a serve, a spawn) and, if it does,
+  the code's distribution. It learns on windows that over-draw events (they are rare); the log
+  odds between that mix and the data (`event_shift`, set by training) bring a dream back to the
+  data's rate (exact: events and ordinary frames are each drawn as in the data).
 
-A dream draws a code from the prior (one pass) and decodes it (a second pass): two network
-evaluations per frame whatever the world's chance, and the outcome is committed, never averaged.
+Most frames leave nothing to chance: there the pass without a code is the frame (the one-step
+posterior mean, exact where the past decides). A dream runs that pass, draws from the prior, and
+only where an event is drawn decodes its code in a second pass: 1 + (event rate) network
+evaluations per frame, and the outcome is committed, never averaged.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch.nn import functional as F
 
 #: Commitment weight of the encoder toward its code (VQ-VAE's β).
 COMMITMENT = 0.25
-#: Training calls between restarts of the codes no encoding picked.
+#: Training calls before the first restart of the codes no encoding picked (then after 2×, 4×, ... as many).
 RESTART_EVERY = 200
 
 
@@ -40,8 +45,16 @@ class ChanceCode(nn.Module):
         # q(code | new frame, its mean given the past): their difference is what chance decided.
         self.encoder = nn.Sequential(nn.Linear(2 * values, hidden), nn.SiLU(), nn.Linear(hidden, dim))
         self.codebook = nn.Parameter(torch.randn(codes, dim) * 0.5)
-        # p(code | past), from the new frame's features at σ_max, normalised: a trained DiT's run large.
-        self.prior = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, codes))
+        # p(event | past) and p(code | past, event), from the new frame's features at σ_max, normalised
+        # (a trained DiT's features run large). An event is local (something appears somewhere): each
+        # token scores it and the scores add up as odds; the code reads the tokens through an
+        # attention pool, so it can depend on where things are.
+        self.norm = nn.LayerNorm(width)
+        self.event = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.pool = nn.Linear(width, 1)
+        self.prior = nn.Linear(width, codes)
+        # Log odds of an event in the data minus those in the training mix, which over-draws events.
+        self.register_buffer("event_shift", torch.zeros(()))
         # Kept with the weights, so a resumed run restarts idle codes exactly when an unbroken one would.
         self.register_buffer("usage", torch.zeros(codes))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
@@ -53,8 +66,8 @@ class ChanceCode(nn.Module):
         vectors [B, dim] with straight-through gradients to the encoder, code indices [B], the
         codebook and commitment loss).
 
-        In training mode, codes that no encoding picked over the last `RESTART_EVERY` calls are
-        moved onto encodings of this batch (drawn with `generator`)."""
+        In training mode, codes that no encoding picked lately are now and then moved onto
+        encodings of this batch (drawn with `generator`; see `_restart_dead`)."""
         e = self.encoder(torch.cat([new.flatten(1), (new - mean).flatten(1)], dim=1))  # [B, dim]
         index = torch.cdist(e.detach(), self.codebook.detach()).argmin(-1)  # [B]
         q = self.codebook[index]
@@ -65,22 +78,37 @@ class ChanceCode(nn.Module):
 
     @torch.no_grad()
     def _restart_dead(self, e: torch.Tensor, index: torch.Tensor, generator: torch.Generator | None) -> None:
+        """After `RESTART_EVERY` · 2^k calls (k = 0, 1, ...), move the codes no encoding picked since
+        the last such call onto encodings of this batch: early restarts undo a collapse onto few
+        codes, and their spacing doubles, so a codebook that covers the outcomes is left to settle
+        (each restart changes the codes the prior learns to predict)."""
         self.usage += torch.bincount(index, minlength=self.codes).to(self.usage.dtype)
         self.calls += 1
-        if int(self.calls) % RESTART_EVERY:
+        rounds, rest = divmod(int(self.calls), RESTART_EVERY)
+        if rest or rounds & (rounds - 1):  # not RESTART_EVERY times a power of two
             return
         dead = (self.usage == 0).nonzero()[:, 0]
+        self.usage.zero_()
         if len(dead):
             pick = torch.randint(len(e), (len(dead),), generator=generator, device=e.device)
             jitter = torch.randn((len(dead), self.dim), generator=generator, device=e.device)
             self.codebook[dead] = e[pick] + 0.01 * jitter
-        self.usage.zero_()
 
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """The new frame's DiT features [B, S, D] at σ_max without a code -> prior logits [B, codes]."""
-        return self.prior(features.mean(1))
+    def logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new frame's DiT features [B, S, D] at σ_max without a code -> (event logits [B], code
+        logits [B, codes] given an event)."""
+        h = self.norm(features)  # [B, S, D]
+        event = torch.logsumexp(self.event(h)[..., 0], dim=1)  # odds: the sum of the tokens'
+        pooled = (self.pool(h).softmax(dim=1) * h).sum(1)  # [B, D]
+        return event, self.prior(pooled)
 
-    def draw(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One code vector [B, dim] per row, drawn from the prior given the features [B, S, D]."""
-        probs = self.logits(features).float().softmax(-1)
-        return self.codebook[torch.multinomial(probs, 1, generator=generator)[:, 0]]
+    def draw(
+        self, features: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Given the features [B, S, D]: (bool [B], the rows where chance acts; code vectors [n, dim]
+        drawn for those rows, in their order), at the data's event rate."""
+        event, codes = (v.float() for v in self.logits(features))
+        u = torch.rand(event.shape, generator=generator, device=event.device)
+        acts = u < torch.sigmoid(event + self.event_shift)
+        pick = torch.multinomial(codes[acts].softmax(-1), 1, generator=generator)[:, 0] if acts.any() else None
+        return acts, self.codebook[pick] if pick is not None else self.codebook[:0]

@@ -59,7 +59,7 @@ class DiTConfig:
     #: borders); 0 maps tokens back to values with a linear unpatchify.
     refine: int = 0
     #: Codes of a learned chance code (`diffworld.model.chance`): the new frame's random outcome,
-    #: drawn from a prior and decoded at σ_max in two network evaluations; 0: none.
+    #: drawn from a prior where an event happens and decoded at σ_max in a second evaluation; 0: none.
     chance: int = 0
     #: Width of a chance code's vectors.
     chance_dim: int = 8
