@@ -293,12 +293,15 @@ def train(
         starts = np.concatenate([[0], ends[:-1]])
         trajectories = (torch.from_numpy(frames[a:b]) for a, b in zip(starts, ends))
         surprise = unforeseen_frequency(trajectories, cfg.loss.motion_radius).to(dev)
-    events = chance_windows(sampler, frames, ends, model.spec, surprise, cfg.loss) if has_chance else None
-    if has_chance and ranks.world_size > 1:
-        raise ValueError("a model with a chance code trains in one process for now; run it without torchrun")
+    flags, events = None, None  # each flat frame an event or not (grids); the windows ending at one
     if has_chance:
-        share = 0 if events is None else round(cfg.loss.chance_events * cfg.batch_size) / cfg.batch_size
-        shift = event_shift(0 if events is None else len(events), len(sampler), share)
+        if ranks.world_size > 1:
+            raise ValueError("a model with a chance code trains in one process for now; run it without torchrun")
+        flags = event_flags(frames, ends, model.spec, surprise, cfg.loss)
+        events = chance_windows(sampler, flags, cfg.loss)
+        shift = event_shift(
+            0 if events is None else len(events), len(sampler), event_rows(events, cfg) / cfg.batch_size
+        )
         for m in (model, ema):
             m.denoiser.net.chance.event_shift.fill_(shift)  # type: ignore[union-attr]
     denoiser: torch.nn.Module = model.denoiser
@@ -336,7 +339,7 @@ def train(
                 loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project)
                 if has_chance:
                     loss = loss + cfg.loss.chance_weight * chance_step(
-                        denoiser, model, sampler, events, cfg, gen, dev, surprise, chance_parts
+                        denoiser, model, sampler, flags, events, cfg, gen, dev, surprise, chance_parts
                     )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -432,32 +435,40 @@ def event_frames(
     return events
 
 
-def chance_windows(
-    sampler: WindowSampler,
-    frames: np.ndarray,
-    ends: np.ndarray,
-    spec: WorldSpec,
-    surprise: torch.Tensor | None,
-    cfg: LossConfig,
+def event_flags(
+    frames: np.ndarray, ends: np.ndarray, spec: WorldSpec, surprise: torch.Tensor | None, cfg: LossConfig
 ) -> torch.Tensor | None:
-    """The starts of the windows that end at a frame where something appears by chance (`event_frames`),
-    where a chance code has an outcome to learn; None where there are none (or the world is no grid)."""
-    if spec.layout != "grid" or cfg.chance_events == 0:
+    """bool [N]: which of the flat frames of episodes ending at `ends` are chance events
+    (`event_frames`, episode by episode); None off grids, where every frame is left to chance."""
+    if spec.layout != "grid":
         return None
     starts = np.concatenate([[0], ends[:-1]])
     kind, value_range = spec.value_kind, spec.value_range or (0.0, 1.0)
-    flat = [
-        a + event_frames(torch.from_numpy(frames[a:b]), kind, value_range, surprise, cfg).nonzero()[:, 0]
-        for a, b in zip(starts, ends)
+    parts = [
+        event_frames(torch.from_numpy(frames[a:b]), kind, value_range, surprise, cfg) for a, b in zip(starts, ends)
     ]
-    found = sampler.ending_at(torch.cat(flat)) if flat else torch.zeros(0, dtype=torch.long)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+
+
+def chance_windows(sampler: WindowSampler, flags: torch.Tensor | None, cfg: LossConfig) -> torch.Tensor | None:
+    """The starts of the windows that end at an event frame (`flags`), where a chance code has an
+    outcome to learn; None where there are none, no flags, or `chance_events` is 0."""
+    if flags is None or cfg.chance_events == 0:
+        return None
+    found = sampler.ending_at(flags.nonzero()[:, 0])
     return found if len(found) else None
+
+
+def event_rows(events: torch.Tensor | None, cfg: TrainConfig) -> int:
+    """Rows of a chance step's batch drawn among the windows `events` that end at events."""
+    return 0 if events is None else round(cfg.loss.chance_events * cfg.batch_size)
 
 
 def chance_step(
     denoiser: torch.nn.Module,
     model: WorldModel,
     sampler: WindowSampler,
+    flags: torch.Tensor | None,
     events: torch.Tensor | None,
     cfg: TrainConfig,
     gen: torch.Generator,
@@ -465,18 +476,14 @@ def chance_step(
     surprise: torch.Tensor | None,
     parts: dict[str, float],
 ) -> torch.Tensor:
-    """The chance code's loss on windows of its own: a `chance_events` share drawn among those that
-    end at event frames (`event_frames`), the rest among all. On grids a window's target is an
-    event or not as `event_frames` says; elsewhere every frame is left to chance."""
-    b = cfg.batch_size
-    n_events = 0 if events is None else round(cfg.loss.chance_events * b)
+    """The chance code's loss on windows of its own: `event_rows` drawn among the windows `events`
+    that end at event frames, the rest among all. A window's target is an event where `flags`
+    (bool over the flat frames) says so; without flags every frame is left to chance."""
+    b, n_events = cfg.batch_size, event_rows(events, cfg)
     batches = [sampler.sample(b - n_events, gen)] + ([sampler.sample(n_events, gen, starts=events)] if n_events else [])
-    raw = torch.cat([w.frames for w in batches])
-    event = None
-    if model.spec.layout == "grid":
-        kind, value_range = model.spec.value_kind, model.spec.value_range or (0.0, 1.0)
-        event = torch.stack([event_frames(w, kind, value_range, surprise, cfg.loss)[-1] for w in raw])
-    x = model.normalize(raw.to(dev))
+    starts = torch.cat([w.starts for w in batches])  # type: ignore[misc]
+    event = None if flags is None else flags[starts + sampler.length - 1]
+    x = model.normalize(torch.cat([w.frames for w in batches]).to(dev))
     acts = None if batches[0].actions is None else torch.cat([w.actions for w in batches]).to(dev)
     noise = draw_chance_noise(cfg.loss, tuple(x.shape), gen_for(gen, dev), dev)
     loss, found = chance_loss(

@@ -17,6 +17,7 @@ class Batch:
 
     frames: torch.Tensor  # [B, T, *frame] float32, world units
     actions: torch.Tensor | None  # [B, T] long or [B, T, d] float: the action leading into each frame
+    starts: torch.Tensor | None = None  # [B] long: each window's first frame, an index into the flat frames
 
 
 def flatten(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,7 +89,8 @@ class WindowSampler:
         """
         pool = self.starts if starts is None else starts
         pick = torch.randint(len(pool), (batch_size,), generator=generator)[part_rows(batch_size, part)]
-        idx = pool[pick][:, None] + torch.arange(self.length)  # [B, T]
+        starts = pool[pick]
+        idx = starts[:, None] + torch.arange(self.length)  # [B, T]
         frames = self.frames[idx].float()
         actions = None if self.actions is None else self.actions[idx]
-        return Batch(frames=frames, actions=actions)
+        return Batch(frames=frames, actions=actions, starts=starts)
