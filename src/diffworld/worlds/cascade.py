@@ -28,6 +28,8 @@ and β = T). For small β and γ this is the continuous-time rule β/γ = beta_r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -37,6 +39,7 @@ import torch
 
 from diffworld.spec import ActionSpace, WorldSpec
 from diffworld.worlds.base import check_no_action, generator_state, restore_generator
+from diffworld.worlds.graphs import SUFFIXES, SocialGraph, is_graph_file, read_graph, social_graph
 
 #: Graphs by name: three small real social networks and three generated families.
 REAL_GRAPHS = {
@@ -66,7 +69,9 @@ def build_graph(name: str, n: int | None = None, seed: int = 0) -> tuple[nx.Grap
     Generated graphs have `n` nodes (default 100) and depend only on `seed`.
     """
     if name not in GRAPHS:
-        raise ValueError(f"unknown graph {name!r}; expected one of: {', '.join(GRAPHS)}")
+        raise ValueError(
+            f"unknown graph {name!r}; expected one of: {', '.join(GRAPHS)}, or a graph file ({', '.join(SUFFIXES)})"
+        )
     if name in REAL_GRAPHS:
         if n is not None:
             raise ValueError(f"graph {name!r} has a fixed size, got n={n}; n applies to {', '.join(GENERATED_GRAPHS)}")
@@ -96,11 +101,36 @@ def _generate(name: str, n: int, seed: int) -> nx.Graph:
     return nx.stochastic_block_model(sizes, probs, seed=seed)
 
 
-def epidemic_threshold(degree: np.ndarray) -> float:
-    """Critical transmissibility T_c = ⟨k⟩ / (⟨k²⟩ − ⟨k⟩) of a degree sequence (inf if no k >= 2)."""
+def epidemic_threshold(degree: np.ndarray, out_degree: np.ndarray | None = None) -> float:
+    """Critical transmissibility T_c = ⟨k⟩ / (⟨k²⟩ − ⟨k⟩) of a degree sequence (inf if no k >= 2).
+
+    Directed (`degree` the in-degrees, `out_degree` the out-degrees): T_c = ⟨k_in⟩ / ⟨k_in k_out⟩,
+    since an edge reached on the way in is not one a node can use on the way out."""
     k = np.asarray(degree, dtype=np.float64)
+    if out_degree is not None:
+        joint = (k * np.asarray(out_degree, dtype=np.float64)).mean()
+        return float(k.mean() / joint) if joint > 0 else float("inf")
     excess = (k**2).mean() - k.mean()
     return float(k.mean() / excess) if excess > 0 else float("inf")
+
+
+def graph_of(source: str | Path | nx.Graph, n: int | None = None, seed: int = 0, directed: bool = False) -> SocialGraph:
+    """The cascade world's graph from a built-in name (`build_graph`), a graph file (`read_graph`)
+    or a networkx graph (`social_graph`)."""
+    if isinstance(source, nx.Graph) or is_graph_file(source):
+        if n is not None:
+            raise ValueError(f"n applies to the generated graphs ({', '.join(GENERATED_GRAPHS)}), not to a given graph")
+        if isinstance(source, nx.Graph):
+            if directed and not source.is_directed():
+                raise ValueError("directed applies to edge-list files; pass an nx.DiGraph for a directed graph")
+            return social_graph(source)
+        return social_graph(read_graph(source, directed), str(source))
+    if directed:
+        raise ValueError(f"directed applies to edge-list files; graph {source!r} is built in and undirected")
+    if not isinstance(source, str):
+        raise ValueError(f"expected a graph name, a graph file or a networkx graph, found {type(source).__name__}")
+    simple, labels = build_graph(source, n, seed)
+    return replace(social_graph(simple, source), labels=labels)
 
 
 def transmissibility(beta: float, gamma: float) -> float:
@@ -117,20 +147,31 @@ def beta_for(t: float, gamma: float) -> float:
 
 
 def spread_step(
-    adjacency: sp.csr_array, states: np.ndarray, beta: float, gamma: float, rng: np.random.Generator
+    adjacency: sp.csr_array,
+    states: np.ndarray,
+    beta: float | sp.csr_array,
+    gamma: float,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synchronous step of states [..., N] (codes S=0, I=1, R=2) -> (new states, newly infected).
 
+    `adjacency` [N, N]: row v, column u is 1 where u can infect v. `beta`: one per-try probability
+    for every edge, or a matrix of them on the adjacency's entries (a weighted graph).
     Draw order, part of the replay contract: uniforms of shape states.shape for infection, then
     the same for recovery. A batch [B, N] gives B independent epidemics on one graph.
     """
     n = adjacency.shape[0]
     infected = (states == I).reshape(-1, n)  # (B, N)
-    k = (adjacency @ infected.T.astype(np.int32)).T.reshape(states.shape)  # infected neighbours
     u_infect = rng.random(states.shape)
     u_recover = rng.random(states.shape)
-    p_infect = 1.0 - (1.0 - beta) ** np.arange(k.max(initial=0) + 1)  # 1 − (1 − β)^k: k independent tries
-    new = (states == S) & (u_infect < p_infect[k])
+    if sp.issparse(beta):  # 1 − Π over infected u of (1 − p_uv), as a sum of logs
+        log_escape = sp.csr_array(beta, copy=True)
+        log_escape.data = np.log1p(-np.minimum(log_escape.data, 1.0 - 1e-12))
+        p_new = -np.expm1((log_escape @ infected.T.astype(np.float64)).T).reshape(states.shape)
+    else:
+        k = (adjacency @ infected.T.astype(np.int32)).T.reshape(states.shape)  # infected neighbours
+        p_new = (1.0 - (1.0 - beta) ** np.arange(k.max(initial=0) + 1))[k]  # 1 − (1 − β)^k: k independent tries
+    new = (states == S) & (u_infect < p_new)
     out = states.copy()
     out[(states == I) & (u_recover < gamma)] = R  # only nodes infected before this step recover
     out[new] = I
@@ -175,9 +216,12 @@ class Cascade:
     """An epidemic (SIR) or independent cascade (IC) on a graph, from random or chosen patient zeros.
 
     Args:
-        graph: one of karate, lesmis, florentine (real) or ba, ws, sbm (generated).
+        graph: one of karate, lesmis, florentine (real) or ba, ws, sbm (generated); a graph file
+            (edge list .csv/.tsv/.txt, .graphml, .gexf: `diffworld.worlds.graphs`); or a networkx
+            graph. Edge weights, where given, are each edge's per-try infection probability.
         model: "sir" or "ic" (IC ignores `gamma`: it is SIR with γ = 1).
-        beta: per-step, per-edge infection probability; None sets it from `beta_ratio`.
+        beta: per-step, per-edge infection probability; None sets it from `beta_ratio` (a
+            weighted graph's weights are its probabilities: neither applies).
         gamma: per-step recovery probability of an infected node, in (0, 1].
         beta_ratio: transmissibility over its epidemic threshold, T / T_c, when `beta` is None.
         seeds: number of patient zeros drawn uniformly at each reset (unless `seed_nodes`).
@@ -185,6 +229,8 @@ class Cascade:
         max_steps: the episode ends after this many steps, or earlier when nobody is infected.
         graph_seed: seed of a generated graph.
         seed_nodes: fixed patient zeros, used instead of random ones (see `set_seeds`).
+        directed: read an edge-list file's edges as source -> target (GraphML, GEXF and networkx
+            graphs say themselves).
     """
 
     state_names: tuple[str, ...] = ("S_frac", "I_frac", "R_frac")
@@ -192,7 +238,7 @@ class Cascade:
 
     def __init__(
         self,
-        graph: str = "lesmis",
+        graph: str | Path | nx.Graph = "lesmis",
         *,
         model: str = "sir",
         beta: float | None = None,
@@ -203,6 +249,7 @@ class Cascade:
         max_steps: int = MAX_STEPS,
         graph_seed: int = 0,
         seed_nodes: Sequence[int] | None = None,
+        directed: bool = False,
     ) -> None:
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; expected one of: {', '.join(MODELS)}")
@@ -210,35 +257,48 @@ class Cascade:
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        self.graph, self.node_names = build_graph(graph, n, graph_seed)
+        social = graph_of(graph, n, graph_seed, directed)
+        self.graph, self.node_names, self.adjacency = social.graph, social.labels, social.adjacency
         self.num_nodes = self.graph.number_of_nodes()
-        nodes = range(self.num_nodes)
-        self.adjacency = sp.csr_array(nx.to_scipy_sparse_array(self.graph, nodelist=nodes, dtype=np.int32))
-        self.degree = np.asarray(self.adjacency.sum(1)).ravel()
+        self.degree = np.asarray(self.adjacency.sum(1)).ravel()  # neighbours that can infect a node
         self.model = model
         self.gamma = 1.0 if model == "ic" else float(gamma)
-        self.threshold = epidemic_threshold(self.degree)
-        if beta is None:
+        out_degree = np.asarray(self.adjacency.sum(0)).ravel() if social.directed else None
+        self.threshold = epidemic_threshold(self.degree, out_degree)
+        name = graph if isinstance(graph, (str, Path)) else "given"
+        #: The per-try infection probabilities spread_step takes: β, or a weighted graph's matrix.
+        self.transmission: float | sp.csr_array
+        if social.probabilities is not None:
+            if beta is not None:
+                raise ValueError(
+                    f"graph {str(name)!r} gives each edge's infection probability as its weight; "
+                    "beta applies to graphs without weights"
+                )
+            self.transmission = social.probabilities
+            beta = float(social.probabilities.data.mean())  # reported; the spread uses each edge's own
+        elif beta is None:
             if not beta_ratio > 0:
                 raise ValueError(f"beta_ratio must be > 0, got {beta_ratio}")
             target = beta_ratio * self.threshold
             if not target <= 1.0:
                 raise ValueError(
-                    f"beta_ratio={beta_ratio} asks for transmissibility {target:.3g} > 1 on graph {graph!r} "
+                    f"beta_ratio={beta_ratio} asks for transmissibility {target:.3g} > 1 on graph {str(name)!r} "
                     f"(threshold {self.threshold:.3g}); lower beta_ratio or pass beta"
                 )
             beta = beta_for(target, self.gamma)
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.beta = float(beta)
-        self.transmissibility = transmissibility(self.beta, self.gamma)
+        if social.probabilities is None:
+            self.transmission = self.beta
+        self.transmissibility = transmissibility(self.beta, self.gamma)  # a weighted graph's: at its mean β
         self.beta_ratio = self.transmissibility / self.threshold  # the effective T / T_c
         if not 1 <= seeds <= self.num_nodes:
-            raise ValueError(f"seeds must be in [1, {self.num_nodes}] on graph {graph!r}, got {seeds}")
+            raise ValueError(f"seeds must be in [1, {self.num_nodes}] on graph {str(name)!r}, got {seeds}")
         self.seeds = int(seeds)
         self.max_steps = int(max_steps)
         self.set_seeds(seed_nodes)
-        edges = tuple(sorted((min(u, v), max(u, v)) for u, v in self.graph.edges))
+        edges = social.edges
         self.spec = WorldSpec(
             name="cascade",
             layout="graph",
@@ -278,7 +338,7 @@ class Cascade:
     def step(self, action: Any = None) -> tuple[np.ndarray, float, bool]:
         """Advance one step (no action); return (frame, number newly infected, done)."""
         check_no_action("cascade", action)
-        self.states, new = spread_step(self.adjacency, self.states, self.beta, self.gamma, self.rng)
+        self.states, new = spread_step(self.adjacency, self.states, self.transmission, self.gamma, self.rng)
         self.t += 1
         done = not (self.states == I).any() or self.t >= self.max_steps
         return self.render(), float(new.sum()), done

@@ -108,3 +108,23 @@ def test_demo_command_passes_training_and_hub_budgets(tmp_path, monkeypatch):
     # Without --hub-members, --members caps the hub dreams at the default 64 as before.
     CliRunner().invoke(app, ["demo", "--world", "cascade", "--out", str(tmp_path / "e"), "--members", "8"])
     assert seen["cfg"].hub_members == 8
+
+
+def test_a_graph_from_a_file_trains_evaluates_and_keeps_its_labels(tmp_path):
+    """A user's edge list through the whole demo: its labels name the hubs in the metrics."""
+    import networkx as nx
+
+    path = tmp_path / "club.csv"
+    path.write_text("source,target\n" + "".join(f"m{u},m{v}\n" for u, v in nx.karate_club_graph().edges))
+    cfg = CascadeDemoConfig(
+        world_options={"graph": str(path), "model": "ic", "beta": 0.3}, episodes=8, preset="tiny",
+        train=TrainConfig(steps=2, batch_size=4, warmup=1), cases=2, members=2,
+        oracle_runs=20, hub_runs=10, hub_members=1, hub_horizon=3,
+    )  # fmt: skip
+    run_cascade_demo(tmp_path / "demo", cfg, progress=False, log=lambda s: None)
+    hub = json.loads((tmp_path / "demo" / "metrics.json").read_text())["hub"]
+    assert len(hub["nodes"]) == 34 and hub["nodes"][:3] == ["m0", "m1", "m10"]  # labels sort as text
+    top = hub["top_spreaders"]
+    assert len(top) == 10 and all(t["node"] in hub["nodes"] for t in top)
+    reach = hub["expected_reach"]["model"]
+    assert [t["model"] for t in top] == sorted(reach, reverse=True)[:10]

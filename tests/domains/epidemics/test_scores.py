@@ -43,7 +43,9 @@ from tests.conftest import tiny_model
 def _world_on(graph: nx.Graph, beta: float, gamma: float = 1.0, max_steps: int = 100) -> types.SimpleNamespace:
     """What the evaluation reads of a world (adjacency, β, γ), on any graph — stars and paths too."""
     adjacency = sp.csr_array(nx.to_scipy_sparse_array(graph, nodelist=range(len(graph)), dtype=np.int32))
-    return types.SimpleNamespace(graph=graph, adjacency=adjacency, beta=beta, gamma=gamma, max_steps=max_steps)
+    return types.SimpleNamespace(
+        graph=graph, adjacency=adjacency, beta=beta, transmission=beta, gamma=gamma, max_steps=max_steps
+    )
 
 
 def _state_after(world: Cascade, seed: int, steps: int) -> dict:

@@ -81,6 +81,9 @@ class Epidemics:
             "infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in head["infected_skill_vs_oracle"])
         )
         print("hub Kendall tau: " + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_kendall_tau"].items()))
+        top = (metrics.get("hub") or {}).get("top_spreaders")
+        if top:
+            print("top spreaders by dreamed reach: " + ", ".join(f"{t['node']} {t['model']:.1f}" for t in top[:5]))
 
     def outputs(self, world: str, demo: bool) -> list[str]:
         return ["metrics.json", "spread.gif", "curves.png", "hubs.png"] + (["checkpoint/"] if demo else [])

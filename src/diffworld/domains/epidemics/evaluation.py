@@ -37,6 +37,9 @@ from diffworld.train import TrainConfig
 from diffworld.worlds import make_world, run_episode
 from diffworld.worlds.cascade import extinct
 
+#: Nodes listed by name in the report's top spreaders (largest dreamed reach as the first spreader).
+TOP_SPREADERS = 10
+
 
 @dataclass(frozen=True)
 class CascadeDemoConfig:
@@ -130,6 +133,12 @@ def evaluate_cascade(model: WorldModel, cfg: CascadeDemoConfig, log: Callable[[s
         **ev.centrality_baselines(world.graph),
     }
     report = ev.cascade_report(forecasts, truth, last, hub)
+    labels = [str(v) for v in world.node_names]
+    report["hub"]["nodes"] = labels  # the graph's own label of each node, in node order
+    top = np.argsort(-np.asarray(hub["model"]), kind="stable")[:TOP_SPREADERS]
+    report["hub"]["top_spreaders"] = [
+        {"node": labels[v], "model": float(hub["model"][v]), "truth": float(hub["truth"][v])} for v in top
+    ]
     report["rollout_fps_ensemble"] = fps
     taus = model.denoiser.net.diffusion_times()  # [depth, heads] learned heat-kernel times
     report["diffusion_times"] = None if taus is None else taus.detach().cpu().tolist()
@@ -145,7 +154,10 @@ def evaluate_and_draw(
     data."""
     report = evaluate_cascade(model, cfg, log)
     pics = report.pop("_pictures")
-    graph_heatmap_gif(pics["world"].graph, pics["truth"][0], pics["forecasts"], out / "spread.gif", case=0)
+    world = pics["world"]
+    graph_heatmap_gif(
+        world.graph, pics["truth"][0], pics["forecasts"], out / "spread.gif", case=0, labels=world.node_names
+    )
     plot_cascade_curves(pics["traj"], pics["truth"], out / "curves.png", case=0)
     plot_hubs(report["hub"]["expected_reach"], report["hub"]["kendall_tau"], out / "hubs.png")
     return report

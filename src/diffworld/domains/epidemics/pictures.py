@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from diffworld.evaluate.pictures import COLORS
 
 #: Node colours of the true S/I/R states.
 SIR_COLORS = ("#4c72b0", "#d62728", "#9a9a9a")
+#: Nodes named on the spread's truth panel: the best-linked ones.
+LABELLED_HUBS = 5
 
 
 def _figure_image(fig: Any) -> Image.Image:
@@ -20,13 +23,20 @@ def _figure_image(fig: Any) -> Image.Image:
 
 
 def graph_heatmap_gif(
-    graph: Any, truth: np.ndarray, forecasts: dict[str, Any], path: str | Path, case: int = 0, fps: int = 2
+    graph: Any,
+    truth: np.ndarray,
+    forecasts: dict[str, Any],
+    path: str | Path,
+    case: int = 0,
+    fps: int = 2,
+    labels: Sequence[Any] | None = None,
 ) -> Path:
     """Animation over the forecast horizon of one case: the true S/I/R states beside each
     forecaster's probability that a node is infected, on a fixed drawing of the graph.
 
     `truth` [H, N] state codes of the case; `forecasts` maps names to objects with `.infected`
-    [S, H, N] (diffworld.domains.epidemics.scores.CascadeForecast).
+    [S, H, N] (diffworld.domains.epidemics.scores.CascadeForecast). With `labels` (each node's
+    name), the truth panel names the `LABELLED_HUBS` best-linked nodes.
     """
     import matplotlib
 
@@ -35,12 +45,16 @@ def graph_heatmap_gif(
     import networkx as nx
 
     pos = nx.spring_layout(graph, seed=0)
+    hubs = sorted(graph.nodes, key=lambda v: -graph.degree(v))[:LABELLED_HUBS] if labels is not None else []
+    named = {v: str(labels[v]) for v in hubs} if labels is not None else {}
     names = list(forecasts)
     frames = []
     for h in range(truth.shape[0]):
         fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.2 * (len(names) + 1), 3.4))
         nx.draw_networkx_edges(graph, pos, ax=axes[0], alpha=0.2)
         nx.draw_networkx_nodes(graph, pos, ax=axes[0], node_size=40, node_color=[SIR_COLORS[s] for s in truth[h]])
+        if named:
+            nx.draw_networkx_labels(graph, pos, labels=named, ax=axes[0], font_size=6)
         axes[0].set_title(f"truth, step {h + 1}\n(blue S, red I, grey R)", fontsize=9)
         for ax, name in zip(axes[1:], names):
             nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.2)

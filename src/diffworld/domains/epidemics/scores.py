@@ -25,6 +25,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 import scipy.stats
 import torch
 
@@ -166,7 +167,7 @@ def oracle_trajectories(
     for lo in range(0, s, per_chunk):
         x = np.repeat(states[lo : lo + per_chunk, None], runs, axis=1)  # [s', runs, N]
         for h in range(horizon):
-            x, _ = spread_step(world.adjacency, x, world.beta, world.gamma, rng)
+            x, _ = spread_step(world.adjacency, x, world.transmission, world.gamma, rng)
             out[lo : lo + per_chunk, :, h] = x
     return out
 
@@ -183,7 +184,7 @@ def mean_field(world: Any, states: np.ndarray, horizon: int) -> np.ndarray:
     Each node's state is assumed independent of its neighbours', so one step of `spread_step`
     (infection from the states at the start of the step, then recovery of the nodes infected at
     its start with probability γ; IC: γ = 1) becomes
-        escape_i = Π_j (1 − β A_ij p_I_j)        (no infected neighbour transmits)
+        escape_i = Π_j (1 − β_ij A_ij p_I_j)     (no infected neighbour transmits; β_ij = β unweighted)
         p_S' = p_S escape,  p_I' = p_S (1 − escape) + (1 − γ) p_I,  p_R' = p_R + γ p_I.
     Exact while every node's neighbours are independent of it (e.g. IC from the hub of a star, or
     the first arrival on a tree); otherwise biased upward by echoes: an infected neighbour is
@@ -192,13 +193,17 @@ def mean_field(world: Any, states: np.ndarray, horizon: int) -> np.ndarray:
     """
     states = _states(states, 2, "states")
     _check_nodes(world, states)
-    a = world.adjacency
+    edges = sp.coo_array(world.adjacency)  # row v, column j: j can infect v
+    beta = world.transmission
+    p_edge = beta.tocoo().data if sp.issparse(beta) else np.full(edges.nnz, beta)  # same entries, same order
+    # Sums a value per edge into its row v.
+    into = sp.csr_array((np.ones(edges.nnz), (edges.row, np.arange(edges.nnz))), shape=(edges.shape[0], edges.nnz))
     p = np.eye(3)[states]  # [S, N, 3]
     out = np.empty((len(states), horizon, states.shape[1], 3))
     for h in range(horizon):
         p_s, p_i, p_r = p[..., S], p[..., I], p[..., R]  # [S, N]
-        log_safe = np.log(np.maximum(1.0 - world.beta * p_i, 1e-300))  # log(1 − β p_I_j)
-        escape = np.exp((a @ log_safe.T).T)  # [S, N] Π_j over neighbours (A is 0/1)
+        log_safe = np.log(np.maximum(1.0 - p_edge * p_i[:, edges.col], 1e-300))  # [S, E] log(1 − β_vj p_I_j)
+        escape = np.exp((into @ log_safe.T).T)  # [S, N] Π_j over the nodes that can infect v
         p = np.stack([p_s * escape, p_s * (1.0 - escape) + (1.0 - world.gamma) * p_i, p_r + world.gamma * p_i], axis=-1)
         out[:, h] = p
     return out
@@ -234,7 +239,7 @@ def expected_final_reach_mc(world: Any, runs: int, rng: np.random.Generator, hor
         for _ in range(steps):
             if not (x == I).any():
                 break  # every epidemic is over; more steps change nothing (and draw nothing needed)
-            x, _ = spread_step(world.adjacency, x, world.beta, world.gamma, rng)
+            x, _ = spread_step(world.adjacency, x, world.transmission, world.gamma, rng)
         out[seeds] = (x != S).sum(-1).mean(-1)
     return out
 
@@ -284,18 +289,24 @@ def hub_ranking_scores(estimate: np.ndarray, truth: np.ndarray) -> float:
 
 
 def centrality_baselines(graph: nx.Graph) -> dict[str, np.ndarray]:
-    """{"degree": [N], "eigenvector": [N]} centralities of nodes 0..N−1, the classic hub guesses.
+    """{"degree": [N], "eigenvector": [N]} centralities of nodes 0..N−1, the classic hub guesses
+    (of a directed graph: out-degree and the eigenvector centrality of spreading along out-edges).
 
     Eigenvector centrality is networkx's on a connected graph; on a disconnected one (networkx
     refuses it) the leading eigenvector of the whole adjacency, which gives nodes outside the
     dominant component ~0.
     """
     nodes = range(graph.number_of_nodes())
-    degree = nx.degree_centrality(graph)
-    if nx.is_connected(graph):
+    if graph.is_directed():
+        degree = nx.out_degree_centrality(graph)
+        values, vectors = np.linalg.eig(nx.to_numpy_array(graph, nodelist=nodes, weight=None))  # A[u, v]: u -> v
+        eigenvector = np.abs(vectors[:, np.argmax(values.real)].real)
+    elif nx.is_connected(graph):
+        degree = nx.degree_centrality(graph)
         eig = nx.eigenvector_centrality_numpy(graph)
         eigenvector = np.array([eig[v] for v in nodes])
     else:
+        degree = nx.degree_centrality(graph)
         _, vectors = np.linalg.eigh(nx.to_numpy_array(graph, nodelist=nodes))
         eigenvector = np.abs(vectors[:, -1])
     return {"degree": np.array([degree[v] for v in nodes]), "eigenvector": eigenvector}
