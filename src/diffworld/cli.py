@@ -149,6 +149,22 @@ def collect(
     )
 
 
+@app.command("import-cascades")
+@friendly
+def import_cascades_command(
+    table: Path = typer.Argument(..., help="Cascade table (.csv or .tsv) with cascade, node and time columns."),
+    graph: str = typer.Option(..., help="The graph: a file (.csv, .tsv, .txt, .graphml, .gexf) or a built-in name."),
+    step: float = typer.Option(..., help="Duration of one step, in the table's time units."),
+    out: Path = typer.Option(..., help="Episode store (Zarr) to create."),
+    directed: bool = typer.Option(False, help="Read an edge-list graph's edges as source -> target."),
+) -> None:
+    """Turn observed cascades (who was reached, and when) on a graph into an episode store to train on."""
+    from diffworld.data.cascades import import_cascades
+
+    store = import_cascades(out, table, graph, step, directed)
+    typer.echo(f"{out}: {len(store)} cascades, {store.num_frames} frames of {list(store.spec.frame_shape)}")
+
+
 @app.command("train")
 @friendly
 def train_cmd(

@@ -76,7 +76,7 @@ def read_graph(path: str | Path, directed: bool = False) -> nx.Graph:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise ValueError(f"{p}: expected a {suffix[1:]} graph, found {type(e).__name__}: {first}") from None
         # Node ids are text in these formats: read integers as in an edge list, unless two would merge.
-        names = {v: _label(v) if isinstance(v, str) else v for v in g}
+        names = {v: node_label(v) if isinstance(v, str) else v for v in g}
         return nx.relabel_nodes(g, names) if len(set(names.values())) == len(names) else g
     return _edge_list(p, EDGE_LISTS[suffix], directed)
 
@@ -119,7 +119,7 @@ def _edge_list(path: Path, sep: str | None, directed: bool) -> nx.Graph:
     for line, fields in rows:
         if len(fields) < width or not all(fields[c] for c in columns.values()):
             raise ValueError(f"{path}, line {line}: expected {', '.join(columns)}, found {len(fields)} field(s)")
-        u, v = _label(fields[columns["source"]]), _label(fields[columns["target"]])
+        u, v = node_label(fields[columns["source"]]), node_label(fields[columns["target"]])
         if g.has_edge(u, v):
             raise ValueError(f"{path}, line {line}: the edge {u} – {v} is given twice")
         attrs = {}
@@ -133,7 +133,7 @@ def _edge_list(path: Path, sep: str | None, directed: bool) -> nx.Graph:
     return g
 
 
-def _label(text: str) -> Hashable:
+def node_label(text: str) -> Hashable:
     """A node label as written: an integer where the text is one, else the text."""
     text = text.strip()
     try:

@@ -188,6 +188,11 @@ def evaluate_cascade_checkpoint(
             "the epidemic evaluation needs a checkpoint trained on cascade epidemics, "
             f"got one trained on world {world!r}"
         )
+    if data.get("store") and not data.get("collect"):
+        raise ValueError(
+            f"{path}: expected a model trained on epidemics collected from the cascade simulator, found one trained "
+            f"on the store {data['store']} (observed cascades?), which has no simulator to score against"
+        )
     options = (data.get("collect") or {}).get("world_options") or {}
     cfg = CascadeDemoConfig(world_options=dict(options), **overrides)
     seeds = data.get("train_seeds")
