@@ -312,6 +312,9 @@ def eval_cmd(
     series: Optional[str] = typer.Option(
         None, help="market: the series whose test period is backtested (default sp500; a name or a CSV path)."
     ),
+    data: Optional[str] = typer.Option(
+        None, help="cascade models of observed cascades: the store of held-out cascades (diffworld import-cascades)."
+    ),
     device: str = typer.Option("cpu"),
     policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
     world: Optional[str] = typer.Option(None, help=WORLD_HELP),
@@ -339,7 +342,7 @@ def eval_cmd(
     ).items() if v is not None}  # fmt: skip
     options = EvalOptions(
         sampler=sampler, device=device, seed=seed, **sizes, seed_offset=seed_offset, validation=validation, guide=guide,
-        guide_weight=guide_weight, policy=policy, world=world, series=series, log=typer.echo,
+        guide_weight=guide_weight, policy=policy, world=world, series=series, data=data, log=typer.echo,
     )  # fmt: skip
     check_options(domain, name, options, domains())
     if (out / "metrics.json").exists():  # e.g. a demo's own directory: its scores would be lost
@@ -350,7 +353,8 @@ def eval_cmd(
 
 
 def _wrote(out: Path, files: list[str], seconds: Optional[float]) -> str:
-    """The last line of a command that wrote `files` into `out`."""
+    """The last line of a command that wrote `files` into `out` (those of them that are there)."""
+    files = [f for f in files if (out / f).exists()] or files
     listed = files[0] if len(files) == 1 else ", ".join(files[:-1]) + " and " + files[-1]
     return f"wrote {out}/{listed}" + ("" if seconds is None else f" in {seconds:.0f}s")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,16 +65,28 @@ def test_the_command_writes_a_store_and_refuses_a_bad_step(tmp_path: Path) -> No
     assert not (tmp_path / "t.zarr").exists()
 
 
-def test_a_model_trains_on_observed_cascades_and_the_simulator_evaluation_refuses_it(tmp_path: Path) -> None:
-    rows = "".join(f"c{i},ann,0\nc{i},bob,1\nc{i},cid,{2 + i % 2}\n" for i in range(6))
+def test_a_model_trains_on_observed_cascades_and_is_scored_on_held_out_ones(tmp_path: Path) -> None:
+    rows = "".join(f"c{i},ann,0\nc{i},bob,1\nc{i},cid,{2 + i % 2}\n" for i in range(8))
     table, graph = files(tmp_path, "cascade,node,time\n" + rows)
     import_cascades(tmp_path / "s.zarr", table, graph, step=1.0)
+    (tmp_path / "h.csv").write_text("cascade,node,time\nh1,ann,0\nh1,dan,1\nh1,cid,2\nh2,bob,5\nh2,ann,6\n")
+    import_cascades(tmp_path / "h.zarr", tmp_path / "h.csv", graph, step=1.0)
     run = CliRunner().invoke(
         app,
         ["train", "--data", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "m"), "--preset", "tiny",
-         "--steps", "2", "--batch-size", "2", "--dit", "{\"frames\": 3}"],
+         "--steps", "2", "--batch-size", "2", "--dit", '{"frames": 3}'],
     )  # fmt: skip
     assert run.exit_code == 0, run.output
-    scored = CliRunner().invoke(app, ["eval", str(tmp_path / "m" / "checkpoint"), "--out", str(tmp_path / "e")])
-    assert scored.exit_code != 0 and "which has no simulator to score against" in scored.output
-    assert not (tmp_path / "e" / "metrics.json").exists()
+    ckpt = str(tmp_path / "m" / "checkpoint")
+    missing = CliRunner().invoke(app, ["eval", ckpt, "--out", str(tmp_path / "e")])
+    assert missing.exit_code != 0 and "give the store of held-out ones with --data" in missing.output
+    own = CliRunner().invoke(app, ["eval", ckpt, "--out", str(tmp_path / "e"), "--data", str(tmp_path / "s.zarr")])
+    assert own.exit_code != 0 and "is the store the model trained on" in own.output
+    scored = CliRunner().invoke(
+        app, ["eval", ckpt, "--out", str(tmp_path / "e"), "--data", str(tmp_path / "h.zarr"), "--members", "2"]
+    )
+    assert scored.exit_code == 0, scored.output
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert set(metrics["headline"]["node_brier"]) == {"model", "fitted_ic", "fitted_mean_field", "persistence"}
+    assert metrics["cases"]["cascades"] == 2 and "model / fitted independent cascade" in scored.output
+    assert (tmp_path / "e" / "spread.gif").is_file() and "hubs.png" not in scored.output

@@ -41,6 +41,8 @@ class EvalOptions:
     world: str | None = None
     #: Markets: the series the test period is taken from (an `arch.data` name or a CSV path).
     series: str | None = None
+    #: Epidemics: an episode store of held-out observed cascades, for a model trained on observed ones.
+    data: str | None = None
     log: Callable[[str], None] = print
 
     def given(self) -> dict[str, Any]:
@@ -79,6 +81,7 @@ class DemoOptions:
 #: The options a domain may read or refuse (the device, seed, sampler and log every domain takes).
 OPTIONAL_EVAL = (
     "cases", "members", "horizon", "seed_offset", "validation", "guide", "guide_weight", "policy", "world", "series",
+    "data",
 )  # fmt: skip
 OPTIONAL_DEMO = (
     "steps", "preset", "episodes", "cases", "members", "batch_size", "validate_every", "hub_members", "series",

@@ -30,7 +30,7 @@ class Epidemics:
     name = "epidemics"
     label = "cascade"
     demo_worlds = ("cascade",)
-    eval_options = frozenset({"cases", "members", "horizon"})
+    eval_options = frozenset({"cases", "members", "horizon", "data"})
     demo_options = frozenset({"steps", "preset", "episodes", "cases", "members", "batch_size", "hub_members"})
 
     def serves(self, world: str) -> bool:
@@ -43,7 +43,14 @@ class Epidemics:
 
     def evaluate(self, checkpoint: str | Path, out: Path, options: EvalOptions) -> dict[str, Any]:
         from diffworld.domains.epidemics.evaluation import CascadeDemoConfig, evaluate_cascade_checkpoint
+        from diffworld.domains.epidemics.observed import evaluate_observed_checkpoint, trained_on_observed
 
+        if trained_on_observed(checkpoint) or options.data is not None:
+            sampler = checkpoint_sampler(checkpoint, options.sampler)
+            sizes = options.sizes("members", "horizon")
+            return evaluate_observed_checkpoint(
+                checkpoint, options.data, out, sampler, device=options.device, seed=options.seed, **sizes
+            )
         sizes = options.sizes("cases", "members", "horizon")
         if options.members is not None:  # few members: as few hub dreams (the demo's rule)
             sizes["hub_members"] = min(options.members, CascadeDemoConfig().hub_members)
@@ -73,6 +80,10 @@ class Epidemics:
     def print_summary(self, metrics: dict[str, Any]) -> None:
         """Node Brier scores beside the oracle's, the infected curve's skill by step, the hubs' Kendall τ."""
         head = metrics["headline"]
+        if "node_brier_ratio_to_fitted_ic" in head:  # observed cascades: against the fitted models
+            print("node Brier: " + ", ".join(f"{k} {v:.4f}" for k, v in head["node_brier"].items()))
+            print(f"model / fitted independent cascade: {head['node_brier_ratio_to_fitted_ic']:.2f}")
+            return
         print(
             f"node Brier: model {head['node_brier_model']:.4f}, oracle {head['node_brier_oracle']:.4f} "
             f"(ratio {head['node_brier_ratio']:.2f})"
