@@ -158,6 +158,7 @@ def test_nan_or_inf_sampler_settings_end_in_one_line(tmp_path):
         ("rollout", "--sigma-ctx", "nan"),
         ("rollout", "--guidance", "inf"),
         ("eval", "--sigma-max", "inf"),
+        ("eval", "--event-shift", "nan"),
     ):
         proc = cli(command, "pong", "--out", tmp_path / "x", option, value, check=False)
         one_line_error(proc, f"sampler {option[2:].replace('-', '_')}: expected a finite number", f"found {value}")

@@ -301,6 +301,9 @@ def eval_cmd(
     sigma_ctx: Optional[float] = typer.Option(None, help="Context noise level (default: the model's)."),
     guidance: Optional[float] = typer.Option(None, help="Action guidance weight (default: the model's)."),
     adaptive_steps: Optional[int] = typer.Option(None, help=ADAPTIVE_HELP),
+    event_shift: Optional[float] = typer.Option(
+        None, help="chance: log odds added to the event logit (default: the model's correction to the data's rate)."
+    ),
     guide: Optional[str] = typer.Option(
         None,
         help="lorenz96/fields: a weaker checkpoint of the same world (fewer steps, same data) "
@@ -338,7 +341,7 @@ def eval_cmd(
     domain = domain_of(name)
     sampler = {k: v for k, v in dict(
         steps=steps, method=method, sigma_max=sigma_max, churn=churn, sigma_ctx=sigma_ctx, guidance=guidance,
-        adaptive_steps=adaptive_steps,
+        adaptive_steps=adaptive_steps, event_shift=event_shift,
     ).items() if v is not None}  # fmt: skip
     options = EvalOptions(
         sampler=sampler, device=device, seed=seed, **sizes, seed_offset=seed_offset, validation=validation, guide=guide,

@@ -111,7 +111,7 @@ def chance_frame(
     frame, features = past.denoise(
         s * torch.randn(shape, generator=generator, device=dev), s, actions, t, None, features=True
     )
-    acts, code = model.denoiser.net.chance.draw(features, generator)  # type: ignore[union-attr]
+    acts, code = model.denoiser.net.chance.draw(features, generator, sampler.event_shift)  # type: ignore[union-attr]
     if acts.any():
         index = acts.nonzero()[:, 0]
         noise = s * torch.randn((len(index),) + shape[1:], generator=generator, device=dev)

@@ -36,7 +36,7 @@ from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.chance import chance_loss, draw_chance_noise
 from diffworld.diffusion.loss import LossConfig, draw_loss_noise, noised_loss, unforeseen_frequency, unforeseen_pixels
 from diffworld.diffusion.sampling import SamplerConfig
-from diffworld.evaluate.events import births, occupied
+from diffworld.evaluate.events import births, born_cells, occupied
 from diffworld.model.world_model import ModelConfig, WorldModel, check_compiler, read_config
 from diffworld.spec import WorldSpec
 from diffworld.worlds import sampler_defaults
@@ -483,14 +483,33 @@ def chance_step(
     batches = [sampler.sample(b - n_events, gen)] + ([sampler.sample(n_events, gen, starts=events)] if n_events else [])
     starts = torch.cat([w.starts for w in batches])  # type: ignore[misc]
     event = None if flags is None else flags[starts + sampler.length - 1]
-    x = model.normalize(torch.cat([w.frames for w in batches]).to(dev))
+    raw = torch.cat([w.frames for w in batches])
+    x = model.normalize(raw.to(dev))
     acts = None if batches[0].actions is None else torch.cat([w.actions for w in batches]).to(dev)
     noise = draw_chance_noise(cfg.loss, tuple(x.shape), gen_for(gen, dev), dev)
+    found_quiet = None if event is None else quiet_frames(model, raw[:, -2:], event)
+    quiet = None if found_quiet is None else (model.normalize(found_quiet[0][:, None])[:, 0], found_quiet[1])
     loss, found = chance_loss(
-        denoiser, x, acts, cfg.loss, noise, model.sampler.sigma_max, surprise, gen_for(gen, dev), event
+        denoiser, x, acts, cfg.loss, noise, model.sampler.sigma_max, surprise, gen_for(gen, dev), event, quiet
     )
     parts.update(found)
     return loss
+
+
+def quiet_frames(
+    model: WorldModel, last: torch.Tensor, event: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For windows whose last two frames are `last` [B, 2, *frame] (world units): (each target
+    without the objects born in it [B, *frame], world units; bool [B], the `event` windows with a
+    birth), the frame had chance not acted. Binary grids only (None elsewhere): an object off is
+    the low value there."""
+    if model.spec.value_kind != "binary" or model.spec.layout != "grid" or not event.any():
+        return None
+    lo, hi = model.spec.value_range or (0.0, 1.0)
+    on = occupied(last.cpu().numpy(), "binary", (lo, hi))
+    born = torch.from_numpy(born_cells(on[:, 0], on[:, 1]))
+    calm = torch.where(born, torch.tensor(lo, dtype=last.dtype), last[:, 1].cpu())
+    return calm, event.cpu() & born.flatten(1).any(1)
 
 
 def event_shift(n_events: int, n_windows: int, share: float) -> float:

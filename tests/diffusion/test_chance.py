@@ -17,7 +17,7 @@ from diffworld.dreamer import Dreamer
 from diffworld.evaluate.forecasts import counting_evaluations
 from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.spec import ActionSpace, WorldSpec
-from diffworld.train import event_frames, event_shift
+from diffworld.train import event_frames, event_shift, quiet_frames
 from tests.conftest import tiny_model
 
 ROWS = (0, 3, 6)  # where the toss puts a 2×2 block in the new frame, each with chance 1/3
@@ -108,11 +108,12 @@ def test_events_drawn_at_the_datas_rate_when_training_over_draws_them(one_thread
 
     model, g = train_toss(4, 300, windows)
     drawn = {}
-    for shift in (0.0, event_shift(round(rate * 10_000), 10_000, share)):
-        model.denoiser.net.chance.event_shift.fill_(shift)
-        model.sampler = SamplerConfig(method="chance", sigma_ctx=0.02)
+    model.denoiser.net.chance.event_shift.fill_(event_shift(round(rate * 10_000), 10_000, share))
+    start = toss_windows(1, g)[:, :2].expand(400, -1, -1, -1, -1)
+    for shift in (0.0, None):  # the sampler's override (the mix's odds), then the model's correction
+        model.sampler = SamplerConfig(method="chance", sigma_ctx=0.02, event_shift=shift)
         dreamer = Dreamer(model, 400, generator=torch.Generator().manual_seed(1))
-        dreamer.reset(toss_windows(1, g)[:, :2].expand(400, -1, -1, -1, -1))
+        dreamer.reset(start)
         new = dreamer.step()
         drawn[shift] = float(new[:, 0, 0, 0].eq(0).float().mean())  # the marker gone: a toss was drawn
     unshifted, shifted = drawn.values()
@@ -131,7 +132,7 @@ def test_the_chance_loss_needs_a_code_and_a_frame_target(odd_spec):
     assert (
         loss.ndim == 0
         and torch.isfinite(loss)
-        and set(parts) == {"mean", "decoder", "event", "prior", "codes_used", "events"}
+        and set(parts) == {"mean", "decoder", "event", "prior", "codes_used", "events", "quiet"}
     )
     quiet, _ = chance_loss(
         tiny_model(odd_spec, chance=4).train().denoiser,
@@ -145,13 +146,20 @@ def test_the_chance_loss_needs_a_code_and_a_frame_target(odd_spec):
     assert torch.isfinite(quiet)  # no window with an event: the event head alone learns
 
 
-def test_event_frames_are_births_on_discrete_grids_and_rare_unforeseen_changes_on_real_ones():
-    """A ball moves one pixel a frame, then a new one appears at the far side: a birth, and unforeseen."""
+def new_ball() -> torch.Tensor:
+    """[8, 1, 10, 10]: a ball moves right one pixel a frame, then a new one appears at the far side
+    (frame 5) and moves left."""
     frames = torch.zeros(8, 1, 10, 10)
     for t in range(5):
         frames[t, 0, 5, 1 + t] = 1
     for t in range(5, 8):
         frames[t, 0, 2, 8 - (t - 5)] = 1
+    return frames
+
+
+def test_event_frames_are_births_on_discrete_grids_and_rare_unforeseen_changes_on_real_ones():
+    """A ball moves one pixel a frame, then a new one appears at the far side: a birth, and unforeseen."""
+    frames = new_ball()
     cfg, rare, common = LossConfig(), torch.full((10, 10), 1e-3), torch.full((10, 10), 0.5)
     assert event_frames(frames, "binary", (0.0, 1.0), None, cfg).nonzero()[:, 0].tolist() == [
         5,
@@ -160,6 +168,22 @@ def test_event_frames_are_births_on_discrete_grids_and_rare_unforeseen_changes_o
     assert event_frames(frames, "real", (0.0, 1.0), rare, cfg).nonzero()[:, 0].tolist() == [5]
     assert not event_frames(frames, "real", (0.0, 1.0), common, cfg).any()  # common there: not an event
     assert not event_frames(frames[:5], "binary", (0.0, 1.0), None, cfg).any()  # motion alone: nothing born
+
+
+def test_the_quiet_frame_drops_what_was_born():
+    """A ball moves right; a new one appears at the far side (frame 5), then moves (frame 6)."""
+    frames = new_ball()
+    frames[:, 0, 9, :] = 1  # a wall, there all along
+    model = tiny_model(
+        WorldSpec("dots", "grid", (1, 10, 10), "binary", ActionSpace(), value_range=(0.0, 1.0)), 3, patch=2
+    )
+    windows = torch.stack([frames[t - 2 : t + 1] for t in (4, 5, 6)])  # ending before, at and after the birth
+    event = torch.tensor([False, True, True])
+    calm, has = quiet_frames(model, windows[:, -2:], event)
+    assert has.tolist() == [False, True, False]  # only the birth frame has an object to drop
+    expected = frames[5].clone()
+    expected[0, 2, 8] = 0  # the wall stays, the new ball is gone
+    assert torch.equal(calm[1], expected) and torch.equal(calm[0], frames[4])
 
 
 def test_windows_ending_at_frames_stay_inside_their_episode():

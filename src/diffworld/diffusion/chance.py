@@ -54,12 +54,15 @@ def chance_loss(
     surprise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     event: torch.Tensor | None = None,
+    quiet: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(loss, parts) for windows of clean frames [B, T, *frame] (model units) whose last frame is
     the target: the errors of the posterior mean and the decoder at `sigma_max` + event and code
     cross-entropies + codebook loss.
 
-    `event` (bool [B]; None: all) marks the windows whose target is a chance event."""
+    `event` (bool [B]; None: all) marks the windows whose target is a chance event. `quiet`
+    (frames [B, *frame], bool [B]): for the event windows it marks, the frame had the event not
+    happened (the target without its born objects); the mean trains on those too."""
     module = getattr(denoiser, "module", denoiser)
     chance = module.net.chance
     if chance is None:
@@ -85,10 +88,15 @@ def chance_loss(
     lam = edm_weight(sigma[:, -1:], module.sigma_data)
     zero = plain.new_zeros(())
     mean, decoder, prior, codebook_loss, used = zero, zero, zero, zero, 0
-    if not event.all():
-        no = (~event).nonzero()[:, 0]
-        err = (plain[no, -1:] - target[no, None]).square()
-        mean = weighted_error(err, lam[no], frames[no], t - 1, cfg, surprise)
+    calm, known = target, ~event
+    if quiet is not None:  # an event window whose frame without the event is known trains the mean on it
+        known = known | (event & quiet[1].to(dev))
+        calm = torch.where((event & quiet[1].to(dev))[expand], quiet[0].to(dev), target)
+    if known.any():
+        no = known.nonzero()[:, 0]
+        err = (plain[no, -1:] - calm[no, None]).square()
+        kept = torch.cat([frames[no, :-1], calm[no, None]], dim=1)
+        mean = weighted_error(err, lam[no], kept, t - 1, cfg, surprise)
     if event.any():
         ev = event.nonzero()[:, 0]
         code, index, codebook_loss = chance.encode(target[ev], plain[ev, -1].detach(), generator)
@@ -106,4 +114,5 @@ def chance_loss(
         "prior": float(prior.detach()),
         "codes_used": float(used),
         "events": float(event.float().mean()),
+        "quiet": float((known & event).float().mean()),
     }

@@ -59,6 +59,11 @@ class SamplerConfig:
     #: A draw is uncertain when its rounding onto the world's values likely gets at least this many
     #: values wrong (`WorldModel.uncertainty`).
     uncertain: float = 1.0
+    #: "chance": the log odds added to the prior's event logit. None: the model's own correction
+    #: from its training mix (which over-draws events) to the data's event rate, exact for a
+    #: calibrated prior; 0: the training mix's odds, which keep an event the past makes certain
+    #: near certain at the cost of over-drawing uncertain ones. Chosen on validation data.
+    event_shift: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -81,6 +86,11 @@ class SamplerConfig:
                 raise ValueError(f"sampler {name}: expected a finite number {bound}, found {value}")
         if isinstance(self.adaptive_steps, bool) or not isinstance(self.adaptive_steps, int) or self.adaptive_steps < 0:
             raise ValueError(f"sampler adaptive_steps: expected an integer >= 0, found {self.adaptive_steps!r}")
+        shift = self.event_shift
+        if shift is not None and (
+            isinstance(shift, bool) or not isinstance(shift, int | float) or not math.isfinite(shift)
+        ):
+            raise ValueError(f"sampler event_shift: expected a finite number or None, found {shift!r}")
         finite = (
             isinstance(self.uncertain, int | float)
             and not isinstance(self.uncertain, bool)

@@ -53,6 +53,22 @@ def births(before: np.ndarray, after: np.ndarray, reach: int = REACH) -> tuple[n
     per frame, places [B, ndim] of each birth: the frame's leading indices, then the top-left row
     and column of the blob's bounding box).
     """
+    lead, labels, born = _born_blobs(before, after, reach)
+    boxes = ndimage.find_objects(labels)
+    corner = np.array([[b.start for b in boxes[i]] for i in born], dtype=np.int64).reshape(-1, 3)  # [B, 3] frame, y, x
+    count = np.bincount(corner[:, 0], minlength=labels.shape[0]).reshape(lead)
+    places = np.column_stack([*np.unravel_index(corner[:, 0], lead), corner[:, 1], corner[:, 2]]).astype(np.int64)
+    return count, places.reshape(-1, len(lead) + 2)
+
+
+def born_cells(before: np.ndarray, after: np.ndarray, reach: int = REACH) -> np.ndarray:
+    """The cells of `after` [..., H, W] that belong to an object born since `before` (`births`)."""
+    lead, labels, born = _born_blobs(before, after, reach)
+    return np.isin(labels, born + 1).reshape(after.shape)
+
+
+def _born_blobs(before: np.ndarray, after: np.ndarray, reach: int) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """(leading shape, blob labels [F, H, W] of `after`'s frames and channels, label − 1 of each born blob)."""
     if before.shape != after.shape:
         raise ValueError(f"expected two arrays of on cells of the same shape, got {before.shape} and {after.shape}")
     lead, (h, w) = after.shape[:-2], after.shape[-2:]
@@ -62,12 +78,7 @@ def births(before: np.ndarray, after: np.ndarray, reach: int = REACH) -> tuple[n
     labels, k = ndimage.label(on, structure)
     touched = np.zeros(k + 1, dtype=bool)
     touched[labels[near(before, reach).reshape(-1, h, w) & on]] = True
-    boxes = ndimage.find_objects(labels)
-    born = np.flatnonzero(~touched[1:])  # label − 1 of each born blob
-    corner = np.array([[b.start for b in boxes[i]] for i in born], dtype=np.int64).reshape(-1, 3)  # [B, 3] frame, y, x
-    count = np.bincount(corner[:, 0], minlength=on.shape[0]).reshape(lead)
-    places = np.column_stack([*np.unravel_index(corner[:, 0], lead), corner[:, 1], corner[:, 2]]).astype(np.int64)
-    return count, places.reshape(-1, len(lead) + 2)
+    return lead, labels, np.flatnonzero(~touched[1:])
 
 
 def birth_report(

@@ -103,12 +103,13 @@ class ChanceCode(nn.Module):
         return event, self.prior(pooled)
 
     def draw(
-        self, features: torch.Tensor, generator: torch.Generator | None = None
+        self, features: torch.Tensor, generator: torch.Generator | None = None, shift: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Given the features [B, S, D]: (bool [B], the rows where chance acts; code vectors [n, dim]
-        drawn for those rows, in their order), at the data's event rate."""
+        drawn for those rows, in their order), at the data's event rate, or with `shift` added to the
+        event logit instead of the trained correction (`SamplerConfig.event_shift`)."""
         event, codes = (v.float() for v in self.logits(features))
         u = torch.rand(event.shape, generator=generator, device=event.device)
-        acts = u < torch.sigmoid(event + self.event_shift)
+        acts = u < torch.sigmoid(event + (self.event_shift if shift is None else shift))
         pick = torch.multinomial(codes[acts].softmax(-1), 1, generator=generator)[:, 0] if acts.any() else None
         return acts, self.codebook[pick] if pick is not None else self.codebook[:0]
