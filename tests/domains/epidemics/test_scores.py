@@ -184,6 +184,11 @@ def test_oracle_beats_persistence_on_a_growing_epidemic() -> None:
     assert c_oracle.shape == (h,) and np.all(c_oracle[1:] < c_pers[1:])
     assert np.all(node_brier(oracle.infected, truth == I)[1:] < node_brier(persistence.infected, truth == I)[1:])
     assert score(oracle, truth, last)["reach_brier"] < score(persistence, truth, last)["reach_brier"]
+    # The infected curve's peak within the horizon: the truth itself scores 0, the oracle beats persistence.
+    exact = summarize(truth[:, None], last)
+    assert score(exact, truth, last)["peak_size_crps"] == 0 and score(exact, truth, last)["peak_step_crps"] == 0
+    for key in ("peak_size_crps", "peak_step_crps"):
+        assert score(oracle, truth, last)[key] < score(persistence, truth, last)[key], key
 
 
 # --- hub ranking ------------------------------------------------------------------------------

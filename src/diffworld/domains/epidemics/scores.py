@@ -137,12 +137,16 @@ def score(fc: CascadeForecast, truth: np.ndarray, last: np.ndarray) -> dict[str,
     truth = _states(truth, 3, "truth")
     truth_curve = curves(truth)  # [S, H, 3]
     brier = node_brier(fc.infected, truth == I)
+    # The peak of the infected curve within the horizon: its size (a fraction of the nodes) and its step.
+    dreamed, true = np.asarray(fc.curves, np.float64)[..., I], truth_curve[..., I]  # [S, M, H], [S, H]
     return {
         "node_brier": brier.tolist(),
         "node_brier_mean": float(brier.mean()),
         "reach_brier": reach_brier(fc.reached, reach_probability(truth[:, None], last) > 0.5),
         "infected_crps": curve_crps(fc.curves, truth_curve, I).tolist(),
         "recovered_crps": curve_crps(fc.curves, truth_curve, R).tolist(),
+        "peak_size_crps": float(crps(dreamed.max(-1)[..., None], true.max(-1)[:, None])[0]),
+        "peak_step_crps": float(crps(dreamed.argmax(-1)[..., None] + 1.0, true.argmax(-1)[:, None] + 1.0)[0]),
     }
 
 
