@@ -90,8 +90,9 @@ def chance_loss(
     mean, decoder, prior, codebook_loss, used = zero, zero, zero, zero, 0
     calm, known = target, ~event
     if quiet is not None:  # an event window whose frame without the event is known trains the mean on it
-        known = known | (event & quiet[1].to(dev))
-        calm = torch.where((event & quiet[1].to(dev))[expand], quiet[0].to(dev), target)
+        calmed = event & quiet[1].to(dev)
+        known = known | calmed
+        calm = torch.where(calmed[expand], quiet[0].to(dev), target)
     if known.any():
         no = known.nonzero()[:, 0]
         err = (plain[no, -1:] - calm[no, None]).square()

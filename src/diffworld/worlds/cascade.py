@@ -266,15 +266,12 @@ class Cascade:
         out_degree = np.asarray(self.adjacency.sum(0)).ravel() if social.directed else None
         self.threshold = epidemic_threshold(self.degree, out_degree)
         name = graph if isinstance(graph, (str, Path)) else "given"
-        #: The per-try infection probabilities spread_step takes: β, or a weighted graph's matrix.
-        self.transmission: float | sp.csr_array
         if social.probabilities is not None:
             if beta is not None:
                 raise ValueError(
                     f"graph {str(name)!r} gives each edge's infection probability as its weight; "
                     "beta applies to graphs without weights"
                 )
-            self.transmission = social.probabilities
             beta = float(social.probabilities.data.mean())  # reported; the spread uses each edge's own
         elif beta is None:
             if not beta_ratio > 0:
@@ -289,8 +286,8 @@ class Cascade:
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.beta = float(beta)
-        if social.probabilities is None:
-            self.transmission = self.beta
+        #: The per-try infection probabilities spread_step takes: β, or a weighted graph's matrix.
+        self.transmission: float | sp.csr_array = self.beta if social.probabilities is None else social.probabilities
         self.transmissibility = transmissibility(self.beta, self.gamma)  # a weighted graph's: at its mean β
         self.beta_ratio = self.transmissibility / self.threshold  # the effective T / T_c
         if not 1 <= seeds <= self.num_nodes:
