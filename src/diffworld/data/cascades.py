@@ -14,7 +14,6 @@ step holds nobody Infected, as a finished cascade does.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from diffworld.data.store import EpisodeStore
 from diffworld.spec import ActionSpace, WorldSpec
 from diffworld.worlds.cascade import I, R, S, graph_of
-from diffworld.worlds.graphs import SocialGraph, node_label
+from diffworld.worlds.graphs import SocialGraph, node_label, text_rows
 
 COLUMNS = ("cascade", "node", "time")
 
@@ -41,14 +40,10 @@ def read_cascades(path: str | Path, graph: SocialGraph) -> dict[str, list[tuple[
         raise ValueError(f"{p}: expected a cascade table ending in .csv or .tsv, found {p.suffix or 'no suffix'!r}")
     if not p.is_file():
         raise ValueError(f"{p}: expected a cascade table, found {'a directory' if p.exists() else 'nothing'}")
-    try:
-        lines = [(i, t) for i, t in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if t.strip()]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{p}: expected a text table, found bytes that are not UTF-8 ({e.reason})") from None
-    if not lines:
+    rows = text_rows(p, sep, "a cascade table")
+    if not rows:
         raise ValueError(f"{p}: expected a header ({', '.join(COLUMNS)}) and rows, found an empty file")
-    rows = list(zip((i for i, _ in lines), csv.reader([t for _, t in lines], delimiter=sep)))
-    head = [f.strip().lower() for f in rows[0][1]]
+    head = [f.lower() for f in rows[0][1]]
     missing = [c for c in COLUMNS if c not in head]
     if missing:
         raise ValueError(f"{p}: expected a header with columns {', '.join(COLUMNS)}, found {', '.join(head)}")
@@ -59,7 +54,7 @@ def read_cascades(path: str | Path, graph: SocialGraph) -> dict[str, list[tuple[
     for line, fields in rows[1:]:
         if len(fields) < len(head):
             raise ValueError(f"{p}, line {line}: expected {len(head)} fields, found {len(fields)}")
-        name, label, text = (fields[a].strip() for a in at)
+        name, label, text = (fields[a] for a in at)
         node = index.get(node_label(label))
         if node is None:
             raise ValueError(f"{p}, line {line}: node {label!r} is not in the graph")

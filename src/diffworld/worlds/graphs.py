@@ -81,22 +81,27 @@ def read_graph(path: str | Path, directed: bool = False) -> nx.Graph:
     return _edge_list(p, EDGE_LISTS[suffix], directed)
 
 
-def _edge_list(path: Path, sep: str | None, directed: bool) -> nx.Graph:
+def text_rows(path: Path, sep: str | None, what: str, comments: bool = False) -> list[tuple[int, list[str]]]:
+    """(file line, stripped fields) of each line of the text file `path` that is not blank (nor a
+    `#` comment, with `comments`), split on `sep` with CSV quoting, or on whitespace where None; a
+    one-line ValueError naming `what` where the file is not UTF-8 text."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: expected a text edge list, found bytes that are not UTF-8 ({e.reason})") from None
-    # (file line, fields) of the lines that hold data: blank lines and # comments skipped.
+        raise ValueError(f"{path}: expected {what} in text, found bytes that are not UTF-8 ({e.reason})") from None
     lines = [
-        (i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")
+        (i, line)
+        for i, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not (comments and line.lstrip().startswith("#"))
     ]
     if sep is None:
-        rows = [(i, line.split()) for i, line in lines]
-    else:
-        rows = [
-            (i, [f.strip() for f in fields])
-            for (i, _), fields in zip(lines, csv.reader([t for _, t in lines], delimiter=sep))
-        ]
+        return [(i, line.split()) for i, line in lines]
+    fields = csv.reader([t for _, t in lines], delimiter=sep)
+    return [(i, [f.strip() for f in row]) for (i, _), row in zip(lines, fields)]
+
+
+def _edge_list(path: Path, sep: str | None, directed: bool) -> nx.Graph:
+    rows = text_rows(path, sep, "an edge list", comments=True)
     if not rows:
         raise ValueError(f"{path}: expected an edge list, found no edges")
     head = [f.lower() for f in rows[0][1]]
