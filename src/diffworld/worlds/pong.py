@@ -28,6 +28,9 @@ SERVE_X = 15
 SERVE_Y_LOW, SERVE_Y_HIGH = 8, 22  # inclusive
 #: Rows a serve draws from, uniformly: the outcomes of pong's chance event.
 SERVE_ROWS = SERVE_Y_HIGH - SERVE_Y_LOW + 1
+#: Directions a served ball's first move shows, uniformly: a column left or right, by a row up, none
+#: or down (drawn at the serve, seen one frame later: pong's second chance event).
+FIRST_MOVES = 6
 PLAYER_COL, OPPONENT_COL = 1, SIZE - 2
 #: Paddle displacement per action: none, up, down.
 ACTION_DELTA = np.array([0, -PADDLE_SPEED, PADDLE_SPEED])
@@ -255,6 +258,33 @@ def read_serve(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         served = valid & (x == SERVE_X) & (y >= SERVE_Y_LOW) & (y <= SERVE_Y_HIGH)
     row = np.where(served, np.nan_to_num(y) - SERVE_Y_LOW, -1).astype(np.int64)
     return valid, np.isnan(x), row
+
+
+def one_ball(frames: np.ndarray) -> np.ndarray:
+    """bool [...]: whether frames [..., 1, 32, 32] show exactly one ball (a 2x2 square in the play
+    field, whatever the walls and paddles show)."""
+    a = np.asarray(frames)
+    if a.ndim < 3 or a.shape[-3:] != (1, SIZE, SIZE):
+        raise ValueError(f"pong frames must have shape [..., 1, {SIZE}, {SIZE}], got {list(a.shape)}")
+    region = a.reshape(-1, SIZE, SIZE)[:, 1 : SIZE - 1, BALL_X_MIN : BALL_X_MAX + 2] > 0.5
+    return _decode_ball(region)[2].reshape(a.shape[:-3])
+
+
+def read_first_move(frames: np.ndarray, served: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What frames [..., 1, 32, 32] one step after a serve hold, given the row the ball was served
+    in [...] (a serve frame's ball row; NaN where unknown): (valid [...], no ball [...], move [...]).
+
+    `move` is the first move's direction as an outcome 0..FIRST_MOVES − 1, 3·(right) + (row step + 1),
+    where the frame is valid with the ball a column beside the serve column and at most a row from
+    the served row, and −1 elsewhere (no ball, an invalid frame, a ball elsewhere, no served row).
+    """
+    state, valid = decode(frames)
+    x, y = state[..., 0], state[..., 1]
+    with np.errstate(invalid="ignore"):  # NaN: no ball, or no served row
+        dx, dy = x - SERVE_X, y - np.asarray(served, dtype=np.float64)
+        moved = valid & (np.abs(dx) == 1) & (np.abs(dy) <= 1)
+    move = np.where(moved, 3 * (np.nan_to_num(dx) > 0) + np.nan_to_num(dy) + 1, -1).astype(np.int64)
+    return valid, np.isnan(x), move
 
 
 def controlled_next(state: np.ndarray, action: np.ndarray) -> np.ndarray:

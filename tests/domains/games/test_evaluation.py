@@ -45,6 +45,8 @@ def test_evaluate_writes_every_headline_field():
         climatology_episodes=2,
         serve_moments=4,
         serve_members=2,
+        free_dreams=2,
+        free_frames=6,
     )
     m = evaluate(model, "pong", cfg, train_seeds=[0, 1])
     assert m["world"] == "pong" and m["horizons"] == [1, 2, 3, 4, 5]
@@ -64,6 +66,7 @@ def test_evaluate_writes_every_headline_field():
         and m["events"]["births"]["persistence"]["births"] == 0
     )
     assert m["events"]["serve"]["oracle"]["frames"] == 8 and m["events"]["serve"]["oracle"]["served"] == 1.0
+    assert m["events"]["first_move"]["oracle"]["valid"] == 1.0 and m["events"]["free_dreams"]["frames"] == 6
 
 
 def test_held_out_seeds_must_not_overlap_training():

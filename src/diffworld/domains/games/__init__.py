@@ -133,6 +133,20 @@ def event_lines(events: dict[str, Any] | None) -> list[str]:
             f"no ball {model_and_oracle(lambda r: r['no_ball'], sv)}, "
             f"rows vs uniform chi-square p {model_and_oracle(lambda r: r['p'], sv)}"
         )
+    if "first_move" in events:
+        fm = events["first_move"]
+        lines.append(
+            f"  served ball's first move, {fm['model']['frames']} draws from {fm['moments']} moments: "
+            f"valid {model_and_oracle(lambda r: r['valid'], fm)}, "
+            f"directions vs uniform chi-square p {model_and_oracle(lambda r: r['p'], fm)}"
+        )
+    if "free_dreams" in events:
+        fd = events["free_dreams"]
+        lines.append(
+            f"  free dreams, {fd['dreams']} x {fd['frames']} frames under random actions: "
+            f"one ball {fd['one_ball']:.3f}, no ball {fd['no_ball']:.3f}, valid {fd['valid']:.3f}, "
+            f"first invalid frame (median) {sorted(fd['first_invalid'])[len(fd['first_invalid']) // 2]}"
+        )
     return lines
 
 

@@ -43,7 +43,7 @@ from diffworld.rollout import rollout
 from diffworld.splits import HELD_OUT_SEED_BASE
 from diffworld.worlds import default_policy, make_world
 from diffworld.worlds.base import BranchableWorld, DecodableWorld, Policy, World, run_episode
-from diffworld.worlds.pong import SERVE_ROWS, Pong, read_serve, serve_frames
+from diffworld.worlds.pong import FIRST_MOVES, SERVE_ROWS, Pong, one_ball, read_first_move, read_serve, serve_frames
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,10 @@ class EvalConfig:
     #: many times by the model and by the true game (32 × 16 = 512 draws of 15 rows).
     serve_moments: int = 32
     serve_members: int = 16
+    #: Pong's free dreams: this many dreams of `free_frames` frames each under uniformly random
+    #: actions, from the first frames of held-out episodes (0 frames: none).
+    free_dreams: int = 8
+    free_frames: int = 1000
 
     def __post_init__(self) -> None:
         for name in (
@@ -82,8 +86,10 @@ class EvalConfig:
             "batch",
             "serve_moments",
             "serve_members",
+            "free_dreams",
         ):
             check_int(f"eval {name}", getattr(self, name), 1)
+        check_int("eval free_frames", self.free_frames, 0)
         check_int("eval members", self.members, 2)  # fair CRPS and spread need two
         check_int("eval seed_offset", self.seed_offset, 0)
         check_int("eval seed", self.seed, 0, MAX_SEED)
@@ -220,7 +226,8 @@ def game_events(
     """The chance events of a grid game's forecasts, each event's numbers by forecaster (`events.by_event`).
 
     `births` for every forecast but climatology (its frames are independent draws, so everything
-    in them is born); persistence has none by construction. For pong, `serve` too (`serve_draws`).
+    in them is born); persistence has none by construction. For pong also `serve` (`serve_draws`),
+    `first_move` (`first_move_draws`) and, unless `cfg.free_frames` is 0, `free_dreams`.
     """
     spec = model.spec
     channels = list(spec.variables) or [f"c{c}" for c in range(spec.frame_shape[0])]
@@ -233,7 +240,37 @@ def game_events(
     events = by_event(reports)
     if isinstance(make(), Pong):
         events["serve"] = serve_draws(model, make, cfg, sampler, train_seeds, policy, max_steps)
+        events["first_move"] = first_move_draws(model, make, cfg, sampler, train_seeds, policy, max_steps)
+        if cfg.free_frames:
+            events["free_dreams"] = free_dreams(model, make, cfg, sampler, train_seeds, policy)
     return events
+
+
+def serve_moments(
+    context: int,
+    make: Callable[[], World],
+    cfg: EvalConfig,
+    train_seeds: list[int],
+    policy: Policy,
+    max_steps: int,
+    moved: bool = False,
+) -> tuple[list[tuple[Any, int]], list[int]]:
+    """The first `cfg.serve_moments` moments of held-out episodes whose next frame shows a new
+    serve, with `context` frames before (and, if `moved`, a frame after the serve: the last point's
+    serve ends its episode): ((episode, index of the frame before the serve) each, the seeds played)."""
+    world, picks, seeds, trained = make(), [], [], set(train_seeds)
+    first = HELD_OUT_SEED_BASE + cfg.seed_offset
+    for seed in range(first, first + 10 * cfg.serve_moments + cfg.episodes):  # a pong episode has 3 points or more
+        if seed in trained:
+            raise ValueError(f"held-out seed {seed} of the serve moments is a training seed")
+        ep = run_episode(world, seed, policy, max_steps, keep_states=True)
+        ends = len(ep) - 1 - int(moved)
+        found = [(ep, int(t) - 1) for t in serve_frames(ep.rewards) if context <= t <= ends]
+        picks += found[: cfg.serve_moments - len(picks)]
+        seeds.append(seed)
+        if len(picks) == cfg.serve_moments:
+            return picks, seeds
+    raise ValueError(f"found {len(picks)} serve moments in {len(seeds)} held-out episodes, wanted {cfg.serve_moments}")
 
 
 def serve_draws(
@@ -253,20 +290,7 @@ def serve_draws(
     true action, and by the true game branched from the frame before with fresh noise.
     """
     context = model.frames - 1
-    world, picks, seeds, trained = make(), [], [], set(train_seeds)
-    first = HELD_OUT_SEED_BASE + cfg.seed_offset
-    for seed in range(first, first + 10 * cfg.serve_moments + cfg.episodes):  # a pong episode has 3 points or more
-        if seed in trained:
-            raise ValueError(f"held-out seed {seed} of the serve moments is a training seed")
-        ep = run_episode(world, seed, policy, max_steps, keep_states=True)
-        picks += [(ep, int(t) - 1) for t in serve_frames(ep.rewards) if t >= context][: cfg.serve_moments - len(picks)]
-        seeds.append(seed)
-        if len(picks) == cfg.serve_moments:
-            break
-    else:
-        raise ValueError(
-            f"found {len(picks)} serve moments in {len(seeds)} held-out episodes, wanted {cfg.serve_moments}"
-        )
+    picks, seeds = serve_moments(context, make, cfg, train_seeds, policy, max_steps)
     at = cases_at(picks, context, 1)
     m, noise = cfg.serve_members, cfg.seed + 2
     drawn = {
@@ -277,6 +301,80 @@ def serve_draws(
     for name, frames in drawn.items():
         report[name] = serve_report(*read_serve(frames[:, :, 0]), SERVE_ROWS)
     return report
+
+
+def first_move_draws(
+    model: WorldModel,
+    make: Callable[[], World],
+    cfg: EvalConfig,
+    sampler: SamplerConfig,
+    train_seeds: list[int],
+    policy: Policy,
+    max_steps: int,
+) -> dict[str, Any]:
+    """Pong's served ball's first move, which shows the direction the serve drew (`serve_report` of
+    `read_first_move` each): the model from the true context up to the serve frame; the true game
+    branched from the frame before the serve, so that both the serve and its direction are drawn
+    afresh. Moments as `serve_draws`'s, of serves followed by a frame."""
+    context = model.frames - 1
+    picks, seeds = serve_moments(context, make, cfg, train_seeds, policy, max_steps, moved=True)
+    m, noise = cfg.serve_members, cfg.seed + 3
+    at = cases_at([(ep, t + 1) for ep, t in picks], context, 1)
+    served = Pong().decode(at.context[:, -1])[0][:, 1]  # [S] the true serve's row
+    dreamed = model_forecast(model, at.context, at.actions, m, at.context_actions, sampler, noise, cfg.batch)
+    two = oracle_forecast(make, cases_at(picks, context, 2), m, noise)  # [S, M, 2, ...]: a serve, then its move
+    report: dict[str, Any] = {"moments": len(picks), "members": m, "seeds": [seeds[0], seeds[-1]]}
+    for name, moved, rows in (
+        ("model", dreamed[:, :, 0], np.repeat(served[:, None], m, 1)),
+        ("oracle", two[:, :, 1], Pong().decode(two[:, :, 0])[0][..., 1]),
+    ):
+        valid, no_ball, move = read_first_move(moved, rows)
+        report[name] = serve_report(valid, no_ball, move, FIRST_MOVES)
+    return report
+
+
+def free_dreams(
+    model: WorldModel,
+    make: Callable[[], World],
+    cfg: EvalConfig,
+    sampler: SamplerConfig,
+    train_seeds: list[int],
+    policy: Policy,
+) -> dict[str, Any]:
+    """Pong's long dreams: `cfg.free_dreams` dreams of `cfg.free_frames` frames under uniformly random
+    actions, each from the first frames of a held-out episode: the shares of frames that are valid,
+    that show exactly one ball and none, and the frame where each dream is first invalid (the
+    dream's length where it never is)."""
+    context, world, trained = model.frames - 1, make(), set(train_seeds)
+    seeds = [HELD_OUT_SEED_BASE + cfg.seed_offset + i for i in range(cfg.free_dreams)]
+    if trained & set(seeds):
+        raise ValueError(f"held-out seeds {seeds[0]}..{seeds[-1]} of the free dreams overlap the training seeds")
+    starts = [run_episode(world, seed, policy, context - 1) for seed in seeds]
+    if any(len(ep) < context for ep in starts):
+        raise ValueError(f"a free dream starts from {context} frames; a held-out episode ended sooner")
+    rng = np.random.default_rng([cfg.seed, 2])
+    actions = rng.integers(model.spec.action.n, size=(len(seeds), cfg.free_frames))
+    frames = model_forecast(
+        model,
+        np.stack([ep.frames[:context] for ep in starts]),
+        actions,
+        1,
+        np.stack([ep.actions[:context] for ep in starts]),
+        sampler,
+        cfg.seed + 4,
+        cfg.batch,
+    )[:, 0]  # [dreams, frames, *frame]
+    state, valid = Pong().decode(frames)
+    first_invalid = np.where(valid.all(1), cfg.free_frames, (~valid).argmax(1))
+    return {
+        "dreams": len(seeds),
+        "frames": cfg.free_frames,
+        "seeds": [seeds[0], seeds[-1]],
+        "valid": float(valid.mean()),
+        "one_ball": float(one_ball(frames).mean()),
+        "no_ball": float(np.isnan(state[..., 0]).mean()),
+        "first_invalid": first_invalid.tolist(),
+    }
 
 
 def _nanmean_rows(a: np.ndarray) -> list[float]:
@@ -359,7 +457,10 @@ __all__ = [
     "action_fidelity",
     "evaluate",
     "evaluate_checkpoint",
+    "first_move_draws",
+    "free_dreams",
     "game_events",
     "rollout_fps",
     "serve_draws",
+    "serve_moments",
 ]
