@@ -75,7 +75,8 @@ def main() -> None:
     print(f"model {args.model}, sampler {json.dumps({k: v for k, v in vars(sampler).items() if v is not None})}")
     for kind, name in enumerate(("ordinary", "serve", "first move")):
         pick = kinds == kind
-        print(f"  {name:10s} {pick.sum():5d} moments: exact {exact[pick].mean():.4f}, valid {valid[pick].mean():.4f}")
+        share = lambda v: f"{v[pick].mean():.4f}" if pick.any() else "-"  # noqa: E731
+        print(f"  {name:10s} {pick.sum():5d} moments: exact {share(exact)}, valid {share(valid)}")
     wrong = Counter()
     for i in np.flatnonzero((kinds == 0) & ~exact):
         parts = []

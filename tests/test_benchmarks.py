@@ -115,3 +115,20 @@ def test_chance_toy_scores_each_sampler_and_knows_a_whole_ball():
     windows = toy.serve_windows(64, torch.Generator().manual_seed(0), toy.NORMALIZATION["pong"])
     on = windows[:, :, 0] / 0.5 * toy.NORMALIZATION["pong"][1] + toy.NORMALIZATION["pong"][0] > 0.5
     assert toy.valid_and_empty(on.flatten(0, 1))[0].all()  # every true frame is a valid serve
+
+
+def test_step_errors_splits_a_pong_models_draws_by_kind():
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "step_errors.py"), "--moments", "300"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {
+        m[1]: (int(m[2]), m[3])
+        for m in re.finditer(r"(ordinary|serve|first move)\s+(\d+) moments: exact ([\d.]+|-)", proc.stdout)
+    }
+    assert list(rows) == ["ordinary", "serve", "first move"] and sum(n for n, _ in rows.values()) == 300, proc.stdout
+    assert float(rows["ordinary"][1]) > 0.9, proc.stdout  # the shipped model's ordinary frames are nearly all exact
+    assert "inexact ordinary frames:" in proc.stdout

@@ -146,6 +146,21 @@ def test_the_chance_loss_needs_a_code_and_a_frame_target(odd_spec):
     assert torch.isfinite(quiet)  # no window with an event: the event head alone learns
 
 
+def test_the_posterior_means_weight_scales_its_term_alone(odd_spec):
+    x = torch.randn(3, 4, 3, 12, 20, generator=torch.Generator().manual_seed(1))
+    event = torch.tensor([True, False, False])
+    model = tiny_model(odd_spec, chance=4).eval()  # eval: no code restarts between the two calls
+    losses = {}
+    for weight in (1.0, 4.0):
+        cfg = LossConfig(chance_mean_weight=weight)
+        noise = draw_chance_noise(cfg, tuple(x.shape), torch.Generator().manual_seed(0))
+        losses[weight] = chance_loss(model.denoiser, x, None, cfg, noise, 5.0, event=event)
+    (one, parts), (four, _) = losses[1.0], losses[4.0]
+    assert parts["mean"] > 0 and float(four - one) == pytest.approx(3 * parts["mean"], rel=1e-4)
+    with pytest.raises(ValueError, match="chance_mean_weight must be >= 0"):
+        LossConfig(chance_mean_weight=-1.0)
+
+
 def new_ball() -> torch.Tensor:
     """[8, 1, 10, 10]: a ball moves right one pixel a frame, then a new one appears at the far side
     (frame 5) and moves left."""

@@ -107,7 +107,7 @@ def chance_loss(
         decoder = weighted_error(err, lam[ev], frames[ev], t - 1, cfg, surprise)
         prior = F.cross_entropy(code_logits[ev].float(), index)
         used = index.unique().numel()
-    loss = mean + decoder + happens + prior + codebook_loss
+    loss = cfg.chance_mean_weight * mean + decoder + happens + prior + codebook_loss
     return loss, {
         "mean": float(mean.detach()),
         "decoder": float(decoder.detach()),

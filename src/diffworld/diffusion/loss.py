@@ -94,6 +94,10 @@ class LossConfig:
     #: (`train.event_frames`: a serve, a spawn), where the code has an outcome to name;
     #: the others are drawn uniformly. Grid worlds; elsewhere all are uniform.
     chance_events: float = 0.5
+    #: Weight of the chance loss's posterior mean (the frame a dream keeps where it draws no event)
+    #: beside the decoder's error: the decoder's larger errors otherwise pull the shared trunk off
+    #: exact ordinary frames (pong's recipe: 5; docs/research-log.md).
+    chance_mean_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -112,6 +116,8 @@ class LossConfig:
             raise ValueError(f"chance_events is a share in [0, 1], got {self.chance_events}")
         if self.chance_weight < 0:
             raise ValueError(f"chance_weight must be >= 0, got {self.chance_weight}")
+        if self.chance_mean_weight < 0:
+            raise ValueError(f"chance_mean_weight must be >= 0, got {self.chance_mean_weight}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context is a probability in [0, 1], got {self.self_context}")
         if self.self_context and self.context != "teacher":
