@@ -16,7 +16,9 @@ split by what the true step was:
 For ordinary frames it then names what was wrong in the inexact ones: the ball (moved elsewhere,
 broken or gone), the player's paddle, the opponent's paddle, or other pixels only (a ghost pixel).
 A long dream is only as good as its ordinary frames: at 0.995 exact, a 1,000-frame dream meets
-about five wrong frames.
+about five wrong frames. For a model with a chance code it also prints the prior's event log odds
+(before the model's correction to the data's rate) at each kind of step: a prior that tells them
+apart puts ordinary frames far below serves and first moves.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import Counter
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from diffworld import WorldModel
 from diffworld.evaluate.forecasts import cases_at, model_forecast
@@ -51,6 +54,26 @@ def moments(context: int, n: int, seed: int = 0) -> tuple[list, np.ndarray]:
             picks.append((ep, int(t) - 1))
             kinds.append(1 if rewards[t] != 0 else 2 if rewards[t - 1] != 0 else 0)
     return picks[:n], np.array(kinds[:n])
+
+
+@torch.no_grad()
+def event_log_odds(
+    model: WorldModel, context: np.ndarray, context_actions: np.ndarray, actions: np.ndarray
+) -> np.ndarray:
+    """[S] the chance prior's event logit for the next frame of each case, as a dream meets it
+    (the context at σ_ctx, the new frame pure noise at σ_max)."""
+    g, s = torch.Generator().manual_seed(0), model.sampler
+    out = []
+    for i in range(0, len(context), 256):
+        c = torch.as_tensor(context[i : i + 256], dtype=torch.float32)
+        b, n = c.shape[:2]
+        x = model.normalize(c) + s.sigma_ctx * torch.randn(c.shape, generator=g)
+        new = s.sigma_max * torch.randn((b, 1) + tuple(c.shape[2:]), generator=g)
+        sigma = torch.cat([torch.full((b, n), s.sigma_ctx), torch.full((b, 1), s.sigma_max)], dim=1)
+        a = torch.as_tensor(np.concatenate([context_actions[i : i + 256], actions[i : i + 256, :1]], axis=1))
+        _, features = model.denoiser(torch.cat([x, new], dim=1), sigma, a, torch.arange(n + 1), features=True)
+        out.append(model.denoiser.net.chance.logits(features)[0])
+    return torch.cat(out).numpy()
 
 
 def main() -> None:
@@ -85,6 +108,14 @@ def main() -> None:
         parts += [name for j, name in ((2, "player"), (3, "opponent")) if not got[i, j] == want[i, j]]
         wrong[" + ".join(parts) or "other pixels"] += 1
     print("  inexact ordinary frames: " + (", ".join(f"{k} {v}" for k, v in wrong.most_common()) or "none"))
+    if model.denoiser.net.chance is not None:
+        odds = event_log_odds(model, at.context, at.context_actions, at.actions)
+        shift = float(model.denoiser.net.chance.event_shift)
+        print(f"  prior's event log odds, median (5th..95th percentile); the model's correction {shift:.2f}:")
+        for kind, name in enumerate(("ordinary", "serve", "first move")):
+            if (kinds == kind).any():
+                q = np.percentile(odds[kinds == kind], [50, 5, 95])
+                print(f"  {name:10s} {q[0]:6.2f} ({q[1]:.2f}..{q[2]:.2f})")
 
 
 if __name__ == "__main__":

@@ -322,6 +322,12 @@ def test_initialising_from_a_trained_model_copies_it_and_refuses_another_world_o
     assert fresh and all(k.startswith("denoiser.net.chance") for k in fresh)
     source = WorldModel.from_pretrained(saved).state_dict()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+    own = tiny_model(odd_spec, seed=2, chance=4, chance_decoder=True)
+    fresh = initialize_from(own, saved)  # a decoder of its own starts as the source's backbone
+    assert fresh and all(k.startswith(("denoiser.net.chance", "denoiser.net.decoder.chance_")) for k in fresh)
+    decoded = {k: v for k, v in own.state_dict().items() if ".decoder." in k}
+    assert len(decoded) > 20
+    assert all(torch.equal(v, source[k.replace(".decoder.", ".", 1)]) for k, v in decoded.items() if "chance" not in k)
     with pytest.raises(ValueError, match="expected a model of the world 'pong'"):
         initialize_from(new_model(pong_episodes), saved)
     with pytest.raises(ValueError, match="expected shape"):

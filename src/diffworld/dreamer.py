@@ -33,7 +33,7 @@ from diffworld.diffusion.guidance import Conditioned, autoguidance, classifier_f
 from diffworld.diffusion.sampling import Denoise, SamplerConfig, in_target_units, karras_sigmas, sample
 from diffworld.inputs import check_actions, check_context, check_guide, check_sampler, null_actions
 from diffworld.model.world_model import WorldModel
-from diffworld.past import CachedPast, Past, RecomputedPast
+from diffworld.past import CachedPast, DecodedPast, Past, RecomputedPast
 
 #: Frames after which the past is rebuilt at positions 0..frames − 2 (see the module notes).
 REBASE_EVERY = 4096
@@ -165,7 +165,8 @@ class Dreamer:
         self.generator = generator
         self.guide_weight = guide_weight
         make = CachedPast if use_cache else RecomputedPast
-        self.pasts: list[Past] = [make(model, model.compiled_denoiser() if compile else model.denoiser)]
+        first = DecodedPast if use_cache and model.denoiser.net.decoder is not None else make
+        self.pasts: list[Past] = [first(model, model.compiled_denoiser() if compile else model.denoiser)]
         if guide is not None and guide_weight != 1.0:
             self.pasts.append(make(guide.eval(), guide.denoiser))
         self.keep = model.frames - 1  # finished frames in view

@@ -184,4 +184,58 @@ class RecomputedPast:
         return part
 
 
-Past = CachedPast | RecomputedPast
+class DecodedPast:
+    """The past of a model whose chance code has a decoder of its own (`DiTConfig.chance_decoder`):
+    the backbone's in a cache, and the frames in view held beside it, which an event's decoding pass
+    runs through the decoder again (the backbone's keys and values are not the decoder's)."""
+
+    def __init__(self, model: WorldModel, denoiser: Callable[..., torch.Tensor]) -> None:
+        self.cached = CachedPast(model, denoiser)
+        self.frames = RecomputedPast(model, model.denoiser)
+
+    def _both(self) -> tuple[CachedPast, RecomputedPast]:
+        return self.cached, self.frames
+
+    def start(self, *args: object, **kwargs: object) -> None:
+        """See `CachedPast.start`."""
+        for past in self._both():
+            past.start(*args, **kwargs)  # type: ignore[arg-type]
+
+    def restart(self, *args: object, **kwargs: object) -> None:
+        """See `CachedPast.restart`."""
+        for past in self._both():
+            past.restart(*args, **kwargs)  # type: ignore[arg-type]
+
+    def feed(self, *args: object) -> None:
+        """See `CachedPast.feed`."""
+        for past in self._both():
+            past.feed(*args)  # type: ignore[arg-type]
+
+    def select(self, keep: torch.Tensor) -> None:
+        """See `CachedPast.select`."""
+        for past in self._both():
+            past.select(keep)
+
+    def denoise(
+        self,
+        x: torch.Tensor,
+        sigma: float,
+        actions: torch.Tensor | None,
+        t: torch.Tensor,
+        base: torch.Tensor | None,
+        **chance: object,
+    ) -> torch.Tensor:
+        """D(x; σ): the backbone's against its cache, or, given a chance `code`, the decoder's over
+        the frames in view."""
+        if chance.get("code") is not None:
+            return self.frames.denoise(x, sigma, actions, t, base, **chance)
+        return self.cached.denoise(x, sigma, actions, t, base, **chance)
+
+    def rows(self, index: torch.Tensor, batch: int) -> DecodedPast:
+        """The past of the dreams `index` (of `batch`) alone (see `CachedPast.rows`)."""
+        part = DecodedPast.__new__(DecodedPast)
+        part.cached, part.frames = self.cached.rows(index, batch), self.frames.rows(index, batch)
+        return part
+
+
+Past = CachedPast | RecomputedPast | DecodedPast

@@ -165,7 +165,8 @@ def build_model(
 def initialize_from(model: WorldModel, checkpoint: str | Path) -> list[str]:
     """Copy the weights and normalisation of a trained model of the same world (a checkpoint directory or a
     shipped model's name) into `model`, to fine-tune it; parts only `model` has (a chance code) keep
-    their fresh initialisation. Returns those parts' tensor names; a one-line ValueError where the
+    their fresh initialisation, except a chance decoder of its own, which starts as the source's
+    backbone. Returns the fresh parts' tensor names; a one-line ValueError where the
     worlds or a shared tensor's shape differ."""
     source = WorldModel.from_pretrained(checkpoint)
     if source.spec != model.spec:
@@ -183,7 +184,12 @@ def initialize_from(model: WorldModel, checkpoint: str | Path) -> list[str]:
                 f"--init {checkpoint}: tensor {name} expected shape {list(own[name].shape)}, found {list(tensor.shape)}"
             )
     model.load_state_dict(found, strict=False)
-    return sorted(set(own) - set(found))
+    fresh = sorted(set(own) - set(found))
+    # A chance decoder of its own starts as the source's backbone (`DiTConfig.chance_decoder`).
+    trunk = {k: k.replace(".decoder.", ".", 1) for k in fresh if ".decoder." in k}
+    start = {k: found[v] for k, v in trunk.items() if v in found and found[v].shape == own[k].shape}
+    model.load_state_dict(start, strict=False)
+    return [k for k in fresh if k not in start]
 
 
 def change_std(data: TrainingData, spec: WorldSpec, std: np.ndarray, sigma_data: float) -> float:

@@ -161,6 +161,29 @@ def test_the_posterior_means_weight_scales_its_term_alone(odd_spec):
         LossConfig(chance_mean_weight=-1.0)
 
 
+def test_with_a_decoder_of_its_own_the_decoders_error_never_reaches_the_backbone(odd_spec):
+    x = torch.randn(3, 4, 3, 12, 20, generator=torch.Generator().manual_seed(1))
+    model = tiny_model(odd_spec, chance=4, chance_decoder=True).eval()  # eval: no code restarts
+    net, event, cfg = model.denoiser.net, torch.tensor([True, True, False]), LossConfig()
+
+    def grads() -> tuple[list[torch.Tensor], dict[str, float]]:
+        model.zero_grad()
+        noise = draw_chance_noise(cfg, tuple(x.shape), torch.Generator().manual_seed(0))
+        loss, parts = chance_loss(model.denoiser, x, None, cfg, noise, 5.0, event=event)
+        loss.backward()
+        return [p.grad.clone() for p in net.blocks.parameters()], parts
+
+    backbone, parts = grads()
+    assert sum(float(g.abs().sum()) for g in backbone) > 0  # the mean and the prior train it
+    assert sum(float(p.grad.abs().sum()) for p in net.decoder.blocks.parameters()) > 0
+    with torch.no_grad():
+        for p in net.decoder.parameters():
+            p.add_(0.05)
+    again, changed = grads()
+    assert changed["decoder"] != pytest.approx(parts["decoder"], rel=1e-3)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(backbone, again))
+
+
 def new_ball() -> torch.Tensor:
     """[8, 1, 10, 10]: a ball moves right one pixel a frame, then a new one appears at the far side
     (frame 5) and moves left."""

@@ -35,6 +35,9 @@ RECORD = os.environ.get("DIFFWORLD_RECORD") == "1"
 #: relative at most over the 20 steps; 1e-4 leaves room for other kernels and still catches a
 #: changed draw, which moves them by whole percents.
 FOREIGN_RTOL = 1e-4
+#: On the recording's torch and vector unit: two CPU models of one vector unit still differ in the
+#: last bits of a float sum (seen: 2e-7 relative), far below a changed draw.
+SAME_RTOL = 1e-6
 
 #: name: (world, world options, model target, loss settings over the world's recommended ones)
 CASES = {
@@ -126,9 +129,9 @@ def flat(numbers) -> list[float]:
 
 
 def check(got, want) -> None:
-    """Equal on the recording's torch and CPU; else within FOREIGN_RTOL."""
+    """Within SAME_RTOL on the recording's torch and vector unit; else within FOREIGN_RTOL."""
     if recorded()["signature"] == recording_signature():
-        assert got == want
+        assert flat(got) == pytest.approx(flat(want), rel=SAME_RTOL)
     else:
         assert flat(got) == pytest.approx(flat(want), rel=FOREIGN_RTOL)
 

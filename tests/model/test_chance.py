@@ -9,7 +9,7 @@ from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
 from diffworld.inputs import check_sampler
 from diffworld.model import chance as chance_module
-from diffworld.model.world_model import WorldModel
+from diffworld.model.world_model import ModelConfig, WorldModel
 from tests.conftest import tiny_model
 
 
@@ -84,10 +84,48 @@ def test_the_chance_sampler_needs_a_code_and_no_guidance(odd_spec):
     check_sampler(odd_spec, SamplerConfig(method="chance"), chance=4)
 
 
+def test_a_decoder_of_its_own_decodes_the_codes_and_leaves_the_pass_without_one_to_the_backbone(odd_spec):
+    model = tiny_model(odd_spec, chance=4, chance_decoder=True)
+    net = model.denoiser.net
+    assert net.decoder is not None and not hasattr(net, "chance_embed") and net.decoder.chance is None
+    x, sigma, a, t = inputs(model)
+    code = torch.randn(3, model.config.dit.chance_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain, coded = model.denoiser(x, sigma, a, t), model.denoiser(x, sigma, a, t, code=code)
+        for p in net.decoder.parameters():
+            p.add_(0.1)
+        assert torch.equal(model.denoiser(x, sigma, a, t), plain)  # the decoder is not in the pass without a code
+        assert (model.denoiser(x, sigma, a, t, code=code)[:, -1] - coded[:, -1]).abs().max() > 1e-3
+        for p in net.blocks.parameters():
+            p.add_(0.1)
+        again = model.denoiser(x, sigma, a, t, code=code)
+        assert torch.equal(again, model.denoiser(x, sigma, a, t, code=code))
+        assert (model.denoiser(x, sigma, a, t) - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="not the backbone's cache"):
+        model.denoiser(x, sigma, a, t, cache=net.new_cache(), code=code)
+    with pytest.raises(ValueError, match=r"needs a chance code \(chance > 0\), found chance 0"):
+        tiny_model(odd_spec, chance_decoder=True)
+
+
+def test_a_new_decoder_starts_as_the_backbone(odd_spec):
+    torch.manual_seed(0)
+    model = WorldModel(
+        odd_spec, ModelConfig.preset("tiny", patch=4, frames=5, chance=4, chance_decoder=True), [0.1] * 3, [0.3] * 3
+    )
+    net = model.denoiser.net
+    decoder = net.decoder.state_dict()
+    shared = [k for k in decoder if k in net.state_dict() and not k.startswith("chance")]
+    assert len(shared) > 20 and all(torch.equal(decoder[k], net.state_dict()[k]) for k in shared)
+
+
+@pytest.mark.parametrize("shift", [None, 20.0], ids=["data-rate", "every-frame-an-event"])
+@pytest.mark.parametrize("decoder", [False, True], ids=["backbone-decodes", "own-decoder"])
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_a_chance_dream_is_the_same_with_or_without_the_cache_and_after_a_reload(odd_spec, tmp_path, use_cache):
-    model = tiny_model(odd_spec, chance=4)
-    model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05)
+def test_a_chance_dream_is_the_same_with_or_without_the_cache_and_after_a_reload(
+    odd_spec, tmp_path, use_cache, decoder, shift
+):
+    model = tiny_model(odd_spec, chance=4, chance_decoder=decoder)
+    model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05, event_shift=shift)
     ctx, acts = torch.rand(2, 2, 3, 12, 20), torch.randint(0, 3, (2, 3))  # 2 + 3 frames: the window of 5
 
     def dream(m, cache):
@@ -97,5 +135,8 @@ def test_a_chance_dream_is_the_same_with_or_without_the_cache_and_after_a_reload
 
     reference = dream(model, True)
     reloaded = WorldModel.from_pretrained(model.save_pretrained(tmp_path / "m"))
-    assert reloaded.config.dit.chance == 4
+    assert reloaded.config.dit.chance == 4 and reloaded.config.dit.chance_decoder == decoder
     assert torch.allclose(dream(reloaded, use_cache), reference, atol=1e-5)
+    if shift is not None:  # every frame decoded: not the frames without a code
+        model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05, event_shift=-20.0)
+        assert not torch.allclose(dream(model, True), reference, atol=1e-3)

@@ -8,7 +8,8 @@ no event, the frame a dream keeps where no event is drawn), B, for the event
 windows only, with the posterior code, which the encoder picks from the target and A's output
 (what the past alone predicts). B's error trains the decoder (and, through the code, the
 encoder). A's features train the prior head: whether an event happens (every window) and which
-code it has (the event windows; the code is a target, not a gradient path).
+code it has (the event windows; the code is a target, not a gradient path). With a decoder of its
+own (`DiTConfig.chance_decoder`) B runs through it, and the decoder's error never reaches the backbone.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ A one-step sampler returns the posterior mean of the new frame, which averages a
 Most frames leave nothing to chance: there the pass without a code is the frame (the one-step
 posterior mean, exact where the past decides). A dream runs that pass, draws from the prior, and
 only where an event is drawn decodes its code in a second pass: 1 + (event rate) network
-evaluations per frame, and the outcome is committed, never averaged.
+evaluations per frame, and the outcome is committed, never averaged. The second pass may run
+through a decoder of its own (`DiTConfig.chance_decoder`), which leaves the first to a backbone
+trained as if it had no chance code.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ frame's tokens. The CPU fast paths the blocks run are in `diffworld.model.kernel
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,11 @@ class DiTConfig:
     chance: int = 0
     #: Width of a chance code's vectors.
     chance_dim: int = 8
+    #: Decode a chance code with a network of its own (the backbone's shape, fine-tuned from its
+    #: weights where a model is initialised from one): the pass without a code is then the
+    #: backbone's alone, trained as a model without a chance code, and an event's frame recomputes
+    #: its past through the decoder. False: the backbone decodes codes too.
+    chance_decoder: bool = False
 
     def __post_init__(self) -> None:
         # Sizes from a context frame and a new one (frames) up to far beyond any model trained here:
@@ -72,6 +77,12 @@ class DiTConfig:
             ("frames", 2, 65_536), ("refine", 0, 1024), ("chance", 0, 65_536), ("chance_dim", 1, 4096)
         ):  # fmt: skip
             check_int(f"dit {name}", getattr(self, name), least, most)
+        if not isinstance(self.chance_decoder, bool):
+            raise ValueError(f"dit chance_decoder: expected true or false, found {self.chance_decoder!r}")
+        if self.chance_decoder and not self.chance:
+            raise ValueError(
+                "dit chance_decoder: a decoder of its own needs a chance code (chance > 0), found chance 0"
+            )
         check_number("dit mlp_ratio", self.mlp_ratio, above=0.0, most=64.0)
         if int(self.width * self.mlp_ratio) < 1:
             raise ValueError(
@@ -289,7 +300,11 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """F(x; c_noise, actions): frames [B, N, *frame] -> frames, causal across N."""
 
-    def __init__(self, cfg: DiTConfig, layout: Layout, action_kind: str = "none", action_n: int = 0) -> None:
+    def __init__(
+        self, cfg: DiTConfig, layout: Layout, action_kind: str = "none", action_n: int = 0, prior: bool = True
+    ) -> None:
+        """`prior`: build the chance code's encoder and prior (False: a chance decoder's net, which
+        only reads codes)."""
         super().__init__()
         if cfg.width % cfg.heads or (cfg.width // cfg.heads) % 2:
             raise ValueError(f"width {cfg.width} must split into {cfg.heads} heads of even size")
@@ -308,13 +323,20 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.final = FinalLayer(cfg.width, layout.token_dim * max(cfg.refine, 1))
         self.refiner = layout.refiner(cfg.refine) if cfg.refine else None
-        self.chance = None
-        if cfg.chance:  # the code joins the new frame's conditioning and each of its tokens
+        self.chance: ChanceCode | None = None
+        self.decoder: DiT | None = None
+        own = cfg.chance and not cfg.chance_decoder
+        if cfg.chance and prior:
             tokens = layout.num_tokens
             self.chance = ChanceCode(tokens * layout.token_dim, cfg.width, cfg.chance, cfg.chance_dim)
+        if own:  # the code joins the new frame's conditioning and each of its tokens
             self.chance_embed = nn.Linear(cfg.chance_dim, cfg.width, bias=False)
-            self.chance_tokens = nn.Linear(cfg.chance_dim, tokens * cfg.width, bias=False)
+            self.chance_tokens = nn.Linear(cfg.chance_dim, layout.num_tokens * cfg.width, bias=False)
         self.initialize_weights()
+        if cfg.chance_decoder and prior:
+            decoder_cfg = replace(cfg, chance_decoder=False)
+            self.decoder = DiT(decoder_cfg, layout, action_kind, action_n, prior=False)
+            self.decoder.load_state_dict(self.state_dict(), strict=False)  # starts as the backbone
 
     def initialize_weights(self) -> None:
         """Xavier linears, small embeddings, and zeros where adaLN-Zero needs them."""
@@ -380,6 +402,10 @@ class DiT(nn.Module):
         after them. code [B, chance_dim]: the chance code of the last frame (the new one; the others
         get none). features: also return the last frame's final tokens [B, S, D] (a chance prior's input).
         """
+        if code is not None and self.decoder is not None:
+            if cache is not None:
+                raise ValueError("a chance decoder of its own reads the frames in view, not the backbone's cache")
+            return self.decoder(x, c_noise, actions, times, mask, code=code, features=features)
         b, n = x.shape[:2]
         if commit and (cache is None or mask is not None or not 0 < commit < n or n > KVCache.spare):
             raise ValueError(
@@ -407,7 +433,7 @@ class DiT(nn.Module):
 
     def with_code(self, h: torch.Tensor, c: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens h [B, N, S, D] and conditioning c [B, N, D] with the chance code [B, chance_dim] of the last frame."""
-        if self.chance is None:
+        if not hasattr(self, "chance_embed"):
             raise ValueError("a chance code was given to a model without one (dit chance = 0)")
         b, n, s, d = h.shape
         if tuple(code.shape) != (b, self.cfg.chance_dim):
