@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +59,41 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says of the processor."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def recording_signature() -> dict[str, str]:
-    """What recorded numbers depend on beyond the code: torch and the CPU's vector unit."""
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    """What recorded numbers depend on beyond the code: torch, the CPU's vector unit and its model
+    (two models of one vector unit may pick other kernels: seen, training runs that part after a step)."""
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(), "model": cpu_model()}
+
+
+def record_mode() -> str | None:
+    """`DIFFWORLD_RECORD`: "1" records anew for a change meant to alter the numbers (recordings of
+    other machines are dropped); "machine" adds this machine's recording of unchanged code beside
+    the others; unset: replay."""
+    mode = os.environ.get("DIFFWORLD_RECORD")
+    if mode not in (None, "1", "machine"):
+        raise ValueError(f"DIFFWORLD_RECORD must be 1 or machine, got {mode!r}")
+    return mode
+
+
+def this_machines(recordings: list[dict]) -> dict | None:
+    """The recording made on this machine's torch, vector unit and CPU model; None where there is none."""
+    return next((r for r in recordings if r["signature"] == recording_signature()), None)
+
+
+def with_recording(recordings: list[dict], entry: dict) -> list[dict]:
+    """`recordings` with `entry` (this machine's, signed here) in place of this machine's, as
+    `record_mode` asks: alone, or beside the other machines'."""
+    entry = {**entry, "signature": recording_signature()}
+    others = [r for r in recordings if r["signature"] != entry["signature"]]
+    return [entry] if record_mode() == "1" else [*others, entry]

@@ -1,12 +1,18 @@
 """Dreams recorded once and replayed: the shipped pong model and tiny seeded models, rolled out and
-stepped with fixed generators, must reproduce `recorded_dreams.npz` exactly.
+stepped with fixed generators, must reproduce the recording made on this machine's torch, vector
+unit and CPU model exactly (`recorded_dreams*.npz`, one per machine), elsewhere `recorded_dreams.npz`
+to float rounding.
 
-Run this file as a script to record the dreams again (only where a change of the dreams is meant).
+Run this file as a script to record the dreams again (only where a change of the dreams is meant;
+the other machines' recordings are removed); with `--machine`, to add this machine's recording of
+unchanged code beside the others.
 """
 
 from __future__ import annotations
 
 import platform
+import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +26,7 @@ from diffworld.model.world_model import ModelConfig, WorldModel
 from diffworld.rollout import rollout
 from diffworld.spec import ActionSpace, WorldSpec
 from diffworld.worlds import collect_episodes, default_policy, make_world
-from tests.conftest import perturb, tiny_model
+from tests.conftest import cpu_model, perturb, tiny_model
 
 RECORDED = Path(__file__).with_name("recorded_dreams.npz")
 
@@ -156,7 +162,21 @@ def dreams() -> dict[str, torch.Tensor]:
 
 def machine() -> str:
     """What the exact numbers depend on: torch's version and the CPU's kernels."""
-    return f"torch {torch.__version__}, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
+    return f"torch {torch.__version__}, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, {cpu_model()}"
+
+
+def recording_of(name: str) -> Path:
+    """Where a machine's recording beside `recorded_dreams.npz` lives."""
+    return RECORDED.with_name(f"recorded_dreams.{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.npz")
+
+
+def recordings() -> dict[str, Path]:
+    """Every recording, by the machine that made it."""
+    out = {}
+    for path in sorted(RECORDED.parent.glob("recorded_dreams*.npz")):
+        with np.load(path) as f:
+            out[str(f["machine"])] = path
+    return out
 
 
 BINARY = ("pong", "bits")
@@ -202,9 +222,8 @@ def recorded_and_dreamed() -> tuple[dict[str, torch.Tensor], dict[str, torch.Ten
         dreamed = dreams()
     finally:
         torch.set_num_threads(threads)
-    with np.load(RECORDED) as f:
-        same_machine = str(f["machine"]) == machine()
-    return load(), dreamed, same_machine
+    mine = recordings().get(machine())
+    return load(mine or RECORDED), dreamed, mine is not None
 
 
 def test_dreams_reproduce_the_recording(recorded_and_dreamed):
@@ -223,5 +242,11 @@ def test_dreams_reproduce_the_recording(recorded_and_dreamed):
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    save()
-    print(f"recorded {len(load())} dreams in {RECORDED} ({RECORDED.stat().st_size / 1e3:.0f} kB) on {machine()}")
+    if "--machine" in sys.argv[1:]:
+        path = recordings().get(machine(), recording_of(machine()))
+    else:
+        path = RECORDED
+        for old in RECORDED.parent.glob("recorded_dreams.*.npz"):
+            old.unlink()
+    save(path)
+    print(f"recorded {len(load(path))} dreams in {path} ({path.stat().st_size / 1e3:.0f} kB) on {machine()}")

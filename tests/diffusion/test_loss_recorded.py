@@ -5,15 +5,17 @@ mode (teacher, forcing, self-context, random shift, a model that diffuses the ch
 first step of one batch trained as one process and as two ranks, each rank keeping its part of
 the batch. A change to how the loss draws its noise, weighs its error or slices a batch shows
 here as a changed number. Torch runs on one thread here (the thread count changes the order of
-float additions); on the CPU and torch that recorded them the numbers must match exactly,
-elsewhere (another vector unit or BLAS kernel) to a tolerance. Record anew with
-`DIFFWORLD_RECORD=1 pytest FILE`, only for a change meant to alter training.
+float additions); on a machine with a recording (torch, vector unit and CPU model) the numbers
+must match to SAME_RTOL. Elsewhere only the first steps' losses are compared, to FOREIGN_RTOL:
+another CPU's kernels send later steps on another course (seen: Lorenz-96 runs whose first loss
+matched to the last bit and whose later losses part by a percent). Record anew with
+`DIFFWORLD_RECORD=1 pytest FILE`, only for a change meant to alter training;
+`DIFFWORLD_RECORD=machine` adds this machine's recording of unchanged code.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,17 +28,14 @@ from diffworld.diffusion.loss import LossConfig
 from diffworld.model.world_model import ModelConfig
 from diffworld.train import TrainConfig, build_model, train
 from diffworld.worlds import collect_episodes, default_policy, make_world, random_policy, training_defaults
-from tests.conftest import perturb, recording_signature
+from tests.conftest import perturb, record_mode, recording_signature, this_machines, with_recording
 
 RECORDED = Path(__file__).with_name("loss_recorded.json")
-RECORD = os.environ.get("DIFFWORLD_RECORD") == "1"
-#: Where the recording's machine and torch differ from this one: relative tolerance on each number.
-#: Reordered float additions move these numbers a little: two threads instead of one, 1.6e-7
-#: relative at most over the 20 steps; 1e-4 leaves room for other kernels and still catches a
-#: changed draw, which moves them by whole percents.
+#: Where no recording is this machine's: relative tolerance on each first step's loss (one forward
+#: pass; a changed draw moves it by whole percents).
 FOREIGN_RTOL = 1e-4
-#: On the recording's torch and vector unit: two CPU models of one vector unit still differ in the
-#: last bits of a float sum (seen: 2e-7 relative), far below a changed draw.
+#: On a machine with a recording: float sums may still differ in their last bits (seen: 2e-7
+#: relative), far below a changed draw.
 SAME_RTOL = 1e-6
 
 #: name: (world, world options, model target, loss settings over the world's recommended ones)
@@ -110,15 +109,16 @@ def parts(out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[float]]:
     return got
 
 
-def recorded() -> dict:
-    return json.loads(RECORDED.read_text()) if RECORDED.exists() else {}
+def recordings() -> list[dict]:
+    return json.loads(RECORDED.read_text())["recordings"] if RECORDED.exists() else []
 
 
 def record(key: str, value) -> None:
-    data = recorded()
-    data[key] = value
-    data["signature"] = recording_signature()
-    RECORDED.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    """Keep `value` under `key` in this machine's recording."""
+    runs = recordings()
+    mine = next((r for r in runs if r["signature"] == recording_signature()), {})
+    runs = with_recording(runs, {**mine, key: value})
+    RECORDED.write_text(json.dumps({"recordings": runs}, indent=1, sort_keys=True) + "\n")
 
 
 def flat(numbers) -> list[float]:
@@ -128,26 +128,33 @@ def flat(numbers) -> list[float]:
     return [x for item in numbers for x in flat(item)] if isinstance(numbers, list) else [numbers]
 
 
-def check(got, want) -> None:
-    """Within SAME_RTOL on the recording's torch and vector unit; else within FOREIGN_RTOL."""
-    if recorded()["signature"] == recording_signature():
-        assert flat(got) == pytest.approx(flat(want), rel=SAME_RTOL)
+def first_steps(numbers: dict) -> list[float]:
+    """What another machine must reproduce: a run's first loss, or a batch's first-step losses."""
+    return [numbers["losses"][0]] if "losses" in numbers else flat(numbers)
+
+
+def check(key: str, got) -> None:
+    """Within SAME_RTOL of this machine's recording; where none is, the first steps within FOREIGN_RTOL."""
+    mine = this_machines(recordings())
+    if mine is not None:
+        assert flat(got) == pytest.approx(flat(mine[key]), rel=SAME_RTOL)
     else:
-        assert flat(got) == pytest.approx(flat(want), rel=FOREIGN_RTOL)
+        want = recordings()[0][key]
+        assert first_steps(got) == pytest.approx(first_steps(want), rel=FOREIGN_RTOL)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_training_matches_the_recorded_run(name, tmp_path):
     got = trained(name, tmp_path)
-    if RECORD:
+    if record_mode():
         record(name, got)
-    check(got, recorded()[name])
+    check(name, got)
 
 
 def test_two_parts_of_a_batch_match_the_recorded_whole(tmp_path, monkeypatch):
     got = parts(tmp_path, monkeypatch)
     for whole, *halves in got.values():
         assert whole == pytest.approx(sum(halves) / 2, rel=1e-6)  # two ranks average to one process's loss
-    if RECORD:
+    if record_mode():
         record("parts", got)
-    check(got, recorded()["parts"])
+    check("parts", got)
