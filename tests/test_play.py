@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.dreamer import Dreamer
 from diffworld.play.protocol import (
     LIMITS,
@@ -26,7 +27,7 @@ from diffworld.play.protocol import (
     key_bindings,
     parse_message,
 )
-from diffworld.play.session import Session
+from diffworld.play.session import Session, settings_of
 from diffworld.worlds import make_world
 from diffworld.worlds.pong import PADDLE_MAX, PADDLE_MIN, PADDLE_SPEED, SPEC, decode
 from tests.conftest import tiny_model
@@ -244,6 +245,17 @@ def test_settings_replace_the_dreamers_sampler(pong_model):
     session.apply_settings(PlaySettings(steps=5, sigma_ctx=0.1, guidance=2.0, fps=10.0))
     assert session.dreamer.sampler == replace(pong_model.sampler, steps=5, sigma_ctx=0.1, guidance=2.0)
     session.step()  # guidance 2 evaluates the unconditional branch too: it must run
+
+
+def test_the_chance_sampler_keeps_one_step_and_no_guidance_in_play():
+    model = tiny_model(SPEC, frames=8, chance=4)
+    model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05)
+    assert settings_of(model.sampler, 30.0) == PlaySettings(steps=1, sigma_ctx=0.05, guidance=1.0, fps=30.0)
+    session = Session(model, settings_of(model.sampler, 30.0), make_world("pong"), seed=0)
+    applied = session.apply_settings(PlaySettings(steps=5, sigma_ctx=0.1, guidance=2.0, fps=10.0))
+    assert applied == session.settings == PlaySettings(steps=1, sigma_ctx=0.1, guidance=1.0, fps=10.0)
+    assert session.dreamer.sampler == replace(model.sampler, steps=1, sigma_ctx=0.1)
+    session.step()
 
 
 def test_without_a_true_world_the_dream_starts_blank_and_plays_alone(pong_model):

@@ -47,18 +47,17 @@ def pong_dreams() -> dict[str, torch.Tensor]:
     ctx_acts = torch.as_tensor(np.stack([e.actions[20:26] for e in episodes]))  # [2, 6]
     acts = torch.as_tensor(np.stack([e.actions[26:38] for e in episodes]))  # [2, 12]
     kw = dict(n_samples=3, context_actions=ctx_acts)
+    euler = SamplerConfig(steps=1, sigma_ctx=model.sampler.sigma_ctx)  # guidance and adaptive steps need an ODE sampler
     out = {
         "pong": rollout(model, ctx, acts, generator=seeded(1), **kw),
-        "pong_cfg": rollout(model, ctx, acts, sampler=replace(model.sampler, guidance=2.0), generator=seeded(2), **kw),
-        "pong_adaptive": rollout(
-            model, ctx, acts, sampler=replace(model.sampler, adaptive_steps=4), generator=seeded(3), **kw
-        ),
+        "pong_cfg": rollout(model, ctx, acts, sampler=replace(euler, guidance=2.0), generator=seeded(2), **kw),
+        "pong_adaptive": rollout(model, ctx, acts, sampler=replace(euler, adaptive_steps=4), generator=seeded(3), **kw),
         "pong_uncached": rollout(model, ctx, acts[:, :6], generator=seeded(4), use_cache=False, **kw),
         "pong_marginal": rollout(
             model, ctx, acts, sampler=replace(model.sampler, method="marginal"), generator=seeded(6), **kw
         ),
     }
-    dreamer = Dreamer(model, 2, replace(model.sampler, adaptive_steps=4), seeded(5))
+    dreamer = Dreamer(model, 2, replace(euler, adaptive_steps=4), seeded(5))
     dreamer.reset(ctx, ctx_acts)
     frames = [dreamer.step(acts[:, h]) for h in range(6)]
     again = episodes[1]  # row 0 restarts from another moment, as long as the frames row 1 holds (7)

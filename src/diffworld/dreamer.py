@@ -105,18 +105,24 @@ def chance_frame(
     """One new frame for each of `rows` dreams [rows, 1, *frame] (world units, on the world's values)
     from a model with a chance code: a pass at σ_max without a code gives the frame where the prior
     draws no event, and the prior's features; the dreams where it draws one decode their drawn code
-    in a second pass at σ_max (those dreams alone)."""
+    in a second pass at σ_max (those dreams alone), after a pass of the decoder without a code where
+    the prior picks codes from its features (`DiTConfig.chance_prior`)."""
     shape = (rows, 1) + tuple(model.spec.frame_shape)
-    s, dev = sampler.sigma_max, model.device
-    frame, features = past.denoise(
-        s * torch.randn(shape, generator=generator, device=dev), s, actions, t, None, features=True
-    )
-    acts, code = model.denoiser.net.chance.draw(features, generator, sampler.event_shift)  # type: ignore[union-attr]
+    s, dev, net = sampler.sigma_max, model.device, model.denoiser.net
+    start = s * torch.randn(shape, generator=generator, device=dev)
+    frame, features = past.denoise(start, s, actions, t, None, features=True)
+    acts = net.chance.events(features, generator, sampler.event_shift)  # type: ignore[union-attr]
     if acts.any():
         index = acts.nonzero()[:, 0]
-        noise = s * torch.randn((len(index),) + shape[1:], generator=generator, device=dev)
         part = past if len(index) == rows else past.rows(index, rows)
         picked = None if actions is None else actions[index]
+        if net.cfg.chance_prior == "decoder":  # the decoder without a code (a zero code adds nothing)
+            none = torch.zeros(len(index), net.cfg.chance_dim, device=dev)
+            features = part.denoise(start[index], s, picked, t, None, code=none, features=True)[1]
+        else:
+            features = features[index]
+        code = net.chance.pick(features, generator)  # type: ignore[union-attr]
+        noise = s * torch.randn((len(index),) + shape[1:], generator=generator, device=dev)
         frame = frame.clone()
         frame[index] = part.denoise(noise, s, picked, t, None, code=code)
     return model.project(model.denormalize(frame))

@@ -184,6 +184,41 @@ def test_with_a_decoder_of_its_own_the_decoders_error_never_reaches_the_backbone
     assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(backbone, again))
 
 
+@pytest.mark.parametrize(
+    ("dit", "loss", "reaches"),
+    [
+        ({"chance_decoder": True}, {}, True),
+        ({"chance_decoder": True}, {"chance_prior_detached": True}, False),
+        ({"chance_decoder": True, "chance_prior": "decoder"}, {}, False),
+    ],
+    ids=["prior-on-backbone", "prior-on-stopped-features", "prior-on-decoder"],
+)
+def test_the_code_priors_loss_reaches_the_backbone_only_where_it_reads_its_features(odd_spec, dit, loss, reaches):
+    """The backbone's gradient with the prior's code head moved: the same unless that head's loss trains it."""
+    x = torch.randn(3, 4, 3, 12, 20, generator=torch.Generator().manual_seed(1))
+    model = tiny_model(odd_spec, chance=4, **dit).eval()  # eval: no code restarts
+    net, event, cfg = model.denoiser.net, torch.tensor([True, True, False]), LossConfig(**loss)
+
+    def grads() -> tuple[list[torch.Tensor], float]:
+        model.zero_grad()
+        noise = draw_chance_noise(cfg, tuple(x.shape), torch.Generator().manual_seed(0))
+        out, parts = chance_loss(model.denoiser, x, None, cfg, noise, 5.0, event=event)
+        out.backward()
+        return [p.grad.clone() for p in net.blocks.parameters()], parts["prior"]
+
+    backbone, prior = grads()
+    with torch.no_grad():
+        net.chance.prior.weight.add_(
+            torch.randn(net.chance.prior.weight.shape, generator=torch.Generator().manual_seed(2))
+        )
+    again, moved = grads()
+    assert moved != pytest.approx(prior, rel=1e-3)  # the head moved: its loss changed
+    same = all(torch.allclose(a, b, atol=1e-7) for a, b in zip(backbone, again))
+    assert same != reaches
+    if dit.get("chance_prior") == "decoder":  # the decoder's features carry it instead
+        assert sum(float(p.grad.abs().sum()) for p in net.decoder.blocks.parameters()) > 0
+
+
 def new_ball() -> torch.Tensor:
     """[8, 1, 10, 10]: a ball moves right one pixel a frame, then a new one appears at the far side
     (frame 5) and moves left."""

@@ -105,6 +105,10 @@ def test_a_decoder_of_its_own_decodes_the_codes_and_leaves_the_pass_without_one_
         model.denoiser(x, sigma, a, t, cache=net.new_cache(), code=code)
     with pytest.raises(ValueError, match=r"needs a chance code \(chance > 0\), found chance 0"):
         tiny_model(odd_spec, chance_decoder=True)
+    with pytest.raises(ValueError, match=r"chance_prior 'decoder': needs a decoder of its own"):
+        tiny_model(odd_spec, chance=4, chance_prior="decoder")
+    with pytest.raises(ValueError, match=r"expected 'backbone' or 'decoder', found 'trunk'"):
+        tiny_model(odd_spec, chance=4, chance_decoder=True, chance_prior="trunk")
 
 
 def test_a_new_decoder_starts_as_the_backbone(odd_spec):
@@ -119,12 +123,16 @@ def test_a_new_decoder_starts_as_the_backbone(odd_spec):
 
 
 @pytest.mark.parametrize("shift", [None, 20.0], ids=["data-rate", "every-frame-an-event"])
-@pytest.mark.parametrize("decoder", [False, True], ids=["backbone-decodes", "own-decoder"])
+@pytest.mark.parametrize(
+    "decoder",
+    [{}, {"chance_decoder": True}, {"chance_decoder": True, "chance_prior": "decoder"}],
+    ids=["backbone-decodes", "own-decoder", "own-decoder-and-prior"],
+)
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_a_chance_dream_is_the_same_with_or_without_the_cache_and_after_a_reload(
     odd_spec, tmp_path, use_cache, decoder, shift
 ):
-    model = tiny_model(odd_spec, chance=4, chance_decoder=decoder)
+    model = tiny_model(odd_spec, chance=4, **decoder)
     model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05, event_shift=shift)
     ctx, acts = torch.rand(2, 2, 3, 12, 20), torch.randint(0, 3, (2, 3))  # 2 + 3 frames: the window of 5
 
@@ -135,7 +143,7 @@ def test_a_chance_dream_is_the_same_with_or_without_the_cache_and_after_a_reload
 
     reference = dream(model, True)
     reloaded = WorldModel.from_pretrained(model.save_pretrained(tmp_path / "m"))
-    assert reloaded.config.dit.chance == 4 and reloaded.config.dit.chance_decoder == decoder
+    assert reloaded.config.dit.chance == 4 and all(getattr(reloaded.config.dit, k) == v for k, v in decoder.items())
     assert torch.allclose(dream(reloaded, use_cache), reference, atol=1e-5)
     if shift is not None:  # every frame decoded: not the frames without a code
         model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05, event_shift=-20.0)

@@ -98,6 +98,10 @@ class LossConfig:
     #: beside the decoder's error: the decoder's larger errors otherwise pull the shared trunk off
     #: exact ordinary frames (pong's recipe: 5; docs/research-log.md).
     chance_mean_weight: float = 1.0
+    #: Whether the chance code's prior (which code, given an event) reads the backbone's features
+    #: without moving them: its cross-entropy stays large for long and otherwise pulls the backbone
+    #: off exact ordinary frames. The event logit still trains the features either way.
+    chance_prior_detached: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):

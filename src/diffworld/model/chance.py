@@ -11,7 +11,8 @@ A one-step sampler returns the posterior mean of the new frame, which averages a
   says which outcome, the past says the rest;
 - a prior head reads the DiT's features of the new frame at σ_max without a code and predicts, given
   the past, whether chance acts on this frame at all (an event: a serve, a spawn) and, if it does,
-  the code's distribution. It learns on windows that over-draw events (they are rare); the log
+  the code's distribution (from the decoder's features where `DiTConfig.chance_prior` says so).
+  It learns on windows that over-draw events (they are rare); the log
   odds between that mix and the data (`event_shift`, set by training) bring a dream back to the
   data's rate (exact: events and ordinary frames are each drawn as in the data).
 
@@ -104,14 +105,27 @@ class ChanceCode(nn.Module):
         pooled = (self.pool(h).softmax(dim=1) * h).sum(1)  # [B, D]
         return event, self.prior(pooled)
 
+    def events(
+        self, features: torch.Tensor, generator: torch.Generator | None = None, shift: float | None = None
+    ) -> torch.Tensor:
+        """Given the features [B, S, D]: bool [B], the rows where chance acts, at the data's event
+        rate, or with `shift` added to the event logit instead of the trained correction
+        (`SamplerConfig.event_shift`)."""
+        event = self.logits(features)[0].float()
+        u = torch.rand(event.shape, generator=generator, device=event.device)
+        return u < torch.sigmoid(event + (self.event_shift if shift is None else shift))
+
+    def pick(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Code vectors [n, dim] drawn from the prior given the features [n, S, D] of n rows where chance acts."""
+        if not len(features):
+            return self.codebook[:0]
+        codes = self.logits(features)[1].float()
+        return self.codebook[torch.multinomial(codes.softmax(-1), 1, generator=generator)[:, 0]]
+
     def draw(
         self, features: torch.Tensor, generator: torch.Generator | None = None, shift: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Given the features [B, S, D]: (bool [B], the rows where chance acts; code vectors [n, dim]
-        drawn for those rows, in their order), at the data's event rate, or with `shift` added to the
-        event logit instead of the trained correction (`SamplerConfig.event_shift`)."""
-        event, codes = (v.float() for v in self.logits(features))
-        u = torch.rand(event.shape, generator=generator, device=event.device)
-        acts = u < torch.sigmoid(event + (self.event_shift if shift is None else shift))
-        pick = torch.multinomial(codes[acts].softmax(-1), 1, generator=generator)[:, 0] if acts.any() else None
-        return acts, self.codebook[pick] if pick is not None else self.codebook[:0]
+        """`events`, then `pick` from the same features: (bool [B], code vectors [n, dim] for those
+        rows, in their order)."""
+        acts = self.events(features, generator, shift)
+        return acts, self.pick(features[acts], generator)

@@ -68,6 +68,11 @@ class DiTConfig:
     #: backbone's alone, trained as a model without a chance code, and an event's frame recomputes
     #: its past through the decoder. False: the backbone decodes codes too.
     chance_decoder: bool = False
+    #: Whose features the chance prior reads to pick a code, given an event: "backbone" (the pass
+    #: without a code, whose features its loss then trains too) or "decoder" (the decoder of its own
+    #: without a code, a third pass at event frames only: the backbone then learns the frames and
+    #: the event logit alone). The event logit always reads the backbone's.
+    chance_prior: str = "backbone"
 
     def __post_init__(self) -> None:
         # Sizes from a context frame and a new one (frames) up to far beyond any model trained here:
@@ -83,6 +88,10 @@ class DiTConfig:
             raise ValueError(
                 "dit chance_decoder: a decoder of its own needs a chance code (chance > 0), found chance 0"
             )
+        if self.chance_prior not in ("backbone", "decoder"):
+            raise ValueError(f"dit chance_prior: expected 'backbone' or 'decoder', found {self.chance_prior!r}")
+        if self.chance_prior == "decoder" and not self.chance_decoder:
+            raise ValueError("dit chance_prior 'decoder': needs a decoder of its own (chance_decoder true), found none")
         check_number("dit mlp_ratio", self.mlp_ratio, above=0.0, most=64.0)
         if int(self.width * self.mlp_ratio) < 1:
             raise ValueError(
@@ -334,7 +343,7 @@ class DiT(nn.Module):
             self.chance_tokens = nn.Linear(cfg.chance_dim, layout.num_tokens * cfg.width, bias=False)
         self.initialize_weights()
         if cfg.chance_decoder and prior:
-            decoder_cfg = replace(cfg, chance_decoder=False)
+            decoder_cfg = replace(cfg, chance_decoder=False, chance_prior="backbone")
             self.decoder = DiT(decoder_cfg, layout, action_kind, action_n, prior=False)
             self.decoder.load_state_dict(self.state_dict(), strict=False)  # starts as the backbone
 

@@ -319,9 +319,9 @@ class Hub:
                     await _fail(ws, str(e), CLOSE_POLICY)
                 return
             if parsed.settings is not None:
-                session.apply_settings(parsed.settings)
+                applied = session.apply_settings(parsed.settings)
                 async with lock:
-                    await ws.send_json({"type": "settings", "settings": parsed.settings.to_dict()})
+                    await ws.send_json({"type": "settings", "settings": applied.to_dict()})
             if parsed.reset:
                 session.reset_requested = True
             if parsed.action is not None:

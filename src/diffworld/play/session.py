@@ -40,8 +40,10 @@ def check_playable(model: WorldModel) -> None:
 
 
 def settings_of(sampler: SamplerConfig, fps: float) -> PlaySettings:
-    """The live settings that `sampler` and a target rate `fps` amount to."""
-    return PlaySettings(steps=sampler.steps, sigma_ctx=sampler.sigma_ctx, guidance=sampler.guidance, fps=fps)
+    """The live settings that `sampler` and a target rate `fps` amount to (the chance sampler: one
+    step, no guidance, whatever else it holds)."""
+    steps = 1 if sampler.method == "chance" else sampler.steps
+    return PlaySettings(steps=steps, sigma_ctx=sampler.sigma_ctx, guidance=sampler.guidance, fps=fps)
 
 
 class Session:
@@ -83,12 +85,17 @@ class Session:
         self.value_range = model.spec.value_range or (0.0, 1.0)
         self.reset()
 
-    def apply_settings(self, settings: PlaySettings) -> None:
-        """Use `settings` from the next frame on (the dreamer's sampler is replaced)."""
+    def apply_settings(self, settings: PlaySettings) -> PlaySettings:
+        """Use `settings` from the next frame on (the dreamer's sampler is replaced); returns those in
+        force. The chance sampler draws each frame in one pass without guidance: there steps and
+        guidance stay 1."""
+        if self.dreamer.sampler.method == "chance":
+            settings = replace(settings, steps=1, guidance=1.0)
         self.settings = settings
         self.dreamer.sampler = replace(
             self.dreamer.sampler, steps=settings.steps, sigma_ctx=settings.sigma_ctx, guidance=settings.guidance
         )
+        return settings
 
     def reset(self) -> int:
         """Restart the dream from a real start: the true game from a fresh seed, stepped frames − 1 times
