@@ -24,7 +24,7 @@ run times both paths in turn, so the machine's drift between minutes cancels in 
 
 The models have random weights (every parameter N(0, 0.05²), so attention and its cache matter;
 speed does not depend on the weights, and a window of 64 frames needs a model trained for it)
-and the shipped `pong` model's sampler (Euler, 1 step). `--model` measures a trained checkpoint
+and one Euler step at the shipped `pong` model's context noise. `--model` measures a trained checkpoint
 instead, from a context of (its window − frames) frames so the dream stays inside its window.
 `--compile` runs both paths' denoising passes through `torch.compile` (`rollout(compile=True)`);
 compiling happens in the untimed warm-up, which dreams the whole `--frames` so every shape the
@@ -41,7 +41,7 @@ from dataclasses import replace
 import torch
 from common import machine, note_emulated_bf16, seconds
 
-from diffworld import WorldModel
+from diffworld import SamplerConfig, WorldModel
 from diffworld.model.dit import PRESETS
 from diffworld.model.world_model import ModelConfig
 from diffworld.rollout import rollout
@@ -56,12 +56,17 @@ CONFIGS = {
 }
 
 
+def one_step(reference: WorldModel) -> SamplerConfig:
+    """One Euler step at the reference's context noise: the random models have no chance code."""
+    return SamplerConfig(steps=1, sigma_ctx=reference.sampler.sigma_ctx)
+
+
 def random_model(reference: WorldModel, config_name: str, window: int) -> WorldModel:
     """A pong model of configuration `config_name` and `window` frames, every parameter N(0, 0.05²)."""
     dit = replace(CONFIGS[config_name], frames=window)
     torch.manual_seed(0)
     model = WorldModel(
-        reference.spec, ModelConfig(dit=dit), reference.mean.cpu(), reference.std.cpu(), reference.sampler
+        reference.spec, ModelConfig(dit=dit), reference.mean.cpu(), reference.std.cpu(), one_step(reference)
     ).eval()
     with torch.no_grad():
         for p in model.parameters():  # adaLN-Zero starts every residual branch closed: open them
@@ -166,10 +171,11 @@ def main() -> None:
         rows = [(args.model, reference.frames - args.frames, reference)]
     else:
         rows = [(name, length, None) for name in args.configs for length in args.contexts]
+    sampler = reference.sampler if args.model else one_step(reference)
     print(f"{machine(args.device)}, {args.precision}{', torch.compile' if args.compile else ''}")
     note_emulated_bf16(args.device, args.precision)
     print(
-        f"sampler: {reference.sampler.method}, {reference.sampler.steps} step(s); "
+        f"sampler: {sampler.method}, {sampler.steps} step(s); "
         f"dreams of 1 and {args.frames} frames, median of {args.repeats}"
     )
     print(f"{'':>32} {'whole dream, frames/s':^31} {'per frame after the first':^31}")
