@@ -101,6 +101,11 @@ def test_a_decoder_of_its_own_decodes_the_codes_and_leaves_the_pass_without_one_
         again = model.denoiser(x, sigma, a, t, code=code)
         assert torch.equal(again, model.denoiser(x, sigma, a, t, code=code))
         assert (model.denoiser(x, sigma, a, t) - plain).abs().max() > 1e-3
+        # no_code: the decoder's pass without a code (the backbone's, were its weights the decoder's)
+        net.load_state_dict({k: v for k, v in net.decoder.state_dict().items() if k in net.state_dict()}, strict=False)
+        assert torch.allclose(
+            model.denoiser(x, sigma, a, t, code=net.no_code(3)), model.denoiser(x, sigma, a, t), atol=1e-6
+        )
     with pytest.raises(ValueError, match="not the backbone's cache"):
         model.denoiser(x, sigma, a, t, cache=net.new_cache(), code=code)
     with pytest.raises(ValueError, match=r"needs a chance code \(chance > 0\), found chance 0"):

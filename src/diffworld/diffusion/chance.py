@@ -8,10 +8,10 @@ no event, the frame a dream keeps where no event is drawn), B, for the event
 windows only, with the posterior code, which the encoder picks from the target and A's output
 (what the past alone predicts). B's error trains the decoder (and, through the code, the
 encoder). A's features train the prior head: whether an event happens (every window) and which
-code it has (the event windows; the code is a target, not a gradient path; with
-`LossConfig.chance_prior_detached` the latter moves the head only, and where the prior reads the
-decoder, `DiTConfig.chance_prior`, it reads the decoder's features of A's input without a code). With a decoder of its
-own (`DiTConfig.chance_decoder`) B runs through it, and the decoder's error never reaches the backbone.
+code it has (the event windows; the code is a target, not a gradient path). The code's head reads
+A's features, or the same stopped (`LossConfig.chance_prior_detached`), or the decoder's features
+of A's input without a code (`DiTConfig.chance_prior`). With a decoder of its own
+(`DiTConfig.chance_decoder`) B runs through it, and the decoder's error never reaches the backbone.
 """
 
 from __future__ import annotations
@@ -84,10 +84,7 @@ def chance_loss(
     noisy = [torch.cat([context, (sigma_max * noise.noise[:, t - 1 + j])[:, None]], dim=1) for j in (0, 1)]
     event = torch.ones(b, dtype=torch.bool, device=dev) if event is None else event.to(dev)
     plain, feats = denoiser(noisy[0], sigma, actions, times, features=True)
-    event_logits, code_logits = chance.logits(feats)
-    if cfg.chance_prior_detached:
-        code_logits = chance.logits(feats.detach())[1]
-    happens = F.binary_cross_entropy_with_logits(event_logits.float(), event.float())
+    happens = F.binary_cross_entropy_with_logits(chance.logits(feats)[0].float(), event.float())
     # A's output is the frame a dream keeps where no event is drawn: E[frame | past, no event],
     # trained on the ordinary windows as the sampler meets it.
     lam = edm_weight(sigma[:, -1:], module.sigma_data)
@@ -110,13 +107,12 @@ def chance_loss(
         decoded = denoiser(noisy[1][ev], sigma[ev], acts, times, code=code)[:, -1:]
         err = (decoded - target[ev, None]).square()  # [E, 1, *frame]
         decoder = weighted_error(err, lam[ev], frames[ev], t - 1, cfg, surprise)
-        if module.net.cfg.chance_prior == "decoder":  # the decoder's features without a code (a zero code adds nothing)
-            none = torch.zeros(len(ev), module.net.cfg.chance_dim, device=dev)
-            _, own = denoiser(noisy[0][ev], sigma[ev], acts, times, code=none, features=True)
-            code_logits = chance.logits(own)[1]
+        if module.net.cfg.chance_prior == "decoder":
+            none = module.net.no_code(len(ev), dev)
+            own = denoiser(noisy[0][ev], sigma[ev], acts, times, code=none, features=True)[1]
         else:
-            code_logits = code_logits[ev]
-        prior = F.cross_entropy(code_logits.float(), index)
+            own = (feats.detach() if cfg.chance_prior_detached else feats)[ev]
+        prior = F.cross_entropy(chance.logits(own)[1].float(), index)
         used = index.unique().numel()
     loss = cfg.chance_mean_weight * mean + decoder + happens + prior + codebook_loss
     return loss, {

@@ -11,10 +11,10 @@ A one-step sampler returns the posterior mean of the new frame, which averages a
   says which outcome, the past says the rest;
 - a prior head reads the DiT's features of the new frame at σ_max without a code and predicts, given
   the past, whether chance acts on this frame at all (an event: a serve, a spawn) and, if it does,
-  the code's distribution (from the decoder's features where `DiTConfig.chance_prior` says so).
-  It learns on windows that over-draw events (they are rare); the log
-  odds between that mix and the data (`event_shift`, set by training) bring a dream back to the
-  data's rate (exact: events and ordinary frames are each drawn as in the data).
+  the code's distribution (from the decoder's features where `DiTConfig.chance_prior` says so). It
+  learns on windows that over-draw events (they are rare); the log odds between that mix and the
+  data (`event_shift`, set by training) bring a dream back to the data's rate (exact: events and
+  ordinary frames are each drawn as in the data).
 
 Most frames leave nothing to chance: there the pass without a code is the frame (the one-step
 posterior mean, exact where the past decides). A dream runs that pass, draws from the prior, and

@@ -440,6 +440,11 @@ class DiT(nn.Module):
         frames = self.layout.from_tokens(out) if self.refiner is None else self.refiner(out)  # [B, N, *frame]
         return (frames, h[:, -1]) if features else frames
 
+    def no_code(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """[n, chance_dim] zeros: given as the code, the decoder's pass without one (the code's
+        embeddings have no bias, so a zero code adds nothing; `DiTConfig.chance_prior`)."""
+        return torch.zeros(n, self.cfg.chance_dim, device=device)
+
     def with_code(self, h: torch.Tensor, c: torch.Tensor, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens h [B, N, S, D] and conditioning c [B, N, D] with the chance code [B, chance_dim] of the last frame."""
         if not hasattr(self, "chance_embed"):
