@@ -332,3 +332,27 @@ def test_initialising_from_a_trained_model_copies_it_and_refuses_another_world_o
         initialize_from(new_model(pong_episodes), saved)
     with pytest.raises(ValueError, match="expected shape"):
         initialize_from(tiny_model(odd_spec, width=64, heads=2), saved)
+
+
+def test_training_only_named_parts_leaves_every_other_tensor_as_it_was(tmp_path, pong_episodes):
+    model = new_model(pong_episodes, chance=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    part = "denoiser.net.chance.event"
+    result = train(model, pong_episodes, tiny_cfg(steps=4, train_only=(part,)), tmp_path / "run", progress=False)
+    for trained in (model, result.model):  # the weights and their EMA
+        moved = [k for k, v in trained.state_dict().items() if not torch.equal(v, before[k])]
+        assert any(k.endswith("weight") for k in moved)
+        assert all(k.startswith(part) for k in moved)  # the event head's weights and its rate correction
+
+
+def test_training_only_parts_that_are_absent_or_get_no_gradient_is_refused(tmp_path, pong_episodes):
+    with pytest.raises(ValueError, match=r"no parameter of this model starts with 'denoiser.net.chance.evnt'"):
+        train(
+            new_model(pong_episodes, chance=4), pong_episodes, tiny_cfg(train_only=("denoiser.net.chance.evnt",)),
+            tmp_path / "a", progress=False,
+        )  # fmt: skip
+    cfg = tiny_cfg(train_only=("denoiser.net.chance.event",), loss=LossConfig(chance_weight=0.0))
+    with pytest.raises(ValueError, match="gives those parameters no gradient"):
+        train(new_model(pong_episodes, chance=4), pong_episodes, cfg, tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="train_only: expected a tuple"):
+        tiny_cfg(train_only="denoiser")

@@ -208,6 +208,11 @@ def train_cmd(
         help="Start from a trained model of the same world (checkpoint directory or shipped name) "
         "and fine-tune it; parts it lacks (a chance code) start fresh.",
     ),
+    train_only: Optional[str] = typer.Option(
+        None,
+        help="Train only the parameters whose names start with these comma-separated prefixes "
+        "(e.g. denoiser.net.chance.event: a chance model's event head); the rest stays frozen.",
+    ),
 ) -> None:
     """Train a world model on an episode store, or on freshly collected episodes of a built-in world.
 
@@ -239,6 +244,7 @@ def train_cmd(
     train_cfg = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
         loss=recommended_loss(source, **_json_overrides(loss, "--loss")), compile=compile_step,
+        train_only=tuple(p.strip() for p in (train_only or "").split(",") if p.strip()),
     )  # fmt: skip
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)

@@ -73,6 +73,10 @@ class TrainConfig:
     #: it needs a C++ compiler. The model, its EMA and the checkpoints are the eager modules: the
     #: compiled step shares their parameters.
     compile: bool = False
+    #: Train only the parameters whose names start with one of these (e.g.
+    #: "denoiser.net.chance.event", the chance prior's event head); the rest stays as it was
+    #: (fine-tuning a part of a trained model). Empty: train everything.
+    train_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, least in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("log_every", 1), ("checkpoint_every", 1)):
@@ -90,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
         if self.compile:  # here, so every caller stops before collecting or training
             check_compiler(self.device)
+        if not isinstance(self.train_only, tuple) or not all(isinstance(p, str) and p for p in self.train_only):
+            raise ValueError(f"train_only: expected a tuple of parameter-name prefixes, got {self.train_only!r}")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -210,14 +216,33 @@ def change_std(data: TrainingData, spec: WorldSpec, std: np.ndarray, sigma_data:
     return math.sqrt(total / count)
 
 
+def freeze_all_but(model: WorldModel, prefixes: tuple[str, ...]) -> None:
+    """Leave only the parameters whose names start with one of `prefixes` trainable (all of them if
+    there are none: nothing is changed); the others keep requires_grad off after training. A
+    one-line ValueError for a prefix that names no parameter."""
+    if not prefixes:
+        return
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            near = sorted({n.rsplit(".", 2)[0] for n in names if n.startswith(prefix.rsplit(".", 1)[0])})[:3]
+            raise ValueError(
+                f"train_only: no parameter of this model starts with {prefix!r} (some that do exist: {near})"
+            )
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+
+
 def make_optimizer(model: WorldModel, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not biases, norms or embeddings' null vectors).
+    """AdamW over the trainable parameters; weight decay on matrices only (not biases, norms or
+    embeddings' null vectors).
 
     The fused kernel updates all parameters in one pass (CPU and CUDA); on the demo's training
     step it and the multi-tensor EMA were ~10% faster than per-parameter loops (docs/research-log.md).
     """
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim >= 2]
+    no_decay = [p for p in trained if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=True)
 
@@ -283,6 +308,7 @@ def train(
     if cfg.batch_size % ranks.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {ranks.world_size} processes")
     model.to(dev).train()
+    freeze_all_but(model, cfg.train_only)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = make_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # windows, noise levels, noise, action dropout
@@ -348,6 +374,8 @@ def train(
                         denoiser, model, sampler, flags, events, cfg, gen, dev, surprise, chance_parts
                     )
             opt.zero_grad(set_to_none=True)
+            if not loss.requires_grad:
+                raise ValueError(f"train_only {list(cfg.train_only)}: this loss gives those parameters no gradient")
             loss.backward()
             loss_value = float(distributed.mean_over_ranks(loss.detach(), ranks))
             if not math.isfinite(loss_value):

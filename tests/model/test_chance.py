@@ -153,3 +153,43 @@ def test_a_chance_dream_is_the_same_with_or_without_the_cache_and_after_a_reload
     if shift is not None:  # every frame decoded: not the frames without a code
         model.sampler = SamplerConfig(method="chance", sigma_ctx=0.05, event_shift=-20.0)
         assert not torch.allclose(dream(model, True), reference, atol=1e-3)
+
+
+def test_the_event_logit_is_the_tokens_odds_plus_a_global_term_that_starts_at_zero_and_can_veto(odd_spec):
+    spec_model = WorldModel(odd_spec, ModelConfig.preset("tiny", patch=4, frames=5, chance=4), [0.1] * 3, [0.3] * 3)
+    chance = spec_model.denoiser.net.chance
+    features = torch.randn(3, 15, spec_model.config.dit.width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens = torch.logsumexp(chance.event(chance.norm(features))[..., 0], dim=1)
+        assert torch.equal(chance.logits(features)[0], tokens)  # a new term adds nothing yet
+        chance.event[-1].bias.fill_(30.0)  # every token sure of an event...
+        assert chance.events(features, shift=0.0).all()
+        chance.event_global[-1].bias.fill_(-60.0)  # ... and the whole frame says no
+        assert not chance.events(features, shift=0.0).any()
+
+
+def test_a_checkpoint_saved_before_the_global_event_term_loads_with_it_at_zero(odd_spec, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = WorldModel(odd_spec, ModelConfig.preset("tiny", patch=4, frames=5, chance=4), [0.1] * 3, [0.3] * 3)
+    model.save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    old = {k: v for k, v in weights.items() if ".chance.event_pool." not in k and ".chance.event_global." not in k}
+    assert len(old) == len(weights) - 6  # the pool and the two layers, weights and biases
+    save_file(old, str(tmp_path / "model.safetensors"))
+    loaded = WorldModel.from_pretrained(tmp_path)
+    fresh = ("event_pool", "event_global.0")  # drawn anew; the last layer, zero, makes them inert
+    assert all(
+        torch.equal(v, loaded.state_dict()[k])
+        for k, v in model.state_dict().items()
+        if not k.split(".chance.")[-1].startswith(fresh)
+    )
+    features = torch.randn(2, 15, model.config.dit.width, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(
+            loaded.denoiser.net.chance.logits(features)[0], model.denoiser.net.chance.logits(features)[0]
+        )
+    del old["denoiser.net.chance.event.0.weight"]  # a tensor that was always there is still required
+    save_file(old, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="missing .*chance.event.0.weight"):
+        WorldModel.from_pretrained(tmp_path)

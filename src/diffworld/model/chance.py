@@ -50,10 +50,16 @@ class ChanceCode(nn.Module):
         self.codebook = nn.Parameter(torch.randn(codes, dim) * 0.5)
         # p(event | past) and p(code | past, event), from the new frame's features at σ_max, normalised
         # (a trained DiT's features run large). An event is local (something appears somewhere): each
-        # token scores it and the scores add up as odds; the code reads the tokens through an
-        # attention pool, so it can depend on where things are.
+        # token scores it and the scores add up as odds. That sum is high wherever one token is unsure
+        # (pong: a ball returned at the paddle's edge into the next token, or missed), and no token
+        # can lower another's, so a term read from all tokens through an attention pool adds its log
+        # odds and can veto; it starts at zero (`DiT.initialize_weights`), so a model given it later
+        # begins where it was. The code reads the tokens through an attention pool of its own, so it
+        # can depend on where things are.
         self.norm = nn.LayerNorm(width)
         self.event = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.event_pool = nn.Linear(width, 1)
+        self.event_global = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, 1))
         self.pool = nn.Linear(width, 1)
         self.prior = nn.Linear(width, codes)
         # Log odds of an event in the data minus those in the training mix, which over-draws events.
@@ -75,7 +81,7 @@ class ChanceCode(nn.Module):
         index = torch.cdist(e.detach(), self.codebook.detach()).argmin(-1)  # [B]
         q = self.codebook[index]
         loss = F.mse_loss(q, e.detach()) + COMMITMENT * F.mse_loss(e, q.detach())
-        if self.training:
+        if self.training and self.codebook.requires_grad:  # a frozen codebook (`TrainConfig.train_only`) stays
             self._restart_dead(e.detach(), index, generator)
         return e + (q - e).detach(), index, loss
 
@@ -102,8 +108,8 @@ class ChanceCode(nn.Module):
         logits [B, codes] given an event)."""
         h = self.norm(features)  # [B, S, D]
         event = torch.logsumexp(self.event(h)[..., 0], dim=1)  # odds: the sum of the tokens'
-        pooled = (self.pool(h).softmax(dim=1) * h).sum(1)  # [B, D]
-        return event, self.prior(pooled)
+        event = event + self.event_global(attention_pool(self.event_pool, h))[:, 0]
+        return event, self.prior(attention_pool(self.pool, h))
 
     def events(
         self, features: torch.Tensor, generator: torch.Generator | None = None, shift: float | None = None
@@ -129,3 +135,8 @@ class ChanceCode(nn.Module):
         rows, in their order)."""
         acts = self.events(features, generator, shift)
         return acts, self.pick(features[acts], generator)
+
+
+def attention_pool(score: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """Tokens h [B, S, D] averaged with the softmax over tokens of `score`'s one logit each: [B, D]."""
+    return (score(h).softmax(dim=1) * h).sum(1)

@@ -367,6 +367,9 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final.ada[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+        if self.chance is not None:  # the prior's global event term starts at zero (`ChanceCode`)
+            nn.init.zeros_(self.chance.event_global[-1].weight)
+            nn.init.zeros_(self.chance.event_global[-1].bias)
 
     def diffusion_times(self) -> torch.Tensor | None:
         """[depth, heads] learned heat-kernel diffusion times τ of a graph model; None without one."""
