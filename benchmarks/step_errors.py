@@ -72,7 +72,7 @@ def event_log_odds(
         sigma = torch.cat([torch.full((b, n), s.sigma_ctx), torch.full((b, 1), s.sigma_max)], dim=1)
         a = torch.as_tensor(np.concatenate([context_actions[i : i + 256], actions[i : i + 256, :1]], axis=1))
         _, features = model.denoiser(torch.cat([x, new], dim=1), sigma, a, torch.arange(n + 1), features=True)
-        out.append(model.denoiser.net.chance.logits(features)[0])
+        out.append(model.denoiser.net.chance.event_logits(features))
     return torch.cat(out).numpy()
 
 

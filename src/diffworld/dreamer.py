@@ -117,9 +117,8 @@ def chance_frame(
         part = past if len(index) == rows else past.rows(index, rows)
         picked = None if actions is None else actions[index]
         if net.cfg.chance_prior == "decoder":
-            features = part.denoise(start[index], s, picked, t, None, code=net.no_code(len(index), dev), features=True)[
-                1
-            ]
+            none = net.no_code(len(index), dev)
+            features = part.denoise(start[index], s, picked, t, None, code=none, features=True)[1]
         else:
             features = features[index]
         code = net.chance.pick(features, generator)  # type: ignore[union-attr]

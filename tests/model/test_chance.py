@@ -37,8 +37,8 @@ def test_features_are_the_last_frames_tokens(odd_spec):
         out, features = model.denoiser(x, sigma, a, t, features=True)
         assert torch.equal(out, model.denoiser(x, sigma, a, t))
     assert features.shape == (3, model.layout.num_tokens, model.config.dit.width)
-    event, codes = model.denoiser.net.chance.logits(features)
-    assert event.shape == (3,) and codes.shape == (3, 4)
+    chance = model.denoiser.net.chance
+    assert chance.event_logits(features).shape == (3,) and chance.code_logits(features).shape == (3, 4)
 
 
 def test_bad_codes_are_named(odd_spec):
@@ -161,7 +161,7 @@ def test_the_event_logit_is_the_tokens_odds_plus_a_global_term_that_starts_at_ze
     features = torch.randn(3, 15, spec_model.config.dit.width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         tokens = torch.logsumexp(chance.event(chance.norm(features))[..., 0], dim=1)
-        assert torch.equal(chance.logits(features)[0], tokens)  # a new term adds nothing yet
+        assert torch.equal(chance.event_logits(features), tokens)  # a new term adds nothing yet
         chance.event[-1].bias.fill_(30.0)  # every token sure of an event...
         assert chance.events(features, shift=0.0).all()
         chance.event_global[-1].bias.fill_(-60.0)  # ... and the whole frame says no
@@ -187,7 +187,7 @@ def test_a_checkpoint_saved_before_the_global_event_term_loads_with_it_at_zero(o
     features = torch.randn(2, 15, model.config.dit.width, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(
-            loaded.denoiser.net.chance.logits(features)[0], model.denoiser.net.chance.logits(features)[0]
+            loaded.denoiser.net.chance.event_logits(features), model.denoiser.net.chance.event_logits(features)
         )
     del old["denoiser.net.chance.event.0.weight"]  # a tensor that was always there is still required
     save_file(old, str(tmp_path / "model.safetensors"))

@@ -84,7 +84,7 @@ def chance_loss(
     noisy = [torch.cat([context, (sigma_max * noise.noise[:, t - 1 + j])[:, None]], dim=1) for j in (0, 1)]
     event = torch.ones(b, dtype=torch.bool, device=dev) if event is None else event.to(dev)
     plain, feats = denoiser(noisy[0], sigma, actions, times, features=True)
-    happens = F.binary_cross_entropy_with_logits(chance.logits(feats)[0].float(), event.float())
+    happens = F.binary_cross_entropy_with_logits(chance.event_logits(feats).float(), event.float())
     # A's output is the frame a dream keeps where no event is drawn: E[frame | past, no event],
     # trained on the ordinary windows as the sampler meets it.
     lam = edm_weight(sigma[:, -1:], module.sigma_data)
@@ -112,7 +112,7 @@ def chance_loss(
             own = denoiser(noisy[0][ev], sigma[ev], acts, times, code=none, features=True)[1]
         else:
             own = (feats.detach() if cfg.chance_prior_detached else feats)[ev]
-        prior = F.cross_entropy(chance.logits(own)[1].float(), index)
+        prior = F.cross_entropy(chance.code_logits(own).float(), index)
         used = index.unique().numel()
     loss = cfg.chance_mean_weight * mean + decoder + happens + prior + codebook_loss
     return loss, {

@@ -103,13 +103,16 @@ class ChanceCode(nn.Module):
             jitter = torch.randn((len(dead), self.dim), generator=generator, device=e.device)
             self.codebook[dead] = e[pick] + 0.01 * jitter
 
-    def logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The new frame's DiT features [B, S, D] at σ_max without a code -> (event logits [B], code
-        logits [B, codes] given an event)."""
+    def event_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The new frame's DiT features [B, S, D] at σ_max without a code -> event logits [B]."""
         h = self.norm(features)  # [B, S, D]
-        event = torch.logsumexp(self.event(h)[..., 0], dim=1)  # odds: the sum of the tokens'
-        event = event + self.event_global(attention_pool(self.event_pool, h))[:, 0]
-        return event, self.prior(attention_pool(self.pool, h))
+        tokens = torch.logsumexp(self.event(h)[..., 0], dim=1)  # odds: the sum of the tokens'
+        return tokens + self.event_global(attention_pool(self.event_pool, h))[:, 0]
+
+    def code_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The new frame's features [B, S, D] without a code (the backbone's or the decoder's,
+        `DiTConfig.chance_prior`) -> code logits [B, codes] given an event."""
+        return self.prior(attention_pool(self.pool, self.norm(features)))
 
     def events(
         self, features: torch.Tensor, generator: torch.Generator | None = None, shift: float | None = None
@@ -117,7 +120,7 @@ class ChanceCode(nn.Module):
         """Given the features [B, S, D]: bool [B], the rows where chance acts, at the data's event
         rate, or with `shift` added to the event logit instead of the trained correction
         (`SamplerConfig.event_shift`)."""
-        event = self.logits(features)[0].float()
+        event = self.event_logits(features).float()
         u = torch.rand(event.shape, generator=generator, device=event.device)
         return u < torch.sigmoid(event + (self.event_shift if shift is None else shift))
 
@@ -125,7 +128,7 @@ class ChanceCode(nn.Module):
         """Code vectors [n, dim] drawn from the prior given the features [n, S, D] of n rows where chance acts."""
         if not len(features):
             return self.codebook[:0]
-        codes = self.logits(features)[1].float()
+        codes = self.code_logits(features).float()
         return self.codebook[torch.multinomial(codes.softmax(-1), 1, generator=generator)[:, 0]]
 
     def draw(
