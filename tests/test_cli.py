@@ -318,6 +318,7 @@ def test_a_model_trained_with_a_chance_code_dreams_with_it_and_others_refuse_the
     run, demo = tmp_path / "chance", demo_dir / "checkpoint"
     train = ["train", "--out", run, "--steps", "3", "--episodes", "2", "--init", demo, "--dit", '{"chance": 4}']
     one_line_error(cli(*train, "--preset", "tiny", check=False), "drop --preset")
+    one_line_error(cli(*train[:-4], "--fresh", "denoiser.net.chance", check=False), "give --init too")
     assert "fresh: denoiser.net.chance" in cli(*train).stdout  # the demo's model, with a chance code added
     config, before = (json.loads((d / "config.json").read_text()) for d in (run / "checkpoint", demo))
     assert config["model"]["dit"] == {**before["model"]["dit"], "chance": 4}

@@ -334,6 +334,25 @@ def test_initialising_from_a_trained_model_copies_it_and_refuses_another_world_o
         initialize_from(tiny_model(odd_spec, width=64, heads=2), saved)
 
 
+def test_parts_named_fresh_start_fresh_even_where_their_shape_differs(tmp_path, odd_spec):
+    from diffworld.train import initialize_from
+    from tests.conftest import tiny_model
+
+    saved = tiny_model(odd_spec, seed=1, chance=4).save_pretrained(tmp_path / "four")
+    more = tiny_model(odd_spec, seed=2, chance=8)  # twice the codes: codebook and code head change shape
+    before = {k: v.clone() for k, v in more.state_dict().items()}
+    with pytest.raises(ValueError, match="denoiser.net.chance.codebook expected shape"):
+        initialize_from(more, saved)
+    part = ("denoiser.net.chance.codebook", "denoiser.net.chance.usage", "denoiser.net.chance.prior")
+    fresh = initialize_from(more, saved, part)
+    assert fresh and all(k.startswith(part) for k in fresh)
+    source = WorldModel.from_pretrained(saved).state_dict()
+    for k, v in more.state_dict().items():
+        assert torch.equal(v, before[k] if k.startswith(part) else source[k]), k
+    with pytest.raises(ValueError, match="--fresh denoiser.net.chance.codebok: expected the start of a tensor name"):
+        initialize_from(more, saved, ("denoiser.net.chance.codebok",))
+
+
 def test_training_only_named_parts_leaves_every_other_tensor_as_it_was(tmp_path, pong_episodes):
     model = new_model(pong_episodes, chance=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -343,6 +362,21 @@ def test_training_only_named_parts_leaves_every_other_tensor_as_it_was(tmp_path,
         moved = [k for k, v in trained.state_dict().items() if not torch.equal(v, before[k])]
         assert any(k.endswith("weight") for k in moved)
         assert all(k.startswith(part) for k in moved)  # the event head's weights and its rate correction
+
+
+def test_resuming_a_run_with_other_parts_to_train_is_refused(tmp_path, pong_episodes):
+    part = ("denoiser.net.chance.event",)
+    cfg = tiny_cfg(steps=2, train_only=part)
+    train(new_model(pong_episodes, chance=4), pong_episodes, cfg, tmp_path, progress=False)
+    for other in ((), ("denoiser.net.chance.event", "denoiser.net.chance.prior")):
+        with pytest.raises(ValueError, match=r"trained \['denoiser.net.chance.event'\]; resuming it needs the same"):
+            cfg = tiny_cfg(steps=4, train_only=other)
+            train(new_model(pong_episodes, chance=4), pong_episodes, cfg, tmp_path, resume=True, progress=False)
+    result = train(
+        new_model(pong_episodes, chance=4), pong_episodes, tiny_cfg(steps=4, train_only=part), tmp_path,
+        resume=True, progress=False,
+    )  # fmt: skip
+    assert result.steps == 4
 
 
 def test_training_only_parts_that_are_absent_or_get_no_gradient_is_refused(tmp_path, pong_episodes):

@@ -213,6 +213,11 @@ def train_cmd(
         help="Train only the parameters whose names start with these comma-separated prefixes "
         "(e.g. denoiser.net.chance.event: a chance model's event head); the rest stays frozen.",
     ),
+    fresh: Optional[str] = typer.Option(
+        None,
+        help="With --init: the parts whose names start with these comma-separated prefixes start fresh "
+        "instead of from its weights, so their shape may differ (e.g. denoiser.net.chance.codebook).",
+    ),
 ) -> None:
     """Train a world model on an episode store, or on freshly collected episodes of a built-in world.
 
@@ -234,6 +239,9 @@ def train_cmd(
             raise FileNotFoundError(f"no episode store at {data}")
     world = world or "pong"
     dit_overrides = _json_overrides(dit, "--dit")
+    fresh_parts = prefixes(fresh)
+    if fresh_parts and init is None:
+        raise ValueError("--fresh names parts of the --init model that start fresh; give --init too")
     if init is not None:
         if preset is not None:
             raise ValueError("--init trains the model it names at its own size; drop --preset (--dit still applies)")
@@ -244,7 +252,7 @@ def train_cmd(
     train_cfg = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
         loss=recommended_loss(source, **_json_overrides(loss, "--loss")), compile=compile_step,
-        train_only=tuple(p.strip() for p in (train_only or "").split(",") if p.strip()),
+        train_only=prefixes(train_only),
     )  # fmt: skip
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)
@@ -259,11 +267,20 @@ def train_cmd(
             log=log,
             overwrite=overwrite,
             init=init,
+            fresh=fresh_parts,
         )
     else:
         fit = "patch" not in dit_overrides
-        train_store(data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite, init=init)
+        train_store(
+            data, out, model_cfg, train_cfg, resume=resume, log=log, fit=fit, overwrite=overwrite, init=init,
+            fresh=fresh_parts,
+        )  # fmt: skip
     log(f"checkpoint: {out / 'checkpoint'}")
+
+
+def prefixes(text: str | None) -> tuple[str, ...]:
+    """Comma-separated parameter-name prefixes -> a tuple of them (none for None)."""
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
 
 def init_config(init: str, dit_overrides: dict[str, Any]) -> Any:

@@ -59,11 +59,13 @@ def train_world(
     validate_every: int = 250,
     overwrite: bool = False,
     init: str | Path | None = None,
+    fresh: tuple[str, ...] = (),
 ) -> TrainResult:
     """Collect `episodes` episodes of a built-in world with its default policy (in memory) and train on them.
 
     `validate` / `validate_every`: early stopping, and `overwrite`: see `diffworld.train.train`.
-    `init`: a trained model of the world (checkpoint or shipped name) to start from (`initialize_from`).
+    `init`: a trained model of the world (checkpoint or shipped name) to start from (`initialize_from`);
+    `fresh`: name prefixes of the parts that start fresh instead.
     """
     check_run_dir(out, resume, overwrite)  # before the episodes are collected
     options = dict(world_options or {})
@@ -77,11 +79,12 @@ def train_world(
     log(f"collected {len(data)} episodes of {world} ({frames} frames) in {time.perf_counter() - t0:.1f}s")
     model = build_model(make().spec, data, model_config, sampler, seed=train_config.seed)
     if init is not None and not resume:
-        start_from(model, init, log)
+        start_from(model, init, log, fresh)
     log(model_summary(model))
     seeds = collect_cfg.seeds
     extra = {
         **({"init": str(init)} if init is not None else {}),
+        **({"init_fresh": list(fresh)} if fresh else {}),
         "data": {
             "world": world,
             "collect": collect_cfg.identity(),
@@ -98,9 +101,9 @@ def train_world(
     return result
 
 
-def start_from(model: WorldModel, init: str | Path, log: Callable[[str], None]) -> None:
+def start_from(model: WorldModel, init: str | Path, log: Callable[[str], None], fresh: tuple[str, ...] = ()) -> None:
     """Initialise `model` from the trained model `init` (`initialize_from`) and log what starts fresh."""
-    new = sorted({k.rsplit(".", 1)[0] for k in initialize_from(model, init)})
+    new = sorted({k.rsplit(".", 1)[0] for k in initialize_from(model, init, fresh)})
     log(f"initialised from {init}; fresh: {', '.join(new) or 'nothing'}")
 
 
@@ -126,12 +129,13 @@ def train_store(
     fit: bool = True,
     overwrite: bool = False,
     init: str | Path | None = None,
+    fresh: tuple[str, ...] = (),
 ) -> TrainResult:
     """Train on an episode store (see `diffworld collect`); the store is validated before anything is written.
 
     `fit` adapts the preset's patch size to the store's frames (`fit_patch`); with False a patch
-    that does not tile the frames is an error. `overwrite`: see `diffworld.train.train`. `init`:
-    as in `train_world`.
+    that does not tile the frames is an error. `overwrite`: see `diffworld.train.train`. `init`,
+    `fresh`: as in `train_world`.
     """
     check_run_dir(out, resume, overwrite)
     store = EpisodeStore.open(data)
@@ -141,12 +145,13 @@ def train_store(
     model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
     check_data(model, store)
     if init is not None and not resume:
-        start_from(model, init, log)
+        start_from(model, init, log, fresh)
     log(f"store {data}: {len(store)} episodes of {store.spec.name} ({store.num_frames} frames)")
     log(model_summary(model))
     known = store.seeds[store.seeds >= 0]
     extra = {
         **({"init": str(init)} if init is not None else {}),
+        **({"init_fresh": list(fresh)} if fresh else {}),
         "data": {
             "store": str(data),
             "world": store.spec.name,

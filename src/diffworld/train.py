@@ -168,12 +168,14 @@ def build_model(
         return WorldModel(spec, config, mean, std, sampler)
 
 
-def initialize_from(model: WorldModel, checkpoint: str | Path) -> list[str]:
+def initialize_from(model: WorldModel, checkpoint: str | Path, fresh: tuple[str, ...] = ()) -> list[str]:
     """Copy the weights and normalisation of a trained model of the same world (a checkpoint directory or a
     shipped model's name) into `model`, to fine-tune it; parts only `model` has (a chance code) keep
     their fresh initialisation, except a chance decoder of its own, which starts as the source's
-    backbone. Returns the fresh parts' tensor names; a one-line ValueError where the
-    worlds or a shared tensor's shape differ."""
+    backbone. So do the parts whose names start with a prefix in `fresh` (the source's are dropped,
+    so their shape may differ: a chance code of more codes). Returns the fresh parts' tensor
+    names; a one-line ValueError where the worlds or a shared tensor's shape differ, or a `fresh`
+    prefix names no tensor of `model`."""
     source = WorldModel.from_pretrained(checkpoint)
     if source.spec != model.spec:
         raise ValueError(
@@ -181,6 +183,10 @@ def initialize_from(model: WorldModel, checkpoint: str | Path) -> list[str]:
             f"{list(model.spec.frame_shape)}, found one of {source.spec.name!r} {list(source.spec.frame_shape)}"
         )
     own, found = model.state_dict(), source.state_dict()
+    for prefix in fresh:
+        if not any(name.startswith(prefix) for name in own):
+            raise ValueError(f"--fresh {prefix}: expected the start of a tensor name of this model, found none")
+    found = {k: v for k, v in found.items() if not k.startswith(tuple(fresh))}
     extra = sorted(set(found) - set(own))
     if extra:
         raise ValueError(f"--init {checkpoint}: its tensors {extra[:3]} have no place in this model")
@@ -315,6 +321,12 @@ def train(
     step, prior_seconds = 0, 0.0
     if resume and holds_run(out):
         check_same_model(ckpt, model)
+        held = tuple(read_train_state(ckpt).get("train", {}).get("train_only", ()))
+        if held != cfg.train_only:  # the optimizer's state holds exactly the parts that run trained
+            raise ValueError(
+                f"{ckpt} holds a run that trained {list(held) or 'every parameter'}; resuming it needs the same "
+                f"train_only, got {list(cfg.train_only) or 'every parameter'}"
+            )
         step = load_train_state(ckpt, model, ema, opt, gen)
         prior_seconds = float(read_train_state(ckpt).get("train_seconds", 0.0))
     frames, actions, ends = flat_arrays(data, model.spec.action.kind)

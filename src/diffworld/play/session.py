@@ -40,10 +40,15 @@ def check_playable(model: WorldModel) -> None:
 
 
 def settings_of(sampler: SamplerConfig, fps: float) -> PlaySettings:
-    """The live settings that `sampler` and a target rate `fps` amount to (the chance sampler: one
-    step, no guidance, whatever else it holds)."""
-    steps = 1 if sampler.method == "chance" else sampler.steps
-    return PlaySettings(steps=steps, sigma_ctx=sampler.sigma_ctx, guidance=sampler.guidance, fps=fps)
+    """The live settings that `sampler` and a target rate `fps` amount to."""
+    live = PlaySettings(steps=sampler.steps, sigma_ctx=sampler.sigma_ctx, guidance=sampler.guidance, fps=fps)
+    return allowed(live, sampler)
+
+
+def allowed(settings: PlaySettings, sampler: SamplerConfig) -> PlaySettings:
+    """`settings` as `sampler`'s method can use them: the chance sampler draws each frame in one
+    pass without guidance, so there steps and guidance stay 1."""
+    return replace(settings, steps=1, guidance=1.0) if sampler.method == "chance" else settings
 
 
 class Session:
@@ -87,11 +92,8 @@ class Session:
 
     def apply_settings(self, settings: PlaySettings) -> PlaySettings:
         """Use `settings` from the next frame on (the dreamer's sampler is replaced); returns those in
-        force. The chance sampler draws each frame in one pass without guidance: there steps and
-        guidance stay 1."""
-        if self.dreamer.sampler.method == "chance":
-            settings = replace(settings, steps=1, guidance=1.0)
-        self.settings = settings
+        force (`allowed`)."""
+        settings = self.settings = allowed(settings, self.dreamer.sampler)
         self.dreamer.sampler = replace(
             self.dreamer.sampler, steps=settings.steps, sigma_ctx=settings.sigma_ctx, guidance=settings.guidance
         )
