@@ -321,14 +321,15 @@ def train(
     step, prior_seconds = 0, 0.0
     if resume and holds_run(out):
         check_same_model(ckpt, model)
-        held = tuple(read_train_state(ckpt).get("train", {}).get("train_only", ()))
+        held_state = read_train_state(ckpt)
+        held = tuple(held_state.get("train", {}).get("train_only", ()))
         if held != cfg.train_only:  # the optimizer's state holds exactly the parts that run trained
             raise ValueError(
                 f"{ckpt} holds a run that trained {list(held) or 'every parameter'}; resuming it needs the same "
                 f"train_only, got {list(cfg.train_only) or 'every parameter'}"
             )
         step = load_train_state(ckpt, model, ema, opt, gen)
-        prior_seconds = float(read_train_state(ckpt).get("train_seconds", 0.0))
+        prior_seconds = float(held_state.get("train_seconds", 0.0))
     frames, actions, ends = flat_arrays(data, model.spec.action.kind)
     sampler = WindowSampler.from_arrays(frames, actions, ends, model.frames)
     surprise = None
