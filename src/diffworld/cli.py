@@ -278,6 +278,27 @@ def train_cmd(
     log(f"checkpoint: {out / 'checkpoint'}")
 
 
+@app.command("recipe")
+@friendly
+def recipe_cmd(
+    recipe: str = typer.Argument(
+        ..., help="A recipe file (TOML: the data, the stages, the final sampler) or a shipped model's name."
+    ),
+    out: Path = typer.Option(..., help="Run directory: stages/<name>/ per stage, checkpoint/ for the final model."),
+    resume: bool = typer.Option(False, help="Skip the stages trained already and continue the one under way."),
+    overwrite: bool = typer.Option(False, help="Train every stage again in place of the run OUT holds."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Train a staged recipe (several runs, each starting from the one before) in one command.
+
+    `diffworld recipe pong --out runs/pong` retrains the shipped `pong` model from nothing.
+    """
+    from diffworld.stages import read_recipe, run_recipe
+
+    final = run_recipe(read_recipe(recipe), out, resume=resume, overwrite=overwrite, device=device, log=typer.echo)
+    typer.echo(f"checkpoint: {final}")
+
+
 def prefixes(text: str | None) -> tuple[str, ...]:
     """Comma-separated parameter-name prefixes -> a tuple of them (none for None)."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
