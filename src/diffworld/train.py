@@ -183,9 +183,7 @@ def initialize_from(model: WorldModel, checkpoint: str | Path, fresh: tuple[str,
             f"{list(model.spec.frame_shape)}, found one of {source.spec.name!r} {list(source.spec.frame_shape)}"
         )
     own, found = model.state_dict(), source.state_dict()
-    for prefix in fresh:
-        if not any(name.startswith(prefix) for name in own):
-            raise ValueError(f"--fresh {prefix}: expected the start of a tensor name of this model, found none")
+    check_prefixes(list(own), fresh, "--fresh", "tensor")
     found = {k: v for k, v in found.items() if not k.startswith(tuple(fresh))}
     extra = sorted(set(found) - set(own))
     if extra:
@@ -228,15 +226,17 @@ def freeze_all_but(model: WorldModel, prefixes: tuple[str, ...]) -> None:
     one-line ValueError for a prefix that names no parameter."""
     if not prefixes:
         return
-    names = [name for name, _ in model.named_parameters()]
+    check_prefixes([name for name, _ in model.named_parameters()], prefixes, "train_only", "parameter")
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+
+
+def check_prefixes(names: list[str], prefixes: tuple[str, ...], option: str, what: str) -> None:
+    """A one-line ValueError for a prefix that starts none of `names`, with a few names near it."""
     for prefix in prefixes:
         if not any(name.startswith(prefix) for name in names):
             near = sorted({n.rsplit(".", 2)[0] for n in names if n.startswith(prefix.rsplit(".", 1)[0])})[:3]
-            raise ValueError(
-                f"train_only: no parameter of this model starts with {prefix!r} (some that do exist: {near})"
-            )
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(prefixes))
+            raise ValueError(f"{option}: no {what} of this model starts with {prefix!r} (some that do exist: {near})")
 
 
 def make_optimizer(model: WorldModel, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -304,6 +304,11 @@ def train(
     ckpt = out / "checkpoint"
     check_run_dir(out, resume, overwrite)
     check_data(model, data)
+    spec = model.spec
+    if cfg.loss.context_flips and (spec.value_kind, spec.layout) != ("binary", "grid"):
+        raise ValueError(
+            f"loss context_flips flips cells of binary grid worlds; {spec.name} is {spec.value_kind} on a {spec.layout}"
+        )
     ranks, dev = distributed.setup(cfg.device)
     if cfg.precision == "bf16" and not native_bf16(dev):
         cap = torch.backends.cpu.get_cpu_capability()
@@ -362,6 +367,10 @@ def train(
     def project(x: torch.Tensor) -> torch.Tensor:  # own predictions fed back as a rollout feeds frames back
         return model.normalize(model.project(model.denormalize(x)))
 
+    def flip(x: torch.Tensor) -> torch.Tensor:  # a binary world's frames with every cell swapped
+        lo, hi = spec.value_range or (0.0, 1.0)
+        return model.normalize(lo + hi - model.denormalize(x))
+
     chance_parts: dict[str, float] = {}
     window_loss_sum, window_count, t0, last_log_t = 0.0, 0, time.perf_counter(), time.perf_counter()
     final_loss = float("nan")
@@ -381,7 +390,7 @@ def train(
                 noise = draw_loss_noise(cfg.loss, batch_shape, acts is not None, gen_for(gen, dev), dev).part(
                     ranks.part
                 )
-                loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project)
+                loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project, flip)
                 if has_chance:
                     loss = loss + cfg.loss.chance_weight * chance_step(
                         denoiser, model, sampler, flags, events, cfg, gen, dev, surprise, chance_parts
