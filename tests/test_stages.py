@@ -170,3 +170,13 @@ def test_resuming_with_a_changed_stage_is_refused(tiny_run, tmp_path):
     changed = read_recipe(write(tmp_path, TINY.replace("lr = 5e-4", "lr = 4e-4")))
     with pytest.raises(ValueError, match="holds stage 'chance' trained with other settings"):
         run_recipe(changed, tiny_run, resume=True, log=lambda _: None, progress=False)
+
+
+def test_a_stage_from_before_a_new_setting_resumes_as_with_its_default(tiny_run):
+    state = tiny_run / "stages" / "chance" / "checkpoint" / "train_state.json"
+    held = json.loads(state.read_text())
+    del held["train"]["loss"]["context_flips"]  # a run written before the setting existed
+    state.write_text(json.dumps(held))
+    lines: list[str] = []
+    run_recipe(read_recipe(tiny_run.parent / "recipe.toml"), tiny_run, resume=True, log=lines.append, progress=False)
+    assert sum("trained already" in line for line in lines) == 3

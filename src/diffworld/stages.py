@@ -193,14 +193,27 @@ def stage_done(run: Path, stage: Stage, train_cfg: TrainConfig, init: Path | Non
     if not (ckpt / "train_state.json").is_file():
         return False
     held = read_train_state(ckpt)
-    want = json.loads(json.dumps({**asdict(train_cfg), "device": held.get("train", {}).get("device")}))
-    found = {"train": held.get("train"), "init": held.get("init")}
+    want = {**plain(train_cfg), "device": held.get("train", {}).get("device")}
+    # A setting newer than the run's diffworld was off then: its default.
+    found = {"train": with_defaults(held.get("train"), plain(TrainConfig())), "init": held.get("init")}
     if found != {"train": want, "init": None if init is None else str(init)}:
         raise ValueError(
             f"{run} holds stage {stage.name!r} trained with other settings or from another start than the recipe's; "
             "--overwrite trains every stage again, or choose another output directory"
         )
     return held["step"] >= stage.steps
+
+
+def plain(config: Any) -> Any:
+    """A dataclass as the JSON a checkpoint holds it in."""
+    return json.loads(json.dumps(asdict(config)))
+
+
+def with_defaults(found: Any, defaults: Any) -> Any:
+    """`found` (a JSON table) with the keys only `defaults` has added, table by table."""
+    if not (isinstance(found, dict) and isinstance(defaults, dict)):
+        return found
+    return {**defaults, **{k: with_defaults(v, defaults.get(k)) for k, v in found.items()}}
 
 
 def run_recipe(
