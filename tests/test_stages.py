@@ -102,6 +102,10 @@ def test_a_stage_cut_short_resumes_to_its_end(tmp_path):
     assert lines[0] == f"stage 1/3 backbone: trained already ({out / 'stages' / 'backbone'})"
     assert "stage 2/3 chance: 2 steps" in lines[1] and "stage 3/3 event: 2 steps" in "\n".join(lines)
     assert read_config(out / "stages" / "chance" / "checkpoint")["step"] == 2
+    # The stage not begun before the cut starts from the stage before (it trains the event head alone).
+    chance = WorldModel.from_pretrained(out / "stages" / "chance" / "checkpoint").state_dict()
+    event = WorldModel.from_pretrained(out / "stages" / "event" / "checkpoint").state_dict()
+    assert all(torch.equal(v, chance[k]) for k, v in event.items() if not k.startswith("denoiser.net.chance.event"))
     assert read_config(out / "checkpoint")["recipe"]["stages"][2]["name"] == "event"
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from diffworld.checks import check_output_dir
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import PRETRAINED_DIR, ModelConfig, WorldModel, read_config
-from diffworld.train import TrainConfig, check_run_dir, read_train_state
+from diffworld.train import TrainConfig, check_run_dir, holds_run, read_train_state
 
 #: The file a shipped model's recipe is kept in, beside its weights.
 RECIPE_FILE = "recipe.toml"
@@ -251,7 +251,9 @@ def run_recipe(
             else:
                 model_cfg = WorldModel.from_pretrained(previous).config.with_dit(**stage.dit)
             args = dict(
-                resume=resume and not overwrite, progress=progress, log=log, overwrite=overwrite, init=previous,
+                # A stage under way continues from its checkpoint; one not begun starts from the stage before.
+                resume=resume and not overwrite and holds_run(run), progress=progress, log=log, overwrite=overwrite,
+                init=previous,
                 fresh=stage.fresh,
             )  # fmt: skip
             if recipe.data is None:
