@@ -179,7 +179,7 @@ def test_resuming_with_a_changed_stage_is_refused(tiny_run, tmp_path):
 def test_a_stage_from_before_a_new_setting_resumes_as_with_its_default(tiny_run):
     state = tiny_run / "stages" / "chance" / "checkpoint" / "train_state.json"
     held = json.loads(state.read_text())
-    del held["train"]["loss"]["context_flips"]  # a run written before the setting existed
+    del held["train"]["loss"]["chance_prior_detached"]  # a run written before the setting existed
     state.write_text(json.dumps(held))
     lines: list[str] = []
     run_recipe(read_recipe(tiny_run.parent / "recipe.toml"), tiny_run, resume=True, log=lines.append, progress=False)

@@ -304,11 +304,6 @@ def train(
     ckpt = out / "checkpoint"
     check_run_dir(out, resume, overwrite)
     check_data(model, data)
-    spec = model.spec
-    if cfg.loss.context_flips and (spec.value_kind, spec.layout) != ("binary", "grid"):
-        raise ValueError(
-            f"loss context_flips flips cells of binary grid worlds; {spec.name} is {spec.value_kind} on a {spec.layout}"
-        )
     ranks, dev = distributed.setup(cfg.device)
     if cfg.precision == "bf16" and not native_bf16(dev):
         cap = torch.backends.cpu.get_cpu_capability()
@@ -367,10 +362,6 @@ def train(
     def project(x: torch.Tensor) -> torch.Tensor:  # own predictions fed back as a rollout feeds frames back
         return model.normalize(model.project(model.denormalize(x)))
 
-    def flip(x: torch.Tensor) -> torch.Tensor:  # a binary world's frames with every cell swapped
-        lo, hi = spec.value_range or (0.0, 1.0)
-        return model.normalize(lo + hi - model.denormalize(x))
-
     chance_parts: dict[str, float] = {}
     window_loss_sum, window_count, t0, last_log_t = 0.0, 0, time.perf_counter(), time.perf_counter()
     final_loss = float("nan")
@@ -390,7 +381,7 @@ def train(
                 noise = draw_loss_noise(cfg.loss, batch_shape, acts is not None, gen_for(gen, dev), dev).part(
                     ranks.part
                 )
-                loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project, flip)
+                loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project)
                 if has_chance:
                     loss = loss + cfg.loss.chance_weight * chance_step(
                         denoiser, model, sampler, flags, events, cfg, gen, dev, surprise, chance_parts

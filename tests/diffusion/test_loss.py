@@ -7,8 +7,6 @@ from diffworld.diffusion.loss import (
     LossConfig,
     draw_loss_noise,
     drop_actions,
-    edge_cells,
-    flip_cells,
     loss_weights,
     motion_weights,
     noised_loss,
@@ -310,50 +308,3 @@ def test_random_shift_refuses_a_fixed_surprise_map():
             torch.Generator(),
             torch.zeros(8, 8),
         )
-
-
-def ball_frames(b: int, t: int) -> torch.Tensor:
-    """[B, T, 1, 8, 8] binary frames, each with a 2×2 ball at a place of its own."""
-    frames = torch.zeros(b, t, 1, 8, 8)
-    for i in range(b):
-        for j in range(t):
-            r, c = 1 + (i + j) % 5, 1 + (2 * i + j) % 5
-            frames[i, j, 0, r : r + 2, c : c + 2] = 1.0
-    return frames
-
-
-def test_flip_cells_flips_one_cell_on_an_objects_edge_in_each_chosen_frame():
-    frames = ball_frames(3, 4)
-    edge = edge_cells(frames, 1 - frames)
-    assert torch.equal(edge.flatten(2).sum(-1), torch.full((3, 4), 16))  # the 4×4 box around each ball
-    chosen = torch.tensor([[True, False, True, True]] * 3)
-    reached = torch.zeros_like(edge)
-    for pick in torch.linspace(0, 0.999, 16):
-        out = flip_cells(frames, 1 - frames, chosen, torch.full((3, 4), float(pick)))
-        changed = out != frames  # [B, T, 1, H, W]
-        assert torch.equal(changed.flatten(2).sum(-1), chosen.long())  # one cell a chosen frame, none elsewhere
-        assert not (changed & ~edge).any()  # only edge cells
-        assert torch.equal(out[changed], 1 - frames[changed])
-        reached |= changed
-    # Every edge cell of a chosen frame is reached as `pick` runs over [0, 1).
-    assert torch.equal(reached[:, [0, 2, 3]], edge[:, [0, 2, 3]])
-    # An empty frame has no edge: nothing to flip.
-    empty = torch.zeros(1, 1, 1, 8, 8)
-    assert torch.equal(flip_cells(empty, 1 - empty, torch.ones(1, 1, dtype=torch.bool), torch.zeros(1, 1)), empty)
-
-
-def test_context_flips_reach_the_context_and_leave_the_targets_true():
-    frames = ball_frames(4, 5)
-    rec = Recorder(0.0)
-    # Every level tiny, so each copy the denoiser sees rounds to its clean frame.
-    cfg = LossConfig(context_flips=1.0, min_context=2, motion_weight=0.0, surprise_weight=0.0, sigma_min=1e-9,
-                     ctx_sigma_max=2e-9, p_mean=-30.0, p_std=0.01)  # fmt: skip
-    window_loss(rec, frames, None, cfg, torch.Generator().manual_seed(0), flip=lambda x: 1 - x)
-    ((seen, _, _),) = rec.calls
-    context, targets = seen[:, :5].round(), seen[:, 5:].round()
-    assert torch.equal((context != frames).flatten(2).sum(-1), torch.ones(4, 5, dtype=torch.long))
-    assert torch.equal(targets, frames[:, 2:])
-    with pytest.raises(ValueError, match="context_flips needs the world's flip"):
-        window_loss(rec, frames, None, cfg, torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="context_flips is a probability"):
-        LossConfig(context_flips=1.5)

@@ -74,12 +74,6 @@ class LossConfig:
     #: distrust recent context; on pong (one Euler step is its sampler; predictions binarised by
     #: `window_loss`'s `project`, as a rollout feeds them back) it slowed learning badly. Off by default.
     self_context: float = 0.0
-    #: Probability that a teacher context frame gets one cell flipped, at a cell on an object's
-    #: edge (its 3×3 neighbourhood holds both values), in binary grid worlds; the targets stay the
-    #: true frames. A dream feeds back the model's rare one-cell errors, and a stray cell read as
-    #: part of an object grows into a second ball; seeing such cells in its past, with the true
-    #: next frame as the target, teaches the model to drop them. Off by default.
-    context_flips: float = 0.0
     #: Where the first pass starts: σ in the target's units (for a model that diffuses the
     #: change, in units of its `change_scale`, as the sampler's levels are).
     self_context_sigma: float = 5.0
@@ -128,10 +122,6 @@ class LossConfig:
             raise ValueError(f"chance_weight must be >= 0, got {self.chance_weight}")
         if self.chance_mean_weight < 0:
             raise ValueError(f"chance_mean_weight must be >= 0, got {self.chance_mean_weight}")
-        if not 0.0 <= self.context_flips <= 1.0:
-            raise ValueError(f"context_flips is a probability in [0, 1], got {self.context_flips}")
-        if self.context_flips and self.context != "teacher":
-            raise ValueError(f"context_flips needs context='teacher', got context={self.context!r}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"self_context is a probability in [0, 1], got {self.self_context}")
         if self.self_context and self.context != "teacher":
@@ -360,8 +350,6 @@ class LossNoise:
     start: torch.Tensor | None
     #: `self_context_steps` − 1 × [B, T', *frame] unit noise of the own predictions' churn.
     churn: tuple[torch.Tensor, ...] = ()
-    #: [B, T, 2] uniforms of `context_flips`: whether each context frame gets a flipped cell, and which.
-    flips: torch.Tensor | None = None
 
     def part(self, part: tuple[int, int]) -> LossNoise:
         """The draws of the `part = (i, n)` slice of the batch: the i-th of n equal parts of its rows."""
@@ -412,8 +400,7 @@ def draw_teacher_noise(
         start = _randn((b, n) + frame, generator, device)  # [B, T', *frame]
         if cfg.self_context_churn:
             churn = tuple(_randn((b, n) + frame, generator, device) for _ in range(cfg.self_context_steps - 1))
-    flips = _rand((b, t, 2), generator, device) if cfg.context_flips > 0 else None  # [B, T, 2]
-    return LossNoise(shift, sigma, target_sigma, noise, drop, own, start, churn, flips)
+    return LossNoise(shift, sigma, target_sigma, noise, drop, own, start, churn)
 
 
 def draw_forcing_noise(
@@ -445,7 +432,6 @@ def noised_loss(
     noise: LossNoise,
     surprise: torch.Tensor | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The window loss of clean frames [B, T, *frame] under the draws `noise` of `draw_loss_noise`.
 
@@ -459,7 +445,7 @@ def noised_loss(
             )
         frames = shift_windows(frames, noise.shift)
     if cfg.context == "teacher":
-        return teacher_loss(denoiser, frames, actions, cfg, noise, surprise, project, flip)
+        return teacher_loss(denoiser, frames, actions, cfg, noise, surprise, project)
     if cfg.context == "forcing":
         return forcing_loss(denoiser, frames, actions, cfg, noise, surprise)
     raise ValueError(f"loss context must be 'teacher' or 'forcing', got {cfg.context!r}")
@@ -487,7 +473,6 @@ def teacher_loss(
     noise: LossNoise,
     surprise: torch.Tensor | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Teacher forcing: each target (frames k..T−1) sees σ_ctx-level copies of the frames before it.
 
@@ -505,10 +490,6 @@ def teacher_loss(
     context = frames
     if noise.own is not None and noise.own.any():
         context = pushforward_context(denoiser, frames, actions, cfg, noise, times, mask, scale, project)
-    if noise.flips is not None:
-        if flip is None:
-            raise ValueError("context_flips needs the world's flip of a cell (binary grid worlds)")
-        context = flip_cells(context, flip(context), noise.flips[..., 0] < cfg.context_flips, noise.flips[..., 1])
     clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
     sigma = torch.cat([noise.sigma, scale * noise.target_sigma], dim=1)  # [B, T + T']
     noisy = clean + sigma[expand] * noise.noise
@@ -516,29 +497,6 @@ def teacher_loss(
     denoised = denoiser(noisy, sigma, acts, times, mask, **base)  # [B, T + T', *frame]
     err = (denoised[:, t:] - frames[:, k:]).square() / scale**2  # [B, T', *frame], targets only
     return weighted_error(err, edm_weight(noise.target_sigma, module.sigma_data), frames, k, cfg, surprise)
-
-
-def edge_cells(frames: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """[B, T, C, H, W] bool: cells whose 3×3 neighbourhood (same channel) holds both of a binary
-    world's values, given the frames and their flipped copy `other` (any units)."""
-    b, t, c, h, w = frames.shape
-    on = (frames > other).float().flatten(0, 2)[:, None]  # [B·T·C, 1, H, W]
-    most = torch.nn.functional.max_pool2d(on, 3, stride=1, padding=1)
-    least = -torch.nn.functional.max_pool2d(-on, 3, stride=1, padding=1)
-    return (most != least).view(b, t, c, h, w)
-
-
-def flip_cells(frames: torch.Tensor, other: torch.Tensor, chosen: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
-    """Frames [B, T, C, H, W] with one edge cell (`edge_cells`) of each `chosen` [B, T] frame set to
-    its value in `other`; `pick` [B, T] in [0, 1) says which of the frame's edge cells, in order."""
-    edge = edge_cells(frames, other).flatten(2)  # [B, T, M]
-    count = edge.sum(-1)  # [B, T]
-    rank = (pick * count).floor()  # [B, T] the rank-th edge cell, counting from 0
-    first = (edge.cumsum(-1) > rank[..., None]) & edge  # [B, T, M] edge cells at or after it
-    at = first.float().argmax(-1)  # [B, T]
-    hit = torch.zeros_like(edge)
-    hit.scatter_(-1, at[..., None], (chosen & (count > 0))[..., None])
-    return torch.where(hit.view_as(frames), other, frames)
 
 
 def pushforward_context(
@@ -619,16 +577,14 @@ def window_loss(
     generator: torch.Generator,
     surprise: torch.Tensor | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mean weighted denoising error over every target frame of a window of clean frames [B, T, *frame].
 
     `surprise` is the [H, W] map of `unforeseen_frequency` over the training data, for grid
     worlds (None: no surprise or event weight). `project` (model units to model units) maps the
     model's own predictions (`self_context`) onto the world's values, as a rollout does before it
-    feeds a frame back; None keeps them as they are. `flip` (model units to model units) gives a
-    binary world's frames with every cell's value swapped (`context_flips`). The draws are made for these B windows; a
+    feeds a frame back; None keeps them as they are. The draws are made for these B windows; a
     process that holds a part of a larger batch draws for the whole and keeps its part (`LossNoise.part`).
     """
     noise = draw_loss_noise(cfg, frames.shape, actions is not None, generator, frames.device)
-    return noised_loss(denoiser, frames, actions, cfg, noise, surprise, project, flip)
+    return noised_loss(denoiser, frames, actions, cfg, noise, surprise, project)
