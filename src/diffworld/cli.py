@@ -225,7 +225,7 @@ def train_cmd(
     `torchrun --nproc_per_node=2 -m diffworld train --data STORE --out RUN`.
     """
     from diffworld.model.world_model import ModelConfig
-    from diffworld.recipes import recommended_loss, train_store, train_world
+    from diffworld.recipes import init_config, recommended_loss, train_store, train_world
     from diffworld.train import TrainConfig
 
     if data is not None:  # the store names its world and holds its episodes: a --world or --episodes would go unused
@@ -302,13 +302,6 @@ def recipe_cmd(
 def prefixes(text: str | None) -> tuple[str, ...]:
     """Comma-separated parameter-name prefixes -> a tuple of them (none for None)."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
-
-
-def init_config(init: str, dit_overrides: dict[str, Any]) -> Any:
-    """The model config of the trained model `init` (checkpoint or shipped name), with `dit_overrides` on top."""
-    from diffworld.model.world_model import WorldModel
-
-    return WorldModel.from_pretrained(init).config.with_dit(**dit_overrides)
 
 
 def _store_world(path: Path) -> str:

@@ -107,6 +107,11 @@ def start_from(model: WorldModel, init: str | Path, log: Callable[[str], None], 
     log(f"initialised from {init}; fresh: {', '.join(new) or 'nothing'}")
 
 
+def init_config(init: str | Path, dit_overrides: dict[str, Any]) -> ModelConfig:
+    """The model config of the trained model `init` (checkpoint or shipped name), with `dit_overrides` on top."""
+    return WorldModel.from_pretrained(init).config.with_dit(**dit_overrides)
+
+
 def model_summary(model: WorldModel) -> str:
     """One log line: the network's size and settings, and what it diffuses when not the frame."""
     target = (

@@ -38,6 +38,7 @@ from typing import Any
 from diffworld.checks import check_output_dir
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.model.world_model import PRETRAINED_DIR, ModelConfig, WorldModel, read_config
+from diffworld.recipes import init_config, recommended_loss, train_store, train_world
 from diffworld.train import TrainConfig, check_run_dir, holds_run, read_train_state
 
 #: The file a shipped model's recipe is kept in, beside its weights.
@@ -79,8 +80,6 @@ class Recipe:
 
     def train_config(self, stage: Stage, device: str = "cpu") -> TrainConfig:
         """The resolved training settings of `stage`."""
-        from diffworld.recipes import recommended_loss
-
         return TrainConfig(
             steps=stage.steps, batch_size=stage.batch_size, lr=stage.lr, seed=stage.seed, device=device,
             loss=recommended_loss(self.source, **stage.loss), train_only=stage.train_only,
@@ -231,29 +230,27 @@ def run_recipe(
     `overwrite` trains every stage again. Without either, an `out` holding any part of a run is
     refused before anything is collected. Returns the final checkpoint's directory.
     """
-    from diffworld.recipes import train_store, train_world
-
     out = check_output_dir(out, "run directory")
     runs = [out / "stages" / s.name for s in recipe.stages]
-    for run in [*runs, out]:  # every refusal before the first stage starts
-        check_run_dir(run, resume and run != out, overwrite or (resume and run == out))
+    for run in runs:  # every refusal before the first stage starts (resume with overwrite among them)
+        check_run_dir(run, resume, overwrite)
+    check_run_dir(out, False, overwrite or resume)  # the final model is written again on a resumed run
     if recipe.data is not None and not recipe.data.exists():
         raise FileNotFoundError(f"no episode store at {recipe.data}")
     previous: Path | None = None
     for i, (stage, run) in enumerate(zip(recipe.stages, runs, strict=True)):
         train_cfg = recipe.train_config(stage, device)
-        if resume and not overwrite and stage_done(run, stage, train_cfg, previous):
+        if resume and stage_done(run, stage, train_cfg, previous):
             log(f"stage {i + 1}/{len(runs)} {stage.name}: trained already ({run})")
         else:
             log(f"stage {i + 1}/{len(runs)} {stage.name}: {stage.steps} steps in {run}")
             if previous is None:
                 model_cfg = ModelConfig.preset(stage.preset or "small", **stage.dit)
             else:
-                model_cfg = WorldModel.from_pretrained(previous).config.with_dit(**stage.dit)
+                model_cfg = init_config(previous, stage.dit)
+            # A stage under way continues from its checkpoint; one not begun starts from the stage before.
             args = dict(
-                # A stage under way continues from its checkpoint; one not begun starts from the stage before.
-                resume=resume and not overwrite and holds_run(run), progress=progress, log=log, overwrite=overwrite,
-                init=previous,
+                resume=resume and holds_run(run), progress=progress, log=log, overwrite=overwrite, init=previous,
                 fresh=stage.fresh,
             )  # fmt: skip
             if recipe.data is None:
@@ -261,12 +258,13 @@ def run_recipe(
             else:
                 train_store(recipe.data, run, model_cfg, train_cfg, fit="patch" not in stage.dit, **args)
         previous = run / "checkpoint"
-    assert previous is not None
-    return finish(previous, out / "checkpoint", recipe)
+    return finish(runs, out / "checkpoint", recipe)
 
 
-def finish(last: Path, final: Path, recipe: Recipe) -> Path:
-    """Write the last stage's model to `final` with the recipe's sampler settings and its stages recorded."""
+def finish(runs: list[Path], final: Path, recipe: Recipe) -> Path:
+    """Write the last stage's model (of the stage run directories `runs`) to `final` with the recipe's
+    sampler settings and its stages recorded."""
+    last = runs[-1] / "checkpoint"
     model = WorldModel.from_pretrained(last)
     model.sampler = replace(model.sampler, **recipe.sampler)
     held = read_config(last)
@@ -274,9 +272,6 @@ def finish(last: Path, final: Path, recipe: Recipe) -> Path:
     extra["recipe"] = {
         "stages": [{k: v for k, v in asdict(s).items() if v not in ((), {}, None)} for s in recipe.stages],
         "sampler": recipe.sampler,
-        "train_seconds": sum(
-            float(read_train_state(last.parent.parent / s.name / "checkpoint").get("train_seconds", 0.0))
-            for s in recipe.stages
-        ),
+        "train_seconds": sum(float(read_train_state(run / "checkpoint").get("train_seconds", 0.0)) for run in runs),
     }
     return model.save_pretrained(final, extra)
