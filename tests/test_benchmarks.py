@@ -132,3 +132,11 @@ def test_step_errors_splits_a_pong_models_draws_by_kind():
     assert list(rows) == ["ordinary", "serve", "first move"] and sum(n for n, _ in rows.values()) == 300, proc.stdout
     assert float(rows["ordinary"][1]) > 0.9, proc.stdout  # the shipped model's ordinary frames are nearly all exact
     assert "inexact ordinary frames:" in proc.stdout
+
+
+def test_graph_attention_measures_both_attentions_at_each_size():
+    out = bench("graph_attention.py", "--nodes", "200", "--repeats", "1", "--train-nodes", "60", "--frames", "2")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["200"]]
+    assert [r[1] for r in rows] == ["dense", "sparse"], out
+    assert all(float(v) > 0 for r in rows for v in r[2:6]), out  # build, forward, train seconds and peak memory
+    assert rows[1][-1].endswith("x") and rows[1][-2].endswith("x"), out  # sparse ÷ dense

@@ -37,6 +37,7 @@ BAD = [
     (DiTConfig, "depth", True, "dit depth: expected an integer in [1, 1024], found True"),
     (TrainConfig, "steps", 0, "train steps: expected an integer >= 1, found 0"),
     (TrainConfig, "batch_size", 0, "train batch_size: expected an integer >= 1, found 0"),
+    (TrainConfig, "subgraph_nodes", -1, "train subgraph_nodes: expected an integer >= 0, found -1"),
     (TrainConfig, "lr", NAN, "train lr: expected a finite number > 0, found nan"),
     (TrainConfig, "lr", 0.0, "train lr: expected a finite number > 0, found 0.0"),
     (TrainConfig, "warmup", -1, "train warmup: expected an integer >= 0, found -1"),

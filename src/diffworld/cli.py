@@ -218,6 +218,11 @@ def train_cmd(
         help="With --init: the parts whose names start with these comma-separated prefixes start fresh "
         "instead of from its weights, so their shape may differ (e.g. denoiser.net.chance.codebook).",
     ),
+    subgraph_nodes: int = typer.Option(
+        0,
+        help="Graph worlds: train each step on a subgraph of about this many nodes (random nodes with all "
+        "their neighbours) instead of the whole graph; 0: the whole graph.",
+    ),
 ) -> None:
     """Train a world model on an episode store, or on freshly collected episodes of a built-in world.
 
@@ -252,7 +257,7 @@ def train_cmd(
     train_cfg = TrainConfig(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,  # type: ignore[arg-type]
         loss=recommended_loss(source, **_json_overrides(loss, "--loss")), compile=compile_step,
-        train_only=prefixes(train_only),
+        train_only=prefixes(train_only), subgraph_nodes=subgraph_nodes,
     )  # fmt: skip
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
     log = typer.echo if main_rank else (lambda _: None)

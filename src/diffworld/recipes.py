@@ -26,6 +26,7 @@ from diffworld.train import (
     build_model,
     check_data,
     check_run_dir,
+    check_subgraphs,
     initialize_from,
     train,
 )
@@ -73,6 +74,7 @@ def train_world(
     make = lambda: make_world(world, **options)  # noqa: E731
     # Fail early on an unknown name or option, or a model that cannot be built or trained here.
     check_model(make().spec, model_config, copies=TRAINING_COPIES, device=train_config.device)
+    check_subgraphs(make().spec, model_config, train_config)
     t0 = time.perf_counter()
     data = collect_episodes(make, collect_cfg.seeds, default_policy(world), collect_cfg.max_steps)
     frames = sum(len(e) for e in data)
@@ -147,6 +149,7 @@ def train_store(
     if fit:
         model_config = fit_patch(store.spec, model_config, log)
     check_model(store.spec, model_config, copies=TRAINING_COPIES, device=train_config.device)
+    check_subgraphs(store.spec, model_config, train_config)
     model = build_model(store.spec, store, model_config, sampler, seed=train_config.seed)
     check_data(model, store)
     if init is not None and not resume:

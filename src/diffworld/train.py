@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -34,7 +35,14 @@ from diffworld.data.episodes import Episode, frame_stats
 from diffworld.data.store import EpisodeStore
 from diffworld.data.windows import WindowSampler, flatten
 from diffworld.diffusion.chance import chance_loss, draw_chance_noise
-from diffworld.diffusion.loss import LossConfig, draw_loss_noise, noised_loss, unforeseen_frequency, unforeseen_pixels
+from diffworld.diffusion.loss import (
+    LossConfig,
+    Subgraph,
+    draw_loss_noise,
+    noised_loss,
+    unforeseen_frequency,
+    unforeseen_pixels,
+)
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.evaluate.events import births, born_cells, occupied
 from diffworld.model.world_model import ModelConfig, WorldModel, check_compiler, read_config
@@ -77,9 +85,17 @@ class TrainConfig:
     #: "denoiser.net.chance.event", the chance prior's event head); the rest stays as it was
     #: (fine-tuning a part of a trained model). Empty: train everything.
     train_only: tuple[str, ...] = ()
+    #: Graph worlds: train each step on a subgraph of about this many nodes (0: the whole graph):
+    #: nodes with all their neighbours, those near where the windows' first frames show activity
+    #: first (`active_nodes`), scored where the whole neighbourhood is present (`draw_subgraph`);
+    #: the model still dreams on the whole graph. For graphs too large to train on whole.
+    subgraph_nodes: int = 0
 
     def __post_init__(self) -> None:
-        for name, least in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("log_every", 1), ("checkpoint_every", 1)):
+        for name, least in (
+            ("steps", 1), ("batch_size", 1), ("warmup", 0), ("log_every", 1), ("checkpoint_every", 1),
+            ("subgraph_nodes", 0),
+        ):  # fmt: skip
             check_int(f"train {name}", getattr(self, name), least)
         check_int("train seed", self.seed, 0, MAX_SEED)
         check_number("train lr", self.lr, above=0.0)
@@ -304,6 +320,7 @@ def train(
     ckpt = out / "checkpoint"
     check_run_dir(out, resume, overwrite)
     check_data(model, data)
+    graph = subgraph_adjacency(model, cfg)  # None: windows of the whole frame
     ranks, dev = distributed.setup(cfg.device)
     if cfg.precision == "bf16" and not native_bf16(dev):
         cap = torch.backends.cpu.get_cpu_capability()
@@ -373,7 +390,13 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
             batch = sampler.sample(cfg.batch_size, gen, ranks.part)
-            x = model.normalize(batch.frames.to(dev))
+            subgraph = None
+            if graph is not None:
+                focus = active_nodes(graph, batch.frames[:, 0])
+                subgraph = draw_subgraph(graph, cfg.subgraph_nodes, gen, dev, focus)
+            x = model.normalize(
+                batch.frames.to(dev) if subgraph is None else batch.frames[:, :, subgraph.nodes.cpu()].to(dev)
+            )
             acts = None if batch.actions is None else batch.actions.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 # Every rank draws the loss's noise for the global batch and keeps its part, as it does the windows.
@@ -381,7 +404,7 @@ def train(
                 noise = draw_loss_noise(cfg.loss, batch_shape, acts is not None, gen_for(gen, dev), dev).part(
                     ranks.part
                 )
-                loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project)
+                loss = noised_loss(denoiser, x, acts, cfg.loss, noise, surprise, project, subgraph)
                 if has_chance:
                     loss = loss + cfg.loss.chance_weight * chance_step(
                         denoiser, model, sampler, flags, events, cfg, gen, dev, surprise, chance_parts
@@ -449,6 +472,75 @@ def train(
     return TrainResult(
         model=ema, steps=step, seconds=prior_seconds + time.perf_counter() - t0, final_loss=final_loss, best=chosen
     )
+
+
+def check_subgraphs(spec: WorldSpec, config: ModelConfig, cfg: TrainConfig) -> None:
+    """Raise a one-line ValueError if `cfg.subgraph_nodes` asks for subgraphs a model of `config` for
+    `spec` cannot train on (not a graph world, or a model with a chance code)."""
+    if not cfg.subgraph_nodes:
+        return
+    if spec.layout != "graph":
+        raise ValueError(f"train subgraph_nodes: expected a graph world, found a {spec.layout} one")
+    if config.dit.chance:
+        raise ValueError("train subgraph_nodes: a model with a chance code trains on whole frames")
+
+
+def subgraph_adjacency(model: WorldModel, cfg: TrainConfig) -> sp.csr_array | None:
+    """The graph whose subgraphs `train` draws (`cfg.subgraph_nodes`), or None where it trains on whole frames."""
+    check_subgraphs(model.spec, model.config, cfg)
+    if not cfg.subgraph_nodes or cfg.subgraph_nodes >= model.layout.num_tokens:  # none asked, or the whole graph fits
+        return None
+    return sp.csr_array(model.layout.adjacency)
+
+
+def draw_subgraph(
+    adjacency: sp.csr_array,
+    budget: int,
+    gen: torch.Generator,
+    device: torch.device | str,
+    focus: np.ndarray | None = None,
+) -> Subgraph:
+    """About `budget` nodes of the graph: nodes in a random order — those of `focus` [N] bool first —
+    each taken with all its neighbours while they fit. Scored (weight > 0): the nodes whose
+    neighbours are all present (the centres, and any other whose neighbourhood came in whole); the
+    rest are context. Weights average 1 over the nodes. At least one centre is taken, whatever its
+    degree."""
+    n = adjacency.shape[0]
+    ptr, idx = adjacency.indptr, adjacency.indices
+    inside, scored = np.zeros(n, bool), np.zeros(n, bool)
+    count, misses = 0, 0
+    order = torch.randperm(n, generator=gen).numpy()
+    if focus is not None:
+        order = np.concatenate([order[focus[order]], order[~focus[order]]])
+    for v in order:
+        around = idx[ptr[v] : ptr[v + 1]]
+        new = int((~inside[around]).sum()) + int(not inside[v])
+        if count and count + new > budget:
+            misses += 1
+            if misses > 64:  # the rest are unlikely to fit either
+                break
+            continue
+        inside[around], inside[v], scored[v] = True, True, True
+        count += new
+        if count >= budget:
+            break
+    nodes = np.flatnonzero(inside)
+    # every node whose neighbours all made it in is scored, not only the centres
+    complete = adjacency[nodes] @ (~inside).astype(np.int64) == 0
+    weight = (scored[nodes] | complete).astype(np.float32)
+    weight *= len(nodes) / weight.sum()
+    return Subgraph(torch.from_numpy(nodes).to(device), torch.from_numpy(weight).to(device))
+
+
+def active_nodes(adjacency: sp.csr_array, first: torch.Tensor) -> np.ndarray:
+    """[N] bool: the nodes whose state in any window's first frame `first` [B, N, F] differs from that
+    frame's typical node (the median over nodes, feature by feature), and their neighbours: where
+    something happens next. A subgraph centred there (`draw_subgraph`'s focus) scores the nodes a
+    spread can reach instead of the many it cannot; chosen from the first frame, before any target
+    frame, so the choice does not select on outcomes."""
+    typical = first.median(dim=1, keepdim=True).values  # [B, 1, F]
+    active = (first != typical).any(-1).any(0).numpy()  # [N]
+    return active | (adjacency @ active.astype(np.int64) > 0)
 
 
 def event_frames(

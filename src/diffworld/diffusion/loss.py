@@ -326,6 +326,15 @@ def own_predictions(
 
 
 @dataclass(frozen=True)
+class Subgraph:
+    """Windows that hold only some nodes of a graph (`TrainConfig.subgraph_nodes`): the nodes [S'], and
+    each one's weight [S'] in the loss (0: context only, a node some of whose neighbours are missing)."""
+
+    nodes: torch.Tensor
+    weight: torch.Tensor
+
+
+@dataclass(frozen=True)
 class LossNoise:
     """Every random draw of one step's window loss, for a batch of B windows of T frames.
 
@@ -432,10 +441,12 @@ def noised_loss(
     noise: LossNoise,
     surprise: torch.Tensor | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    subgraph: Subgraph | None = None,
 ) -> torch.Tensor:
     """The window loss of clean frames [B, T, *frame] under the draws `noise` of `draw_loss_noise`.
 
-    Args as in `window_loss`; `noise` holds B windows' draws (a process's `part` of the global batch's).
+    Args as in `window_loss`; `noise` holds B windows' draws (a process's `part` of the global batch's);
+    `subgraph`: graph frames [B, T, S', F] of these nodes only, scored with these weights.
     """
     if cfg.random_shift:
         if surprise is not None:
@@ -445,9 +456,9 @@ def noised_loss(
             )
         frames = shift_windows(frames, noise.shift)
     if cfg.context == "teacher":
-        return teacher_loss(denoiser, frames, actions, cfg, noise, surprise, project)
+        return teacher_loss(denoiser, frames, actions, cfg, noise, surprise, project, subgraph)
     if cfg.context == "forcing":
-        return forcing_loss(denoiser, frames, actions, cfg, noise, surprise)
+        return forcing_loss(denoiser, frames, actions, cfg, noise, surprise, subgraph)
     raise ValueError(f"loss context must be 'teacher' or 'forcing', got {cfg.context!r}")
 
 
@@ -473,6 +484,7 @@ def teacher_loss(
     noise: LossNoise,
     surprise: torch.Tensor | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    subgraph: Subgraph | None = None,
 ) -> torch.Tensor:
     """Teacher forcing: each target (frames k..T−1) sees σ_ctx-level copies of the frames before it.
 
@@ -489,13 +501,19 @@ def teacher_loss(
     mask = teacher_mask(t, k, dev)
     context = frames
     if noise.own is not None and noise.own.any():
+        if subgraph is not None:
+            raise ValueError("self_context draws frames of the whole graph; train on subgraphs without it")
         context = pushforward_context(denoiser, frames, actions, cfg, noise, times, mask, scale, project)
     clean = torch.cat([context, frames[:, k:]], dim=1)  # [B, T + T', *frame]
     sigma = torch.cat([noise.sigma, scale * noise.target_sigma], dim=1)  # [B, T + T']
     noisy = clean + sigma[expand] * noise.noise
-    base = {} if getattr(module, "change_std", None) is None else {"base": context[:, k - 1 : t - 1]}
-    denoised = denoiser(noisy, sigma, acts, times, mask, **base)  # [B, T + T', *frame]
+    extra = {} if getattr(module, "change_std", None) is None else {"base": context[:, k - 1 : t - 1]}
+    if subgraph is not None:
+        extra["nodes"] = subgraph.nodes
+    denoised = denoiser(noisy, sigma, acts, times, mask, **extra)  # [B, T + T', *frame]
     err = (denoised[:, t:] - frames[:, k:]).square() / scale**2  # [B, T', *frame], targets only
+    if subgraph is not None:  # [B, T', S', F]: each node's error by its weight
+        err = err * subgraph.weight[:, None]
     return weighted_error(err, edm_weight(noise.target_sigma, module.sigma_data), frames, k, cfg, surprise)
 
 
@@ -535,6 +553,7 @@ def forcing_loss(
     cfg: LossConfig,
     noise: LossNoise,
     surprise: torch.Tensor | None = None,
+    subgraph: Subgraph | None = None,
 ) -> torch.Tensor:
     """Diffusion forcing: one causal pass, every frame at its own level; frames k..T−1 are scored."""
     t = frames.shape[1]
@@ -544,8 +563,11 @@ def forcing_loss(
     expand = (...,) + (None,) * (frames.ndim - 2)
     times = torch.arange(t, device=frames.device)
     acts = without_actions(actions, noise.drop)
-    denoised = denoiser(frames + noise.sigma[expand] * noise.noise, noise.sigma, acts, times)  # [B, T, *frame]
+    extra = {} if subgraph is None else {"nodes": subgraph.nodes}
+    denoised = denoiser(frames + noise.sigma[expand] * noise.noise, noise.sigma, acts, times, **extra)
     err = (denoised - frames).square()[:, k:]  # [B, T', *frame]
+    if subgraph is not None:
+        err = err * subgraph.weight[:, None]
     return weighted_error(err, edm_weight(noise.sigma[:, k:], module.sigma_data), frames, k, cfg, surprise)
 
 

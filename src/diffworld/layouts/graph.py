@@ -9,8 +9,14 @@ from the spectrum of the graph's normalised Laplacian  L = I − D^{-1/2} A D^{-
   that has diffused for a time τ_h along the edges, so a head attends locally for small τ_h
   and across the whole graph for large τ_h.
 
-Cost: the dense eigendecomposition is O(N³) in float64, once, when the layout is built
-(about a second at N = 2,000 on a laptop CPU; a few thousand nodes is the practical limit).
+Two kinds of spatial attention (`attention`):
+
+- "dense": every node attends to every node. The eigendecomposition is O(N³) in float64, once,
+  when the layout is built (about a second at N = 2,000), and the bias holds N² entries per
+  layer and head: a few thousand nodes is the practical limit.
+- "sparse": each node attends to itself and its neighbours within `hops` hops; positions come from
+  a sparse eigensolver and the bias is the heat kernel on those pairs only (`sparse_graph`), so
+  cost and memory grow with the edges.
 """
 
 from __future__ import annotations
@@ -20,17 +26,28 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
+from diffworld.layouts.heat_kernel import LearnedDiffusionTimes
 from diffworld.layouts.rows import RowTokens
+from diffworld.layouts.sparse_graph import (
+    SparseHeatKernelBias,
+    attention_pattern,
+    chebyshev_moments,
+    smallest_eigen,
+    sparse_adjacency,
+    sparse_normalized_laplacian,
+)
 
 #: At most this many eigenvectors become positional features: the low end of the spectrum
 #: carries the graph's large-scale shape, the high end is noisy and often degenerate.
 MAX_EIGVECS = 16
+#: The kinds of spatial attention a graph layout offers.
+ATTENTIONS = ("dense", "sparse")
 
 
 class GraphLayout(RowTokens):
-    """One token per node; Laplacian-eigenvector positions and a heat-kernel attention bias."""
+    """One token per node; Laplacian-eigenvector positions and a heat-kernel attention bias, over all
+    pairs of nodes ("dense") or over each node's neighbourhood of `hops` hops ("sparse")."""
 
     name = "graph"
 
@@ -42,17 +59,30 @@ class GraphLayout(RowTokens):
         frame_shape: tuple[int, int],
         edges: Sequence[tuple[int, int]],
         num_eigvecs: int = MAX_EIGVECS,
+        attention: str = "dense",
+        hops: int = 1,
     ) -> None:
         n, f = frame_shape
         if n < 2 or f < 1:
             raise ValueError(f"a graph frame is (N, F) with N >= 2 nodes and F >= 1 features, got {frame_shape}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"graph attention: expected one of {', '.join(ATTENTIONS)}, found {attention!r}")
         self.frame_shape = (n, f)
-        self.num_eigvecs = num_eigvecs
-        self.adjacency = adjacency(n, edges)  # [N, N] float64, symmetric 0/1
-        self.eigvals, self.eigvecs = laplacian_eigen(self.adjacency)  # [N], [N, N]
+        self.num_eigvecs, self.attention, self.hops = num_eigvecs, attention, hops
+        if attention == "dense":
+            self.adjacency = adjacency(n, edges)  # [N, N] float64, symmetric 0/1
+            self.eigvals, self.eigvecs = laplacian_eigen(self.adjacency)  # [N], [N, N]
+        else:
+            self.adjacency = sparse_adjacency(n, edges)  # CSR
+            # the smallest num_eigvecs + 1: the first (constant on a connected graph) is skipped
+            self.eigvals, self.eigvecs = smallest_eigen(self.adjacency, num_eigvecs + 1)  # [k + 1], [N, k + 1]
+            self.pattern = attention_pattern(self.adjacency, hops)  # (dst [E], src [E])
 
     def laplacian(self) -> np.ndarray:
-        """[N, N] normalised Laplacian I − D^{-1/2} A D^{-1/2} (an isolated node's row is zero)."""
+        """[N, N] normalised Laplacian I − D^{-1/2} A D^{-1/2} (an isolated node's row is zero; sparse
+        CSR for a sparse layout)."""
+        if self.attention == "sparse":
+            return sparse_normalized_laplacian(self.adjacency)
         return normalized_laplacian(self.adjacency)
 
     def positions(self, dim: int) -> torch.Tensor:
@@ -65,7 +95,7 @@ class GraphLayout(RowTokens):
         therefore stores these features with its weights, so a loaded model sees the basis it
         was trained with.
         """
-        k = min(self.num_eigvecs, dim, self.frame_shape[0] - 1)
+        k = min(self.num_eigvecs, dim, self.frame_shape[0] - 1, self.eigvecs.shape[1] - 1)
         u = self.eigvecs[:, 1 : k + 1] * math.sqrt(self.frame_shape[0])  # [N, k]
         return torch.from_numpy(u).float()
 
@@ -73,12 +103,16 @@ class GraphLayout(RowTokens):
         """No fixed bias: the graph's bias is learned (see `attention_bias_module`)."""
         return None
 
-    def attention_bias_module(self, heads: int, layers: int) -> HeatKernelBias:
-        """The learned heat-kernel bias, a diffusion time per layer and head."""
-        return HeatKernelBias(torch.from_numpy(self.eigvals), torch.from_numpy(self.eigvecs), heads, layers)
+    def attention_bias_module(self, heads: int, layers: int) -> HeatKernelBias | SparseHeatKernelBias:
+        """The learned heat-kernel bias, a diffusion time per layer and head (on the pattern's pairs when sparse)."""
+        if self.attention == "dense":
+            return HeatKernelBias(torch.from_numpy(self.eigvals), torch.from_numpy(self.eigvecs), heads, layers)
+        dst, src = self.pattern
+        moments = chebyshev_moments(self.adjacency, dst, src)
+        return SparseHeatKernelBias(dst, src, moments, self.frame_shape[0], heads, layers)
 
 
-class HeatKernelBias(nn.Module):
+class HeatKernelBias(LearnedDiffusionTimes):
     """Additive spatial-attention bias log(ε + exp(−τ L)) with a learned diffusion time τ > 0.
 
     One module serves the whole DiT: `log_tau` is [layers, heads], so every block and head has
@@ -90,10 +124,7 @@ class HeatKernelBias(nn.Module):
     λ_max grows with the largest degree and a useful τ would depend on the graph). Its heat
     kernel is the random-walk heat kernel D^{-1/2}·exp(−τ L_rw)·D^{1/2} made symmetric; it is
     entrywise non-negative, and its rows weighted by √degree sum to √degree (heat is conserved).
-
-    τ = exp(log_tau), initialised log-spaced from 0.1 to 10 across heads (the same in every
-    layer): at τ = 0.1 heat has barely left a node (local attention), at τ = 10 it has spread
-    over the graph's connected component (global attention).
+    τ is initialised as `LearnedDiffusionTimes` says.
 
     Cost: exp(−τL) = U diag(e^{−τλ}) Uᵀ is one [N, N] × [N, N] product per layer and head,
     O(layers·heads·N³) per forward pass and [layers, heads, N, N] floats of memory — fine up to
@@ -110,21 +141,12 @@ class HeatKernelBias(nn.Module):
         eps: float = 1e-4,
         tau_range: tuple[float, float] = (0.1, 10.0),
     ) -> None:
-        super().__init__()
+        super().__init__(heads, layers, eps, tau_range)
         n = eigvals.shape[0]
         if eigvecs.shape != (n, n):
             raise ValueError(f"expected eigvecs of shape [{n}, {n}] for {n} eigenvalues, got {list(eigvecs.shape)}")
-        self.eps = eps
         self.register_buffer("eigvals", eigvals.float(), persistent=False)  # [N]
         self.register_buffer("eigvecs", eigvecs.float(), persistent=False)  # [N, N]
-        lo, hi = math.log(tau_range[0]), math.log(tau_range[1])
-        log_tau = torch.linspace(lo, hi, heads) if heads > 1 else torch.full((1,), (lo + hi) / 2)
-        self.log_tau = nn.Parameter(log_tau.repeat(layers, 1))  # [layers, heads]
-        self._memo: tuple[tuple, torch.Tensor] | None = None
-
-    def diffusion_times(self) -> torch.Tensor:
-        """[layers, heads] the learned τ values."""
-        return self.log_tau.detach().exp()
 
     def kernel(self) -> torch.Tensor:
         """[layers, heads, N, N] exp(−τ L) = U diag(e^{−τλ}) Uᵀ, differentiable in τ."""
@@ -133,18 +155,8 @@ class HeatKernelBias(nn.Module):
             decay = torch.exp(-tau[..., None] * self.eigvals)  # [layers, heads, N]
             return (self.eigvecs * decay[..., None, :]) @ self.eigvecs.mT  # [layers, heads, N, N]
 
-    def forward(self) -> torch.Tensor:
-        """[layers, heads, N, N] log(ε + exp(−τ L)), the additive bias on spatial logits."""
-        if torch.is_grad_enabled():
-            return self._bias()
-        key = (self.log_tau._version, self.log_tau.data_ptr(), self.eigvecs.data_ptr(), self.eigvecs.device)
-        if self._memo is None or self._memo[0] != key:
-            self._memo = (key, self._bias())
-        return self._memo[1]
-
-    def _bias(self) -> torch.Tensor:
-        # Round-off can leave far-apart entries a hair below zero; the kernel itself never is.
-        return torch.log(self.eps + self.kernel().clamp_min(0.0))
+    def _source(self) -> torch.Tensor:
+        return self.eigvecs
 
 
 def adjacency(n: int, edges: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -48,15 +48,19 @@ class Denoiser(nn.Module):
         base: torch.Tensor | None = None,
         code: torch.Tensor | None = None,
         features: bool = False,
+        nodes: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x [B, N, *frame] noisy frames, sigma [B, N] -> denoised frames [B, N, *frame] (with
         `commit`, only the N − commit frames after the finished ones; cache, write_cache and commit:
         see `DiT.forward`). `base` [B, K, *frame]: the clean frames before the last K frames, which
         are then denoised as changes from them (needs `change_std`). `code` [B, chance_dim]: the last
-        frame's chance code; `features`: also return its final tokens (see `DiT.forward`)."""
+        frame's chance code; `features`: also return its final tokens; `nodes`: the graph nodes x holds
+        (a training subgraph; see `DiT.forward`)."""
         c_skip, c_out, c_in, c_noise = edm_scalings(sigma, self.sigma_data)
         expand = (...,) + (None,) * (x.ndim - 2)  # [B, N] -> [B, N, 1, ..., 1]
         extra = {} if code is None and not features else {"code": code, "features": features}
+        if nodes is not None:
+            extra["nodes"] = nodes
         f = self.net(c_in[expand] * x, c_noise, actions, times, mask, cache, write_cache, commit, **extra)
         f, feats = f if features else (f, None)
         out = c_skip[expand][:, commit:] * x[:, commit:] + c_out[expand][:, commit:] * f.to(x.dtype)

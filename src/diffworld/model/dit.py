@@ -29,7 +29,9 @@ from torch import nn
 
 from diffworld.checks import check_int, check_number
 from diffworld.layouts import Layout
+from diffworld.layouts.sparse_graph import SparseHeatKernelBias
 from diffworld.model.chance import ChanceCode
+from diffworld.model.edge_attention import EdgeBias, edge_attention
 from diffworld.model.kernels import adaln_vectors, rope, rope_angles, scale_offset
 from diffworld.model.kv_cache import KVCache, RingPass
 from diffworld.model.linear import Linear, linear
@@ -73,6 +75,10 @@ class DiTConfig:
     #: without a code, a third pass at event frames only: the backbone then learns the frames and
     #: the event logit alone). The event logit always reads the backbone's.
     chance_prior: str = "backbone"
+    #: A graph layout's spatial attention: "dense" (every pair of nodes), "sparse" (each node with its
+    #: neighbours, cost growing with the edges; `layouts.sparse_graph`) or "auto" (sparse above
+    #: `layouts.DENSE_NODES` nodes). Other layouts ignore it.
+    graph_attention: str = "auto"
 
     def __post_init__(self) -> None:
         # Sizes from a context frame and a new one (frames) up to far beyond any model trained here:
@@ -87,6 +93,10 @@ class DiTConfig:
         if self.chance_decoder and not self.chance:
             raise ValueError(
                 "dit chance_decoder: a decoder of its own needs a chance code (chance > 0), found chance 0"
+            )
+        if self.graph_attention not in ("auto", "dense", "sparse"):
+            raise ValueError(
+                f"dit graph_attention: expected 'auto', 'dense' or 'sparse', found {self.graph_attention!r}"
             )
         if self.chance_prior not in ("backbone", "decoder"):
             raise ValueError(f"dit chance_prior: expected 'backbone' or 'decoder', found {self.chance_prior!r}")
@@ -108,6 +118,29 @@ PRESETS: dict[str, DiTConfig] = {
     "small": DiTConfig(width=128, depth=4, heads=4, patch=8, frames=6),
     "base": DiTConfig(width=128, depth=4, heads=4, patch=8, frames=8),
 }
+
+
+def subgraph_biases(
+    biases: list[torch.Tensor | EdgeBias | None], nodes: torch.Tensor, num_nodes: int
+) -> list[torch.Tensor | EdgeBias | None]:
+    """The spatial biases among `nodes` [S'] only: dense ones indexed, sparse patterns cut to the pairs
+    with both ends among them and renumbered."""
+    local = torch.full((num_nodes,), -1, dtype=torch.long, device=nodes.device)
+    local[nodes] = torch.arange(len(nodes), device=nodes.device)
+    cut = None
+    out: list[torch.Tensor | EdgeBias | None] = []
+    for bias in biases:
+        if isinstance(bias, EdgeBias):
+            if cut is None:
+                d, s = local[bias.dst], local[bias.src]
+                keep = (d >= 0) & (s >= 0)
+                cut = (keep, d[keep], s[keep])
+            out.append(EdgeBias(cut[1], cut[2], bias.values[..., cut[0]]))
+        elif bias is None:
+            out.append(None)
+        else:
+            out.append(bias[..., nodes, :][..., nodes])
+    return out
 
 
 #################################################################################
@@ -229,7 +262,7 @@ class Block(nn.Module):
         c: torch.Tensor,
         rotations: torch.Tensor,
         mask: torch.Tensor | None,
-        spatial_bias: torch.Tensor | None,
+        spatial_bias: torch.Tensor | EdgeBias | None,
         cache: KVCache | None,
         layer: int,
         write_cache: bool,
@@ -248,10 +281,13 @@ class Block(nn.Module):
         # Spatial attention: the S tokens of each frame attend to each other.
         h = modulate(self.norm1(x), mods[0], mods[1]).reshape(b * n, s, d)  # [B·N, S, D]
         (q, k), v = self.spatial.qk_v_heads(h)  # [B·N, H, S, dh]
-        if spatial_bias is not None:  # [S, S] or [H, S, S] -> [1, 1 or H, S, S] in the query's dtype:
+        if isinstance(spatial_bias, torch.Tensor):  # [S, S] or [H, S, S] -> [1, 1 or H, S, S] in the query's dtype:
             # a 4-D mask is what CPU SDPA's fused kernel takes (a 3-D one falls back to a ~2.5× slower path)
             spatial_bias = spatial_bias.to(q.dtype).reshape((1,) * (4 - spatial_bias.ndim) + spatial_bias.shape)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=spatial_bias)
+        if isinstance(spatial_bias, EdgeBias):
+            y = edge_attention(q, k, v, spatial_bias)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=spatial_bias)
         x = torch.addcmul(x, mods[2], self.spatial.out(y).reshape(b, n, s, d))
 
         # Temporal attention: each token position attends to itself in earlier frames.
@@ -376,11 +412,15 @@ class DiT(nn.Module):
         module = self.spatial_bias_module
         return module.diffusion_times() if module is not None else None
 
-    def spatial_biases(self) -> list[torch.Tensor | None]:
-        """Per block, the additive spatial-attention bias: the layout's fixed one plus its learned one."""
+    def spatial_biases(self) -> list[torch.Tensor | EdgeBias | None]:
+        """Per block, the additive spatial-attention bias: the layout's fixed one plus its learned one
+        (a sparse graph's: the pattern and its bias on the pattern's pairs)."""
         if self.spatial_bias_module is None:
             return [self.spatial_bias] * self.cfg.depth
-        learned = self.spatial_bias_module()  # [depth, H, S, S]
+        learned = self.spatial_bias_module()  # [depth, H, S, S] or [depth, H, E]
+        if isinstance(self.spatial_bias_module, SparseHeatKernelBias):
+            module = self.spatial_bias_module
+            return [EdgeBias(module.dst, module.src, values) for values in learned.unbind(0)]
         if self.spatial_bias is not None:
             learned = learned + self.spatial_bias
         return list(learned.unbind(0))
@@ -401,6 +441,7 @@ class DiT(nn.Module):
         commit: int = 0,
         code: torch.Tensor | None = None,
         features: bool = False,
+        nodes: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """
         x [B, N, *frame]; c_noise [B, N]; actions [B, N] (discrete) or [B, N, d] or None;
@@ -413,6 +454,8 @@ class DiT(nn.Module):
         pass followed by that step, in one pass; the output then holds only the N − commit frames
         after them. code [B, chance_dim]: the chance code of the last frame (the new one; the others
         get none). features: also return the last frame's final tokens [B, S, D] (a chance prior's input).
+        nodes [S'] (graph layouts): x holds only these nodes of the graph, a subgraph to train on:
+        their positions, and attention among them alone with the whole graph's bias.
         """
         if code is not None and self.decoder is not None:
             if cache is not None:
@@ -428,12 +471,17 @@ class DiT(nn.Module):
         in_ring = cache is not None and mask is None and n <= KVCache.spare
         ring = cache.ring_pass(n, n if write_cache else commit, x.device) if in_ring else None  # type: ignore[union-attr]
         tokens = self.layout.to_tokens(x)  # [B, N, S, P]
-        pos = self.pos if self.pos_embed is None else self.pos_embed(self.pos)  # [S, D]
+        pos = self.pos if nodes is None else self.pos[nodes]
+        pos = pos if self.pos_embed is None else self.pos_embed(pos)  # [S, D]
         h = self.embed(tokens) + pos  # [B, N, S, D]
         c = self.noise_embed(c_noise) + self.action_embed(actions, (b, n))  # [B, N, D]
         if code is not None:
             h, c = self.with_code(h, c, code)
-        biases = self.spatial_biases()  # depth × ([S, S], [H, S, S] or None)
+        biases = self.spatial_biases()  # depth × ([S, S], [H, S, S], an EdgeBias or None)
+        if nodes is not None:
+            if self.layout.name != "graph" or code is not None or self.chance is not None:
+                raise ValueError("nodes: a subgraph needs a graph layout and a model without a chance code")
+            biases = subgraph_biases(biases, nodes, self.layout.num_tokens)
         rotations = rope_angles(times, self.cfg.width // self.cfg.heads)
         for i, block in enumerate(self.blocks):
             h = block(h, c, rotations, mask, biases[i], cache, i, write_cache, ring)

@@ -105,7 +105,7 @@ class WorldModel(nn.Module):
         super().__init__()
         self.spec, self.config = spec, config
         self.sampler = sampler or SamplerConfig()
-        self.layout = make_layout(spec, config.dit.patch)
+        self.layout = make_layout(spec, config.dit.patch, config.dit.graph_attention)
         change_std = config.change_std if config.target == "change" else None
         self.denoiser = Denoiser(
             DiT(config.dit, self.layout, spec.action.kind, spec.action.n), config.sigma_data, change_std
