@@ -37,8 +37,8 @@ def frontier_rollout(
     For graph worlds of categorical or binary node states with the marginal sampler (a cascade
     model's default). The centres of a step are the nodes `train.active_nodes` finds in any
     member's newest frame, over the members of one context (each context runs on its own); a step
-    with none copies the frame to the horizon. `stop` (frames
-    [M, N, F] -> bool [M], as `rollout`'s): a member whose newest frame ends its episode holds it.
+    with none copies the frame to the horizon. `stop` (frames [M, N, F] -> bool [M], as
+    `rollout`'s): a member whose newest frame ends its episode holds it.
     """
     if context.ndim != 4:
         raise ValueError(f"frontier_rollout: expected context [B, L, N, F], found shape {list(context.shape)}")
