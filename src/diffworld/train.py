@@ -507,7 +507,7 @@ def draw_subgraph(
     degree."""
     n = adjacency.shape[0]
     ptr, idx = adjacency.indptr, adjacency.indices
-    inside, scored = np.zeros(n, bool), np.zeros(n, bool)
+    inside = np.zeros(n, bool)
     count, misses = 0, 0
     order = torch.randperm(n, generator=gen).numpy()
     if focus is not None:
@@ -520,14 +520,13 @@ def draw_subgraph(
             if misses > 64:  # the rest are unlikely to fit either
                 break
             continue
-        inside[around], inside[v], scored[v] = True, True, True
+        inside[around], inside[v] = True, True
         count += new
         if count >= budget:
             break
     nodes = np.flatnonzero(inside)
-    # every node whose neighbours all made it in is scored, not only the centres
-    complete = adjacency[nodes] @ (~inside).astype(np.int64) == 0
-    weight = (scored[nodes] | complete).astype(np.float32)
+    # scored: every node whose neighbours all made it in (the centres, and any other)
+    weight = (adjacency[nodes] @ (~inside).astype(np.int64) == 0).astype(np.float32)
     weight *= len(nodes) / weight.sum()
     return Subgraph(torch.from_numpy(nodes).to(device), torch.from_numpy(weight).to(device))
 

@@ -42,11 +42,13 @@ def graph_attention_for(nodes: int, graph_attention: str) -> str:
 def make_layout(spec: WorldSpec, patch: int, graph_attention: str = "auto") -> Layout:
     """The layout for `spec`; `patch` is the grid's patch size (graphs and series have one token per node or
     variable); `graph_attention`: a graph's spatial attention, "auto", "dense" or "sparse"."""
+    attention = graph_attention_for(spec.frame_shape[0], graph_attention) if spec.layout == "graph" else ""
     if spec.layout == "grid":
         _, h, w = spec.frame_shape
         check_tokens((h // patch) * (w // patch) if patch >= 1 else 0, f"{h}x{w} frames in patches of {patch}")
-    elif spec.layout == "graph" and graph_attention_for(spec.frame_shape[0], graph_attention) == "sparse":
-        check_tokens(spec.frame_shape[0], f"a graph of {spec.frame_shape[0]} nodes", MAX_SPARSE_NODES)
+    elif attention == "sparse":
+        n = spec.frame_shape[0]
+        check_tokens(n, f"a graph of {n} nodes", MAX_SPARSE_NODES, "use a smaller graph")
     else:
         check_tokens(
             spec.frame_shape[0],
@@ -55,20 +57,18 @@ def make_layout(spec: WorldSpec, patch: int, graph_attention: str = "auto") -> L
     if spec.layout == "grid":
         return GridLayout(tuple(spec.frame_shape), patch, periodic=spec.periodic)  # type: ignore[arg-type]
     if spec.layout == "graph":
-        attention = graph_attention_for(spec.frame_shape[0], graph_attention)
         return GraphLayout(tuple(spec.frame_shape), spec.edges, attention=attention)  # type: ignore[arg-type]
     if spec.layout == "series":
         return SeriesLayout(tuple(spec.frame_shape))  # type: ignore[arg-type]
     raise ValueError(f"unknown layout {spec.layout!r}; expected 'grid', 'graph' or 'series'")
 
 
-def check_tokens(tokens: int, what: str, most: int = MAX_TOKENS) -> None:
-    """Raise ValueError if a frame of `tokens` tokens (`what` makes them) exceeds `most`."""
+def check_tokens(
+    tokens: int, what: str, most: int = MAX_TOKENS, hint: str = "use larger patches or smaller frames"
+) -> None:
+    """Raise ValueError if a frame of `tokens` tokens (`what` makes them) exceeds `most`; `hint` says what to do."""
     if tokens > most:
-        raise ValueError(
-            f"{what}: expected at most {most} tokens a frame, found {tokens}; "
-            + ("use larger patches or smaller frames" if most == MAX_TOKENS else "use a smaller graph")
-        )
+        raise ValueError(f"{what}: expected at most {most} tokens a frame, found {tokens}; {hint}")
 
 
 __all__ = [

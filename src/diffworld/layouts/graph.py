@@ -109,7 +109,7 @@ class GraphLayout(RowTokens):
             return HeatKernelBias(torch.from_numpy(self.eigvals), torch.from_numpy(self.eigvecs), heads, layers)
         dst, src = self.pattern
         moments = chebyshev_moments(self.adjacency, dst, src)
-        return SparseHeatKernelBias(dst, src, moments, self.frame_shape[0], heads, layers)
+        return SparseHeatKernelBias(dst, src, moments, heads, layers)
 
 
 class HeatKernelBias(LearnedDiffusionTimes):

@@ -185,7 +185,6 @@ class SparseHeatKernelBias(LearnedDiffusionTimes):
         dst: np.ndarray,
         src: np.ndarray,
         moments: np.ndarray,
-        num_nodes: int,
         heads: int,
         layers: int = 1,
         eps: float = 1e-4,
@@ -194,7 +193,7 @@ class SparseHeatKernelBias(LearnedDiffusionTimes):
         super().__init__(heads, layers, eps, tau_range)
         if moments.shape != (moments.shape[0], len(dst)) or len(src) != len(dst):
             raise ValueError(f"expected moments [degree + 1, {len(dst)}] for {len(dst)} pairs, got {moments.shape}")
-        self.num_nodes, self.degree = num_nodes, moments.shape[0] - 1
+        self.degree = moments.shape[0] - 1
         self.register_buffer("dst", torch.from_numpy(np.ascontiguousarray(dst)), persistent=False)  # [E]
         self.register_buffer("src", torch.from_numpy(np.ascontiguousarray(src)), persistent=False)  # [E]
         self.register_buffer("moments", torch.tensor(moments, dtype=torch.float32), persistent=False)  # [degree + 1, E]

@@ -81,8 +81,9 @@ def _frontier_rollout(
         around = np.zeros(adjacency.shape[0], bool)
         around[centres] = True
         around[adjacency[centres].indices] = True
-        nodes = torch.from_numpy(np.flatnonzero(around)).to(dev)
-        at = torch.from_numpy(np.searchsorted(nodes.cpu().numpy(), centres)).to(dev)  # centres within nodes
+        kept = np.flatnonzero(around)
+        nodes = torch.from_numpy(kept).to(dev)
+        at = torch.from_numpy(np.searchsorted(kept, centres)).to(dev)  # centres within nodes
         k = window.shape[1]
         past = window[running][:, :, nodes]  # [M', K, S', F]
         r = len(running)
