@@ -329,7 +329,8 @@ def eval_cmd(
     ),
     seed: int = typer.Option(0),
     seed_offset: Optional[int] = typer.Option(
-        None, help=f"Games: offset of the held-out episode seeds ({GAME_VALIDATION_OFFSET}: the validation set)."
+        None,
+        help=f"Games and cascade: offset of the held-out episode seeds ({GAME_VALIDATION_OFFSET}: the validation set).",
     ),
     validation: bool = typer.Option(
         False,

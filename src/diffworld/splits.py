@@ -9,7 +9,7 @@ split by date only.
 |-------------------------------------|----------------------------------------|
 | training                            | 0 .. 999,999                           |
 | held out (every reported score)     | 1,000,000+                             |
-| games: validation, heads' scoring   | 1,500,000+                             |
+| games, epidemics: validation; heads | 1,500,000+                             |
 | games: agents' scoring, serve probe | 1,600,000+                             |
 | games: dream GIFs                   | 1,900,000+                             |
 | rollout speed benchmark             | 2,000,000                              |

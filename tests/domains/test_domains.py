@@ -121,13 +121,17 @@ def test_eval_dispatches_a_cascade_checkpoint_to_the_epidemic_protocol(cascade_c
         "3",
         "--steps",
         "2",
+        "--seed-offset",
+        "500000",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (seen["cases"], seen["members"], seen["horizon"], seen["hub_members"], seen["seed"]) == (2, 2, 3, 2, 0)
+    assert seen["seed_offset"] == 500000
     assert seen["sampler"].steps == 2
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["world"] == "cascade" and saved["world_options"] == {"graph": "karate", "model": "sir"}
+    assert saved["cases"]["seeds_from"] == 1_500_000  # the validation epidemics
     assert saved["sampler"]["steps"] == 2 and len(saved["headline"]["infected_skill_vs_oracle"]) == 3
     for name in ("spread.gif", "curves.png", "hubs.png"):
         assert (out / name).is_file(), name

@@ -29,7 +29,7 @@ class EvalOptions:
     cases: int | None = None
     members: int | None = None
     horizon: int | None = None
-    #: Games: offset of the held-out episode seeds (`splits.GAME_VALIDATION_OFFSET`: the validation set).
+    #: Games and cascade: offset of the held-out episode seeds (`splits.GAME_VALIDATION_OFFSET`: the validation set).
     seed_offset: int | None = None
     #: Forecasting: forecast from the validation start dates instead of the held-out ones.
     validation: bool | None = None

@@ -106,10 +106,11 @@ def model_forecast(
     stop: Callable[[torch.Tensor], torch.Tensor] | None = None,
     guide: WorldModel | None = None,
     guide_weight: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> np.ndarray:
     """[S, M, H, *frame] dreamed by `model`, in chunks of at most `batch` rollouts (`stop`, `guide`,
-    `guide_weight`: see `rollout`)."""
-    gen = torch.Generator(device=model.device).manual_seed(seed)
+    `guide_weight`: see `rollout`); the draws from `generator` if given, else from `seed`."""
+    gen = generator if generator is not None else torch.Generator(device=model.device).manual_seed(seed)
     per_chunk = max(1, batch // members)
     acting = model.spec.action.kind != "none"  # a world without actions stores NO_ACTION; pass none
     out = []

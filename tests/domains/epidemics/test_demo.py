@@ -1,7 +1,9 @@
 """The cascade demo end to end at tiny size: files, headline numbers, learned diffusion times."""
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 pytest.importorskip("networkx")
@@ -128,3 +130,51 @@ def test_a_graph_from_a_file_trains_evaluates_and_keeps_its_labels(tmp_path):
     assert len(top) == 10 and all(t["node"] in hub["nodes"] for t in top)
     reach = hub["expected_reach"]["model"]
     assert [t["model"] for t in top] == sorted(reach, reverse=True)[:10]
+
+
+def test_frontier_evaluation_scores_reach_and_the_top_spreaders(tmp_path):
+    """The evaluation dreams on the frontier when asked (by default for sparse attention) and reports
+    the reach CRPS and the top spreaders' overlap for every forecaster."""
+    cfg = CascadeDemoConfig(
+        world_options={"graph": "karate", "model": "ic"}, episodes=8, preset="tiny",
+        train=TrainConfig(steps=2, batch_size=4, warmup=1), cases=3, members=2,
+        oracle_runs=20, hub_runs=10, hub_members=2, hub_horizon=3, frontier=True, hub_nodes=9,
+    )  # fmt: skip
+    m = run_cascade_demo(tmp_path, cfg, progress=False, log=lambda s: None)
+    head = m["headline"]
+    assert m["frontier"] is True and head["hub_top_k"] == 3 and head["hub_seeds_dreamed"] == 9
+    assert set(head["hub_top_overlap"]) == {"model", "simulator_at_budget", "degree", "eigenvector"}
+    assert all(0.0 <= v <= 1.0 for v in head["hub_top_overlap"].values())
+    assert set(head["reach_crps"]) == {"model", "oracle", "persistence", "mean_field"}
+    # the model dreamed from the 9 best-linked seeds only; the others are not ranked by it
+    degree = np.array(m["hub"]["expected_reach"]["degree"])
+    dreamed = np.array([r is not None for r in m["hub"]["expected_reach"]["model"]])
+    assert dreamed.sum() == 9 and degree[dreamed].min() >= degree[~dreamed].max()
+    top = m["hub"]["top_spreaders"]
+    assert len(top) == 9 and all(t["node"] in np.array(m["hub"]["nodes"])[dreamed] for t in top)
+    assert (tmp_path / "spread.gif").is_file() and (tmp_path / "hubs.png").is_file()
+    skipped = run_cascade_demo(tmp_path / "nohub", replace(cfg, hub_nodes=0), progress=False, log=lambda s: None)
+    assert "hub" not in skipped and "hub_kendall_tau" not in skipped["headline"]
+    assert not (tmp_path / "nohub" / "hubs.png").exists()
+
+
+def test_spread_of_a_large_graph_is_drawn_where_it_is(tmp_path):
+    import networkx as nx
+    import numpy as np
+
+    from diffworld.domains.epidemics.pictures import GIF_NODES, graph_heatmap_gif, spread_nodes
+    from diffworld.domains.epidemics.scores import CascadeForecast
+
+    n, h = GIF_NODES + 200, 2
+    truth = np.zeros((h, n), np.int8)
+    truth[0, 5], truth[1, [5, 7]] = 1, (2, 1)
+    p = np.zeros((1, h, n))
+    p[0, 1, [7, 9, 11]] = (0.9, 0.2, 0.01)
+    assert spread_nodes(truth, [p[0]], 3).tolist() == [5, 7, 9]  # reached first, then the likeliest
+    assert spread_nodes(truth, [p[0]], 10).tolist() == [5, 7, 9, 11]  # never a node nothing touches
+    fc = CascadeForecast(p, p[:, -1], np.zeros((1, 1, h, 3)))
+    labels = [f"n{v}" for v in range(n)]
+    path = graph_heatmap_gif(
+        nx.barabasi_albert_graph(n, 2, seed=0), truth, {"model": fc}, tmp_path / "s.gif", labels=labels
+    )
+    assert path.stat().st_size > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -37,3 +39,10 @@ def test_the_report_scores_the_model_beside_the_fitted_baselines() -> None:
     assert set(brier) == {"model", "fitted_ic", "fitted_mean_field", "persistence"}
     assert brier["fitted_ic"] < brier["persistence"]  # the fitted model knows the spread goes on
     assert report["cases"]["cascades"] == 50 and np.isfinite(report["headline"]["node_brier_ratio_to_fitted_ic"])
+    # the first cases only, dreamed on the frontier: the same baselines on those cascades
+    model.sampler = replace(model.sampler, method="marginal")  # frontier dreams draw node by node
+    few = observed_report(
+        model, episodes[:150], episodes[150:], world.adjacency, horizon=3, members=2, runs=50, cases=7, frontier=True
+    )
+    assert few["cases"]["cascades"] == 7 and set(few["headline"]["node_brier"]) == set(brier)
+    assert few["scores"]["persistence"]["node_brier"] != report["scores"]["persistence"]["node_brier"]

@@ -19,6 +19,7 @@ from diffworld.domains.epidemics.scores import (
     curve_crps,
     curve_quantiles,
     curves,
+    expected_final_reach_frontier,
     expected_final_reach_mc,
     expected_final_reach_model,
     hub_ranking_scores,
@@ -34,6 +35,8 @@ from diffworld.domains.epidemics.scores import (
     seed_frames,
     summarize,
     summarize_probabilities,
+    top_k,
+    top_overlap,
 )
 from diffworld.evaluate.forecasts import model_forecast
 from diffworld.worlds.cascade import Cascade, I, R, S
@@ -215,6 +218,43 @@ def test_mc_hub_truth_on_a_star_and_kendall_tau() -> None:
     assert 0.3 < tau < 1.0
 
 
+@pytest.mark.parametrize(
+    "options", [{"graph": "lesmis", "model": "sir", "beta": 0.2}, {"graph": "karate", "model": "ic"}]
+)
+def test_sparse_monte_carlo_draws_the_law_of_the_dense_one(options) -> None:
+    """Following infected nodes edge by edge (large graphs) and stepping every node give the same
+    expected reach per seed: the sparse estimate is as far from a dense one as a second dense
+    estimate is, and on the star it gives the exact values."""
+    world = Cascade(**options)
+    runs = 800
+    dense = expected_final_reach_mc(world, runs, np.random.default_rng(0), horizon=12, sparse=False)
+    sparse = expected_final_reach_mc(world, runs, np.random.default_rng(1), horizon=12, sparse=True)
+    again = expected_final_reach_mc(world, runs, np.random.default_rng(2), horizon=12, sparse=False)
+    assert sparse.shape == dense.shape == (world.num_nodes,)
+    rms, rms_null = np.sqrt(np.mean((sparse - dense) ** 2)), np.sqrt(np.mean((again - dense) ** 2))
+    assert rms < 1.5 * rms_null  # over 34–77 seeds the two would differ by far less than 1.5× by chance
+    star = _world_on(nx.star_graph(7), 0.5)
+    one_step = expected_final_reach_mc(star, 4000, np.random.default_rng(0), horizon=1, sparse=True)
+    assert one_step[0] == pytest.approx(1 + 7 * 0.5, abs=0.1) and one_step[1:].mean() == pytest.approx(1.5, abs=0.05)
+    reach = expected_final_reach_mc(star, 4000, np.random.default_rng(0), sparse=True)
+    assert reach[1:].mean() == pytest.approx(1 + 0.5 * (1 + 6 * 0.5), abs=0.1)
+    # A broken law (every try succeeds) is caught: the whole connected graph is reached.
+    sure = _world_on(nx.path_graph(5), 1.0)
+    assert expected_final_reach_mc(sure, 3, np.random.default_rng(0), sparse=True).tolist() == [5.0] * 5
+
+
+def test_top_overlap_counts_the_shared_top_nodes() -> None:
+    truth = np.arange(20.0)  # node 19 spreads most
+    assert top_overlap(truth, truth, 5) == 1.0
+    assert top_overlap(-truth, truth, 5) == 0.0
+    guess = truth.copy()
+    guess[[19, 18]] = -1  # two of the top five missed
+    assert top_overlap(guess, truth, 5) == pytest.approx(0.6)
+    assert top_k(77) == 7 and top_k(10_000) == 100 and top_k(5) == 1
+    with pytest.raises(ValueError, match="k <= 20"):
+        top_overlap(truth, truth, 21)
+
+
 def test_eigenvector_centrality_of_a_disconnected_graph() -> None:
     g = nx.disjoint_union(nx.star_graph(5), nx.path_graph(3))
     eig = centrality_baselines(g)["eigenvector"]
@@ -244,6 +284,26 @@ def test_model_reach_counts_the_last_dreamed_frame_of_each_seed_context(monkeypa
     assert np.array_equal(node_states(seed_frames(5)), np.diag([I] * 5))
     assert expected_final_reach_model(fake, world, members=4, horizon=2, context_frames=1).shape == (5,)
     assert seen[-1].shape[1] == 1
+
+
+def test_frontier_reach_counts_each_seeds_dreams(monkeypatch) -> None:
+    """Each seed's frontier dreams start from that seed alone (repeated over the model's context) and
+    count the reached nodes of the last dreamed frame."""
+    world = _world_on(nx.star_graph(4), 0.5)
+    seen = []
+
+    def frontier(model, context, horizon, n_samples, generator=None, stop=None):
+        seen.append(node_states(context.numpy()))
+        out = context[:, -1:].repeat(1, horizon, 1, 1)[:, None].repeat(1, n_samples, 1, 1, 1)
+        out[:, : n_samples // 2, -1, 0] = torch.tensor([0.0, 0.0, 1.0])  # half the members reach the hub
+        return out
+
+    monkeypatch.setattr(cascade_eval, "frontier_rollout", frontier)
+    reach = expected_final_reach_frontier(types.SimpleNamespace(frames=4), world, members=4, horizon=2, log=None)
+    assert reach.tolist() == [1.0, 1.5, 1.5, 1.5, 1.5]
+    assert len(seen) == 5 and all(
+        np.array_equal(c[0], np.repeat(np.diag([I] * 5)[v][None], 3, 0)) for v, c in enumerate(seen)
+    )
 
 
 def test_tiny_model_runs_through_hub_ranking_and_the_report() -> None:
@@ -277,6 +337,12 @@ def test_tiny_model_runs_through_hub_ranking_and_the_report() -> None:
     assert head["node_brier_ratio"] == pytest.approx(head["node_brier_model"] / head["node_brier_oracle"])
     assert len(head["infected_skill_vs_oracle"]) == h and report["horizons"] == [1, 2, 3]
     assert set(head["hub_kendall_tau"]) == {"model", "degree", "eigenvector"}
+    assert head["hub_top_k"] == 1 and set(head["hub_top_overlap"]) == {"model", "degree", "eigenvector"}
+    assert set(head["reach_crps"]) == set(forecasts)
+    # the reached fraction's CRPS: a point forecast scores its absolute error
+    reached = 1 - curves(truth)[..., S]  # [S, H]
+    mf = 1 - forecasts["mean_field"].curves[:, 0, :, S]
+    assert report["scores"]["mean_field"]["reach_crps"] == pytest.approx(np.abs(mf - reached).mean(0).tolist())
     assert set(report["scores"]) == set(forecasts) and len(report["scores"]["mean_field"]["node_brier"]) == h
     with pytest.raises(ValueError, match="missing"):
         cascade_report({"model": forecasts["model"]}, truth, last)

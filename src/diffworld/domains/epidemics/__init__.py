@@ -30,7 +30,7 @@ class Epidemics:
     name = "epidemics"
     label = "cascade"
     demo_worlds = ("cascade",)
-    eval_options = frozenset({"cases", "members", "horizon", "data"})
+    eval_options = frozenset({"cases", "members", "horizon", "seed_offset", "data"})
     demo_options = frozenset({"steps", "preset", "episodes", "cases", "members", "batch_size", "hub_members"})
 
     def serves(self, world: str) -> bool:
@@ -47,11 +47,11 @@ class Epidemics:
 
         if trained_on_observed(checkpoint) or options.data is not None:
             sampler = checkpoint_sampler(checkpoint, options.sampler)
-            sizes = options.sizes("members", "horizon")
+            sizes = options.sizes("cases", "members", "horizon")
             return evaluate_observed_checkpoint(
                 checkpoint, options.data, out, sampler, device=options.device, seed=options.seed, **sizes
             )
-        sizes = options.sizes("cases", "members", "horizon")
+        sizes = options.sizes("cases", "members", "horizon", "seed_offset")
         if options.members is not None:  # few members: as few hub dreams (the demo's rule)
             sizes["hub_members"] = min(options.members, CascadeDemoConfig().hub_members)
         sampler = checkpoint_sampler(checkpoint, options.sampler)
@@ -91,7 +91,15 @@ class Epidemics:
         print(
             "infected-curve skill vs oracle by step: " + " ".join(f"{x:.2f}" for x in head["infected_skill_vs_oracle"])
         )
-        print("hub Kendall tau: " + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_kendall_tau"].items()))
+        if "reach_crps" in head:
+            print("reach CRPS (mean over steps): " + ", ".join(f"{k} {v:.4f}" for k, v in head["reach_crps"].items()))
+        if "hub_kendall_tau" in head:
+            print("hub Kendall tau: " + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_kendall_tau"].items()))
+        if "hub_top_overlap" in head:
+            print(
+                f"true top {head['hub_top_k']} spreaders found: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in head["hub_top_overlap"].items())
+            )
         top = (metrics.get("hub") or {}).get("top_spreaders")
         if top:
             print("top spreaders by dreamed reach: " + ", ".join(f"{t['node']} {t['model']:.1f}" for t in top[:5]))

@@ -29,6 +29,7 @@ import torch
 from diffworld.checks import MAX_SEED, check_int, check_output_dir
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.domains.epidemics import scores as ev
+from diffworld.domains.epidemics.frontier import frontier_rollout
 from diffworld.domains.epidemics.pictures import graph_heatmap_gif, plot_cascade_curves, plot_hubs
 from diffworld.evaluate.forecasts import model_forecast
 from diffworld.model.world_model import ModelConfig, WorldModel, read_config, resolve_pretrained
@@ -39,6 +40,7 @@ from diffworld.worlds.cascade import extinct
 
 #: Nodes listed by name in the report's top spreaders (largest dreamed reach as the first spreader).
 TOP_SPREADERS = 10
+_CASE_STATES = 100_000_000  # node states (members × steps × nodes × cases) summarised at a time
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,15 @@ class CascadeDemoConfig:
     hub_members: int = 64
     hub_horizon: int = 20
     seed: int = 0
+    #: Offset of the held-out epidemics' seeds (`splits.GAME_VALIDATION_OFFSET`: the validation set).
+    seed_offset: int = 0
+    #: The nodes the hub ranking dreams from: None every node up to `scores.SPARSE_MC_NODES` and,
+    #: above, the 3·k of largest degree (k: the top set's size, `scores.top_k`); K the K of largest
+    #: degree; 0 no hub ranking.
+    hub_nodes: int | None = None
+    #: Dream on the spread's frontier (`frontier_rollout`) instead of the whole graph; None: when
+    #: the model's graph attention is sparse.
+    frontier: bool | None = None
 
     def __post_init__(self) -> None:
         ModelConfig.preset(self.preset)  # an unknown preset fails here, before any work
@@ -71,18 +82,23 @@ class CascadeDemoConfig:
             check_int(f"cascade demo {name}", getattr(self, name), 1)
         check_int("cascade demo members", self.members, 2)  # fair scores need two
         check_int("cascade demo seed", self.seed, 0, MAX_SEED)
+        check_int("cascade demo seed_offset", self.seed_offset, 0, MAX_SEED - HELD_OUT_SEED_BASE)
+        if self.hub_nodes is not None:
+            check_int("cascade demo hub_nodes", self.hub_nodes, 0)
 
 
 def held_out_cases(
-    world: Any, context: int, horizon: int, n_cases: int, max_tries: int = 100_000
+    world: Any, context: int, horizon: int, n_cases: int, max_tries: int = 100_000, seed_offset: int = 0
 ) -> dict[str, np.ndarray]:
-    """Epidemics of held-out seeds still running after `context` frames: their start, and what followed.
+    """Epidemics of held-out seeds (from `HELD_OUT_SEED_BASE` + `seed_offset`) still running after
+    `context` frames: their start, and what followed.
 
     An epidemic that ends early (nobody infected) stays as it is, so its truth is held from its
     last frame.
     """
     frames, futures, states = [], [], []
-    for seed in range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + max_tries):
+    first = HELD_OUT_SEED_BASE + seed_offset
+    for seed in range(first, first + max_tries):
         ep = run_episode(world, seed, max_steps=context + horizon, keep_states=True)
         if len(ep) <= context:  # over before the forecast starts: nothing to forecast
             continue
@@ -100,51 +116,146 @@ def held_out_cases(
 
 def evaluate_cascade(model: WorldModel, cfg: CascadeDemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Score `model` on held-out epidemics: the report of `diffworld.domains.epidemics.scores`, plus its pictures'
-    data."""
+    data.
+
+    Cases are dreamed and simulated a few at a time and kept as their summaries, so memory stays
+    bounded on large graphs; a model with sparse graph attention dreams on the spread's frontier
+    (`frontier_rollout`) unless `cfg.frontier` says otherwise.
+    """
     world = make_world("cascade", **cfg.world_options)
     rng = np.random.default_rng(cfg.seed)
     context = model.frames - 1
-    cases = held_out_cases(world, context, cfg.horizon, cfg.cases)
+    frontier = uses_frontier(model, cfg.frontier)
+    cases = held_out_cases(world, context, cfg.horizon, cfg.cases, seed_offset=cfg.seed_offset)
+    first_seed = HELD_OUT_SEED_BASE + cfg.seed_offset
     truth, last = ev.node_states(cases["truth"]), cases["last"]
+    n = world.num_nodes
     log(
-        f"{cfg.cases} held-out epidemics (seeds from {HELD_OUT_SEED_BASE}); "
-        f"model: {cfg.members} dreams of {cfg.horizon} steps each"
+        f"{cfg.cases} held-out epidemics (seeds from {first_seed}); "
+        f"model: {cfg.members} dreams of {cfg.horizon} steps each" + (" on the frontier" if frontier else "")
     )
-    no_actions = np.full((cfg.cases, cfg.horizon), -1)
-    t0 = time.perf_counter()
-    dream = model_forecast(
-        model, cases["context"], no_actions, cfg.members, seed=cfg.seed, stop=extinct
-    )  # [S, M, H, N, 3]
-    fps = cfg.cases * cfg.members * cfg.horizon / (time.perf_counter() - t0)
-    traj = {
-        "model": ev.node_states(dream),
-        "oracle": ev.oracle_trajectories(world, last, cfg.horizon, cfg.oracle_runs, rng),
-        "persistence": ev.persistence_trajectories(last, cfg.horizon),
-    }
-    forecasts = {name: ev.summarize(t, last) for name, t in traj.items()}
-    forecasts["mean_field"] = ev.summarize_probabilities(ev.mean_field(world, last, cfg.horizon))
-    log(f"hub ranking: {world.num_nodes} seeds × {cfg.hub_runs} Monte-Carlo runs and × {cfg.hub_members} dreams")
     gen = torch.Generator(device=model.device).manual_seed(cfg.seed)
-    hub = {
-        "truth": ev.expected_final_reach_mc(world, cfg.hub_runs, rng, horizon=cfg.hub_horizon),
-        "model": ev.expected_final_reach_model(model, world, cfg.hub_members, cfg.hub_horizon, gen),
-        # the true simulator with as many runs as the model has dreams: the best τ at this budget
-        "simulator_at_budget": ev.expected_final_reach_mc(world, cfg.hub_members, rng, horizon=cfg.hub_horizon),
-        **ev.centrality_baselines(world.graph),
-    }
-    report = ev.cascade_report(forecasts, truth, last, hub)
+    forecasts, first, dream_seconds = forecast_cases(
+        model, cases["context"], last, cfg.horizon, cfg.members, world, cfg.oracle_runs, rng, gen, frontier, log=log
+    )
+    fps = cfg.cases * cfg.members * cfg.horizon / dream_seconds
+    candidates = hub_candidates(world, cfg.hub_nodes)
+    hub = None
+    if len(candidates):
+        log(
+            f"hub ranking: {n} seeds × {cfg.hub_runs} Monte-Carlo runs, "
+            f"{len(candidates)} seeds × {cfg.hub_members} dreams"
+        )
+        gen = torch.Generator(device=model.device).manual_seed(cfg.seed)
+        if frontier:
+            dreamed = ev.expected_final_reach_frontier(
+                model, world, cfg.hub_members, cfg.hub_horizon, gen, nodes=candidates, log=log
+            )
+        else:
+            dreamed = ev.expected_final_reach_model(model, world, cfg.hub_members, cfg.hub_horizon, gen)
+            dreamed[np.setdiff1d(np.arange(n), candidates)] = np.nan  # as the frontier ranks them: not at all
+        hub = {
+            "truth": ev.expected_final_reach_mc(world, cfg.hub_runs, rng, horizon=cfg.hub_horizon),
+            "model": dreamed,
+            # the true simulator with as many runs as the model has dreams: the best τ at this budget
+            "simulator_at_budget": ev.expected_final_reach_mc(world, cfg.hub_members, rng, horizon=cfg.hub_horizon),
+            **ev.centrality_baselines(world.graph),
+        }
+    report = ev.cascade_report(forecasts, truth, last, hub, candidates=candidates if len(candidates) < n else None)
     labels = [str(v) for v in world.node_names]
-    report["hub"]["nodes"] = labels  # the graph's own label of each node, in node order
-    top = np.argsort(-np.asarray(hub["model"]), kind="stable")[:TOP_SPREADERS]
-    report["hub"]["top_spreaders"] = [
-        {"node": labels[v], "model": float(hub["model"][v]), "truth": float(hub["truth"][v])} for v in top
-    ]
+    if hub is not None:
+        report["hub"]["nodes"] = labels  # the graph's own label of each node, in node order
+        ranked = np.argsort(-np.nan_to_num(hub["model"], nan=-np.inf), kind="stable")
+        top = ranked[np.isfinite(hub["model"][ranked])][:TOP_SPREADERS]  # seeds dreamed from only
+        report["hub"]["top_spreaders"] = [
+            {"node": labels[v], "model": float(hub["model"][v]), "truth": float(hub["truth"][v])} for v in top
+        ]
     report["rollout_fps_ensemble"] = fps
+    report["frontier"] = frontier
     taus = model.denoiser.net.diffusion_times()  # [depth, heads] learned heat-kernel times
     report["diffusion_times"] = None if taus is None else taus.detach().cpu().tolist()
-    report["cases"] = {"seeds_from": HELD_OUT_SEED_BASE, "cases": cfg.cases, "context": context, "members": cfg.members}
-    report["_pictures"] = {"world": world, "cases": cases, "traj": traj, "truth": truth, "forecasts": forecasts}
+    report["cases"] = {"seeds_from": first_seed, "cases": cfg.cases, "context": context, "members": cfg.members}
+    report["_pictures"] = {"world": world, "traj": first, "truth": truth[:1], "forecasts": forecasts}
     return report
+
+
+def forecast_cases(
+    model: WorldModel,
+    context: np.ndarray,
+    last: np.ndarray,
+    horizon: int,
+    members: int,
+    simulator: Any,
+    runs: int,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    frontier: bool,
+    names: tuple[str, str] = ("oracle", "mean_field"),
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, ev.CascadeForecast], dict[str, np.ndarray], float]:
+    """Every forecaster's summaries of the cases (contexts [S, L, N, 3], last states [S, N]), a few
+    cases at a time so memory stays bounded on large graphs.
+
+    The model's `members` dreams (on the frontier if `frontier`), `runs` runs of `simulator` (the
+    true world, or a fitted one) and its mean field under `names`, and persistence. Returns the
+    summaries, the first case's trajectories [1, M, H, N] by name (for the pictures) and the
+    seconds spent dreaming.
+    """
+    s, n = len(context), last.shape[-1]
+    per_chunk = max(1, _CASE_STATES // (max(members, runs) * horizon * n))
+    parts: dict[str, list[ev.CascadeForecast]] = {"model": [], names[0]: [], "persistence": [], names[1]: []}
+    seconds, first = 0.0, {}
+    for lo in range(0, s, per_chunk):
+        sl = slice(lo, lo + per_chunk)
+        t0 = time.perf_counter()
+        if frontier:
+            dream = frontier_rollout(model, torch.as_tensor(context[sl]), horizon, members, generator, stop=extinct)
+            dream = dream.cpu().numpy()
+        else:
+            no_actions = np.full((len(context[sl]), horizon), -1)
+            dream = model_forecast(model, context[sl], no_actions, members, stop=extinct, generator=generator)
+        seconds += time.perf_counter() - t0
+        traj = {
+            "model": ev.node_states(dream),  # [s, M, H, N]
+            names[0]: ev.oracle_trajectories(simulator, last[sl], horizon, runs, rng),
+            "persistence": ev.persistence_trajectories(last[sl], horizon),
+        }
+        for name, t in traj.items():
+            parts[name].append(ev.summarize(t, last[sl]))
+        parts[names[1]].append(ev.summarize_probabilities(ev.mean_field(simulator, last[sl], horizon)))
+        if lo == 0:
+            first = {name: t[:1] for name, t in traj.items()}
+        if log is not None and per_chunk == 1 and (lo + 1) % 8 == 0:
+            log(f"  {lo + 1} of {s} cases forecast")
+    return {name: _joined(p) for name, p in parts.items()}, first, seconds
+
+
+def hub_candidates(world: Any, hub_nodes: int | None) -> np.ndarray:
+    """The seeds the hub ranking dreams from, in node order (`CascadeDemoConfig.hub_nodes`)."""
+    n = world.num_nodes
+    if hub_nodes is None:
+        hub_nodes = n if n <= ev.SPARSE_MC_NODES else 3 * ev.top_k(n)
+    if hub_nodes >= n:
+        return np.arange(n)
+    degree = np.asarray(world.adjacency.sum(0)).ravel()  # column u: the nodes u can reach
+    return np.sort(np.argsort(-degree, kind="stable")[:hub_nodes])
+
+
+def uses_frontier(model: WorldModel, frontier: bool | None = None) -> bool:
+    """Whether an evaluation dreams on the frontier: `frontier` if given, else when the model's graph
+    attention is sparse (a graph too large to dream whole)."""
+    if frontier is not None:
+        return frontier
+    return getattr(model.layout, "attention", None) == "sparse"
+
+
+def _joined(parts: list[ev.CascadeForecast]) -> ev.CascadeForecast:
+    """Summaries of consecutive chunks of cases, as one."""
+    return ev.CascadeForecast(
+        np.concatenate([p.infected for p in parts]),
+        np.concatenate([p.reached for p in parts]),
+        np.concatenate([p.curves for p in parts]),
+    )
 
 
 def evaluate_and_draw(
@@ -159,7 +270,8 @@ def evaluate_and_draw(
         world.graph, pics["truth"][0], pics["forecasts"], out / "spread.gif", case=0, labels=world.node_names
     )
     plot_cascade_curves(pics["traj"], pics["truth"], out / "curves.png", case=0)
-    plot_hubs(report["hub"]["expected_reach"], report["hub"]["kendall_tau"], out / "hubs.png")
+    if "hub" in report:
+        plot_hubs(report["hub"]["expected_reach"], report["hub"]["kendall_tau"], out / "hubs.png")
     return report
 
 

@@ -18,15 +18,16 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from diffworld.checks import check_output_dir
 from diffworld.data.store import EpisodeStore
 from diffworld.diffusion.sampling import SamplerConfig
 from diffworld.domains.epidemics import scores as ev
+from diffworld.domains.epidemics.evaluation import forecast_cases, uses_frontier
 from diffworld.domains.epidemics.pictures import graph_heatmap_gif, plot_cascade_curves
-from diffworld.evaluate.forecasts import model_forecast
 from diffworld.model.world_model import WorldModel, read_config, resolve_pretrained
-from diffworld.worlds.cascade import I, extinct
+from diffworld.worlds.cascade import I
 
 NEVER = np.iinfo(np.int64).max // 2  # the reach step of a node a cascade never reaches
 FLOOR = 1e-4  # fitted probabilities stay in [FLOOR, 1 − FLOOR]
@@ -109,13 +110,17 @@ def observed_report(
     members: int = 32,
     runs: int = 500,
     seed: int = 0,
+    frontier: bool | None = None,
+    cases: int | None = None,
 ) -> dict[str, Any]:
     """Forecast each held-out cascade (one-hot frames [T_i, N, 3], at least the model's context + 1
     frames long) from its first frames, by the model's dreams, the fitted independent cascade (sampled
     and mean field) and persistence; the scores of `scores.score` by forecaster, with a headline of
-    node Brier against the fitted model's."""
+    node Brier against the fitted model's. The dreams run on the spread's frontier if `frontier`
+    (default: for a model with sparse graph attention); `cases` keeps the first so many usable
+    cascades (default all)."""
     context = model.frames - 1
-    usable = [f for f in test if len(f) > context]
+    usable = [f for f in test if len(f) > context][:cases]
     if not usable:
         raise ValueError(f"expected held-out cascades longer than the model's {context} context frames, found none")
     fitted = fit_independent_cascade([ev.node_states(f) for f in train], adjacency)
@@ -125,15 +130,11 @@ def observed_report(
     )
     truth, last = ev.node_states(frames[:, context:]), ev.node_states(frames[:, context - 1])
     rng = np.random.default_rng(seed)
-    no_actions = np.full((len(frames), horizon), -1)
-    dream = model_forecast(model, frames[:, :context], no_actions, members, seed=seed, stop=extinct)
-    traj = {
-        "model": ev.node_states(dream),
-        "fitted_ic": ev.oracle_trajectories(fitted, last, horizon, runs, rng),
-        "persistence": ev.persistence_trajectories(last, horizon),
-    }
-    forecasts = {name: ev.summarize(t, last) for name, t in traj.items()}
-    forecasts["fitted_mean_field"] = ev.summarize_probabilities(ev.mean_field(fitted, last, horizon))
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    forecasts, first, _ = forecast_cases(
+        model, frames[:, :context], last, horizon, members, fitted, runs, rng, gen,
+        uses_frontier(model, frontier), names=("fitted_ic", "fitted_mean_field"),
+    )  # fmt: skip
     scores = {name: ev.score(fc, truth, last) for name, fc in forecasts.items()}
     brier = {name: s["node_brier_mean"] for name, s in scores.items()}
     ratio = brier["model"] / brier["fitted_ic"] if brier["fitted_ic"] > 0 else float("nan")
@@ -147,7 +148,7 @@ def observed_report(
         "cases": {"cascades": len(frames), "context": context, "horizon": horizon, "members": members},
         "fitted_ic": {"edges_tried": int((fitted.trials > 0).sum()), "edges": len(fitted.trials),
                       "mean_probability": float(fitted.transmission.data.mean())},
-        "_pictures": {"traj": traj, "truth": truth, "forecasts": forecasts},
+        "_pictures": {"traj": first, "truth": truth[:1], "forecasts": forecasts},
     }  # fmt: skip
 
 
@@ -172,6 +173,7 @@ def evaluate_observed_checkpoint(
     seed: int = 0,
     horizon: int = 8,
     members: int = 32,
+    cases: int | None = None,
 ) -> dict[str, Any]:
     """`observed_report` of a checkpoint trained on observed cascades, on the held-out cascades of
     the store `held_out`, with the baselines fitted to the checkpoint's own training store; writes
@@ -197,7 +199,7 @@ def evaluate_observed_checkpoint(
     adjacency = _adjacency(train_store)
     train = [e.frames for e in train_store.episodes()]
     test = [e.frames for e in test_store.episodes()]
-    report = observed_report(model, train, test, adjacency, horizon=horizon, members=members, seed=seed)
+    report = observed_report(model, train, test, adjacency, horizon=horizon, members=members, seed=seed, cases=cases)
     pictures = report.pop("_pictures")
     report["data"] = {"train": str(data["store"]), "held_out": str(held_out)}
     report["total_seconds"] = time.perf_counter() - t0

@@ -10,11 +10,14 @@ import numpy as np
 from PIL import Image
 
 from diffworld.evaluate.pictures import COLORS
+from diffworld.worlds.cascade import S
 
 #: Node colours of the true S/I/R states.
 SIR_COLORS = ("#4c72b0", "#d62728", "#9a9a9a")
 #: Nodes named on the spread's truth panel: the best-linked ones.
 LABELLED_HUBS = 5
+#: The most nodes drawn; a larger graph is drawn where the case's spread is (`spread_nodes`).
+GIF_NODES = 400
 
 
 def _figure_image(fig: Any) -> Image.Image:
@@ -36,7 +39,8 @@ def graph_heatmap_gif(
 
     `truth` [H, N] state codes of the case; `forecasts` maps names to objects with `.infected`
     [S, H, N] (diffworld.domains.epidemics.scores.CascadeForecast). With `labels` (each node's
-    name), the truth panel names the `LABELLED_HUBS` best-linked nodes.
+    name), the truth panel names the `LABELLED_HUBS` best-linked nodes. A graph of more than
+    `GIF_NODES` nodes is drawn on the nodes of `spread_nodes` only.
     """
     import matplotlib
 
@@ -44,6 +48,13 @@ def graph_heatmap_gif(
     import matplotlib.pyplot as plt
     import networkx as nx
 
+    infected = {name: np.asarray(fc.infected)[case] for name, fc in forecasts.items()}  # [H, N] each
+    if graph.number_of_nodes() > GIF_NODES:
+        kept = spread_nodes(truth, list(infected.values()), GIF_NODES)
+        graph = nx.convert_node_labels_to_integers(graph.subgraph(kept.tolist()), ordering="sorted")
+        truth = np.asarray(truth)[:, kept]
+        infected = {name: p[:, kept] for name, p in infected.items()}
+        labels = None if labels is None else [labels[v] for v in kept]
     pos = nx.spring_layout(graph, seed=0)
     hubs = sorted(graph.nodes, key=lambda v: -graph.degree(v))[:LABELLED_HUBS] if labels is not None else []
     named = {v: str(labels[v]) for v in hubs} if labels is not None else {}
@@ -58,7 +69,7 @@ def graph_heatmap_gif(
         axes[0].set_title(f"truth, step {h + 1}\n(blue S, red I, grey R)", fontsize=9)
         for ax, name in zip(axes[1:], names):
             nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.2)
-            p = np.asarray(forecasts[name].infected)[case, h]
+            p = infected[name][h]
             nx.draw_networkx_nodes(graph, pos, ax=ax, node_size=40, node_color=p, cmap="inferno_r", vmin=0, vmax=1)
             ax.set_title(f"{name}: P(infected)", fontsize=9)
         for ax in axes:
@@ -68,6 +79,16 @@ def graph_heatmap_gif(
         plt.close(fig)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return Path(path)
+
+
+def spread_nodes(truth: np.ndarray, infected: list[np.ndarray], most: int) -> np.ndarray:
+    """Sorted indices of at most `most` nodes where a case's spread is: every node the truth [H, N]
+    shows reached, then the nodes of largest forecast P(infected) ([H, N] each) at any step."""
+    truth = np.asarray(truth)
+    score = np.max([np.asarray(p).max(0) for p in infected], axis=0) if infected else np.zeros(truth.shape[1])
+    score = np.where((truth != S).any(0), np.inf, score)
+    ranked = np.argsort(-score, kind="stable")[:most]
+    return np.sort(ranked[score[ranked] > 0]) if (score > 0).any() else np.sort(ranked)
 
 
 def plot_cascade_curves(traj: dict[str, np.ndarray], truth: np.ndarray, path: str | Path, case: int = 0) -> Path:
@@ -114,8 +135,9 @@ def plot_hubs(expected_reach: dict[str, Any], kendall_tau: dict[str, float], pat
     truth = np.asarray(expected_reach["truth"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     if "model" in expected_reach:
-        axes[0].scatter(truth, expected_reach["model"], s=12, color=COLORS["model"])
-        top = max(truth.max(), np.max(expected_reach["model"]))
+        model = np.asarray(expected_reach["model"], dtype=np.float64)  # None (a seed not dreamed from): NaN
+        axes[0].scatter(truth, model, s=12, color=COLORS["model"])
+        top = max(truth.max(), np.nanmax(model))
         axes[0].plot([0, top], [0, top], "k:", lw=1)
     axes[0].set_xlabel("expected reach, Monte-Carlo truth")
     axes[0].set_ylabel("expected reach, model's dreams")

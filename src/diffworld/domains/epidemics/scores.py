@@ -12,8 +12,10 @@ true simulator from each case's state, vectorised over runs with the world's own
 persistence (the last context state held) and the individual-based mean-field approximation.
 
 Hub ranking: each node's expected final reach as the single seed, by Monte-Carlo of the simulator
-(the truth) and by the model's dreams, compared by Kendall τ beside degree and eigenvector
-centrality.
+(the truth) and by the model's dreams, compared by Kendall τ and by the overlap of the top
+spreaders beside degree and eigenvector centrality. On large graphs the Monte-Carlo follows each
+run's infected nodes only (`expected_final_reach_mc` with `sparse`) and the model dreams on the
+spread's frontier (`expected_final_reach_frontier`).
 
 Shapes: S cases, M members (runs), H horizons, N nodes; node states are codes 0 S, 1 I, 2 R.
 """
@@ -29,6 +31,7 @@ import scipy.sparse as sp
 import scipy.stats
 import torch
 
+from diffworld.domains.epidemics.frontier import frontier_rollout
 from diffworld.evaluate.metrics import crps, skill_vs_reference
 from diffworld.model.world_model import WorldModel
 from diffworld.rollout import rollout
@@ -38,6 +41,11 @@ from diffworld.worlds.cascade import I, R, S, extinct, spread_step
 #: The issue's bar: the model's node Brier score at most this multiple of the oracle's.
 BRIER_BAR = 1.25
 _ELEMENTS = 4_000_000  # node states per Monte-Carlo batch (the step draws two float64 arrays of this size)
+_SPARSE_ELEMENTS = 50_000_000  # reached flags (bool) per batch of the sparse Monte-Carlo
+#: Above this many nodes the hub truth's Monte-Carlo follows infected nodes instead of every node.
+SPARSE_MC_NODES = 1000
+#: The hub ranking's top set: the k nodes of largest expected reach, k = min(TOP_K, N // 10).
+TOP_K = 100
 
 
 # --- states and summaries -----------------------------------------------------------------------
@@ -145,6 +153,8 @@ def score(fc: CascadeForecast, truth: np.ndarray, last: np.ndarray) -> dict[str,
         "reach_brier": reach_brier(fc.reached, reach_probability(truth[:, None], last) > 0.5),
         "infected_crps": curve_crps(fc.curves, truth_curve, I).tolist(),
         "recovered_crps": curve_crps(fc.curves, truth_curve, R).tolist(),
+        # the reached fraction (I or R) is 1 − the S fraction, and CRPS is unchanged by that map
+        "reach_crps": curve_crps(fc.curves, truth_curve, S).tolist(),
         "peak_size_crps": float(crps(dreamed.max(-1)[..., None], true.max(-1)[:, None])[0]),
         "peak_step_crps": float(crps(dreamed.argmax(-1)[..., None] + 1.0, true.argmax(-1)[:, None] + 1.0)[0]),
     }
@@ -223,17 +233,23 @@ def seed_frames(num_nodes: int) -> np.ndarray:
     return np.eye(3, dtype=np.float32)[states]
 
 
-def expected_final_reach_mc(world: Any, runs: int, rng: np.random.Generator, horizon: int | None = None) -> np.ndarray:
+def expected_final_reach_mc(
+    world: Any, runs: int, rng: np.random.Generator, horizon: int | None = None, sparse: bool | None = None
+) -> np.ndarray:
     """[N]: each node's expected number of reached nodes (I or R, itself included) as the single seed.
 
     Monte-Carlo of the true simulator, `runs` epidemics per seed advanced together. Runs until no
     node is infected (at most `world.max_steps` steps), or exactly `horizon` steps if given — pass
-    the model's horizon for a like-for-like comparison when epidemics outlast it.
+    the model's horizon for a like-for-like comparison when epidemics outlast it. `sparse` (default:
+    above `SPARSE_MC_NODES` nodes) follows each run's infected nodes along their edges instead of
+    stepping every node (`_reach_mc_sparse`): the same law, a cost that grows with the spread.
     """
     n = world.adjacency.shape[0]
     steps = int(world.max_steps) if horizon is None else int(horizon)
     if runs < 1 or steps < 1:
         raise ValueError(f"need runs and horizon >= 1, got {runs} and {steps}")
+    if n > SPARSE_MC_NODES if sparse is None else sparse:
+        return _reach_mc_sparse(world, runs, steps, rng)
     out = np.empty(n)
     per_chunk = max(1, _ELEMENTS // (runs * n))
     for lo in range(0, n, per_chunk):
@@ -245,6 +261,47 @@ def expected_final_reach_mc(world: Any, runs: int, rng: np.random.Generator, hor
                 break  # every epidemic is over; more steps change nothing (and draw nothing needed)
             x, _ = spread_step(world.adjacency, x, world.transmission, world.gamma, rng)
         out[seeds] = (x != S).sum(-1).mean(-1)
+    return out
+
+
+def _reach_mc_sparse(world: Any, runs: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """`expected_final_reach_mc` by following infected nodes: each step every (run, infected node)
+    tries each of its out-edges with the edge's probability, a susceptible node tried successfully
+    becomes infected, and the nodes infected at the step's start recover with probability γ — the
+    law of `spread_step` (whose 1 − Π(1 − β) is the chance that one of the independent tries
+    succeeds), drawn edge by edge."""
+    n = world.adjacency.shape[0]
+    beta = world.transmission
+    # out-edges of u: column u of the adjacency (row v, column u: u can infect v)
+    out_edges = sp.csr_array((beta if sp.issparse(beta) else world.adjacency).T)
+    out_edges.sort_indices()
+    indptr, targets = out_edges.indptr, out_edges.indices
+    prob = out_edges.data.astype(np.float64) if sp.issparse(beta) else None
+    degree = np.diff(indptr)
+    out = np.empty(n)
+    per_chunk = max(1, _SPARSE_ELEMENTS // (runs * n))
+    for lo in range(0, n, per_chunk):
+        seeds = np.arange(lo, min(n, lo + per_chunk))
+        epidemics = len(seeds) * runs  # epidemic e: seed e // runs
+        reached = np.zeros((epidemics, n), dtype=bool)
+        ep = np.arange(epidemics)  # the (epidemic, node) pairs now infected
+        node = np.repeat(seeds, runs)
+        reached[ep, node] = True
+        for _ in range(steps):
+            if len(ep) == 0:
+                break
+            tries = degree[node]
+            start = np.repeat(indptr[node] - np.cumsum(tries) + tries, tries) + np.arange(tries.sum())
+            p = prob[start] if prob is not None else float(beta)
+            hit = rng.random(len(start)) < p
+            e_new, v_new = np.repeat(ep, tries)[hit], targets[start][hit]
+            fresh = ~reached[e_new, v_new]
+            key = np.unique(e_new[fresh] * n + v_new[fresh])  # a node tried by several neighbours once
+            e_new, v_new = key // n, key % n
+            reached[e_new, v_new] = True
+            stays = rng.random(len(ep)) >= world.gamma  # IC: γ = 1, nobody stays infected
+            ep, node = np.concatenate([ep[stays], e_new]), np.concatenate([node[stays], v_new])
+        out[seeds] = reached.sum(1).reshape(len(seeds), runs).mean(1)
     return out
 
 
@@ -284,12 +341,66 @@ def expected_final_reach_model(
     return out
 
 
+def expected_final_reach_frontier(
+    model: WorldModel,
+    world: Any,
+    members: int,
+    horizon: int,
+    generator: torch.Generator | None = None,
+    nodes: np.ndarray | None = None,
+    log: Any = None,
+) -> np.ndarray:
+    """[N]: `expected_final_reach_model` with each seed's dreams computed on the spread's frontier
+    (`frontier_rollout`): the cost of a seed grows with its dreamed epidemic, not with the graph.
+
+    The same context (the seed frame repeated for the model's context) and the same reached count at
+    the last dreamed step; one seed at a time, for the seeds `nodes` (default all; the others NaN).
+    `log(str)` if given hears of the progress every tenth of the seeds.
+    """
+    n = world.adjacency.shape[0]
+    length = model.frames - 1
+    if members < 1 or horizon < 1:
+        raise ValueError(f"need members and horizon >= 1, got {members} and {horizon}")
+    seeds = np.arange(n) if nodes is None else np.asarray(nodes)
+    out = np.full(n, np.nan)
+    ctx = torch.zeros((1, length, n, 3))
+    ctx[..., S] = 1.0
+    for i, v in enumerate(seeds):
+        ctx[0, :, v, S], ctx[0, :, v, I] = 0.0, 1.0  # node v infected, every other node susceptible
+        dream = frontier_rollout(model, ctx, horizon, members, generator, stop=extinct)  # [1, M, H, N, 3]
+        ctx[0, :, v, S], ctx[0, :, v, I] = 1.0, 0.0
+        out[v] = (node_states(dream[0, :, -1].cpu().numpy()) != S).sum(-1).mean()
+        if log is not None and (i + 1) % max(1, len(seeds) // 10) == 0:
+            log(f"  dreamed reach of {i + 1} of {len(seeds)} seeds")
+    return out
+
+
 def hub_ranking_scores(estimate: np.ndarray, truth: np.ndarray) -> float:
     """Kendall τ (τ-b, ties handled) between a node score [N] and the true expected reach [N]."""
     estimate, truth = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
     if estimate.shape != truth.shape or estimate.ndim != 1:
         raise ValueError(f"estimate and truth must both be [N], got {list(estimate.shape)} and {list(truth.shape)}")
     return float(scipy.stats.kendalltau(estimate, truth).statistic)
+
+
+def top_k(num_nodes: int) -> int:
+    """The size of the hub ranking's top set on a graph of `num_nodes` nodes: min(TOP_K, N // 10), at least 1."""
+    return max(1, min(TOP_K, num_nodes // 10))
+
+
+def top_overlap(estimate: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """The share of the `k` nodes of largest `truth` [N] found among the `k` of largest `estimate` [N].
+
+    Ties at the k-th place are broken by node order (stable sort), the same for every estimate.
+    """
+    estimate, truth = np.asarray(estimate, np.float64), np.asarray(truth, np.float64)
+    if estimate.shape != truth.shape or estimate.ndim != 1:
+        raise ValueError(f"estimate and truth must both be [N], got {list(estimate.shape)} and {list(truth.shape)}")
+    if not 1 <= k <= len(truth):
+        raise ValueError(f"top set: expected 1 <= k <= {len(truth)}, found {k}")
+    best = np.argsort(-truth, kind="stable")[:k]
+    guess = np.argsort(-estimate, kind="stable")[:k]
+    return float(len(np.intersect1d(best, guess)) / k)
 
 
 def centrality_baselines(graph: nx.Graph) -> dict[str, np.ndarray]:
@@ -324,6 +435,7 @@ def cascade_report(
     truth: np.ndarray,
     last: np.ndarray,
     hub: dict[str, np.ndarray] | None = None,
+    candidates: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """JSON-ready cascade scores of every forecaster, with a `headline` section.
 
@@ -334,6 +446,9 @@ def cascade_report(
         last: [S, N] node states at the last context frame.
         hub: [N] node scores by name; "truth" (the Monte-Carlo expected reach) is the reference
             every other one ("model", "degree", "eigenvector", ...) is ranked against.
+        candidates: the nodes the model's hub score covers when not all (its others NaN): Kendall
+            τ ranks every score on them alone; the top sets take the model's from them and every
+            other score's from all nodes.
     """
     missing = {"model", "oracle", "persistence"} - set(forecasts)
     if missing:
@@ -364,16 +479,28 @@ def cascade_report(
         # (CRPS_persistence − CRPS_model) / (CRPS_persistence − CRPS_oracle) per horizon
         "infected_skill_vs_oracle": skill.tolist(),
         "infected_skill_vs_oracle_mean": float(np.nanmean(skill)) if np.isfinite(skill).any() else float("nan"),
+        # fair CRPS of the reached fraction, mean over horizons: how far the spread got
+        "reach_crps": {name: float(np.mean(sc["reach_crps"])) for name, sc in scores.items()},
     }
     horizons = list(range(1, np.shape(truth)[1] + 1))
     report: dict[str, Any] = {"horizons": horizons, "headline": headline, "scores": scores}
     if hub is not None:
         if "truth" not in hub:
             raise ValueError(f"hub needs the Monte-Carlo reference under 'truth', got keys {sorted(hub)}")
-        taus = {name: hub_ranking_scores(v, hub["truth"]) for name, v in hub.items() if name != "truth"}
+        on = slice(None) if candidates is None else np.asarray(candidates)
+        scored = {name: np.asarray(v, np.float64) for name, v in hub.items() if name != "truth"}
+        truth_reach = np.asarray(hub["truth"], np.float64)
+        taus = {name: hub_ranking_scores(v[on], truth_reach[on]) for name, v in scored.items()}
+        k = top_k(len(truth_reach))
+        overlap = {name: top_overlap(np.nan_to_num(v, nan=-np.inf), truth_reach, k) for name, v in scored.items()}
         headline["hub_kendall_tau"] = taus
-        reach = {k: np.asarray(v, np.float64).tolist() for k, v in hub.items()}
-        report["hub"] = {"kendall_tau": taus, "expected_reach": reach}
+        headline["hub_top_overlap"] = overlap
+        headline["hub_top_k"] = k
+        headline["hub_seeds_dreamed"] = len(truth_reach) if candidates is None else len(candidates)
+        reach = {
+            name: [None if np.isnan(x) else x for x in np.asarray(v, np.float64).tolist()] for name, v in hub.items()
+        }
+        report["hub"] = {"kendall_tau": taus, "top_overlap": overlap, "top_k": k, "expected_reach": reach}
     return report
 
 
