@@ -344,5 +344,8 @@ __all__ = [
     "evaluate_and_draw",
     "evaluate_cascade",
     "evaluate_cascade_checkpoint",
+    "forecast_cases",
     "held_out_cases",
+    "hub_candidates",
+    "uses_frontier",
 ]
