@@ -284,6 +284,11 @@ def test_model_reach_counts_the_last_dreamed_frame_of_each_seed_context(monkeypa
     assert np.array_equal(node_states(seed_frames(5)), np.diag([I] * 5))
     assert expected_final_reach_model(fake, world, members=4, horizon=2, context_frames=1).shape == (5,)
     assert seen[-1].shape[1] == 1
+    # some seeds only: those dreamed from, the others not ranked
+    seen.clear()
+    some = expected_final_reach_model(fake, world, members=4, horizon=2, nodes=np.array([1, 3]))
+    assert np.isnan(some[[0, 2, 4]]).all() and some[[1, 3]].tolist() == [1.5, 1.5]
+    assert np.array_equal(torch.cat(seen).numpy()[:, 0], seed_frames(5)[[1, 3]])
 
 
 def test_frontier_reach_counts_each_seeds_dreams(monkeypatch) -> None:

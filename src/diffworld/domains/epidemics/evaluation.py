@@ -152,8 +152,9 @@ def evaluate_cascade(model: WorldModel, cfg: CascadeDemoConfig, log: Callable[[s
                 model, world, cfg.hub_members, cfg.hub_horizon, gen, nodes=candidates, log=log
             )
         else:
-            dreamed = ev.expected_final_reach_model(model, world, cfg.hub_members, cfg.hub_horizon, gen)
-            dreamed[np.setdiff1d(np.arange(n), candidates)] = np.nan  # as the frontier ranks them: not at all
+            dreamed = ev.expected_final_reach_model(
+                model, world, cfg.hub_members, cfg.hub_horizon, gen, nodes=candidates
+            )
         hub = {
             "truth": ev.expected_final_reach_mc(world, cfg.hub_runs, rng, horizon=cfg.hub_horizon),
             "model": dreamed,

@@ -313,8 +313,10 @@ def expected_final_reach_model(
     generator: torch.Generator | None = None,
     context_frames: int | None = None,
     batch: int = 512,
+    nodes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """[N]: each node's expected number of reached nodes as the single seed, from the model's dreams.
+    """[N]: each node's expected number of reached nodes as the single seed, from the model's dreams
+    (for the seeds `nodes` only if given, the others NaN).
 
     The context is the seed frame repeated `context_frames` times (default: the model's full
     context, `model.frames − 1`). The model never saw a context shorter than its training windows
@@ -328,16 +330,17 @@ def expected_final_reach_model(
     length = model.frames - 1 if context_frames is None else int(context_frames)
     if length < 1 or members < 1 or horizon < 1:
         raise ValueError(f"need context_frames, members and horizon >= 1, got {length}, {members}, {horizon}")
-    ctx = np.repeat(seed_frames(n)[:, None], length, axis=1)  # [N, L, N, 3]
+    seeds = np.arange(n) if nodes is None else np.asarray(nodes)
+    ctx = np.repeat(seed_frames(n)[seeds, None], length, axis=1)  # [seeds, L, N, 3]
     per_chunk = max(1, batch // members)
-    out = np.empty(n)
-    for lo in range(0, n, per_chunk):
+    out = np.full(n, np.nan)
+    for lo in range(0, len(seeds), per_chunk):
         chunk = torch.as_tensor(ctx[lo : lo + per_chunk])  # [n', L, N, 3]
         dream = rollout(
             model, chunk, None, horizon=horizon, n_samples=members, generator=generator, stop=extinct
         )  # [n', M, H, N, 3]
         final = node_states(dream[:, :, -1].float().cpu().numpy())  # [n', M, N]
-        out[lo : lo + per_chunk] = (final != S).sum(-1).mean(-1)
+        out[seeds[lo : lo + per_chunk]] = (final != S).sum(-1).mean(-1)
     return out
 
 
